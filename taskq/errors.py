@@ -1,0 +1,78 @@
+"""Every exception taskq raises. Imports nothing of taskq."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+
+class TaskQError(Exception):
+    """Base of every error raised by taskq itself."""
+
+
+class ConfigurationError(TaskQError):
+    """A bad setting, URL or app reference."""
+
+
+class MessageError(TaskQError):
+    """A message that cannot be encoded or decoded."""
+
+
+class MessageTooLargeError(MessageError):
+    """An encoded message is over `task_max_message_bytes`."""
+
+
+class ContentRefusedError(MessageError):
+    """A message's serializer is not in `accept_content`."""
+
+
+class NotRegisteredError(TaskQError):
+    """A task name that the app does not know."""
+
+
+class TimeoutError(TaskQError, builtins.TimeoutError):  # noqa: A001 - ours subclasses the builtin
+    """`AsyncResult.get()` waited longer than its timeout."""
+
+
+class NotConnectedError(TaskQError):
+    """The app was used before `await app.connect()` (or `async with app`)."""
+
+
+class TaskError(TaskQError):
+    """A task failed remotely. `get()` raises a subclass named after the original type.
+
+    The subclass also derives from the original exception when that is a builtin
+    (so `except ValueError:` keeps working); `exc_type`, `exc_message` and
+    `remote_traceback` carry what the worker recorded.
+    """
+
+    exc_type: str = "Exception"
+
+    def __init__(self, exc_message: str, remote_traceback: str | None = None) -> None:
+        super().__init__(exc_message)
+        self.exc_message = exc_message
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        return f"{self.exc_type}: {self.exc_message}"
+
+
+_task_error_types: dict[str, type[TaskError]] = {}
+
+
+def task_error_type(exc_type: str) -> type[TaskError]:
+    """The `TaskError` subclass that stands for the remote exception type `exc_type`."""
+    cls = _task_error_types.get(exc_type)
+    if cls is None:
+        short = exc_type.rsplit(".", 1)[-1]
+        builtin = getattr(builtins, short, None) if "." not in exc_type else None
+        bases: tuple[type, ...] = (TaskError,)
+        if isinstance(builtin, type) and issubclass(builtin, Exception) and builtin is not Exception:
+            bases = (TaskError, builtin)
+        attrs: dict[str, Any] = {"exc_type": exc_type, "__module__": "taskq.errors"}
+        try:
+            cls = type(short, bases, attrs)
+        except TypeError:  # a builtin with an incompatible layout
+            cls = type(short, (TaskError,), attrs)
+        _task_error_types[exc_type] = cls
+    return cls

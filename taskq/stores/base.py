@@ -1,0 +1,103 @@
+"""The result store protocol, the stored task metadata, and the URL -> store factory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from taskq import states
+from taskq.errors import MessageError
+from taskq.urls import load_backend_class
+
+DEFAULT_POLLING_INTERVAL = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    polling_interval: float = DEFAULT_POLLING_INTERVAL
+    transport: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class TaskMeta:
+    """What the store knows of one task. A failure keeps the exception's type,
+    message and traceback text; no exception object is ever pickled."""
+
+    task_id: str
+    status: str = states.PENDING
+    result: Any = None
+    exc_type: str | None = None
+    exc_message: str | None = None
+    traceback: str | None = None
+    task: str | None = None
+    retries: int = 0
+    worker: str | None = None
+    date_done: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.status in states.READY_STATES
+
+    def encode(self) -> bytes:
+        try:
+            return orjson.dumps(self._as_dict())
+        except TypeError as exc:
+            raise MessageError(f"task {self.task_id}: result is not serializable: {exc}") from exc
+
+    @classmethod
+    def decode(cls, raw: bytes) -> TaskMeta:
+        data = orjson.loads(raw)
+        return cls(**{name: data.get(name) for name in _FIELDS if name in data})
+
+    def _as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _FIELDS}
+
+
+_FIELDS = tuple(TaskMeta.__dataclass_fields__)
+
+
+class ResultStore(Protocol):
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def set_state(self, task_id: str, meta: TaskMeta, ttl: float | None) -> None: ...
+
+    async def get(self, task_id: str) -> TaskMeta | None: ...
+
+    async def wait(self, task_id: str, timeout: float | None) -> TaskMeta:
+        """The task's meta once it is ready; `TimeoutError` (taskq's) after `timeout`."""
+        ...
+
+    async def forget(self, task_id: str) -> None: ...
+
+    async def chord_part_done(self, group_id: str, task_id: str, size: int) -> bool:
+        """True exactly once per group: when its last distinct member is recorded."""
+        ...
+
+    async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool: ...
+
+    async def lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Acquire the lease `name` for `owner`, or renew it if `owner` holds it."""
+        ...
+
+    async def revoke(self, task_ids: Sequence[str], ttl: float) -> None: ...
+
+    async def revoked(self, task_ids: Sequence[str]) -> set[str]: ...
+
+
+_STORES: dict[str, str] = {
+    "memory": "taskq.stores.memory:MemoryStore",
+    "sqlite": "taskq.stores.sqlite:SQLiteStore",
+    "redis": "taskq.stores.redis:RedisStore",
+    "rediss": "taskq.stores.redis:RedisStore",
+}
+
+
+def create_store(url: str, options: StoreOptions | None = None) -> ResultStore:
+    cls = load_backend_class(url, _STORES, "result backend")
+    store: ResultStore = cls(url, options or StoreOptions())
+    return store

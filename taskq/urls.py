@@ -1,0 +1,43 @@
+"""Backend URLs: scheme -> implementing class, and the SQLite URL convention.
+
+Imports nothing of taskq but `errors`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from taskq.errors import ConfigurationError
+
+DEFAULT_URL = "sqlite:///taskq.db"
+
+_EXTRAS = {"redis": "redis", "rediss": "redis", "amqp": "amqp", "amqps": "amqp"}
+
+
+def load_backend_class(url: str, registry: dict[str, str], kind: str) -> Any:
+    """The class registered for `url`'s scheme, imported on first use."""
+    scheme = urlsplit(url).scheme
+    if "://" not in url or scheme not in registry:
+        known = ", ".join(f"{name}://" for name in registry)
+        raise ConfigurationError(f"unsupported {kind} URL {url!r} (expected one of {known})")
+    module_name, class_name = registry[scheme].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        extra = _EXTRAS.get(scheme)
+        hint = f": pip install 'taskq[{extra}]'" if extra else ""
+        raise ConfigurationError(f"the {scheme}:// {kind} is not available ({exc}){hint}") from exc
+    return getattr(module, class_name)
+
+
+def sqlite_path(url: str) -> Path:
+    """`sqlite:///rel/file.db` is relative to the working directory, `sqlite:////abs.db` absolute."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ConfigurationError(
+            f"bad SQLite URL {url!r}: expected sqlite:///relative/file.db or sqlite:////abs/file.db"
+        )
+    return Path(url[len(prefix) :])
