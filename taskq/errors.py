@@ -30,7 +30,7 @@ class NotRegisteredError(TaskQError):
     """A task name that the app does not know."""
 
 
-class TimeoutError(TaskQError, builtins.TimeoutError):  # noqa: A001 - ours subclasses the builtin
+class TimeoutError(TaskQError, builtins.TimeoutError):
     """`AsyncResult.get()` waited longer than its timeout."""
 
 
@@ -67,7 +67,11 @@ def task_error_type(exc_type: str) -> type[TaskError]:
         short = exc_type.rsplit(".", 1)[-1]
         builtin = getattr(builtins, short, None) if "." not in exc_type else None
         bases: tuple[type, ...] = (TaskError,)
-        if isinstance(builtin, type) and issubclass(builtin, Exception) and builtin is not Exception:
+        if (
+            isinstance(builtin, type)
+            and issubclass(builtin, Exception)
+            and builtin is not Exception
+        ):
             bases = (TaskError, builtin)
         attrs: dict[str, Any] = {"exc_type": exc_type, "__module__": "taskq.errors"}
         try:

@@ -1,4 +1,7 @@
-"""Task states. PENDING (unknown id) -> RECEIVED -> STARTED -> SUCCESS | FAILURE | RETRY | REVOKED."""
+"""Task states.
+
+PENDING (unknown id) -> RECEIVED -> STARTED -> SUCCESS | FAILURE | RETRY | REVOKED.
+"""
 
 from typing import Final
 

@@ -34,7 +34,7 @@ def load_backend_class(url: str, registry: dict[str, str], kind: str) -> Any:
 
 
 def sqlite_path(url: str) -> Path:
-    """`sqlite:///rel/file.db` is relative to the working directory, `sqlite:////abs.db` absolute."""
+    """`sqlite:///rel/file.db` is relative to the working directory; `sqlite:////abs.db` is not."""
     prefix = "sqlite:///"
     if not url.startswith(prefix) or len(url) == len(prefix):
         raise ConfigurationError(

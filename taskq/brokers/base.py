@@ -8,7 +8,7 @@ message is delivered again.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -79,7 +79,7 @@ class Broker(Protocol):
 
     async def publish_many(self, items: Sequence[tuple[Message, str]]) -> None: ...
 
-    def consume(self, queues: Sequence[str], prefetch: int) -> AsyncIterator[Delivery]:
+    def consume(self, queues: Sequence[str], prefetch: int) -> AsyncGenerator[Delivery, None]:
         """Deliveries from `queues`, never more than `prefetch` unsettled at once."""
         ...
 
@@ -112,6 +112,7 @@ _BROKERS: dict[str, str] = {
     "amqp": "taskq.brokers.amqp:AMQPBroker",
     "amqps": "taskq.brokers.amqp:AMQPBroker",
 }
+
 
 def create_broker(url: str, options: BrokerOptions | None = None) -> Broker:
     cls = load_backend_class(url, _BROKERS, "broker")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -36,6 +38,25 @@ class TaskMeta:
     retries: int = 0
     worker: str | None = None
     date_done: float | None = None
+
+    @classmethod
+    def from_exception(cls, task_id: str, exc: BaseException, **fields: Any) -> TaskMeta:
+        """A FAILURE that records `exc`'s qualified type, message and traceback text."""
+        kind = type(exc)
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else f"{kind.__module__}.{kind.__qualname__}"
+        )
+        return cls(
+            task_id,
+            states.FAILURE,
+            exc_type=name,
+            exc_message=str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+            date_done=time.time(),
+            **fields,
+        )
 
     @property
     def ready(self) -> bool:

@@ -1,0 +1,328 @@
+"""TaskQ: the app object. Settings, the task registry, broker and store wiring, publishing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
+
+import anyio
+
+from taskq import result as results
+from taskq import states
+from taskq.brokers.base import (
+    DEFAULT_POLLING_INTERVAL,
+    DEFAULT_VISIBILITY_TIMEOUT,
+    Broker,
+    BrokerOptions,
+    create_broker,
+)
+from taskq.config import Settings
+from taskq.errors import ConfigurationError, NotRegisteredError
+from taskq.message import Message, new_id
+from taskq.routing import Router
+from taskq.stores.base import ResultStore, StoreOptions, TaskMeta, create_store
+from taskq.task import Request, Task, absolute_time, current_request
+from taskq.urls import DEFAULT_URL
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class TaskDecorator(Protocol):
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class BoundTaskDecorator(Protocol):
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]], /
+    ) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[Concatenate[Any, P], R], /) -> Task[P, R]: ...
+
+
+class TaskQ:
+    """The app: `TaskQ("shop", broker=..., backend=..., **settings)`.
+
+    With no URL the embedded SQLite database `./taskq.db` is both broker and result
+    store. Use `async with app:` (or `await app.connect()` / `await app.close()`);
+    the first publish or result query also connects on demand.
+    """
+
+    def __init__(
+        self,
+        main: str | None = None,
+        *,
+        broker: str | None = None,
+        backend: str | None = None,
+        **settings: Any,
+    ) -> None:
+        self.main = main
+        self.conf = Settings()
+        self.conf.update(settings)
+        if broker is not None:
+            self.conf.broker_url = broker
+        if backend is not None:
+            self.conf.result_backend = backend
+        self.conf.apply_environment()
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._broker: Broker | None = None
+        self._store: ResultStore | None = None
+        self._connecting: anyio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<TaskQ {self.main or '__main__'} broker={self.broker_url}>"
+
+    # -- configuration ------------------------------------------------------------
+
+    def config_from_object(self, obj: object | str) -> None:
+        self.conf.config_from_object(obj)
+
+    @property
+    def broker_url(self) -> str:
+        return self.conf.broker_url or DEFAULT_URL
+
+    @property
+    def result_backend_url(self) -> str:
+        """The store URL: as configured, else following the broker (AMQP -> SQLite)."""
+        if self.conf.result_backend:
+            return self.conf.result_backend
+        url = self.broker_url
+        return DEFAULT_URL if url.startswith(("amqp://", "amqps://")) else url
+
+    @property
+    def router(self) -> Router:
+        return Router(self.conf.task_routes)
+
+    # -- tasks --------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(
+        self, fn: None = None, /, *, bind: Literal[True], name: str | None = None, **options: Any
+    ) -> BoundTaskDecorator: ...
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        bind: Literal[False] = False,
+        name: str | None = None,
+        **options: Any,
+    ) -> TaskDecorator: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        bind: bool = False,
+        name: str | None = None,
+        **options: Any,
+    ) -> Any:
+        """Register a function as a task: `@app.task` or `@app.task(name=..., bind=True, ...)`."""
+
+        def register(func: Callable[..., Any]) -> Task[Any, Any]:
+            task_name = name or self._default_name(func)
+            task: Task[Any, Any] = Task(self, func, task_name, bind=bind, **options)
+            self.tasks[task_name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def _default_name(self, fn: Callable[..., Any]) -> str:
+        module = fn.__module__
+        if module == "__main__" and self.main:
+            module = self.main
+        return f"{module}.{fn.__qualname__}"
+
+    def get_task(self, name: str) -> Task[Any, Any]:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise NotRegisteredError(f"task {name!r} is not registered with this app") from None
+
+    # -- connections --------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect the broker and the result store (idempotent)."""
+        if self._connecting is not None:
+            await self._connecting.wait()
+            return
+        self._connecting = anyio.Event()
+        try:
+            self.conf.validate()
+            broker = create_broker(self.broker_url, self.broker_options())
+            store = create_store(self.result_backend_url, self._store_options())
+            await broker.connect()
+            try:
+                await store.connect()
+            except BaseException:
+                await broker.close()
+                raise
+            self._broker, self._store = broker, store
+        except BaseException:
+            self._connecting.set()
+            self._connecting = None
+            raise
+        self._connecting.set()
+
+    async def close(self) -> None:
+        broker, store = self._broker, self._store
+        self._broker = self._store = None
+        self._connecting = None
+        with anyio.CancelScope(shield=True):
+            if broker is not None:
+                await broker.close()
+            if store is not None:
+                await store.close()
+
+    async def __aenter__(self) -> TaskQ:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def connected_broker(self) -> Broker:
+        if self._broker is None:
+            await self.connect()
+        assert self._broker is not None
+        return self._broker
+
+    async def connected_store(self) -> ResultStore:
+        if self._store is None:
+            await self.connect()
+        assert self._store is not None
+        return self._store
+
+    def broker_options(self) -> BrokerOptions:
+        transport = dict(self.conf.broker_transport_options)
+        known = {"visibility_timeout", "polling_interval"}
+        extras = {k: v for k, v in transport.items() if k not in known}
+        return BrokerOptions(
+            visibility_timeout=float(
+                transport.get("visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT)
+            ),
+            polling_interval=float(transport.get("polling_interval", DEFAULT_POLLING_INTERVAL)),
+            max_message_bytes=self.conf.task_max_message_bytes,
+            transport=extras,
+        )
+
+    def _store_options(self) -> StoreOptions:
+        transport = self.conf.broker_transport_options
+        return StoreOptions(
+            polling_interval=float(transport.get("polling_interval", DEFAULT_POLLING_INTERVAL))
+        )
+
+    # -- publishing ---------------------------------------------------------------
+
+    def AsyncResult(self, task_id: str) -> results.AsyncResult[Any]:
+        return results.AsyncResult(task_id, app=self)
+
+    async def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> results.AsyncResult[Any]:
+        """Publish task `name` without importing its function (options as `apply_async`)."""
+        return await self.send_message(self.build_message(name, args, kwargs, **options))
+
+    def build_message(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        task_id: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: float | timedelta | datetime | None = None,
+        headers: Mapping[str, Any] | None = None,
+        serializer: str | None = None,
+    ) -> Message:
+        """The envelope of one call, routed: explicit options, `task_routes`, defaults."""
+        args, kwargs = list(args or ()), dict(kwargs or {})
+        route = self.router.route(name, args, kwargs, {"queue": queue, "priority": priority})
+        if priority is None:
+            priority = route.get("priority", self.conf.task_default_priority)
+        _check_priority(priority)
+        parent = current_request()
+        now = time.time()
+        message_id = task_id or new_id()
+        return Message(
+            id=message_id,
+            task=name,
+            args=args,
+            kwargs=kwargs,
+            queue=queue or route.get("queue") or self.conf.task_default_queue,
+            priority=priority,
+            eta=_eta(countdown, eta, now),
+            expires=absolute_time(expires, now),
+            root_id=(parent.root_id or parent.id) if parent else message_id,
+            parent_id=parent.id if parent else None,
+            headers=dict(headers or {}),
+            sent_at=now,
+            content_type=serializer or route.get("serializer") or self.conf.task_serializer,
+        )
+
+    async def send_message(self, message: Message) -> results.AsyncResult[Any]:
+        if self.conf.task_always_eager:
+            return await self._run_eager(message)
+        broker = await self.connected_broker()
+        await broker.publish(message, message.queue)
+        return results.AsyncResult(message.id, app=self)
+
+    async def _run_eager(self, message: Message) -> results.EagerResult[Any]:
+        task = self.get_task(message.task)
+        request = Request.from_message(message, {"queue": message.queue}, hostname="eager")
+        request.is_eager = True
+        try:
+            task.bind_arguments(request.args, request.kwargs)
+            if task.is_coroutine:
+                value = await task.run_async(request)
+            else:
+                value = await anyio.to_thread.run_sync(task.run_sync, request)
+        except Exception as exc:
+            if self.conf.task_eager_propagates:
+                raise
+            meta = TaskMeta.from_exception(message.id, exc, task=task.name)
+        else:
+            meta = TaskMeta(
+                message.id, states.SUCCESS, result=value, task=task.name, date_done=time.time()
+            )
+        return results.EagerResult(meta, app=self)
+
+
+def _eta(countdown: float | None, eta: datetime | float | None, now: float) -> float | None:
+    if countdown is not None and eta is not None:
+        raise ValueError("give countdown or eta, not both")
+    if countdown is not None:
+        return now + countdown
+    if isinstance(eta, datetime):
+        return eta.timestamp()
+    return eta
+
+
+def _check_priority(priority: int | None) -> None:
+    if priority is not None and (type(priority) is not int or not 0 <= priority <= 9):
+        raise ConfigurationError(f"priority must be an integer 0-9, not {priority!r}")

@@ -1,0 +1,281 @@
+"""The `taskq` command: worker, call, result, purge, status, dlq."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
+
+import anyio
+import orjson
+import typer
+
+from taskq.app import TaskQ
+from taskq.errors import TaskError, TaskQError
+from taskq.stores.base import TaskMeta
+from taskq.worker.worker import Worker
+
+cli = typer.Typer(
+    name="taskq",
+    help="taskq: an asyncio-native distributed task queue.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+T = TypeVar("T")
+
+AppOption = Annotated[
+    str,
+    typer.Option("--app", "-A", help="The app: 'module:attribute' or 'module' (attribute 'app')."),
+]
+QueuesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--queues", "-Q", help="Comma-separated queue names (default: task_default_queue)."
+    ),
+]
+
+
+class CommandError(Exception):
+    """A user error: printed as one line, exit status 1."""
+
+
+def load_app(spec: str) -> TaskQ:
+    """Import `module:attribute` (or `module`, attribute `app`) from the working directory."""
+    module_name, _, attribute = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CommandError(f"cannot import {module_name!r}: {exc}") from None
+    app = getattr(module, attribute or "app", None)
+    if not isinstance(app, TaskQ):
+        raise CommandError(f"{module_name}:{attribute or 'app'} is not a TaskQ app")
+    return app
+
+
+def run_command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async command; taskq's errors end it with one line and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            anyio.run(functools.partial(fn, *args, **kwargs))
+        except (CommandError, TaskQError, ValueError) as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def split_queues(app: TaskQ, queues: str | None) -> list[str]:
+    names = [name.strip() for name in (queues or "").split(",") if name.strip()]
+    return names or [app.conf.task_default_queue]
+
+
+@cli.command()
+@run_command
+async def worker(
+    app: AppOption,
+    queues: QueuesOption = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", min=1, help="Tasks run at once.")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Threads for plain (sync) tasks.")
+    ] = None,
+    prefetch_multiplier: Annotated[
+        int | None, typer.Option(min=1, help="Reserved = concurrency x this.")
+    ] = None,
+    shutdown_timeout: Annotated[
+        float | None, typer.Option(help="Seconds a warm shutdown waits.")
+    ] = None,
+    hostname: Annotated[
+        str | None, typer.Option("--hostname", "-n", help="This worker's name.")
+    ] = None,
+    loglevel: Annotated[
+        str, typer.Option("--loglevel", "-l", help="debug, info, warning, error.")
+    ] = "info",
+) -> None:
+    """Run a worker until SIGTERM/SIGINT (warm shutdown; a second signal is cold)."""
+    configure_logging(loglevel)
+    taskq_app = load_app(app)
+    runner = Worker(
+        taskq_app,
+        queues=split_queues(taskq_app, queues),
+        concurrency=concurrency,
+        threads=threads,
+        prefetch_multiplier=prefetch_multiplier,
+        shutdown_timeout=shutdown_timeout,
+        hostname=hostname,
+    )
+    async with taskq_app, anyio.create_task_group() as tg:
+        tg.start_soon(_shutdown_on_signals, runner)
+        await runner.run()
+        tg.cancel_scope.cancel()
+
+
+async def _shutdown_on_signals(runner: Worker) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        first = True
+        async for _ in signals:
+            if first:
+                runner.stop()
+                first = False
+            else:
+                runner.terminate()
+
+
+def configure_logging(level: str) -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise CommandError(f"unknown log level {level!r}")
+    logging.basicConfig(level=numeric, format="[%(asctime)s %(levelname)s %(name)s] %(message)s")
+
+
+@cli.command()
+@run_command
+async def call(
+    name: Annotated[str, typer.Argument(help="The registered task name.")],
+    app: AppOption,
+    args: Annotated[str, typer.Option(help="Positional arguments as a JSON list.")] = "[]",
+    kwargs: Annotated[str, typer.Option(help="Keyword arguments as a JSON object.")] = "{}",
+    queue: Annotated[str | None, typer.Option("--queue", "-Q")] = None,
+    countdown: Annotated[float | None, typer.Option()] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the result and print it.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="Seconds --wait waits.")] = None,
+) -> None:
+    """Publish task NAME by name and print its id (or, with --wait, its result)."""
+    call_args, call_kwargs = _json_arg("--args", args, list), _json_arg("--kwargs", kwargs, dict)
+    taskq_app = load_app(app)
+    async with taskq_app:
+        result = await taskq_app.send_task(
+            name, call_args, call_kwargs, queue=queue, countdown=countdown
+        )
+        if not wait:
+            typer.echo(result.id)
+            return
+        try:
+            value = await result.get(timeout=timeout)
+        except TaskError as exc:
+            raise CommandError(f"task {result.id} failed: {exc}") from None
+        typer.echo(orjson.dumps(value).decode())
+
+
+def _json_arg(option: str, text: str, kind: type[T]) -> T:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise CommandError(f"{option} is not valid JSON: {exc}") from None
+    if not isinstance(value, kind):
+        raise CommandError(f"{option} must be a JSON {'list' if kind is list else 'object'}")
+    return value
+
+
+@cli.command()
+@run_command
+async def result(
+    task_id: Annotated[str, typer.Argument(help="The task id.")],
+    app: AppOption,
+    wait: Annotated[bool, typer.Option(help="Wait until the task is ready.")] = False,
+    timeout: Annotated[float | None, typer.Option(help="Seconds --wait waits.")] = None,
+) -> None:
+    """Print a task's state and result as JSON."""
+    taskq_app = load_app(app)
+    async with taskq_app:
+        store = await taskq_app.connected_store()
+        meta = (
+            await store.wait(task_id, timeout)
+            if wait
+            else await store.get(task_id) or TaskMeta(task_id)
+        )
+        typer.echo(orjson.dumps(_public_meta(meta)).decode())
+
+
+def _public_meta(meta: TaskMeta) -> dict[str, Any]:
+    shown: dict[str, Any] = {"id": meta.task_id, "status": meta.status, "task": meta.task}
+    if meta.exc_type is not None:
+        shown.update(exc_type=meta.exc_type, exc_message=meta.exc_message, traceback=meta.traceback)
+    else:
+        shown["result"] = meta.result
+    return shown
+
+
+@cli.command()
+@run_command
+async def purge(app: AppOption, queues: QueuesOption = None) -> None:
+    """Delete the messages waiting in the queues."""
+    taskq_app = load_app(app)
+    async with taskq_app:
+        broker = await taskq_app.connected_broker()
+        for queue in split_queues(taskq_app, queues):
+            count = await broker.purge(queue)
+            typer.echo(f"Purged {count} message(s) from {queue}")
+
+
+@cli.command()
+@run_command
+async def status(app: AppOption, queues: QueuesOption = None) -> None:
+    """Print each queue's depth and dead-letter count."""
+    taskq_app = load_app(app)
+    async with taskq_app:
+        broker = await taskq_app.connected_broker()
+        names = split_queues(taskq_app, queues) if queues else known_queues(taskq_app)
+        width = max(len(name) for name in [*names, "queue"])
+        typer.echo(f"{'queue':<{width}}  {'messages':>10}  {'dead letters':>12}")
+        for name in names:
+            depth, dead = await broker.queue_length(name), await broker.dead_letter_length(name)
+            typer.echo(f"{name:<{width}}  {depth:>10}  {dead:>12}")
+
+
+def known_queues(app: TaskQ) -> list[str]:
+    """The default queue plus every queue named by a task or a static route."""
+    names = [app.conf.task_default_queue]
+    names += [task.queue for task in app.tasks.values() if task.queue]
+    routes = app.conf.task_routes
+    for table in routes if isinstance(routes, list | tuple) else [routes]:
+        if isinstance(table, dict):
+            names += [r if isinstance(r, str) else r.get("queue") for r in table.values()]
+    return sorted({name for name in names if isinstance(name, str)})
+
+
+@cli.command()
+@run_command
+async def dlq(
+    app: AppOption,
+    queues: QueuesOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many per queue.")] = 100,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Delete them instead of listing them.")
+    ] = False,
+) -> None:
+    """List (or --purge) the dead letters of the queues, one JSON object per line."""
+    taskq_app = load_app(app)
+    async with taskq_app:
+        broker = await taskq_app.connected_broker()
+        for queue in split_queues(taskq_app, queues):
+            if purge:
+                typer.echo(
+                    f"Purged {await broker.purge_dead_letters(queue)} dead letter(s) from {queue}"
+                )
+                continue
+            for letter in await broker.dead_letters(queue, limit):
+                body = letter.body.decode("utf-8", errors="replace")
+                line = {
+                    "queue": letter.queue,
+                    "reason": letter.reason,
+                    "failed_at": letter.failed_at,
+                    "body": body,
+                }
+                typer.echo(orjson.dumps(line).decode())
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,68 @@
+"""`task_routes`: exact names, glob patterns and callables -> queue / priority / options.
+
+A route table is a mapping `{name_or_glob: "queue" | {"queue": ..., "priority": ...}}`,
+a callable `(name, args, kwargs, options) -> dict | str | None`, or a list of these
+tried in order. Exact names win over globs; globs match in insertion order.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from taskq.errors import ConfigurationError
+
+Route = dict[str, Any]
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+class Router:
+    def __init__(self, routes: Any) -> None:
+        self._routes: list[Mapping[str, Any] | Callable[..., Any]] = _as_list(routes)
+        self._globs = [
+            [
+                (re.compile(fnmatch.translate(p)), r)
+                for p, r in table.items()
+                if _GLOB_CHARS.search(p)
+            ]
+            if isinstance(table, Mapping)
+            else []
+            for table in self._routes
+        ]
+
+    def route(
+        self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], options: Mapping[str, Any]
+    ) -> Route:
+        """The first matching route for task `name`, as a dict ({} when none matches)."""
+        for table, globs in zip(self._routes, self._globs, strict=True):
+            if isinstance(table, Mapping):
+                found = table.get(name)
+                if found is None:
+                    found = next((r for pattern, r in globs if pattern.match(name)), None)
+            else:
+                found = table(name, args, kwargs, options)
+            if found is not None:
+                return _as_route(found, name)
+        return {}
+
+
+def _as_list(routes: Any) -> list[Mapping[str, Any] | Callable[..., Any]]:
+    if routes is None:
+        return []
+    items = list(routes) if isinstance(routes, list | tuple) else [routes]
+    for item in items:
+        if not isinstance(item, Mapping) and not callable(item):
+            raise ConfigurationError(
+                f"task_routes entry {item!r} is neither a mapping nor callable"
+            )
+    return items
+
+
+def _as_route(found: Any, name: str) -> Route:
+    if isinstance(found, str):
+        return {"queue": found}
+    if isinstance(found, Mapping):
+        return dict(found)
+    raise ConfigurationError(f"route for {name!r} is {found!r}: expected a queue name or a dict")
