@@ -1,0 +1,55 @@
+"""Tasks run by the worker subprocesses of the integration tests.
+
+The broker comes from TASKQ_BROKER_URL, so the same module serves every broker.
+"""
+
+import os
+import threading
+
+import anyio
+
+from taskq import TaskQ
+
+app = TaskQ("itest")
+
+_running = 0
+_peak = 0
+
+
+@app.task(name="itest.add")
+async def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task(name="itest.concurrent")
+async def concurrent(seconds: float) -> int:
+    """Returns the peak number of these tasks seen running at once in this worker."""
+    global _running, _peak
+    _running += 1
+    _peak = max(_peak, _running)
+    try:
+        await anyio.sleep(seconds)
+    finally:
+        _running -= 1
+    return _peak
+
+
+@app.task(name="itest.in_thread")
+def in_thread(x: int) -> dict[str, object]:
+    return {"double": x * 2, "main_thread": threading.current_thread() is threading.main_thread()}
+
+
+@app.task(name="itest.marked", acks_late=True)
+async def marked(marker: str, seconds: float) -> int:
+    """Writes 'started <pid>' to `marker`, sleeps, returns the pid that finished it."""
+    await anyio.Path(marker).write_text(f"started {os.getpid()}\n")
+    await anyio.sleep(seconds)
+    return os.getpid()
+
+
+@app.task(name="itest.marked_early")
+async def marked_early(marker: str, seconds: float) -> int:
+    """As `marked`, but acked before it runs (the default)."""
+    await anyio.Path(marker).write_text(f"started {os.getpid()}\n")
+    await anyio.sleep(seconds)
+    return os.getpid()

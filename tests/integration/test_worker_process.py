@@ -1,0 +1,217 @@
+"""The real `taskq worker` command on a SQLite file, driven from this process."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from taskq import TaskError, TaskQ, states
+from taskq.message import Message
+from tests.integration.conftest import WorkerProcess, eventually, wait_for
+
+pytestmark = pytest.mark.integration
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+async def producer(sqlite_url: str) -> AsyncIterator[TaskQ]:
+    app = TaskQ("producer", broker=sqlite_url, broker_transport_options={"polling_interval": 0.05})
+    async with app:
+        yield app
+
+
+async def test_async_and_sync_tasks_return_results(
+    producer: TaskQ, start_worker: StartWorker
+) -> None:
+    start_worker("-c", "10", "--threads", "2")
+    added = await producer.send_task("itest.add", args=[4, 5])
+    threaded = await producer.send_task("itest.in_thread", args=[21])
+    assert await added.get(timeout=20) == 9
+    assert await threaded.get(timeout=20) == {"double": 42, "main_thread": False}
+    assert await added.status() == states.SUCCESS
+
+
+async def test_concurrency_bound_is_respected(producer: TaskQ, start_worker: StartWorker) -> None:
+    start_worker("-c", "3", "--prefetch-multiplier", "2")
+    results = [await producer.send_task("itest.concurrent", args=[0.2]) for _ in range(12)]
+    peaks = [await r.get(timeout=30) for r in results]
+    assert max(peaks) == 3
+
+
+async def test_queue_selection(producer: TaskQ, start_worker: StartWorker) -> None:
+    start_worker("-Q", "images,other")
+    ignored = await producer.send_task("itest.add", args=[1, 1])
+    served = await producer.send_task("itest.add", args=[2, 2], queue="images")
+    assert await served.get(timeout=20) == 4
+    assert await ignored.status() == states.PENDING
+    broker = await producer.connected_broker()
+    assert await broker.queue_length("default") == 1
+
+
+async def test_killed_worker_task_is_completed_by_a_second_worker(
+    producer: TaskQ, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    marker = tmp_path / "marker"
+    first = start_worker("-c", "2")
+    result = await producer.send_task("itest.marked", args=[str(marker), 1.0])
+    wait_for(lambda: marker.exists() and f"started {first.pid}" in marker.read_text())
+    first.signal(signal.SIGKILL)
+    first.wait()
+    second = start_worker("-c", "2")
+    assert await result.get(timeout=30) == second.pid
+    broker = await producer.connected_broker()
+    assert await broker.queue_length("default") == 0
+
+
+async def test_warm_shutdown_finishes_running_and_returns_reserved(
+    producer: TaskQ, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    marker = tmp_path / "marker"
+    worker = start_worker("-c", "1", "--prefetch-multiplier", "4")
+    running = await producer.send_task("itest.marked", args=[str(marker), 1.0])
+    wait_for(lambda: marker.exists())
+    reserved = [await producer.send_task("itest.add", args=[n, n]) for n in range(3)]
+
+    async def all_received() -> bool:
+        return all([await r.status() == states.RECEIVED for r in reserved])
+
+    await eventually(all_received)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    assert await running.get(timeout=5) == worker.pid
+    broker = await producer.connected_broker()
+    assert await broker.queue_length("default") == 3
+    assert await all_received()
+    start_worker()
+    assert [await r.get(timeout=20) for r in reserved] == [0, 2, 4]
+
+
+async def test_cold_shutdown_returns_acks_late_task(
+    producer: TaskQ, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    marker = tmp_path / "marker"
+    worker = start_worker("-c", "1", "--shutdown-timeout", "60")
+    result = await producer.send_task("itest.marked", args=[str(marker), 30.0])
+    wait_for(lambda: marker.exists())
+    worker.signal(signal.SIGTERM)
+    wait_for(lambda: "Warm shutdown" in worker.output())
+    worker.signal(signal.SIGINT)
+    assert worker.wait(timeout=15) == 0
+    broker = await producer.connected_broker()
+    assert await broker.queue_length("default") == 1
+    assert await result.status() != states.SUCCESS
+
+
+def _insert_raw(sqlite_url: str, body: bytes, queue: str = "default") -> None:
+    """Put bytes straight into the SQLite broker's table, as a corrupt producer would."""
+    path = sqlite_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(taskq_messages)")}
+        assert {"queue", "body"} <= columns
+        db.execute("INSERT INTO taskq_messages (queue, body) VALUES (?, ?)", (queue, body))
+
+
+async def test_bad_input_is_dead_lettered_and_the_worker_carries_on(
+    producer: TaskQ, sqlite_url: str, start_worker: StartWorker
+) -> None:
+    worker = start_worker()
+    broker = await producer.connected_broker()
+    await broker.publish(
+        Message(id="pickled", task="itest.add", args=[1, 2], content_type="pickle"), "default"
+    )
+    await broker.publish(Message(id="bad-priority", task="itest.add", priority=42), "default")  # type: ignore[arg-type]
+    unknown = await producer.send_task("itest.nope", args=[1])
+    unbound = await producer.send_task("itest.add", args=[1])
+    _insert_raw(sqlite_url, b"\x00\x01 not json at all")
+    _insert_raw(sqlite_url, orjson.dumps({"v": 1, "id": "no-task-name"}))
+    wait_for(
+        lambda: "Dead-lettered" in worker.output() and worker.output().count("Dead-lettered") >= 6
+    )
+    letters = await broker.dead_letters("default")
+    reasons = " | ".join(letter.reason for letter in letters)
+    assert len(letters) == 6, reasons
+    for expected in (
+        "refused",
+        "priority",
+        "not registered",
+        "BadArgumentsError",
+        "not JSON",
+        "missing 'task'",
+    ):
+        assert expected in reasons
+    assert {b"\x00\x01 not json at all"} <= {letter.body for letter in letters}
+    for task_id in ("pickled", "bad-priority", unknown.id, unbound.id, "no-task-name"):
+        assert await producer.AsyncResult(task_id).status() == states.FAILURE
+    with pytest.raises(TaskError, match="not registered"):
+        await unknown.get(timeout=1)
+    assert await (await producer.send_task("itest.add", args=[2, 3])).get(timeout=20) == 5
+    assert worker.process.poll() is None
+    assert await broker.queue_length("default") == 0
+
+
+def test_cli_call_result_status_purge_and_dlq(
+    worker_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    def taskq(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "taskq", *args, "-A", "itest_tasks:app"]
+        return subprocess.run(
+            command, env=worker_env, cwd=Path(__file__).parent, capture_output=True, text=True
+        )
+
+    queued = taskq("call", "itest.add", "--args", "[1, 2]")
+    assert queued.returncode == 0 and len(queued.stdout.strip()) == 32
+    status = taskq("status")
+    assert status.returncode == 0 and "default" in status.stdout and " 1 " in status.stdout
+    assert "Purged 1 message(s) from default" in taskq("purge", "-Q", "default").stdout
+    start_worker()
+    waited = taskq("call", "itest.add", "--args", "[2, 3]", "--wait", "--timeout", "20")
+    assert waited.returncode == 0 and waited.stdout.strip() == "5"
+    shown = orjson.loads(taskq("result", queued.stdout.strip()).stdout)
+    assert shown["status"] == states.PENDING
+    failing = taskq("call", "itest.add", "--args", "[1]", "--wait", "--timeout", "20")
+    assert failing.returncode == 1 and "BadArgumentsError" in failing.stderr
+    letters = taskq("dlq", "-Q", "default").stdout.splitlines()
+    assert len(letters) == 1 and "BadArgumentsError" in orjson.loads(letters[0])["reason"]
+    assert "Purged 1 dead letter(s)" in taskq("dlq", "--purge").stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["status", "-A", "no_such_module:app"], "cannot import 'no_such_module'"),
+        (["status", "-A", "itest_tasks:nothing"], "is not a TaskQ app"),
+        (["call", "x", "-A", "itest_tasks:app", "--args", "{bad"], "--args is not valid JSON"),
+    ],
+)
+def test_cli_errors_are_one_line(worker_env: dict[str, str], args: list[str], message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "taskq", *args],
+        env=worker_env,
+        cwd=Path(__file__).parent,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_cli_bad_broker_url_is_one_line(worker_env: dict[str, str]) -> None:
+    env = {**worker_env, "TASKQ_BROKER_URL": "nosuch://host"}
+    done = subprocess.run(
+        [sys.executable, "-m", "taskq", "status", "-A", "itest_tasks:app"],
+        env=env, cwd=Path(__file__).parent, capture_output=True, text=True,
+    )  # fmt: skip
+    assert (
+        done.returncode == 1
+        and "unsupported broker URL" in done.stderr
+        and "Traceback" not in done.stderr
+    )

@@ -1,0 +1,203 @@
+"""The task API on the in-memory broker: publish, options, results, eager mode, direct calls."""
+
+import time
+
+import pytest
+
+from taskq import AsyncResult, TaskError, states
+from taskq.errors import MessageTooLargeError, NotRegisteredError, TimeoutError
+from taskq.message import decode
+from taskq.testing import memory_app, running_worker
+
+app = memory_app("shop")
+
+
+@app.task
+async def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task(name="shop.resize", queue="images", ignore_result=False)
+def resize(path: str, size: int) -> str:
+    return f"{path}@{size}"
+
+
+@app.task(bind=True)
+async def whoami(self) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    return {
+        "id": self.request.id,
+        "queue": self.request.delivery_info["queue"],
+        "retries": self.request.retries,
+    }
+
+
+@app.task
+async def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+class CustomError(Exception):
+    pass
+
+
+@app.task
+async def fail_custom() -> None:
+    raise CustomError("custom")
+
+
+def test_default_names_are_module_and_function() -> None:
+    assert add.name == f"{__name__}.add"
+    assert resize.name == "shop.resize"
+    assert app.tasks["shop.resize"] is resize
+
+
+async def test_direct_call_runs_inline() -> None:
+    assert await add(1, 2) == 3
+    assert resize("a.png", 8) == "a.png@8"
+
+
+async def test_delay_and_get_through_a_worker() -> None:
+    async with app, running_worker(app, queues=["default", "images"]):
+        result = await add.delay(4, 5)
+        assert isinstance(result, AsyncResult)
+        assert await result.get(timeout=10) == 9
+        assert await result.status() == states.SUCCESS
+        assert await result.ready() and await result.successful()
+        assert not await result.failed()
+        thumb = await resize.apply_async(
+            args=["a.png", 128], task_id="my-id", priority=7, expires=3600
+        )
+        assert thumb.id == "my-id"
+        assert await thumb.get(timeout=10) == "a.png@128"
+        by_name = await app.send_task("shop.resize", args=["b.png", 64])
+        assert await by_name.get(timeout=10) == "b.png@64"
+        info = await (await whoami.apply_async(queue="images")).get(timeout=10)
+        assert info["queue"] == "images" and info["retries"] == 0 and len(str(info["id"])) == 32
+
+
+async def test_failure_names_the_original_type_and_keeps_the_traceback() -> None:
+    async with app, running_worker(app):
+        result = await fail.delay("bad value")
+        with pytest.raises(TaskError) as caught:
+            await result.get(timeout=10)
+        assert isinstance(caught.value, ValueError)
+        assert type(caught.value).__name__ == "ValueError"
+        assert "bad value" in str(caught.value)
+        assert (
+            caught.value.remote_traceback
+            and "raise ValueError(message)" in caught.value.remote_traceback
+        )
+        assert await result.status() == states.FAILURE and await result.failed()
+        assert "ValueError" in (await result.traceback() or "")
+        error = await result.get(timeout=1, propagate=False)
+        assert isinstance(error, TaskError)
+        custom = await fail_custom.delay()
+        with pytest.raises(TaskError, match="custom") as caught_custom:
+            await custom.get(timeout=10)
+        assert caught_custom.value.exc_type == f"{__name__}.CustomError"
+
+
+async def test_unknown_ids_are_pending_and_get_times_out() -> None:
+    async with app:
+        result = app.AsyncResult("nobody")
+        assert await result.status() == states.PENDING
+        assert await result.result() is None
+        with pytest.raises(TimeoutError):
+            await result.get(timeout=0.05)
+        assert AsyncResult("nobody", app=app) == result
+
+
+async def test_forget_removes_the_result() -> None:
+    async with app, running_worker(app):
+        result = await add.delay(1, 1)
+        assert await result.get(timeout=10) == 2
+        await result.forget()
+        assert await result.status() == states.PENDING
+
+
+async def test_apply_async_sets_envelope_fields() -> None:
+    local = memory_app("shop")
+
+    @local.task(name="t.later")
+    async def later() -> None: ...
+
+    async with local:
+        before = time.time()
+        await later.apply_async(priority=5, expires=120, headers={"k": "v"}, task_id="x")
+        broker = await local.connected_broker()
+        assert await broker.queue_length("default") == 1
+        consumer = broker.consume(["default"], prefetch=1)
+        delivery = await anext(consumer)
+        await consumer.aclose()
+        message = decode(delivery.body, {"json"})
+        await delivery.nack()
+        assert message.id == "x" and message.priority == 5 and message.headers == {"k": "v"}
+        assert message.expires is not None and before + 119 < message.expires < time.time() + 121
+        assert message.root_id == "x" and message.parent_id is None and message.queue == "default"
+
+
+async def test_countdown_delays_the_message() -> None:
+    local = memory_app("shop")
+
+    @local.task(name="t.later")
+    async def later() -> None: ...
+
+    async with local:
+        result = await later.apply_async(countdown=60)
+        broker = await local.connected_broker()
+        assert await broker.queue_length("default") == 1
+        async with running_worker(local):
+            with pytest.raises(TimeoutError):
+                await result.get(timeout=0.3)
+        assert await result.status() == states.PENDING
+
+
+async def test_bad_calls_are_clear_errors() -> None:
+    local = memory_app("shop", task_max_message_bytes=1000)
+
+    @local.task(name="t.any")
+    async def anything(*args: object) -> None: ...
+
+    async with local:
+        with pytest.raises(MessageTooLargeError):
+            await anything.delay("x" * 5000)
+        with pytest.raises(ValueError, match="countdown or eta"):
+            await anything.apply_async(countdown=1, eta=time.time())
+        with pytest.raises(ValueError, match="0-9"):
+            await anything.apply_async(priority=10)
+        broker = await local.connected_broker()
+        assert await broker.queue_length("default") == 0
+
+
+def test_unknown_task_options_are_refused() -> None:
+    with pytest.raises(TypeError, match="unknown task option"):
+
+        @app.task(retry_forever=True)
+        async def nope() -> None: ...
+
+
+async def test_eager_mode_runs_inline_and_never_touches_the_broker() -> None:
+    eager = memory_app("eager", task_always_eager=True)
+
+    @eager.task
+    async def double(x: int) -> int:
+        return x * 2
+
+    @eager.task
+    def boom() -> None:
+        raise KeyError("k")
+
+    result = await double.delay(21)
+    assert await result.get() == 42
+    assert await result.status() == states.SUCCESS
+    failed = await boom.delay()
+    assert await failed.status() == states.FAILURE
+    with pytest.raises(KeyError):
+        await failed.get()
+    broker = await eager.connected_broker()
+    assert await broker.queue_length("default") == 0
+    with pytest.raises(NotRegisteredError):
+        await eager.send_task("not.registered")
+    eager.conf.task_eager_propagates = True
+    with pytest.raises(KeyError):
+        await boom.delay()
