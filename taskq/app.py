@@ -20,7 +20,7 @@ from taskq.brokers.base import (
     create_broker,
 )
 from taskq.config import Settings
-from taskq.errors import ConfigurationError, NotRegisteredError
+from taskq.errors import NotRegisteredError
 from taskq.message import Message, new_id
 from taskq.routing import Router
 from taskq.stores.base import ResultStore, StoreOptions, TaskMeta, create_store
@@ -325,4 +325,4 @@ def _eta(countdown: float | None, eta: datetime | float | None, now: float) -> f
 
 def _check_priority(priority: int | None) -> None:
     if priority is not None and (type(priority) is not int or not 0 <= priority <= 9):
-        raise ConfigurationError(f"priority must be an integer 0-9, not {priority!r}")
+        raise ValueError(f"priority must be an integer 0-9, not {priority!r}")

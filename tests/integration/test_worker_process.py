@@ -11,10 +11,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from support import WorkerProcess, eventually, wait_for
 
 from taskq import TaskError, TaskQ, states
 from taskq.message import Message
-from tests.integration.conftest import WorkerProcess, eventually, wait_for
 
 pytestmark = pytest.mark.integration
 

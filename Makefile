@@ -1,0 +1,53 @@
+# Developer and CI entry points. Everything runs from the project's own .venv.
+#   make test    lint + the whole test suite (installs what it needs first)
+#   make demo    the quickstart example        make bench   the benchmarks
+# The test suite starts its own throwaway Redis and RabbitMQ servers on loopback
+# (tests/servers.py); `make services` only installs the packages, it starts nothing.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Rewritten after each successful install: a newer pyproject.toml triggers a reinstall.
+STAMP := $(VENV)/.installed
+RABBITMQ_SERVER := /usr/lib/rabbitmq/bin/rabbitmq-server
+
+.PHONY: venv services lint test demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+services:
+	@if command -v redis-server >/dev/null 2>&1 && [ -x $(RABBITMQ_SERVER) ]; then \
+		echo "redis-server and rabbitmq-server are installed"; \
+	else \
+		if [ "$$(id -u)" = 0 ]; then sudo=; \
+		elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
+		else echo "installing redis-server and rabbitmq-server needs root (no sudo found)" >&2; exit 1; \
+		fi; \
+		set -x; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server rabbitmq-server; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: venv services lint
+	$(BIN)/pytest -q -p no:cacheprovider
+
+demo: venv
+	$(BIN)/python examples/quickstart/demo.py
+
+bench: venv
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache taskq.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,325 @@
+"""The SQLite broker: the embedded default, durable and safe for several processes.
+
+Messages live in one table. A message is available when `available_at` has passed;
+claiming one moves `available_at` forward by the visibility timeout and stamps a
+fresh lease token, in a single UPDATE, so two processes never claim the same row
+and a lease that is not renewed simply runs out. Acks, nacks and extensions match
+on (id, token), so a stale holder cannot touch the new holder's lease.
+
+SQLite cannot push, so idle consumers poll with backoff; a publish in this process
+wakes the consumers of the same file at once. Every SQLite call runs in a worker
+thread, one at a time per connection.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import TypeVar, TypeVarTuple
+
+import anyio
+import anyio.to_thread
+
+from taskq.brokers.base import BrokerOptions, DeadLetter, Delivery
+from taskq.brokers.memory import (
+    Claimed,
+    Lease,
+    Outgoing,
+    Subscription,
+    channel_key,
+    consume_leases,
+    outgoing,
+    queue_names,
+    wake,
+)
+from taskq.errors import ConfigurationError, NotConnectedError
+from taskq.message import Message
+from taskq.urls import sqlite_path
+
+DEFAULT_BUSY_TIMEOUT = 5.0
+DEFAULT_SYNCHRONOUS = "NORMAL"
+BROADCAST_RETENTION = 60.0
+_SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+_SCHEMA = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS taskq_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    -- due time, or the end of the current lease (epoch seconds; the default is "now")
+    available_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0),
+    lease INTEGER,                  -- token of the last claim, NULL once requeued
+    delivery_count INTEGER NOT NULL DEFAULT 0,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS taskq_messages_claim
+    ON taskq_messages (queue, priority DESC, id, available_at);
+CREATE TABLE IF NOT EXISTS taskq_dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    body BLOB NOT NULL,
+    failed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS taskq_dead_letters_queue ON taskq_dead_letters (queue, id);
+CREATE TABLE IF NOT EXISTS taskq_broadcasts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS taskq_broadcasts_channel ON taskq_broadcasts (channel, id);
+COMMIT;
+"""
+
+_CLAIM = """
+UPDATE taskq_messages
+SET available_at = ?, lease = ?, delivery_count = delivery_count + 1
+WHERE id IN (
+    SELECT id FROM taskq_messages
+    WHERE queue IN ({marks}) AND available_at <= ?
+    ORDER BY priority DESC, id
+    LIMIT ?
+)
+RETURNING id, queue, priority, body, delivery_count
+"""
+_NEXT_DUE = "SELECT min(available_at) FROM taskq_messages WHERE queue IN ({marks})"
+_INSERT = "INSERT INTO taskq_messages (queue, priority, available_at, body) VALUES (?, ?, ?, ?)"
+_ACK = "DELETE FROM taskq_messages WHERE id = ? AND lease = ?"
+_REQUEUE = """
+UPDATE taskq_messages SET available_at = ?, lease = NULL, delivery_count = delivery_count - ?
+WHERE id = ? AND lease = ?
+"""
+_EXTEND = "UPDATE taskq_messages SET available_at = ? WHERE id = ? AND lease = ?"
+_TAKE = "DELETE FROM taskq_messages WHERE id = ? AND lease = ? RETURNING body"
+_BURY = "INSERT INTO taskq_dead_letters (queue, reason, body, failed_at) VALUES (?, ?, ?, ?)"
+# A message whose lease ran out is as good as waiting, so purge takes it too.
+_PURGE = "DELETE FROM taskq_messages WHERE queue = ? AND (lease IS NULL OR available_at <= ?)"
+_LENGTH = "SELECT count(*) FROM taskq_messages WHERE queue = ?"
+_DEAD_LETTERS = """
+SELECT queue, reason, body, failed_at FROM taskq_dead_letters WHERE queue = ? ORDER BY id LIMIT ?
+"""
+_DEAD_LETTER_LENGTH = "SELECT count(*) FROM taskq_dead_letters WHERE queue = ?"
+_PURGE_DEAD_LETTERS = "DELETE FROM taskq_dead_letters WHERE queue = ?"
+_EXPIRE_BROADCASTS = "DELETE FROM taskq_broadcasts WHERE created_at < ?"
+_BROADCAST = "INSERT INTO taskq_broadcasts (channel, payload, created_at) VALUES (?, ?, ?)"
+_BROADCASTS_AFTER = """
+SELECT id, payload FROM taskq_broadcasts
+WHERE channel = ? AND id > ? AND created_at >= ? ORDER BY id
+"""
+
+
+def _open(path: Path, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: each statement commits by itself unless we BEGIN explicitly.
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.executescript(_SCHEMA)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    # IMMEDIATE takes the write lock up front, so the busy timeout applies instead of
+    # a deferred transaction failing when it tries to upgrade from a stale snapshot.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _insert(conn: sqlite3.Connection, messages: list[Outgoing]) -> None:
+    rows = [(m.queue, m.priority, m.available_at, m.body) for m in messages]
+    with _transaction(conn):
+        conn.executemany(_INSERT, rows)
+
+
+def _claim(
+    conn: sqlite3.Connection, queues: list[str], limit: int, lease_seconds: float
+) -> tuple[list[Claimed], float | None]:
+    now = time.time()
+    token = secrets.randbits(63)
+    marks = ", ".join("?" * len(queues))
+    params = (now + lease_seconds, token, *queues, now, limit)
+    rows = conn.execute(_CLAIM.format(marks=marks), params).fetchall()
+    if not rows:
+        (due,) = conn.execute(_NEXT_DUE.format(marks=marks), queues).fetchone()
+        return [], (None if due is None else due - now)
+    rows.sort(key=lambda row: (-row[2], row[0]))  # RETURNING comes in no particular order
+    return [
+        Claimed(Lease(queue, id_, token), body, count) for id_, queue, _, body, count in rows
+    ], None
+
+
+def _ack(conn: sqlite3.Connection, lease: Lease) -> None:
+    conn.execute(_ACK, (lease.id, lease.token))
+
+
+def _requeue(conn: sqlite3.Connection, lease: Lease, delay: float, delivered: bool) -> None:
+    params = (time.time() + delay, 0 if delivered else 1, lease.id, lease.token)
+    conn.execute(_REQUEUE, params)
+
+
+def _extend(conn: sqlite3.Connection, lease: Lease, seconds: float) -> None:
+    conn.execute(_EXTEND, (time.time() + seconds, lease.id, lease.token))
+
+
+def _dead_letter(conn: sqlite3.Connection, lease: Lease, reason: str) -> None:
+    with _transaction(conn):
+        rows = conn.execute(_TAKE, (lease.id, lease.token)).fetchall()
+        if rows:
+            conn.execute(_BURY, (lease.queue, reason, rows[0][0], time.time()))
+
+
+def _scalar(conn: sqlite3.Connection, sql: str, *params: object) -> int:
+    (value,) = conn.execute(sql, params).fetchone()
+    return int(value)
+
+
+def _changes(conn: sqlite3.Connection, sql: str, *params: object) -> int:
+    return conn.execute(sql, params).rowcount
+
+
+def _dead_letters(conn: sqlite3.Connection, queue: str, limit: int) -> list[DeadLetter]:
+    rows = conn.execute(_DEAD_LETTERS, (queue, limit)).fetchall()
+    return [DeadLetter(*row) for row in rows]
+
+
+def _broadcast(conn: sqlite3.Connection, channel: str, payload: bytes) -> None:
+    now = time.time()
+    with _transaction(conn):
+        conn.execute(_EXPIRE_BROADCASTS, (now - BROADCAST_RETENTION,))
+        conn.execute(_BROADCAST, (channel, payload, now))
+
+
+def _broadcasts_after(
+    conn: sqlite3.Connection, channel: str, after_id: int, since: float
+) -> list[tuple[int, bytes]]:
+    return conn.execute(_BROADCASTS_AFTER, (channel, after_id, since)).fetchall()
+
+
+class SQLiteBroker:
+    """A broker in one SQLite file, shared by every process that opens it.
+
+    `options.transport` may set `busy_timeout` (seconds to wait for another
+    process's write lock, default 5) and `synchronous` (SQLite's setting, default
+    NORMAL: in WAL mode durable across process crashes, not power loss; FULL for that).
+    """
+
+    def __init__(self, url: str, options: BrokerOptions) -> None:
+        self._path = sqlite_path(url).resolve()
+        self._options = options
+        self._key = str(self._path)
+        self._busy_timeout = float(options.transport.get("busy_timeout", DEFAULT_BUSY_TIMEOUT))
+        self._synchronous = str(options.transport.get("synchronous", DEFAULT_SYNCHRONOUS)).upper()
+        if self._synchronous not in _SYNCHRONOUS_MODES:
+            raise ConfigurationError(f"bad SQLite synchronous mode {self._synchronous!r}")
+        self._conn: sqlite3.Connection | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    async def connect(self) -> None:
+        if self._conn is not None:
+            return
+        self._limiter = anyio.CapacityLimiter(1)
+        opener = partial(_open, self._path, self._busy_timeout, self._synchronous)
+        self._conn = await anyio.to_thread.run_sync(opener)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
+
+    async def publish(self, message: Message, queue: str) -> None:
+        await self.publish_many([(message, queue)])
+
+    async def publish_many(self, items: Sequence[tuple[Message, str]]) -> None:
+        messages = outgoing(items, self._options.max_message_bytes)
+        await self._run(_insert, messages)
+        wake(self._key)
+
+    def consume(self, queues: Sequence[str], prefetch: int) -> AsyncGenerator[Delivery, None]:
+        claim = partial(self._claim, queue_names(queues))
+        return consume_leases(self, claim, self._key, prefetch, self._options.polling_interval)
+
+    async def queue_length(self, queue: str) -> int:
+        return await self._run(_scalar, _LENGTH, queue)
+
+    async def purge(self, queue: str) -> int:
+        return await self._run(_changes, _PURGE, queue, time.time())
+
+    async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        return await self._run(_dead_letters, queue, limit)
+
+    async def dead_letter_length(self, queue: str) -> int:
+        return await self._run(_scalar, _DEAD_LETTER_LENGTH, queue)
+
+    async def purge_dead_letters(self, queue: str) -> int:
+        return await self._run(_changes, _PURGE_DEAD_LETTERS, queue)
+
+    async def broadcast(self, channel: str, payload: bytes) -> None:
+        await self._run(_broadcast, channel, payload)
+        wake(channel_key(self._key, channel))
+
+    def subscribe(self, channel: str) -> AsyncIterator[bytes]:
+        return _SQLiteSubscription(self, channel)
+
+    # LeaseStore
+
+    async def ack_lease(self, lease: Lease) -> None:
+        await self._run(_ack, lease)
+
+    async def requeue_lease(
+        self, lease: Lease, delay: float | None, *, delivered: bool = True
+    ) -> None:
+        await self._run(_requeue, lease, delay or 0.0, delivered)
+        wake(self._key)
+
+    async def dead_letter_lease(self, lease: Lease, reason: str) -> None:
+        await self._run(_dead_letter, lease, reason)
+
+    async def extend_lease(self, lease: Lease, seconds: float) -> None:
+        await self._run(_extend, lease, seconds)
+
+    async def _claim(self, queues: list[str], limit: int) -> tuple[list[Claimed], float | None]:
+        return await self._run(_claim, queues, limit, self._options.visibility_timeout)
+
+    async def _run(self, call: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:
+        if self._conn is None:
+            raise NotConnectedError(f"the SQLite broker on {self._path} is not connected")
+        return await anyio.to_thread.run_sync(call, self._conn, *args, limiter=self._limiter)
+
+
+class _SQLiteSubscription(Subscription):
+    """Reads `taskq_broadcasts` from the moment it was created, by row id after that."""
+
+    def __init__(self, broker: SQLiteBroker, channel: str) -> None:
+        super().__init__(channel_key(broker._key, channel), broker._options.polling_interval)
+        self._broker = broker
+        self._channel = channel
+        self._since = time.time()
+        self._last_id = 0
+
+    async def _poll(self) -> list[bytes]:
+        rows = await self._broker._run(_broadcasts_after, self._channel, self._last_id, self._since)
+        if rows:
+            self._last_id = rows[-1][0]
+        return [payload for _, payload in rows]

@@ -1,0 +1,223 @@
+"""The SQLite result store: the embedded default, safe across processes.
+
+The file may be shared with the SQLite broker, so every table is prefixed
+`taskq_` and none collides with the broker's. Task states, idempotency keys,
+leases, revocations and finished chords share one table of expiring values,
+told apart by `kind`; chord members have a table of their own.
+
+Calls run in a worker thread, one at a time per connection, so the event loop
+never blocks. `wait()` is woken at once by a `set_state` on the same file in the
+same process, and otherwise polls with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+import orjson
+
+from taskq.errors import NotConnectedError
+from taskq.stores.base import StoreOptions, TaskMeta
+from taskq.stores.memory import Waiters
+from taskq.urls import sqlite_path
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 10_000
+PURGE_INTERVAL = 60.0  # seconds between sweeps of expired rows, per store
+PURGE_BATCH = 1000  # rows per sweep, so a sweep never holds the write lock for long
+CHORD_DONE_RETENTION = 7 * 24 * 3600.0  # how long a late duplicate member still sees "done"
+
+_META = "meta"
+_KEY = "key"
+_LEASE = "lease"
+_REVOKED = "revoked"
+_CHORD_DONE = "chord_done"
+
+_PRAGMAS = (
+    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",  # first: switching to WAL may have to wait
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS taskq_kv (
+    kind       TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      BLOB NOT NULL,
+    expires_at REAL,             -- epoch seconds; NULL = never
+    PRIMARY KEY (kind, key)
+);
+CREATE INDEX IF NOT EXISTS taskq_kv_expires ON taskq_kv (expires_at);
+CREATE TABLE IF NOT EXISTS taskq_chord_members (
+    group_id TEXT NOT NULL,
+    task_id  TEXT NOT NULL,
+    PRIMARY KEY (group_id, task_id)
+);
+"""
+
+_UPSERT = """
+INSERT INTO taskq_kv (kind, key, value, expires_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+"""
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+
+# Waiters per database file, shared by every store on it in this process.
+_WAITERS: dict[Path, Waiters] = {}
+
+
+class SQLiteStore:
+    """A result store in an SQLite file (`sqlite:///rel.db`, `sqlite:////abs.db`)."""
+
+    def __init__(self, url: str, options: StoreOptions) -> None:
+        self._path = sqlite_path(url).resolve()
+        self._options = options
+        self._waiters = _WAITERS.setdefault(self._path, Waiters())
+        self._conn: sqlite3.Connection | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._next_purge = 0.0
+
+    async def connect(self) -> None:
+        if self._conn is None:
+            # Made here, not in __init__, so that it belongs to the loop that uses it.
+            self._limiter = anyio.CapacityLimiter(1)
+            self._conn = await anyio.to_thread.run_sync(_open, self._path, limiter=self._limiter)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
+
+    async def set_state(self, task_id: str, meta: TaskMeta, ttl: float | None) -> None:
+        raw = meta.encode()
+        await self._write(lambda conn: _put(conn, [(_META, task_id, raw)], ttl))
+        if meta.ready:
+            self._waiters.notify(task_id)
+
+    async def get(self, task_id: str) -> TaskMeta | None:
+        raw = await self._run(lambda conn: _get_live(conn, _META, task_id))
+        return None if raw is None else TaskMeta.decode(raw)
+
+    async def wait(self, task_id: str, timeout: float | None) -> TaskMeta:
+        poll = self._options.polling_interval
+        return await self._waiters.wait_ready(task_id, self.get, timeout, max_poll=poll)
+
+    async def forget(self, task_id: str) -> None:
+        sql = "DELETE FROM taskq_kv WHERE kind = ? AND key = ?"
+        await self._write(lambda conn: conn.execute(sql, (_META, task_id)))
+
+    async def chord_part_done(self, group_id: str, task_id: str, size: int) -> bool:
+        return await self._write(lambda conn: _chord_part_done(conn, group_id, task_id, size))
+
+    async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
+        return await self._write(lambda conn: _claim(conn, _KEY, key, value, ttl, renewer=None))
+
+    async def lease(self, name: str, owner: str, ttl: float) -> bool:
+        holder = owner.encode()
+        return await self._write(lambda conn: _claim(conn, _LEASE, name, holder, ttl, holder))
+
+    async def revoke(self, task_ids: Sequence[str], ttl: float) -> None:
+        rows = [(_REVOKED, task_id, b"") for task_id in task_ids]
+        await self._write(lambda conn: _put(conn, rows, ttl))
+
+    async def revoked(self, task_ids: Sequence[str]) -> set[str]:
+        ids = orjson.dumps(list(task_ids)).decode()
+        return await self._run(lambda conn: _revoked(conn, ids))
+
+    async def _run(self, call: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise NotConnectedError(f"SQLite store {self._path} used before connect()")
+        return await anyio.to_thread.run_sync(call, conn, limiter=self._limiter)
+
+    async def _write(self, call: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a write, then sweep expired rows if this store's sweep is due."""
+        result = await self._run(call)
+        if time.monotonic() >= self._next_purge:
+            more = await self._run(_purge_expired)
+            self._next_purge = 0.0 if more else time.monotonic() + PURGE_INTERVAL
+        return result
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Autocommit: each statement is its own transaction unless we BEGIN one.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        for pragma in _PRAGMAS:
+            conn.execute(pragma)
+        conn.executescript(_SCHEMA)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _expiry(ttl: float | None) -> float | None:
+    return None if ttl is None else time.time() + ttl
+
+
+def _put(conn: sqlite3.Connection, rows: list[tuple[str, str, bytes]], ttl: float | None) -> None:
+    expires_at = _expiry(ttl)
+    conn.executemany(_UPSERT, [(*row, expires_at) for row in rows])
+
+
+def _get_live(conn: sqlite3.Connection, kind: str, key: str) -> bytes | None:
+    sql = f"SELECT value FROM taskq_kv WHERE kind = ? AND key = ? AND {_LIVE}"
+    row = conn.execute(sql, (kind, key, time.time())).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def _claim(
+    conn: sqlite3.Connection, kind: str, key: str, value: bytes, ttl: float, renewer: bytes | None
+) -> bool:
+    """Set the entry if it is absent or expired, or if its live value is `renewer`.
+
+    One statement, so it is atomic across processes; a renewer of None matches nothing.
+    """
+    sql = f"{_UPSERT} WHERE taskq_kv.expires_at <= ? OR taskq_kv.value = ?"
+    cursor = conn.execute(sql, (kind, key, value, _expiry(ttl), time.time(), renewer))
+    return cursor.rowcount == 1
+
+
+def _revoked(conn: sqlite3.Connection, ids_json: str) -> set[str]:
+    sql = (
+        "SELECT key FROM taskq_kv WHERE kind = ? AND key IN (SELECT value FROM json_each(?))"
+        f" AND {_LIVE}"
+    )
+    rows = conn.execute(sql, (_REVOKED, ids_json, time.time())).fetchall()
+    return {str(row[0]) for row in rows}
+
+
+def _chord_part_done(conn: sqlite3.Connection, group_id: str, task_id: str, size: int) -> bool:
+    # IMMEDIATE takes the write lock up front, so the count and the "done" mark
+    # cannot interleave with another process's.
+    conn.execute("BEGIN IMMEDIATE")
+    with conn:  # commits, or rolls back on error
+        if _get_live(conn, _CHORD_DONE, group_id) is not None:
+            return False
+        conn.execute(
+            "INSERT OR IGNORE INTO taskq_chord_members (group_id, task_id) VALUES (?, ?)",
+            (group_id, task_id),
+        )
+        sql = "SELECT count(*) FROM taskq_chord_members WHERE group_id = ?"
+        if conn.execute(sql, (group_id,)).fetchone()[0] < size:
+            return False
+        conn.execute("DELETE FROM taskq_chord_members WHERE group_id = ?", (group_id,))
+        _put(conn, [(_CHORD_DONE, group_id, b"")], CHORD_DONE_RETENTION)
+        return True
+
+
+def _purge_expired(conn: sqlite3.Connection) -> bool:
+    """Delete a batch of expired rows; True if more may remain."""
+    sql = (
+        "DELETE FROM taskq_kv WHERE rowid IN"
+        " (SELECT rowid FROM taskq_kv WHERE expires_at <= ? LIMIT ?)"
+    )
+    return conn.execute(sql, (time.time(), PURGE_BATCH)).rowcount == PURGE_BATCH

@@ -1,0 +1,81 @@
+"""Shared fixtures for the whole suite.
+
+Real servers (see tests/servers.py) are session-scoped and started lazily: only when a test
+asks for one, once per session, stopped at the end. They are shared, so a test must not stop
+or kill them, and should use its own keys, queues or prefixes. Restart and crash tests start a
+private server with `start_server(RedisServer(tmp_path, aof=True))` instead.
+
+A missing server binary skips the test with an install hint, except in CI (CI=true or 1),
+where it fails: CI is expected to have run `make services`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+from servers import RabbitMQServer, RedisCluster, RedisServer, ServerNotInstalled
+
+Server = TypeVar("Server", RedisServer, RedisCluster, RabbitMQServer)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1"}
+
+
+def _start(server: RedisServer | RedisCluster | RabbitMQServer) -> None:
+    """Starts `server`; when its binary is missing, fails in CI and skips elsewhere."""
+    try:
+        server.start()
+        return
+    except ServerNotInstalled as exc:
+        missing = str(exc)
+    # Outside the except block, so the report is the one line below, not a chained traceback.
+    if _in_ci():
+        pytest.fail(f"{missing}: CI must provide it (run `make services`)", pytrace=False)
+    pytest.skip(f"{missing}; install it with `make services`")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis on loopback without persistence; connect with `redis_server.url`."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    _start(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A three-master Redis Cluster; `.url` is one node, `.startup_nodes` all of them."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    _start(cluster)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQServer]:
+    """A RabbitMQ node (5-15 s to start); `.url` is amqp://guest:guest@127.0.0.1:PORT/."""
+    server = RabbitMQServer(tmp_path_factory.mktemp("rabbitmq"))
+    _start(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[[Server], Server]]:
+    """Starts private servers for one test (restart and crash tests) and stops them after it:
+    `redis = start_server(RedisServer(tmp_path, aof=True)); ...; redis.kill(); redis.start()`."""
+    started: list[RedisServer | RedisCluster | RabbitMQServer] = []
+
+    def start(server: Server) -> Server:
+        _start(server)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,76 @@
+"""Helpers for tests that drive other processes: polling with a deadline, worker subprocesses."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, interval: float = 0.02) -> None:
+    """Poll `predicate` until it holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+    """Await `predicate` until it holds; fail the test after `timeout` seconds."""
+    with anyio.fail_after(timeout):
+        while not await predicate():  # noqa: ASYNC110 - the state lives in another process
+            await anyio.sleep(0.02)
+
+
+class WorkerProcess:
+    """One `taskq worker -A itest_tasks:app` process with its log in a file."""
+
+    def __init__(self, env: dict[str, str], log: Path, args: list[str]) -> None:
+        self.log = log
+        command = [
+            sys.executable,
+            "-m",
+            "taskq",
+            "worker",
+            "-A",
+            "itest_tasks:app",
+            "--loglevel",
+            "info",
+            *args,
+        ]
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                command, env=env, cwd=INTEGRATION, stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_for(lambda: "ready" in self.output() or self.process.poll() is not None)
+        assert self.process.poll() is None, f"worker did not start:\n{self.output()}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
