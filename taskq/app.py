@@ -225,10 +225,9 @@ class TaskQ:
         )
 
     def _store_options(self) -> StoreOptions:
-        transport = self.conf.broker_transport_options
-        return StoreOptions(
-            polling_interval=float(transport.get("polling_interval", DEFAULT_POLLING_INTERVAL))
-        )
+        """The store shares the broker's transport options: an SQLite file's, say."""
+        broker = self.broker_options()
+        return StoreOptions(polling_interval=broker.polling_interval, transport=broker.transport)
 
     # -- publishing ---------------------------------------------------------------
 

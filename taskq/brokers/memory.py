@@ -1,10 +1,4 @@
-"""The in-memory broker, and the lease machinery the SQLite broker shares with it.
-
-Both brokers keep messages in one place and lease them to consumers: a claim hands
-out a `Lease` (queue, message id, token) and the message becomes available again
-when the lease runs out. Everything around that — the deliveries, the consume loop
-with its prefetch bound, the idle backoff and the in-process wake-ups — lives here
-once; each broker supplies the claim and the four lease operations of `LeaseStore`.
+"""The in-memory broker, for tests and eager use; its leases work as the SQLite broker's.
 
 The memory broker's state belongs to its URL, so every `MemoryBroker("memory://x")`
 in the process (a producer app and an in-process worker) sees the same queues.
@@ -17,289 +11,29 @@ import itertools
 import threading
 import time
 import weakref
-from abc import abstractmethod
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
 
 import anyio
 import anyio.lowlevel
 
 from taskq.brokers.base import BrokerOptions, DeadLetter, Delivery
-from taskq.message import Message, encode
+from taskq.brokers.leases import (
+    Claimed,
+    Lease,
+    Outgoing,
+    Subscription,
+    channel_key,
+    consume_leases,
+    outgoing,
+    queue_names,
+)
+from taskq.message import Message
+from taskq.wakeups import wake
 
-REJECTED = "rejected"
-FIRST_POLL_DELAY = 0.005
 SUBSCRIBER_BUFFER = 10_000
-
-
-# --- in-process wake-ups -------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Signal:
-    generation: int = 0
-    events: set[anyio.Event] = field(default_factory=set)
-
-
-# An Event belongs to the event loop it was made in, so the registry is per loop: a
-# publisher wakes the waiters of its own loop, waiters elsewhere find out when they poll.
-_signals: anyio.lowlevel.RunVar[dict[str, _Signal]] = anyio.lowlevel.RunVar("taskq_wakeups")
-
-
-def _signal(key: str) -> _Signal:
-    try:
-        signals = _signals.get()
-    except LookupError:
-        signals = {}
-        _signals.set(signals)
-    signal = signals.get(key)
-    if signal is None:
-        signal = signals[key] = _Signal()
-    return signal
-
-
-def wake(key: str) -> None:
-    """Wake whoever in this event loop waits for news about `key`."""
-    signal = _signal(key)
-    signal.generation += 1
-    for event in signal.events:
-        event.set()
-
-
-def wake_generation(key: str) -> int:
-    """Read before polling; `Backoff.sleep` returns at once if a wake came since."""
-    return _signal(key).generation
-
-
-class Backoff:
-    """Sleeps between empty polls: from a few ms, doubling up to `ceiling`, cut short by `wake`."""
-
-    def __init__(self, ceiling: float) -> None:
-        self._ceiling = max(ceiling, FIRST_POLL_DELAY)
-        self._delay = FIRST_POLL_DELAY
-
-    def reset(self) -> None:
-        self._delay = FIRST_POLL_DELAY
-
-    async def sleep(self, key: str, seen: int, due_in: float | None = None) -> None:
-        """Sleep the next delay (never past `due_in`) unless `key` is woken or was since `seen`."""
-        timeout = self._delay if due_in is None else max(0.0, min(self._delay, due_in))
-        self._delay = min(self._delay * 2, self._ceiling)
-        signal = _signal(key)
-        if signal.generation != seen:
-            await anyio.lowlevel.checkpoint()
-            return
-        event = anyio.Event()
-        signal.events.add(event)
-        try:
-            with anyio.move_on_after(timeout):
-                await event.wait()
-        finally:
-            signal.events.discard(event)
-
-
-# --- leases, deliveries and the consume loop ------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """Who holds a message: the token changes with every claim, so a stale holder is refused."""
-
-    queue: str
-    id: int
-    token: int
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    lease: Lease
-    body: bytes
-    delivery_count: int
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    queue: str
-    body: bytes
-    priority: int
-    available_at: float
-
-
-class LeaseStore(Protocol):
-    """The operations on a held message; each is a no-op when `lease` is no longer current."""
-
-    async def ack_lease(self, lease: Lease) -> None: ...
-
-    async def requeue_lease(
-        self, lease: Lease, delay: float | None, *, delivered: bool = True
-    ) -> None:
-        """Make it available again; `delivered=False` takes back the claim's delivery count."""
-        ...
-
-    async def dead_letter_lease(self, lease: Lease, reason: str) -> None: ...
-
-    async def extend_lease(self, lease: Lease, seconds: float) -> None: ...
-
-
-Claim = Callable[[int], Awaitable[tuple[list[Claimed], float | None]]]
-
-
-def outgoing(items: Sequence[tuple[Message, str]], max_bytes: int) -> list[Outgoing]:
-    """Encode every message first, so that one too large enqueues nothing."""
-    now = time.time()
-    return [
-        Outgoing(queue, encode(message, max_bytes), message.priority or 0, message.eta or now)
-        for message, queue in items
-    ]
-
-
-def queue_names(queues: Sequence[str]) -> list[str]:
-    if isinstance(queues, str):
-        raise TypeError("queues must be a sequence of queue names, not a string")
-    names = list(dict.fromkeys(queues))
-    if not names:
-        raise ValueError("consume needs at least one queue")
-    return names
-
-
-class LeasedDelivery:
-    """A claimed message, leased to its consumer until it is settled once."""
-
-    __slots__ = ("_lease", "_on_settled", "_settled", "_store", "body", "delivery_count", "queue")
-
-    def __init__(self, claimed: Claimed, store: LeaseStore, on_settled: Callable[[], None]) -> None:
-        self.body = claimed.body
-        self.queue = claimed.lease.queue
-        self.delivery_count = claimed.delivery_count
-        self._lease = claimed.lease
-        self._store = store
-        self._on_settled = on_settled
-        self._settled = False
-
-    async def ack(self) -> None:
-        await self._settle(partial(self._store.ack_lease, self._lease))
-
-    async def nack(self, requeue: bool = True, delay: float | None = None) -> None:
-        if not requeue:
-            await self.dead_letter(REJECTED)
-            return
-        await self._settle(partial(self._store.requeue_lease, self._lease, delay))
-
-    async def dead_letter(self, reason: str) -> None:
-        await self._settle(partial(self._store.dead_letter_lease, self._lease, reason))
-
-    async def extend(self, seconds: float) -> None:
-        if not self._settled:
-            await self._store.extend_lease(self._lease, seconds)
-
-    async def _release(self) -> None:
-        """Give back a message that was claimed but never handed to the consumer."""
-        await self._settle(partial(self._store.requeue_lease, self._lease, None, delivered=False))
-
-    async def _settle(self, operation: Callable[[], Awaitable[None]]) -> None:
-        # Settled before the call: if it fails, the lease simply runs out and the
-        # message comes back, which is the at-least-once answer to a failed ack anyway.
-        if self._settled:
-            return
-        self._settled = True
-        try:
-            await operation()
-        finally:
-            self._on_settled()
-
-
-class _Slots:
-    """The consumer's unsettled deliveries, counted against its prefetch."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._used = 0
-        self._freed = anyio.Event()
-
-    @property
-    def free(self) -> int:
-        return self._size - self._used
-
-    def take(self, count: int) -> None:
-        self._used += count
-
-    def release(self) -> None:
-        self._used -= 1
-        self._freed.set()
-
-    async def wait_free(self) -> None:
-        while self._used >= self._size:
-            self._freed = anyio.Event()
-            await self._freed.wait()
-
-
-async def consume_leases(
-    store: LeaseStore, claim: Claim, wake_key: str, prefetch: int, polling_interval: float
-) -> AsyncGenerator[Delivery, None]:
-    """Claim in batches of the free prefetch and yield; sleep with backoff when idle."""
-    if prefetch < 1:
-        raise ValueError("prefetch must be at least 1")
-    slots = _Slots(prefetch)
-    backoff = Backoff(polling_interval)
-    pending: deque[LeasedDelivery] = deque()
-    try:
-        while True:
-            await slots.wait_free()
-            seen = wake_generation(wake_key)
-            # Shielded: a claim whose result we dropped would sit leased for the whole timeout.
-            with anyio.CancelScope(shield=True):
-                claimed, due_in = await claim(slots.free)
-            if not claimed:
-                await backoff.sleep(wake_key, seen, due_in)
-                continue
-            backoff.reset()
-            slots.take(len(claimed))
-            pending.extend(LeasedDelivery(item, store, slots.release) for item in claimed)
-            while pending:
-                yield pending.popleft()
-    finally:
-        with anyio.CancelScope(shield=True):
-            for delivery in pending:
-                await delivery._release()
-
-
-class Subscription(AsyncIterator[bytes]):
-    """Broadcast payloads of one channel; `_poll` returns those that arrived since its last call."""
-
-    def __init__(self, wake_key: str, polling_interval: float) -> None:
-        self._key = wake_key
-        self._backoff = Backoff(polling_interval)
-        self._buffer: deque[bytes] = deque()
-        self._closed = False
-
-    async def __anext__(self) -> bytes:
-        while not self._buffer:
-            if self._closed:
-                raise StopAsyncIteration
-            seen = wake_generation(self._key)
-            self._buffer.extend(await self._poll())
-            if not self._buffer:
-                await self._backoff.sleep(self._key, seen)
-        self._backoff.reset()
-        return self._buffer.popleft()
-
-    async def aclose(self) -> None:
-        self._closed = True
-
-    @abstractmethod
-    async def _poll(self) -> list[bytes]: ...
-
-
-def channel_key(base: str, channel: str) -> str:
-    """The wake-up key of a broadcast channel of the broker whose own key is `base`."""
-    # NUL cannot appear in a URL or a path, so this never collides with a queue's key.
-    return f"{base}\0broadcast\0{channel}"
-
-
-# --- the memory broker -----------------------------------------------------------------
 
 
 @dataclass(slots=True)

@@ -16,17 +16,12 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from functools import partial
-from pathlib import Path
 from typing import TypeVar, TypeVarTuple
 
-import anyio
-import anyio.to_thread
-
 from taskq.brokers.base import BrokerOptions, DeadLetter, Delivery
-from taskq.brokers.memory import (
+from taskq.brokers.leases import (
     Claimed,
     Lease,
     Outgoing,
@@ -35,22 +30,18 @@ from taskq.brokers.memory import (
     consume_leases,
     outgoing,
     queue_names,
-    wake,
 )
-from taskq.errors import ConfigurationError, NotConnectedError
 from taskq.message import Message
+from taskq.sqlite_db import DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, Database, transaction
 from taskq.urls import sqlite_path
+from taskq.wakeups import wake
 
-DEFAULT_BUSY_TIMEOUT = 5.0
-DEFAULT_SYNCHRONOUS = "NORMAL"
 BROADCAST_RETENTION = 60.0
-_SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 _SCHEMA = """
-BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS taskq_messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,
@@ -78,7 +69,6 @@ CREATE TABLE IF NOT EXISTS taskq_broadcasts (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS taskq_broadcasts_channel ON taskq_broadcasts (channel, id);
-COMMIT;
 """
 
 _CLAIM = """
@@ -118,38 +108,9 @@ WHERE channel = ? AND id > ? AND created_at >= ? ORDER BY id
 """
 
 
-def _open(path: Path, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # isolation_level=None: each statement commits by itself unless we BEGIN explicitly.
-    conn = sqlite3.connect(
-        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-    )
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={synchronous}")
-        conn.executescript(_SCHEMA)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    # IMMEDIATE takes the write lock up front, so the busy timeout applies instead of
-    # a deferred transaction failing when it tries to upgrade from a stale snapshot.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 def _insert(conn: sqlite3.Connection, messages: list[Outgoing]) -> None:
     rows = [(m.queue, m.priority, m.available_at, m.body) for m in messages]
-    with _transaction(conn):
+    with transaction(conn):
         conn.executemany(_INSERT, rows)
 
 
@@ -184,7 +145,7 @@ def _extend(conn: sqlite3.Connection, lease: Lease, seconds: float) -> None:
 
 
 def _dead_letter(conn: sqlite3.Connection, lease: Lease, reason: str) -> None:
-    with _transaction(conn):
+    with transaction(conn):
         rows = conn.execute(_TAKE, (lease.id, lease.token)).fetchall()
         if rows:
             conn.execute(_BURY, (lease.queue, reason, rows[0][0], time.time()))
@@ -206,7 +167,7 @@ def _dead_letters(conn: sqlite3.Connection, queue: str, limit: int) -> list[Dead
 
 def _broadcast(conn: sqlite3.Connection, channel: str, payload: bytes) -> None:
     now = time.time()
-    with _transaction(conn):
+    with transaction(conn):
         conn.execute(_EXPIRE_BROADCASTS, (now - BROADCAST_RETENTION,))
         conn.execute(_BROADCAST, (channel, payload, now))
 
@@ -226,27 +187,21 @@ class SQLiteBroker:
     """
 
     def __init__(self, url: str, options: BrokerOptions) -> None:
-        self._path = sqlite_path(url).resolve()
+        transport = options.transport
+        self._db = Database(
+            sqlite_path(url),
+            _SCHEMA,
+            busy_timeout=float(transport.get("busy_timeout", DEFAULT_BUSY_TIMEOUT)),
+            synchronous=str(transport.get("synchronous", DEFAULT_SYNCHRONOUS)),
+        )
         self._options = options
-        self._key = str(self._path)
-        self._busy_timeout = float(options.transport.get("busy_timeout", DEFAULT_BUSY_TIMEOUT))
-        self._synchronous = str(options.transport.get("synchronous", DEFAULT_SYNCHRONOUS)).upper()
-        if self._synchronous not in _SYNCHRONOUS_MODES:
-            raise ConfigurationError(f"bad SQLite synchronous mode {self._synchronous!r}")
-        self._conn: sqlite3.Connection | None = None
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._key = str(self._db.path)
 
     async def connect(self) -> None:
-        if self._conn is not None:
-            return
-        self._limiter = anyio.CapacityLimiter(1)
-        opener = partial(_open, self._path, self._busy_timeout, self._synchronous)
-        self._conn = await anyio.to_thread.run_sync(opener)
+        await self._db.open()
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
+        await self._db.close()
 
     async def publish(self, message: Message, queue: str) -> None:
         await self.publish_many([(message, queue)])
@@ -303,9 +258,7 @@ class SQLiteBroker:
         return await self._run(_claim, queues, limit, self._options.visibility_timeout)
 
     async def _run(self, call: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:
-        if self._conn is None:
-            raise NotConnectedError(f"the SQLite broker on {self._path} is not connected")
-        return await anyio.to_thread.run_sync(call, self._conn, *args, limiter=self._limiter)
+        return await self._db.run(call, *args)
 
 
 class _SQLiteSubscription(Subscription):

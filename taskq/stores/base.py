@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import anyio
 import orjson
 
 from taskq import states
-from taskq.errors import MessageError
+from taskq.errors import MessageError, TimeoutError
 from taskq.urls import load_backend_class
+from taskq.wakeups import Backoff, wake, wake_generation
 
 DEFAULT_POLLING_INTERVAL = 0.2
 
@@ -108,6 +110,38 @@ class ResultStore(Protocol):
     async def revoke(self, task_ids: Sequence[str], ttl: float) -> None: ...
 
     async def revoked(self, task_ids: Sequence[str]) -> set[str]: ...
+
+
+def ready_key(scope: str, task_id: str) -> str:
+    """The wake-up key for `task_id` becoming ready in the store identified by `scope`."""
+    return f"result\0{scope}\0{task_id}"
+
+
+def announce_ready(scope: str, meta: TaskMeta) -> None:
+    """Wake this process's `wait()`s for `meta`'s task, if it is ready."""
+    if meta.ready:
+        wake(ready_key(scope, meta.task_id))
+
+
+async def wait_until_ready(
+    scope: str,
+    task_id: str,
+    fetch: Callable[[str], Awaitable[TaskMeta | None]],
+    timeout: float | None,
+    polling_interval: float,
+) -> TaskMeta:
+    """Fetch until the task is ready: woken at once by `announce_ready` in this process,
+    otherwise polling with a backoff that grows to `polling_interval`."""
+    key = ready_key(scope, task_id)
+    backoff = Backoff(polling_interval)
+    with anyio.move_on_after(timeout):
+        while True:
+            seen = wake_generation(key)
+            meta = await fetch(task_id)
+            if meta is not None and meta.ready:
+                return meta
+            await backoff.sleep(key, seen)
+    raise TimeoutError(f"task {task_id} was not ready within {timeout} s")
 
 
 _STORES: dict[str, str] = {

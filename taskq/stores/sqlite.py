@@ -15,21 +15,16 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TypeVar
 
-import anyio
-import anyio.to_thread
 import orjson
 
-from taskq.errors import NotConnectedError
-from taskq.stores.base import StoreOptions, TaskMeta
-from taskq.stores.memory import Waiters
+from taskq.sqlite_db import DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, Database, transaction
+from taskq.stores.base import StoreOptions, TaskMeta, announce_ready, wait_until_ready
 from taskq.urls import sqlite_path
 
 T = TypeVar("T")
 
-BUSY_TIMEOUT_MS = 10_000
 PURGE_INTERVAL = 60.0  # seconds between sweeps of expired rows, per store
 PURGE_BATCH = 1000  # rows per sweep, so a sweep never holds the write lock for long
 CHORD_DONE_RETENTION = 7 * 24 * 3600.0  # how long a late duplicate member still sees "done"
@@ -39,12 +34,6 @@ _KEY = "key"
 _LEASE = "lease"
 _REVOKED = "revoked"
 _CHORD_DONE = "chord_done"
-
-_PRAGMAS = (
-    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",  # first: switching to WAL may have to wait
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = NORMAL",
-)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS taskq_kv (
@@ -68,37 +57,32 @@ ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, expires_at = exclu
 """
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
-# Waiters per database file, shared by every store on it in this process.
-_WAITERS: dict[Path, Waiters] = {}
-
 
 class SQLiteStore:
     """A result store in an SQLite file (`sqlite:///rel.db`, `sqlite:////abs.db`)."""
 
     def __init__(self, url: str, options: StoreOptions) -> None:
-        self._path = sqlite_path(url).resolve()
+        transport = options.transport or {}
+        self._db = Database(
+            sqlite_path(url),
+            _SCHEMA,
+            busy_timeout=float(transport.get("busy_timeout", DEFAULT_BUSY_TIMEOUT)),
+            synchronous=str(transport.get("synchronous", DEFAULT_SYNCHRONOUS)),
+        )
+        self._scope = str(self._db.path)
         self._options = options
-        self._waiters = _WAITERS.setdefault(self._path, Waiters())
-        self._conn: sqlite3.Connection | None = None
-        self._limiter: anyio.CapacityLimiter | None = None
         self._next_purge = 0.0
 
     async def connect(self) -> None:
-        if self._conn is None:
-            # Made here, not in __init__, so that it belongs to the loop that uses it.
-            self._limiter = anyio.CapacityLimiter(1)
-            self._conn = await anyio.to_thread.run_sync(_open, self._path, limiter=self._limiter)
+        await self._db.open()
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
+        await self._db.close()
 
     async def set_state(self, task_id: str, meta: TaskMeta, ttl: float | None) -> None:
         raw = meta.encode()
         await self._write(lambda conn: _put(conn, [(_META, task_id, raw)], ttl))
-        if meta.ready:
-            self._waiters.notify(task_id)
+        announce_ready(self._scope, meta)
 
     async def get(self, task_id: str) -> TaskMeta | None:
         raw = await self._run(lambda conn: _get_live(conn, _META, task_id))
@@ -106,7 +90,7 @@ class SQLiteStore:
 
     async def wait(self, task_id: str, timeout: float | None) -> TaskMeta:
         poll = self._options.polling_interval
-        return await self._waiters.wait_ready(task_id, self.get, timeout, max_poll=poll)
+        return await wait_until_ready(self._scope, task_id, self.get, timeout, poll)
 
     async def forget(self, task_id: str) -> None:
         sql = "DELETE FROM taskq_kv WHERE kind = ? AND key = ?"
@@ -131,10 +115,7 @@ class SQLiteStore:
         return await self._run(lambda conn: _revoked(conn, ids))
 
     async def _run(self, call: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._conn
-        if conn is None:
-            raise NotConnectedError(f"SQLite store {self._path} used before connect()")
-        return await anyio.to_thread.run_sync(call, conn, limiter=self._limiter)
+        return await self._db.run(call)
 
     async def _write(self, call: Callable[[sqlite3.Connection], T]) -> T:
         """Run a write, then sweep expired rows if this store's sweep is due."""
@@ -143,20 +124,6 @@ class SQLiteStore:
             more = await self._run(_purge_expired)
             self._next_purge = 0.0 if more else time.monotonic() + PURGE_INTERVAL
         return result
-
-
-def _open(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Autocommit: each statement is its own transaction unless we BEGIN one.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        for pragma in _PRAGMAS:
-            conn.execute(pragma)
-        conn.executescript(_SCHEMA)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
 
 
 def _expiry(ttl: float | None) -> float | None:
@@ -198,8 +165,7 @@ def _revoked(conn: sqlite3.Connection, ids_json: str) -> set[str]:
 def _chord_part_done(conn: sqlite3.Connection, group_id: str, task_id: str, size: int) -> bool:
     # IMMEDIATE takes the write lock up front, so the count and the "done" mark
     # cannot interleave with another process's.
-    conn.execute("BEGIN IMMEDIATE")
-    with conn:  # commits, or rolls back on error
+    with transaction(conn):
         if _get_live(conn, _CHORD_DONE, group_id) is not None:
             return False
         conn.execute(

@@ -182,24 +182,6 @@ async def test_wait_wakes_when_another_store_sets_success(
         await assert_woken_promptly(store, set_state)
 
 
-async def test_wait_wakes_when_set_from_another_event_loop(
-    store: ResultStore, store_url: str
-) -> None:
-    async def set_state_in_new_loop(meta: TaskMeta) -> float:
-        async def set_state() -> float:
-            async with connected(store_url) as other:
-                await other.set_state(meta.task_id, meta, None)
-                set_at = time.monotonic()
-                # Keep the thread busy: the waiter's loop must be woken by the set,
-                # not by this thread finishing.
-                await anyio.sleep(0.5)
-            return set_at
-
-        return await anyio.to_thread.run_sync(anyio.run, set_state)
-
-    await assert_woken_promptly(store, set_state_in_new_loop)
-
-
 async def test_wait_times_out(store: ResultStore) -> None:
     task_id = new_id()
     await store.set_state(task_id, TaskMeta(task_id, status=states.STARTED), None)
