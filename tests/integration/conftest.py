@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,11 +19,23 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def worker_env(sqlite_url: str) -> dict[str, str]:
-    """The environment of a worker subprocess: the broker URL and short leases for crash tests."""
+def broker_url(sqlite_url: str) -> str:
+    """The broker the worker subprocesses use; a test module overrides it for another broker."""
+    return sqlite_url
+
+
+@pytest.fixture
+def transport_options() -> dict[str, object]:
+    """Short leases for crash tests and quick polling; override to add broker-specific ones."""
+    return {"visibility_timeout": 2, "polling_interval": 0.05}
+
+
+@pytest.fixture
+def worker_env(broker_url: str, transport_options: dict[str, object]) -> dict[str, str]:
+    """The environment of a worker subprocess: broker URL and transport options."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("TASKQ_")}
-    env["TASKQ_BROKER_URL"] = sqlite_url
-    env["TASKQ_BROKER_TRANSPORT_OPTIONS"] = '{"visibility_timeout": 2, "polling_interval": 0.05}'
+    env["TASKQ_BROKER_URL"] = broker_url
+    env["TASKQ_BROKER_TRANSPORT_OPTIONS"] = json.dumps(transport_options)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
     return env
 
