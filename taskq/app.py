@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import TracebackType
-from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, Unpack, overload
 
 import anyio
 
@@ -20,12 +20,16 @@ from taskq.brokers.base import (
     create_broker,
 )
 from taskq.config import Settings
+from taskq.control import Control
 from taskq.errors import NotRegisteredError
 from taskq.message import Message, new_id
+from taskq.middleware import MiddlewareStack
 from taskq.routing import Router
 from taskq.stores.base import ResultStore, StoreOptions, TaskMeta, create_store
-from taskq.task import Request, Task, absolute_time, current_request
+from taskq.task import CallOptions, Request, Task, absolute_time, current_request
 from taskq.urls import DEFAULT_URL
+
+DEFAULT_IDEMPOTENCY_WINDOW = 86400.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -72,6 +76,8 @@ class TaskQ:
             self.conf.result_backend = backend
         self.conf.apply_environment()
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.middleware = MiddlewareStack()
+        self.control = Control(self)
         self._broker: Broker | None = None
         self._store: ResultStore | None = None
         self._connecting: anyio.Event | None = None
@@ -130,11 +136,16 @@ class TaskQ:
         name: str | None = None,
         **options: Any,
     ) -> Any:
-        """Register a function as a task: `@app.task` or `@app.task(name=..., bind=True, ...)`."""
+        """Register a function as a task: `@app.task` or `@app.task(name=..., bind=True, ...)`.
+
+        `base=` names a `Task` subclass, e.g. one that overrides `on_failure`.
+        """
+
+        base: type[Task[Any, Any]] = options.pop("base", Task)
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or self._default_name(func)
-            task: Task[Any, Any] = Task(self, func, task_name, bind=bind, **options)
+            task = base(self, func, task_name, bind=bind, **options)
             self.tasks[task_name] = task
             return task
 
@@ -239,35 +250,41 @@ class TaskQ:
         name: str,
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
+        **options: Unpack[CallOptions],
     ) -> results.AsyncResult[Any]:
-        """Publish task `name` without importing its function (options as `apply_async`)."""
-        return await self.send_message(self.build_message(name, args, kwargs, **options))
+        """Publish task `name` without importing its function (options as `apply_async`).
+
+        With an `idempotency_key`, a second publish within the key's window (the task's
+        `unique_for`, else `result_expires`) returns the first one's result instead.
+        """
+        message = self.build_message(name, args, kwargs, **options)
+        key = options.get("idempotency_key")
+        if key is not None and not self.conf.task_always_eager:
+            first = await self._claim_idempotency_key(key, message.id, self._key_window(name))
+            if first != message.id:
+                return results.AsyncResult(first, app=self)
+        return await self.send_message(message)
 
     def build_message(
         self,
         name: str,
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
-        *,
-        task_id: str | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: float | timedelta | datetime | None = None,
-        headers: Mapping[str, Any] | None = None,
-        serializer: str | None = None,
+        **options: Unpack[CallOptions],
     ) -> Message:
         """The envelope of one call, routed: explicit options, `task_routes`, defaults."""
         args, kwargs = list(args or ()), dict(kwargs or {})
+        queue, priority = options.get("queue"), options.get("priority")
         route = self.router.route(name, args, kwargs, {"queue": queue, "priority": priority})
         if priority is None:
             priority = route.get("priority", self.conf.task_default_priority)
         _check_priority(priority)
         parent = current_request()
         now = time.time()
-        message_id = task_id or new_id()
+        message_id = options.get("task_id") or new_id()
+        headers = dict(options.get("headers") or {})
+        if options.get("idempotency_key") is not None:
+            headers["idempotency_key"] = options["idempotency_key"]
         return Message(
             id=message_id,
             task=name,
@@ -275,21 +292,43 @@ class TaskQ:
             kwargs=kwargs,
             queue=queue or route.get("queue") or self.conf.task_default_queue,
             priority=priority,
-            eta=_eta(countdown, eta, now),
-            expires=absolute_time(expires, now),
+            eta=_eta(options.get("countdown"), options.get("eta"), now),
+            expires=absolute_time(options.get("expires"), now),
             root_id=(parent.root_id or parent.id) if parent else message_id,
             parent_id=parent.id if parent else None,
-            headers=dict(headers or {}),
+            headers=headers,
             sent_at=now,
-            content_type=serializer or route.get("serializer") or self.conf.task_serializer,
+            time_limit=options.get("time_limit"),
+            soft_time_limit=options.get("soft_time_limit"),
+            content_type=options.get("serializer")
+            or route.get("serializer")
+            or self.conf.task_serializer,
         )
 
     async def send_message(self, message: Message) -> results.AsyncResult[Any]:
         if self.conf.task_always_eager:
             return await self._run_eager(message)
         broker = await self.connected_broker()
+        await self.middleware.before_publish(message)
         await broker.publish(message, message.queue)
+        await self.middleware.after_publish(message)
         return results.AsyncResult(message.id, app=self)
+
+    async def _claim_idempotency_key(self, key: str, task_id: str, window: float) -> str:
+        """The id of the task that owns `key`: `task_id` if this call claimed it."""
+        store = await self.connected_store()
+        name = f"idempotency:{key}"
+        while not await store.set_if_absent(name, task_id.encode(), window):
+            owner = await store.get_key(name)
+            if owner is not None:  # else it expired between the two calls: claim again
+                return owner.decode()
+        return task_id
+
+    def _key_window(self, name: str) -> float:
+        task = self.tasks.get(name)
+        if task is not None and task.unique_for is not None:
+            return float(task.unique_for)
+        return self.conf.result_expires or DEFAULT_IDEMPOTENCY_WINDOW
 
     async def _run_eager(self, message: Message) -> results.EagerResult[Any]:
         task = self.get_task(message.task)

@@ -80,3 +80,28 @@ def task_error_type(exc_type: str) -> type[TaskError]:
             cls = type(short, (TaskError,), attrs)
         _task_error_types[exc_type] = cls
     return cls
+
+
+class Retry(TaskQError):
+    """Raised by `task.retry()`: the worker publishes the task again, later."""
+
+    def __init__(self, exc: BaseException | None = None, countdown: float | None = None) -> None:
+        super().__init__(f"retry in {countdown}s" + (f": {exc!r}" if exc is not None else ""))
+        self.exc = exc
+        self.countdown = countdown
+
+
+class MaxRetriesExceededError(TaskQError):
+    """`task.retry()` was called past `max_retries` without an exception to re-raise."""
+
+
+class SoftTimeLimitExceeded(TaskQError):
+    """Raised inside a coroutine task when its soft time limit passes; it may clean up."""
+
+
+class TimeLimitExceeded(TaskQError):
+    """The task passed its hard time limit and was cancelled (or abandoned, in a thread)."""
+
+
+class TaskRevokedError(TaskQError):
+    """The task was revoked, or expired, before it ran."""

@@ -56,11 +56,13 @@ class Message:
     errbacks: list[SignatureDict] = field(default_factory=list)
     headers: dict[str, Any] = field(default_factory=dict)
     sent_at: float = field(default_factory=time.time)
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
     content_type: str = JSON
     v: int = ENVELOPE_VERSION
 
 
-_OPTIONAL_NUMBERS = ("eta", "expires", "sent_at")
+_OPTIONAL_NUMBERS = ("eta", "expires", "sent_at", "time_limit", "soft_time_limit")
 _OPTIONAL_STRINGS = ("root_id", "parent_id", "group_id")
 
 
@@ -87,6 +89,8 @@ def encode(message: Message, max_bytes: int | None = None) -> bytes:
         "errbacks": message.errbacks,
         "headers": message.headers,
         "sent_at": message.sent_at,
+        "time_limit": message.time_limit,
+        "soft_time_limit": message.soft_time_limit,
     }
     if message.content_type != JSON:
         serializer = get_serializer(message.content_type)
@@ -180,6 +184,8 @@ def decode(raw: bytes, accept_content: frozenset[str] | set[str] | list[str]) ->
         errbacks=_field(data, "errbacks", list),
         headers=_field(data, "headers", dict),
         sent_at=data.get("sent_at") or 0.0,
+        time_limit=data.get("time_limit"),
+        soft_time_limit=data.get("soft_time_limit"),
         content_type=content_type,
         v=version,
     )

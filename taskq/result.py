@@ -70,6 +70,10 @@ class AsyncResult(Generic[R]):
         """The remote traceback text of a failed task."""
         return (await self._meta()).traceback
 
+    async def revoke(self, terminate: bool = False) -> None:
+        """Never run this task (see `app.control.revoke`)."""
+        await self.app.control.revoke([self.id], terminate=terminate)
+
     async def forget(self) -> None:
         """Remove the task's state and result from the store."""
         store = await self.app.connected_store()

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack
 
-from taskq.message import Message, new_id
+import orjson
+
+from taskq.errors import MaxRetriesExceededError, Retry
+from taskq.message import Message
 from taskq.result import AsyncResult
+from taskq.worker.ratelimit import parse_rate
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
@@ -39,6 +45,9 @@ class Request:
     delivery_info: dict[str, Any] = field(default_factory=dict)
     hostname: str | None = None
     is_eager: bool = False
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    retries_exhausted: bool = False
 
     @classmethod
     def from_message(
@@ -59,6 +68,8 @@ class Request:
             headers=message.headers,
             delivery_info=delivery_info,
             hostname=hostname,
+            time_limit=message.time_limit,
+            soft_time_limit=message.soft_time_limit,
         )
 
 
@@ -70,24 +81,46 @@ def current_request() -> Request | None:
     return _current_request.get()
 
 
-TASK_OPTIONS = frozenset(
-    {
-        "queue",
-        "priority",
-        "ignore_result",
-        "max_retries",
-        "default_retry_delay",
-        "acks_late",
-        "time_limit",
-        "soft_time_limit",
-        "rate_limit",
-        "expires",
-        "serializer",
-    }
-)
-CALL_OPTIONS = frozenset(
-    {"queue", "priority", "countdown", "eta", "expires", "headers", "serializer"}
-)
+class CallOptions(TypedDict, total=False):
+    """Options of one call: `apply_async(args, kwargs, **options)`, `send_task(name, ...)`."""
+
+    task_id: str | None
+    queue: str | None
+    priority: int | None
+    countdown: float | None
+    eta: datetime | float | None
+    expires: float | timedelta | datetime | None
+    headers: Mapping[str, Any] | None
+    serializer: str | None
+    time_limit: float | None
+    soft_time_limit: float | None
+    idempotency_key: str | None
+
+
+# Task options that are also call options: the call's value wins, else the task's.
+_INHERITED = ("queue", "priority", "expires", "serializer", "time_limit", "soft_time_limit")
+
+_TASK_DEFAULTS: dict[str, Any] = {
+    "queue": None,
+    "priority": None,
+    "ignore_result": None,
+    "max_retries": 3,
+    "default_retry_delay": 180.0,
+    "autoretry_for": (),
+    "dont_autoretry_for": (),
+    "retry_backoff": False,
+    "retry_backoff_max": 600.0,
+    "retry_jitter": True,
+    "acks_late": None,
+    "time_limit": None,
+    "soft_time_limit": None,
+    "rate_limit": None,
+    "rate_limit_scope": "worker",
+    "expires": None,
+    "serializer": None,
+    "unique_for": None,
+}
+TASK_OPTIONS = frozenset(_TASK_DEFAULTS)
 
 
 class Task(Generic[P, R]):
@@ -108,23 +141,39 @@ class Task(Generic[P, R]):
         unknown = set(options) - TASK_OPTIONS
         if unknown:
             raise TypeError(f"unknown task option(s) for {name!r}: {', '.join(sorted(unknown))}")
+        settings = {**_TASK_DEFAULTS, **options}
         self.app = app
         self.fn = fn
         self.name = name
         self.bind = bind
         self.is_coroutine = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
-        self.queue: str | None = options.get("queue")
-        self.priority: int | None = options.get("priority")
-        self.ignore_result: bool | None = options.get("ignore_result")
-        self.max_retries: int | None = options.get("max_retries", 3)
-        self.default_retry_delay: float = options.get("default_retry_delay", 180.0)
-        self.acks_late: bool | None = options.get("acks_late")
-        self.time_limit: float | None = options.get("time_limit")
-        self.soft_time_limit: float | None = options.get("soft_time_limit")
-        self.rate_limit: str | None = options.get("rate_limit")
-        self.expires: float | timedelta | datetime | None = options.get("expires")
-        self.serializer: str | None = options.get("serializer")
+        self.queue: str | None = settings["queue"]
+        self.priority: int | None = settings["priority"]
+        self.ignore_result: bool | None = settings["ignore_result"]
+        self.max_retries: int | None = settings["max_retries"]
+        self.default_retry_delay: float = settings["default_retry_delay"]
+        self.autoretry_for: tuple[type[BaseException], ...] = tuple(settings["autoretry_for"])
+        self.dont_autoretry_for: tuple[type[BaseException], ...] = tuple(
+            settings["dont_autoretry_for"]
+        )
+        self.retry_backoff: bool | float = settings["retry_backoff"]
+        self.retry_backoff_max: float = settings["retry_backoff_max"]
+        self.retry_jitter: bool = settings["retry_jitter"]
+        self.acks_late: bool | None = settings["acks_late"]
+        self.time_limit: float | None = settings["time_limit"]
+        self.soft_time_limit: float | None = settings["soft_time_limit"]
+        self.rate_limit: str | None = settings["rate_limit"]
+        self.rate_limit_scope: str = settings["rate_limit_scope"]
+        self.expires: float | timedelta | datetime | None = settings["expires"]
+        self.serializer: str | None = settings["serializer"]
+        self.unique_for: float | None = settings["unique_for"]
+        if self.rate_limit is not None:
+            parse_rate(self.rate_limit)  # a bad rate is an error now, not in the worker
+        if self.rate_limit_scope not in ("worker", "global"):
+            raise ValueError(
+                f"rate_limit_scope must be 'worker' or 'global', not {self.rate_limit_scope!r}"
+            )
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -153,31 +202,71 @@ class Task(Generic[P, R]):
         self,
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
-        *,
-        task_id: str | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: float | timedelta | datetime | None = None,
-        headers: Mapping[str, Any] | None = None,
-        serializer: str | None = None,
+        **options: Unpack[CallOptions],
     ) -> AsyncResult[R]:
-        """Publish with explicit options; they win over the task's, which win over routes."""
-        message = self.app.build_message(
-            self.name,
-            args,
-            kwargs,
-            task_id=task_id,
-            queue=queue or self.queue,
-            priority=priority if priority is not None else self.priority,
-            countdown=countdown,
-            eta=eta,
-            expires=expires if expires is not None else self.expires,
-            headers=headers,
-            serializer=serializer or self.serializer,
-        )
-        return await self.app.send_message(message)
+        """Publish with explicit options; they win over the task's, which win over routes.
+
+        Options: task_id, queue, priority, countdown, eta, expires, headers, serializer,
+        time_limit, soft_time_limit, idempotency_key.
+        """
+        for name in _INHERITED:
+            if options.get(name) is None:
+                options[name] = getattr(self, name)  # type: ignore[literal-required]
+        if self.unique_for is not None and options.get("idempotency_key") is None:
+            options["idempotency_key"] = unique_key(self.name, args, kwargs)
+        return await self.app.send_task(self.name, args, kwargs, **options)
+
+    def retry(
+        self,
+        exc: BaseException | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+    ) -> Retry:
+        """Ask the worker to run this task again later: `raise self.retry(exc=exc, countdown=5)`.
+
+        Past `max_retries`, raises `exc` (or `MaxRetriesExceededError` without one) instead.
+        """
+        request = self.request
+        limit = max_retries if max_retries is not None else self.max_retries
+        if limit is not None and request.retries >= limit:
+            request.retries_exhausted = True
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"{self.name}[{request.id}]: max retries ({limit}) exceeded"
+            )
+        raise Retry(exc, self.default_retry_delay if countdown is None else countdown)
+
+    def retry_countdown(self, retries: int) -> float:
+        """The delay before retry number `retries + 1` of an automatic retry."""
+        if not self.retry_backoff:
+            return self.default_retry_delay
+        factor = 1.0 if self.retry_backoff is True else float(self.retry_backoff)
+        countdown = min(factor * 2**retries, self.retry_backoff_max)
+        return random.uniform(0, countdown) if self.retry_jitter else countdown
+
+    def autoretries(self, exc: BaseException) -> bool:
+        return isinstance(exc, self.autoretry_for) and not isinstance(exc, self.dont_autoretry_for)
+
+    # Hooks: override in a subclass given as `@app.task(base=MyTask)`; each may be async.
+
+    def on_success(self, retval: Any, task_id: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """After the task succeeded."""
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: list[Any], kwargs: dict[str, Any], einfo: str
+    ) -> Any:
+        """After the task failed for good (`einfo` is the traceback text)."""
+
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: list[Any], kwargs: dict[str, Any], einfo: str
+    ) -> Any:
+        """After the task was published again for a retry."""
+
+    def after_return(
+        self, status: str, retval: Any, task_id: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        """After every run, whatever its outcome."""
 
     def bind_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         """Raise TypeError when the arguments do not fit the function's signature."""
@@ -215,5 +304,7 @@ def absolute_time(
     return (now if now is not None else time.time()) + seconds
 
 
-def inline_request(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Request:
-    return Request(id=new_id(), task=name, args=list(args), kwargs=dict(kwargs), is_eager=True)
+def unique_key(name: str, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None) -> str:
+    """The idempotency key of `unique_for`: the task name and its arguments."""
+    payload = orjson.dumps([list(args or ()), dict(kwargs or {})], option=orjson.OPT_SORT_KEYS)
+    return f"unique:{name}:{hashlib.sha256(payload).hexdigest()}"

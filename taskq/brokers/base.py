@@ -34,8 +34,12 @@ class BrokerOptions:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A message that could not be executed, kept with the reason."""
+    """A message that could not be executed, kept with the reason.
 
+    `id` is the broker's own name for this entry, for `remove_dead_letters`.
+    """
+
+    id: str
     queue: str
     reason: str
     body: bytes
@@ -96,6 +100,14 @@ class Broker(Protocol):
         ...
 
     async def dead_letter_length(self, queue: str) -> int: ...
+
+    async def add_dead_letter(self, queue: str, body: bytes, reason: str) -> None:
+        """Keep `body` as a dead letter of `queue` (for a message already acked)."""
+        ...
+
+    async def remove_dead_letters(self, queue: str, ids: Sequence[str]) -> int:
+        """Delete these dead letters of `queue`; returns how many were there."""
+        ...
 
     async def purge_dead_letters(self, queue: str) -> int: ...
 

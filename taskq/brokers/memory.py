@@ -113,6 +113,10 @@ class _MemoryState:
         self._ids = itertools.count(1)
         self._tokens = itertools.count(1)
 
+    def bury(self, queue: str, body: bytes, reason: str) -> None:
+        letter = DeadLetter(str(next(self._ids)), queue, reason, body, time.time())
+        self.dead.setdefault(queue, []).append(letter)
+
     def add(self, message: Outgoing, now: float) -> None:
         entry = _Entry(next(self._ids), message.body, message.priority, message.available_at)
         queue = self.queues.setdefault(message.queue, _Queue())
@@ -212,6 +216,18 @@ class MemoryBroker:
         with self._state.lock:
             return len(self._state.dead.get(queue, []))
 
+    async def add_dead_letter(self, queue: str, body: bytes, reason: str) -> None:
+        with self._state.lock:
+            self._state.bury(queue, body, reason)
+
+    async def remove_dead_letters(self, queue: str, ids: Sequence[str]) -> int:
+        wanted = set(ids)
+        with self._state.lock:
+            letters = self._state.dead.get(queue, [])
+            kept = [letter for letter in letters if letter.id not in wanted]
+            self._state.dead[queue] = kept
+            return len(letters) - len(kept)
+
     async def purge_dead_letters(self, queue: str) -> int:
         with self._state.lock:
             return len(self._state.dead.pop(queue, []))
@@ -259,8 +275,7 @@ class MemoryBroker:
             if held:
                 queue, entry = held
                 del queue.entries[lease.id]
-                letter = DeadLetter(lease.queue, reason, entry.body, time.time())
-                self._state.dead.setdefault(lease.queue, []).append(letter)
+                self._state.bury(lease.queue, entry.body, reason)
 
     async def extend_lease(self, lease: Lease, seconds: float) -> None:
         with self._state.lock:

@@ -96,7 +96,8 @@ _BURY = "INSERT INTO taskq_dead_letters (queue, reason, body, failed_at) VALUES 
 _PURGE = "DELETE FROM taskq_messages WHERE queue = ? AND (lease IS NULL OR available_at <= ?)"
 _LENGTH = "SELECT count(*) FROM taskq_messages WHERE queue = ?"
 _DEAD_LETTERS = """
-SELECT queue, reason, body, failed_at FROM taskq_dead_letters WHERE queue = ? ORDER BY id LIMIT ?
+SELECT id, queue, reason, body, failed_at FROM taskq_dead_letters
+WHERE queue = ? ORDER BY id LIMIT ?
 """
 _DEAD_LETTER_LENGTH = "SELECT count(*) FROM taskq_dead_letters WHERE queue = ?"
 _PURGE_DEAD_LETTERS = "DELETE FROM taskq_dead_letters WHERE queue = ?"
@@ -162,7 +163,13 @@ def _changes(conn: sqlite3.Connection, sql: str, *params: object) -> int:
 
 def _dead_letters(conn: sqlite3.Connection, queue: str, limit: int) -> list[DeadLetter]:
     rows = conn.execute(_DEAD_LETTERS, (queue, limit)).fetchall()
-    return [DeadLetter(*row) for row in rows]
+    return [DeadLetter(str(id_), *rest) for id_, *rest in rows]
+
+
+def _remove_dead_letters(conn: sqlite3.Connection, queue: str, ids: list[int]) -> int:
+    marks = ", ".join("?" * len(ids))
+    sql = f"DELETE FROM taskq_dead_letters WHERE queue = ? AND id IN ({marks})"
+    return conn.execute(sql, (queue, *ids)).rowcount
 
 
 def _broadcast(conn: sqlite3.Connection, channel: str, payload: bytes) -> None:
@@ -226,6 +233,13 @@ class SQLiteBroker:
 
     async def dead_letter_length(self, queue: str) -> int:
         return await self._run(_scalar, _DEAD_LETTER_LENGTH, queue)
+
+    async def add_dead_letter(self, queue: str, body: bytes, reason: str) -> None:
+        await self._run(_changes, _BURY, queue, reason, body, time.time())
+
+    async def remove_dead_letters(self, queue: str, ids: Sequence[str]) -> int:
+        numeric = [int(id_) for id_ in ids if id_.isdigit()]
+        return await self._run(_remove_dead_letters, queue, numeric) if numeric else 0
 
     async def purge_dead_letters(self, queue: str) -> int:
         return await self._run(_changes, _PURGE_DEAD_LETTERS, queue)

@@ -103,6 +103,10 @@ class ResultStore(Protocol):
 
     async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool: ...
 
+    async def get_key(self, key: str) -> bytes | None:
+        """The live value `set_if_absent` stored under `key`, if any."""
+        ...
+
     async def lease(self, name: str, owner: str, ttl: float) -> bool:
         """Acquire the lease `name` for `owner`, or renew it if `owner` holds it."""
         ...

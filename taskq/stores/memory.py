@@ -104,6 +104,9 @@ class MemoryStore:
         self._space.keys.put(key, value, ttl)
         return True
 
+    async def get_key(self, key: str) -> bytes | None:
+        return self._space.keys.get(key)
+
     async def lease(self, name: str, owner: str, ttl: float) -> bool:
         holder = self._space.leases.get(name)
         if holder is not None and holder != owner:

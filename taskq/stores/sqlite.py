@@ -102,6 +102,9 @@ class SQLiteStore:
     async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
         return await self._write(lambda conn: _claim(conn, _KEY, key, value, ttl, renewer=None))
 
+    async def get_key(self, key: str) -> bytes | None:
+        return await self._run(lambda conn: _get_live(conn, _KEY, key))
+
     async def lease(self, name: str, owner: str, ttl: float) -> bool:
         holder = owner.encode()
         return await self._write(lambda conn: _claim(conn, _LEASE, name, holder, ttl, holder))

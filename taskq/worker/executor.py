@@ -1,21 +1,34 @@
-"""Running one delivery: the guard (decode, accept, known task, arguments, expiry),
-the task itself (coroutine in the loop, plain function in a thread), its states and its ack."""
+"""Running one delivery: the guard (decode, accept, known task, arguments, expiry,
+revocation), the task itself (coroutine in the loop, plain function in a thread) under
+its time limits, its retries, states, hooks and ack."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from taskq import states
-from taskq.brokers.base import Delivery
-from taskq.errors import MessageError, NotRegisteredError, TaskQError
-from taskq.message import Message, decode, peek_id
+from taskq.brokers.base import Broker, Delivery
+from taskq.errors import (
+    MessageError,
+    NotRegisteredError,
+    Retry,
+    TaskQError,
+    TaskRevokedError,
+    TimeLimitExceeded,
+)
+from taskq.message import Message, decode, encode, peek_id
+from taskq.middleware import call_hook
 from taskq.stores.base import ResultStore, TaskMeta
 from taskq.task import Request, Task
+from taskq.worker.batching import Coalescer
+from taskq.worker.timelimits import run_with_limits
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
@@ -39,14 +52,12 @@ class Job:
     message: Message
     task: Task[Any, Any]
     request: Request
+    terminated: bool = False  # revoked with terminate=True while running
 
     @property
     def acks_late(self) -> bool:
-        return bool(
-            self.task.acks_late
-            if self.task.acks_late is not None
-            else self.task.app.conf.task_acks_late
-        )
+        late = self.task.acks_late
+        return bool(late if late is not None else self.task.app.conf.task_acks_late)
 
     @property
     def stores_result(self) -> bool:
@@ -56,14 +67,21 @@ class Job:
 
 class Executor:
     def __init__(
-        self, app: TaskQ, store: ResultStore, hostname: str, threads: anyio.CapacityLimiter
+        self,
+        app: TaskQ,
+        broker: Broker,
+        store: ResultStore,
+        hostname: str,
+        threads: anyio.CapacityLimiter,
     ) -> None:
         self.app = app
+        self.broker = broker
         self.store = store
         self.hostname = hostname
         self.threads = threads
         self.accept_content = frozenset(app.conf.accept_content)
         self.result_ttl = app.conf.result_expires
+        self._revoked = Coalescer(self.store.revoked)
 
     async def receive(self, delivery: Delivery) -> Job | None:
         """Check a fresh delivery; a bad one is dead-lettered (and its task marked FAILURE)."""
@@ -84,15 +102,24 @@ class Executor:
         }
         job = Job(delivery, message, task, Request.from_message(message, info, self.hostname))
         if message.expires is not None and message.expires < time.time():
-            logger.info("Task %s[%s] expired, revoked", message.task, message.id)
-            await self._record(
-                job, TaskMeta(message.id, states.REVOKED, task=message.task, date_done=time.time())
-            )
-            await delivery.ack()
+            await self.skip(job, "expired")
             return None
+        if await self._revoked.contains(message.id):
+            await self.skip(job, "revoked")
+            return None
+        return job
+
+    async def mark_received(self, job: Job) -> None:
+        """Record RECEIVED for a job that has to wait for a slot or its rate limit."""
         if job.stores_result:
             await self._record(job, self._meta(job, states.RECEIVED))
-        return job
+
+    async def skip(self, job: Job, reason: str) -> None:
+        """Settle a job that must not run: REVOKED with `reason` ("expired", "revoked")."""
+        logger.info("Task %s[%s] %s: not run", job.message.task, job.message.id, reason)
+        error = TaskRevokedError(reason)
+        await self._record(job, self._failure(job, error, status=states.REVOKED))
+        await job.delivery.ack()
 
     async def run(self, job: Job) -> None:
         """Execute a received job in the caller's slot; ack before or after per `acks_late`."""
@@ -101,49 +128,112 @@ class Executor:
             await job.delivery.ack()
         if job.stores_result:
             await self._record(job, self._meta(job, states.STARTED))
-        logger.debug("Task %s[%s] started", message.task, message.id)
+        await self.app.middleware.before_execute(task, job.request)
         started = time.perf_counter()
         try:
-            value = await self._call(task, job.request)
+            value = await self._call(job)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self._lost(job)
             raise
+        except Retry as retry:
+            await self._retry(job, retry.exc, retry.countdown)
+            return
         except Exception as exc:
-            elapsed = time.perf_counter() - started
-            logger.error(
-                "Task %s[%s] raised %s: %s (%.3fs)",
-                message.task,
-                message.id,
-                type(exc).__name__,
-                exc,
-                elapsed,
-            )
-            meta = TaskMeta.from_exception(
-                message.id, exc, task=message.task, retries=message.retries, worker=self.hostname
-            )
+            if task.autoretries(exc) and not _exhausted(task, message):
+                await self._retry(job, exc, task.retry_countdown(message.retries))
+                return
+            job.request.retries_exhausted |= task.autoretries(exc)
+            await self._failed(job, exc, time.perf_counter() - started)
         else:
-            logger.info(
-                "Task %s[%s] succeeded in %.3fs",
-                message.task,
-                message.id,
-                time.perf_counter() - started,
-            )
-            meta = self._meta(job, states.SUCCESS, result=value, date_done=time.time())
-        if job.stores_result:
-            await self._record(job, meta)
+            await self._succeeded(job, value, time.perf_counter() - started)
         if job.acks_late:
             await job.delivery.ack()
 
-    async def _call(self, task: Task[Any, Any], request: Request) -> Any:
+    async def _call(self, job: Job) -> Any:
+        task, request = job.task, job.request
+        conf = self.app.conf
+        hard = request.time_limit or task.time_limit or conf.task_time_limit
+        soft = request.soft_time_limit or task.soft_time_limit or conf.task_soft_time_limit
         if task.is_coroutine:
-            return await task.run_async(request)
-        return await anyio.to_thread.run_sync(
-            task.run_sync, request, limiter=self.threads, abandon_on_cancel=True
+            return await run_with_limits(task.run_async(request), soft, hard)
+        # A thread cannot be interrupted: past the hard limit it is abandoned (its
+        # eventual result discarded) and the slot freed.
+        with anyio.move_on_after(hard if hard is not None else float("inf")) as scope:
+            return await anyio.to_thread.run_sync(
+                task.run_sync, request, limiter=self.threads, abandon_on_cancel=True
+            )
+        if scope.cancelled_caught:
+            raise TimeLimitExceeded(f"hard time limit ({hard}s) exceeded; the thread was abandoned")
+        return None  # pragma: no cover - the block either returned or was cancelled
+
+    async def _succeeded(self, job: Job, value: Any, elapsed: float) -> None:
+        message, task = job.message, job.task
+        logger.info("Task %s[%s] succeeded in %.3fs", message.task, message.id, elapsed)
+        meta = self._meta(job, states.SUCCESS, result=value, date_done=time.time())
+        if job.stores_result:
+            await self._record(job, meta)
+        await call_hook(
+            task.on_success, value, message.id, message.args, message.kwargs, what="on_success"
         )
+        await self._finished(job, meta, value)
+
+    async def _failed(self, job: Job, exc: BaseException, elapsed: float) -> None:
+        message, task = job.message, job.task
+        logger.error(
+            "Task %s[%s] raised %s: %s (%.3fs)",
+            message.task,
+            message.id,
+            type(exc).__name__,
+            exc,
+            elapsed,
+        )
+        meta = self._failure(job, exc)
+        if job.stores_result:
+            await self._record(job, meta)
+        if job.request.retries_exhausted:
+            error = f"{meta.exc_type}: {meta.exc_message}"
+            await self._bury(
+                job, f"retries exhausted ({message.retries}): {error}\n{meta.traceback}"
+            )
+        args = (exc, message.id, message.args, message.kwargs, meta.traceback or "")
+        await call_hook(task.on_failure, *args, what="on_failure")
+        await self._finished(job, meta, exc)
+
+    async def _finished(self, job: Job, meta: TaskMeta, retval: Any) -> None:
+        message = job.message
+        after = (meta.status, retval, message.id, message.args, message.kwargs)
+        await call_hook(job.task.after_return, *after, what="after_return")
+        await self.app.middleware.after_execute(job.task, job.request, meta)
+
+    async def _retry(self, job: Job, exc: BaseException | None, countdown: float | None) -> None:
+        """Publish the same task id again with `retries + 1`, delayed through the broker."""
+        message, task = job.message, job.task
+        delay = countdown or 0.0
+        again = dataclasses.replace(
+            message, retries=message.retries + 1, eta=time.time() + delay, sent_at=time.time()
+        )
+        await self.broker.publish(again, job.delivery.queue)
+        logger.info(
+            "Task %s[%s] retry %d in %.1fs: %r", message.task, message.id, again.retries, delay, exc
+        )
+        if job.stores_result:
+            error = exc if exc is not None else Retry(None, countdown)
+            await self._record(job, self._failure(job, error, status=states.RETRY))
+        if job.acks_late:
+            await job.delivery.ack()
+        einfo = "".join(traceback.format_exception(exc)) if exc is not None else ""
+        await call_hook(
+            task.on_retry, exc, message.id, message.args, message.kwargs, einfo, what="on_retry"
+        )
+        await self.app.middleware.on_retry(task, job.request, exc)
 
     async def _lost(self, job: Job) -> None:
-        """The task was cancelled by a cold shutdown: give it back, or record that it is lost."""
+        """The task was cancelled: terminated by a revoke, or by a cold shutdown, which
+        gives it back (acks_late) or records that it is lost."""
+        if job.terminated:
+            await self.skip(job, "revoked")
+            return
         if job.acks_late:
             logger.warning(
                 "Task %s[%s] interrupted, returned to the queue", job.message.task, job.message.id
@@ -155,9 +245,7 @@ class Executor:
         )
         if job.stores_result:
             error = WorkerLostError("worker shut down while the task ran (not acks_late)")
-            await self._record(
-                job, TaskMeta.from_exception(job.message.id, error, task=job.message.task)
-            )
+            await self._record(job, self._failure(job, error))
 
     async def _reject(self, delivery: Delivery, error: TaskQError) -> None:
         reason = f"{type(error).__name__}: {error}"
@@ -171,14 +259,18 @@ class Executor:
                 self.result_ttl,
             )
 
+    async def _bury(self, job: Job, reason: str) -> None:
+        """Dead-letter a job whose retries are exhausted, acked or not."""
+        if job.acks_late:
+            await job.delivery.dead_letter(reason)
+        else:
+            await self.broker.add_dead_letter(job.delivery.queue, encode(job.message), reason)
+
     async def _record(self, job: Job, meta: TaskMeta) -> None:
         try:
             await self.store.set_state(job.message.id, meta, self.result_ttl)
         except MessageError as exc:  # the return value does not serialize: record that instead
-            failure = TaskMeta.from_exception(
-                job.message.id, exc, task=job.message.task, worker=self.hostname
-            )
-            await self.store.set_state(job.message.id, failure, self.result_ttl)
+            await self.store.set_state(job.message.id, self._failure(job, exc), self.result_ttl)
 
     def _meta(self, job: Job, status: str, **fields: Any) -> TaskMeta:
         message = job.message
@@ -190,3 +282,15 @@ class Executor:
             worker=self.hostname,
             **fields,
         )
+
+    def _failure(self, job: Job, exc: BaseException, status: str = states.FAILURE) -> TaskMeta:
+        message = job.message
+        meta = TaskMeta.from_exception(
+            message.id, exc, task=message.task, retries=message.retries, worker=self.hostname
+        )
+        meta.status = status
+        return meta
+
+
+def _exhausted(task: Task[Any, Any], message: Message) -> bool:
+    return task.max_retries is not None and message.retries >= task.max_retries

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 import anyio
 
 from taskq.brokers.base import Broker, Delivery
+from taskq.control import CONTROL_CHANNEL, decode_command
 from taskq.worker.executor import Executor, Job
+from taskq.worker.ratelimit import RateLimits
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
@@ -57,7 +59,7 @@ class Worker:
         self._slots = anyio.CapacityLimiter(self.concurrency)
         self._held: set[Delivery] = set()
         self._waiting: set[anyio.CancelScope] = set()
-        self._running: set[anyio.CancelScope] = set()
+        self._running: dict[anyio.CancelScope, Job] = {}
         self._drained = anyio.Event()
         self._consume_scope = anyio.CancelScope()
         self._stopping = False
@@ -81,7 +83,10 @@ class Worker:
     async def run(self) -> None:
         broker = await self.app.connected_broker()
         store = await self.app.connected_store()
-        executor = Executor(self.app, store, self.hostname, anyio.CapacityLimiter(self.threads))
+        executor = Executor(
+            self.app, broker, store, self.hostname, anyio.CapacityLimiter(self.threads)
+        )
+        self._rates = RateLimits(store)
         logger.info(
             "Worker %s ready: queues %s, concurrency %d, threads %d, prefetch %d",
             self.hostname,
@@ -92,6 +97,8 @@ class Worker:
         )
         async with anyio.create_task_group() as services:
             services.start_soon(self._renew_leases)
+            services.start_soon(self._obey_commands, broker)
+            await self.app.middleware.worker_start(self)
             async with anyio.create_task_group() as handlers:
                 self.ready.set()
                 with self._consume_scope:
@@ -102,6 +109,7 @@ class Worker:
                         await self._drained.wait()
                     self.terminate()
             services.cancel_scope.cancel()
+        await self.app.middleware.worker_stop(self)
         logger.info("Worker %s stopped", self.hostname)
 
     async def _consume(
@@ -115,7 +123,7 @@ class Worker:
     async def _handle(self, executor: Executor, delivery: Delivery) -> None:
         try:
             job = await executor.receive(delivery)
-            if job is not None and await self._acquire_slot(job):
+            if job is not None and await self._wait_turn(executor, job):
                 try:
                     await self._run(executor, job)
                 finally:
@@ -125,13 +133,27 @@ class Worker:
             if self._stopping and not self._held:
                 self._drained.set()
 
-    async def _acquire_slot(self, job: Job) -> bool:
-        """Wait for a free slot; on shutdown give the message back instead."""
+    async def _wait_turn(self, executor: Executor, job: Job) -> bool:
+        """Wait for the task's rate limit, then a free slot; on shutdown give it back instead.
+
+        RECEIVED is recorded only for a job that has to wait: one that starts at once
+        goes straight to STARTED, saving a store write per task.
+        """
+        rate = job.task.rate_limit
+        if rate is None:
+            try:
+                self._slots.acquire_nowait()
+                return True
+            except anyio.WouldBlock:
+                pass
         with anyio.CancelScope() as waiting:
             self._waiting.add(waiting)
             if self._stopping:
                 waiting.cancel()
             try:
+                await executor.mark_received(job)
+                if rate is not None:
+                    await self._rates.wait(job.task.name, rate, job.task.rate_limit_scope)
                 await self._slots.acquire()
                 return True
             finally:
@@ -142,11 +164,26 @@ class Worker:
 
     async def _run(self, executor: Executor, job: Job) -> None:
         with anyio.CancelScope() as running:
-            self._running.add(running)
+            self._running[running] = job
             try:
                 await executor.run(job)
             finally:
-                self._running.discard(running)
+                del self._running[running]
+
+    async def _obey_commands(self, broker: Broker) -> None:
+        """Control-plane commands: `revoke` with `terminate` cancels the tasks running here."""
+        async for payload in broker.subscribe(CONTROL_CHANNEL):
+            command = decode_command(payload)
+            if command is None or command["op"] != "revoke" or not command.get("terminate"):
+                continue
+            revoked = set(command.get("ids") or ())
+            for scope, job in list(self._running.items()):
+                if job.message.id in revoked:
+                    logger.warning(
+                        "Task %s[%s] revoked: terminating", job.message.task, job.message.id
+                    )
+                    job.terminated = True
+                    scope.cancel()
 
     async def _renew_leases(self) -> None:
         visibility = self.app.broker_options().visibility_timeout

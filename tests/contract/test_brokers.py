@@ -325,6 +325,19 @@ async def test_dead_letters_keep_reason_and_body(broker: Broker) -> None:
     assert await broker.dead_letters("q") == []
 
 
+async def test_add_and_remove_dead_letters_by_id(broker: Broker) -> None:
+    await broker.add_dead_letter("q", b"first", "retries exhausted")
+    await broker.add_dead_letter("q", b"second", "unknown task")
+    await broker.add_dead_letter("other", b"elsewhere", "x")
+    first, second = await broker.dead_letters("q")
+    assert (first.body, first.reason, second.body) == (b"first", "retries exhausted", b"second")
+    assert first.id != second.id
+    assert await broker.remove_dead_letters("q", [first.id, "no-such-id"]) == 1
+    assert [d.body for d in await broker.dead_letters("q")] == [b"second"]
+    assert await broker.remove_dead_letters("q", [first.id]) == 0
+    assert await broker.dead_letter_length("other") == 1
+
+
 async def test_nack_without_requeue_dead_letters(broker: Broker) -> None:
     message = new_message()
     await broker.publish(message, "q")

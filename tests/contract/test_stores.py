@@ -234,6 +234,8 @@ async def test_set_if_absent(store: ResultStore) -> None:
     assert await store.set_if_absent(key, b"one", 60) is True
     assert await store.set_if_absent(key, b"two", 60) is False
     assert await store.set_if_absent(key, b"one", 60) is False
+    assert await store.get_key(key) == b"one"
+    assert await store.get_key(new_id()) is None
 
 
 async def test_set_if_absent_after_expiry(store: ResultStore) -> None:

@@ -132,9 +132,11 @@ async def test_bad_input_is_dead_lettered_and_the_worker_carries_on(
     unbound = await producer.send_task("itest.add", args=[1])
     _insert_raw(sqlite_url, b"\x00\x01 not json at all")
     _insert_raw(sqlite_url, orjson.dumps({"v": 1, "id": "no-task-name"}))
-    wait_for(
-        lambda: "Dead-lettered" in worker.output() and worker.output().count("Dead-lettered") >= 6
-    )
+
+    async def all_dead_lettered() -> bool:
+        return await broker.dead_letter_length("default") == 6
+
+    await eventually(all_dead_lettered)
     letters = await broker.dead_letters("default")
     reasons = " | ".join(letter.reason for letter in letters)
     assert len(letters) == 6, reasons
