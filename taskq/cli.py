@@ -15,8 +15,10 @@ import anyio
 import orjson
 import typer
 
+from taskq import dlq
 from taskq.app import TaskQ
 from taskq.errors import TaskError, TaskQError
+from taskq.message import peek_id
 from taskq.stores.base import TaskMeta
 from taskq.worker.worker import Worker
 
@@ -246,35 +248,64 @@ def known_queues(app: TaskQ) -> list[str]:
     return sorted({name for name in names if isinstance(name, str)})
 
 
-@cli.command()
+dlq_cli = typer.Typer(help="Dead letters: list, replay, purge.", no_args_is_help=True)
+cli.add_typer(dlq_cli, name="dlq")
+
+
+@dlq_cli.command("list")
 @run_command
-async def dlq(
+async def dlq_list(
     app: AppOption,
     queues: QueuesOption = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many per queue.")] = 100,
-    purge: Annotated[
-        bool, typer.Option("--purge", help="Delete them instead of listing them.")
-    ] = False,
+    task_id: Annotated[str | None, typer.Option("--id", help="Only this task's letters.")] = None,
 ) -> None:
-    """List (or --purge) the dead letters of the queues, one JSON object per line."""
+    """Print the dead letters of the queues, one JSON object per line."""
+    taskq_app = load_app(app)
+    async with taskq_app:
+        for queue in split_queues(taskq_app, queues):
+            for letter in await dlq.dead_letters(taskq_app, queue, task_id):
+                line = {
+                    "id": letter.id,
+                    "queue": letter.queue,
+                    "task_id": peek_id(letter.body),
+                    "reason": letter.reason,
+                    "failed_at": letter.failed_at,
+                    "body": letter.body.decode("utf-8", errors="replace"),
+                }
+                typer.echo(orjson.dumps(line).decode())
+
+
+@dlq_cli.command("replay")
+@run_command
+async def dlq_replay(
+    app: AppOption,
+    queues: QueuesOption = None,
+    task_id: Annotated[str | None, typer.Option("--id", help="Replay this task's letters.")] = None,
+    replay_all: Annotated[bool, typer.Option("--all", help="Replay every letter.")] = False,
+) -> None:
+    """Publish dead letters again (retries reset) and remove them from the dead-letter queue."""
+    if (task_id is None) == (not replay_all):
+        raise CommandError("give --id ID or --all")
+    taskq_app = load_app(app)
+    async with taskq_app:
+        for queue in split_queues(taskq_app, queues):
+            count, problems = await dlq.replay(taskq_app, queue, task_id)
+            for problem in problems:
+                typer.echo(f"Skipped {problem}", err=True)
+            typer.echo(f"Replayed {count} dead letter(s) from {queue}")
+
+
+@dlq_cli.command("purge")
+@run_command
+async def dlq_purge(app: AppOption, queues: QueuesOption = None) -> None:
+    """Delete the dead letters of the queues."""
     taskq_app = load_app(app)
     async with taskq_app:
         broker = await taskq_app.connected_broker()
         for queue in split_queues(taskq_app, queues):
-            if purge:
-                typer.echo(
-                    f"Purged {await broker.purge_dead_letters(queue)} dead letter(s) from {queue}"
-                )
-                continue
-            for letter in await broker.dead_letters(queue, limit):
-                body = letter.body.decode("utf-8", errors="replace")
-                line = {
-                    "queue": letter.queue,
-                    "reason": letter.reason,
-                    "failed_at": letter.failed_at,
-                    "body": body,
-                }
-                typer.echo(orjson.dumps(line).decode())
+            typer.echo(
+                f"Purged {await broker.purge_dead_letters(queue)} dead letter(s) from {queue}"
+            )
 
 
 def main() -> None:

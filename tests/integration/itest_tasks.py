@@ -5,6 +5,7 @@ The broker comes from TASKQ_BROKER_URL, so the same module serves every broker.
 
 import os
 import threading
+import time
 
 import anyio
 
@@ -53,3 +54,9 @@ async def marked_early(marker: str, seconds: float) -> int:
     await anyio.Path(marker).write_text(f"started {os.getpid()}\n")
     await anyio.sleep(seconds)
     return os.getpid()
+
+
+@app.task(name="itest.global_limited", rate_limit="10/s", rate_limit_scope="global")
+async def global_limited() -> float:
+    """Returns when it started: the starts of all workers together keep the global rate."""
+    return time.time()

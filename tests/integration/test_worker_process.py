@@ -46,6 +46,17 @@ async def test_concurrency_bound_is_respected(producer: TaskQ, start_worker: Sta
     assert max(peaks) == 3
 
 
+async def test_global_rate_limit_holds_across_three_workers(
+    producer: TaskQ, start_worker: StartWorker
+) -> None:
+    for _ in range(3):
+        start_worker("-c", "10")
+    results = [await producer.send_task("itest.global_limited") for _ in range(31)]
+    starts = sorted([await r.get(timeout=60) for r in results])
+    rate = (len(starts) - 1) / (starts[-1] - starts[0])
+    assert 9.0 <= rate <= 11.0, rate
+
+
 async def test_queue_selection(producer: TaskQ, start_worker: StartWorker) -> None:
     start_worker("-Q", "images,other")
     ignored = await producer.send_task("itest.add", args=[1, 1])
@@ -180,9 +191,11 @@ def test_cli_call_result_status_purge_and_dlq(
     assert shown["status"] == states.PENDING
     failing = taskq("call", "itest.add", "--args", "[1]", "--wait", "--timeout", "20")
     assert failing.returncode == 1 and "BadArgumentsError" in failing.stderr
-    letters = taskq("dlq", "-Q", "default").stdout.splitlines()
+    letters = taskq("dlq", "list", "-Q", "default").stdout.splitlines()
     assert len(letters) == 1 and "BadArgumentsError" in orjson.loads(letters[0])["reason"]
-    assert "Purged 1 dead letter(s)" in taskq("dlq", "--purge").stdout
+    assert taskq("dlq", "replay").returncode == 1
+    assert "Replayed 1 dead letter(s) from default" in taskq("dlq", "replay", "--all").stdout
+    assert "Purged" in taskq("dlq", "purge").stdout
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,44 @@
+"""Dead-letter queues: list them, and replay letters as fresh messages."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from taskq.brokers.base import DeadLetter
+from taskq.errors import MessageError
+from taskq.message import decode, peek_id
+from taskq.serializers import SERIALIZERS
+
+if TYPE_CHECKING:
+    from taskq.app import TaskQ
+
+PAGE = 1000
+
+
+async def dead_letters(app: TaskQ, queue: str, task_id: str | None = None) -> list[DeadLetter]:
+    """Every dead letter of `queue` (or only those of `task_id`), oldest first."""
+    broker = await app.connected_broker()
+    letters = await broker.dead_letters(
+        queue, limit=max(PAGE, await broker.dead_letter_length(queue))
+    )
+    return [letter for letter in letters if task_id is None or peek_id(letter.body) == task_id]
+
+
+async def replay(app: TaskQ, queue: str, task_id: str | None = None) -> tuple[int, list[str]]:
+    """Publish the dead letters of `queue` again with their retries reset, and remove them.
+
+    Returns how many were replayed and, for each letter left in place, why: a letter
+    whose body is not a message cannot be replayed.
+    """
+    broker = await app.connected_broker()
+    replayed, problems = 0, []
+    for letter in await dead_letters(app, queue, task_id):
+        try:
+            message = decode(letter.body, frozenset(SERIALIZERS))
+        except MessageError as exc:
+            problems.append(f"dead letter {letter.id}: {exc}")
+            continue
+        await broker.publish(dataclasses.replace(message, retries=0, eta=None), message.queue)
+        replayed += await broker.remove_dead_letters(queue, [letter.id])
+    return replayed, problems
