@@ -28,6 +28,7 @@ from taskq.routing import Router
 from taskq.stores.base import ResultStore, StoreOptions, TaskMeta, create_store
 from taskq.task import CallOptions, Request, Task, absolute_time, current_request
 from taskq.urls import DEFAULT_URL
+from taskq.workflow import in_workflow, launch, register_builtins, task_failed, task_succeeded
 
 DEFAULT_IDEMPOTENCY_WINDOW = 86400.0
 
@@ -78,6 +79,7 @@ class TaskQ:
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.middleware = MiddlewareStack()
         self.control = Control(self)
+        register_builtins(self)
         self._broker: Broker | None = None
         self._store: ResultStore | None = None
         self._connecting: anyio.Event | None = None
@@ -226,6 +228,9 @@ class TaskQ:
         transport = dict(self.conf.broker_transport_options)
         known = {"visibility_timeout", "polling_interval"}
         extras = {k: v for k, v in transport.items() if k not in known}
+        # Settings that only the AMQP broker reads travel with its transport options.
+        extras.setdefault("default_exchange", self.conf.task_default_exchange)
+        extras.setdefault("max_priority", self.conf.task_queue_max_priority)
         return BrokerOptions(
             visibility_timeout=float(
                 transport.get("visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT)
@@ -300,10 +305,29 @@ class TaskQ:
             sent_at=now,
             time_limit=options.get("time_limit"),
             soft_time_limit=options.get("soft_time_limit"),
+            exchange=route.get("exchange"),
+            routing_key=route.get("routing_key"),
             content_type=options.get("serializer")
             or route.get("serializer")
             or self.conf.task_serializer,
         )
+
+    async def send_messages(self, messages: Sequence[Message]) -> None:
+        """Publish many messages in one batch (one round trip where the broker allows)."""
+        if self.conf.task_always_eager:
+            for message in messages:
+                await self._run_eager(message)
+            return
+        broker = await self.connected_broker()
+        for message in messages:
+            await self.middleware.before_publish(message)
+        await broker.publish_many([(message, message.queue) for message in messages])
+        for message in messages:
+            await self.middleware.after_publish(message)
+
+    async def launch(self, element: dict[str, Any]) -> None:
+        """Publish a frozen canvas element (see `taskq.canvas`)."""
+        await launch(self, element)
 
     async def send_message(self, message: Message) -> results.AsyncResult[Any]:
         if self.conf.task_always_eager:
@@ -331,6 +355,8 @@ class TaskQ:
         return self.conf.result_expires or DEFAULT_IDEMPOTENCY_WINDOW
 
     async def _run_eager(self, message: Message) -> results.EagerResult[Any]:
+        """Run the task inline; its outcome is stored too, so workflows and
+        `AsyncResult(id)` work as with a worker."""
         task = self.get_task(message.task)
         request = Request.from_message(message, {"queue": message.queue}, hostname="eager")
         request.is_eager = True
@@ -344,11 +370,21 @@ class TaskQ:
             if self.conf.task_eager_propagates:
                 raise
             meta = TaskMeta.from_exception(message.id, exc, task=task.name)
+            await self._store_eager(meta)
+            if in_workflow(message):
+                await task_failed(self, message, meta)
         else:
             meta = TaskMeta(
                 message.id, states.SUCCESS, result=value, task=task.name, date_done=time.time()
             )
+            await self._store_eager(meta)
+            if in_workflow(message):
+                await task_succeeded(self, message, value)
         return results.EagerResult(meta, app=self)
+
+    async def _store_eager(self, meta: TaskMeta) -> None:
+        store = await self.connected_store()
+        await store.set_state(meta.task_id, meta, self.conf.result_expires)
 
 
 def _eta(countdown: float | None, eta: datetime | float | None, now: float) -> float | None:

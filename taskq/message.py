@@ -50,6 +50,7 @@ class Message:
     parent_id: str | None = None
     group_id: str | None = None
     group_index: int | None = None
+    group_size: int | None = None
     chain: list[SignatureDict] = field(default_factory=list)
     chord: SignatureDict | None = None
     callbacks: list[SignatureDict] = field(default_factory=list)
@@ -58,12 +59,14 @@ class Message:
     sent_at: float = field(default_factory=time.time)
     time_limit: float | None = None
     soft_time_limit: float | None = None
+    exchange: str | None = None
+    routing_key: str | None = None
     content_type: str = JSON
     v: int = ENVELOPE_VERSION
 
 
 _OPTIONAL_NUMBERS = ("eta", "expires", "sent_at", "time_limit", "soft_time_limit")
-_OPTIONAL_STRINGS = ("root_id", "parent_id", "group_id")
+_OPTIONAL_STRINGS = ("root_id", "parent_id", "group_id", "exchange", "routing_key")
 
 
 def encode(message: Message, max_bytes: int | None = None) -> bytes:
@@ -83,6 +86,7 @@ def encode(message: Message, max_bytes: int | None = None) -> bytes:
         "parent_id": message.parent_id,
         "group_id": message.group_id,
         "group_index": message.group_index,
+        "group_size": message.group_size,
         "chain": message.chain,
         "chord": message.chord,
         "callbacks": message.callbacks,
@@ -91,6 +95,8 @@ def encode(message: Message, max_bytes: int | None = None) -> bytes:
         "sent_at": message.sent_at,
         "time_limit": message.time_limit,
         "soft_time_limit": message.soft_time_limit,
+        "exchange": message.exchange,
+        "routing_key": message.routing_key,
     }
     if message.content_type != JSON:
         serializer = get_serializer(message.content_type)
@@ -158,9 +164,9 @@ def decode(raw: bytes, accept_content: frozenset[str] | set[str] | list[str]) ->
     retries = data.get("retries", 0)
     if type(retries) is not int or retries < 0:
         raise MessageError("malformed message: retries is not a non-negative integer")
-    group_index = data.get("group_index")
-    if group_index is not None and type(group_index) is not int:
-        raise MessageError("malformed message: group_index is not an integer")
+    group_index, group_size = data.get("group_index"), data.get("group_size")
+    if any(value is not None and type(value) is not int for value in (group_index, group_size)):
+        raise MessageError("malformed message: group_index or group_size is not an integer")
     chord = data.get("chord")
     if chord is not None and not isinstance(chord, dict):
         raise MessageError("malformed message: chord is not a signature")
@@ -178,6 +184,7 @@ def decode(raw: bytes, accept_content: frozenset[str] | set[str] | list[str]) ->
         parent_id=data.get("parent_id"),
         group_id=data.get("group_id"),
         group_index=group_index,
+        group_size=group_size,
         chain=_field(data, "chain", list),
         chord=chord,
         callbacks=_field(data, "callbacks", list),
@@ -186,6 +193,8 @@ def decode(raw: bytes, accept_content: frozenset[str] | set[str] | list[str]) ->
         sent_at=data.get("sent_at") or 0.0,
         time_limit=data.get("time_limit"),
         soft_time_limit=data.get("soft_time_limit"),
+        exchange=data.get("exchange"),
+        routing_key=data.get("routing_key"),
         content_type=content_type,
         v=version,
     )

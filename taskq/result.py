@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+import anyio
+import orjson
 
 from taskq import states
 from taskq.errors import TaskError, task_error_type
@@ -20,6 +25,7 @@ class AsyncResult(Generic[R]):
     def __init__(self, id: str, *, app: TaskQ) -> None:
         self.id = id
         self.app = app
+        self.parent: AsyncResult[Any] | None = None  # the previous task of a chain
 
     def __repr__(self) -> str:
         return f"<AsyncResult {self.id}>"
@@ -109,3 +115,72 @@ class EagerResult(AsyncResult[R]):
 
     async def forget(self) -> None:
         return None
+
+
+GROUP_KEY = "group:{}"
+
+
+class GroupResult:
+    """The results of a group, in submission order. `GroupResult.restore(id, app=app)`
+    finds a published group again, in any process."""
+
+    def __init__(self, id: str, results: list[Any], *, app: TaskQ) -> None:
+        self.id = id
+        self.results = results
+        self.app = app
+
+    def __repr__(self) -> str:
+        return f"<GroupResult {self.id} of {len(self.results)}>"
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.results)
+
+    async def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
+        """Every member's value, in order; the first failure raises unless not `propagate`."""
+        with anyio.fail_after(timeout) if timeout is not None else nullcontext():
+            return [await result.get(propagate=propagate) for result in self.results]
+
+    async def completed_count(self) -> int:
+        """How many members succeeded."""
+        return sum([await result.successful() for result in self.results])
+
+    async def ready(self) -> bool:
+        return all([await result.ready() for result in self.results])
+
+    async def successful(self) -> bool:
+        return all([await result.successful() for result in self.results])
+
+    async def failed(self) -> bool:
+        return any([await result.failed() for result in self.results])
+
+    async def save(self) -> None:
+        """Keep the member ids in the store (for `result_expires`), for `restore`."""
+        store = await self.app.connected_store()
+        ids = orjson.dumps([_ids_of(result) for result in self.results])
+        await store.set_if_absent(
+            GROUP_KEY.format(self.id), ids, self.app.conf.result_expires or 86400.0
+        )
+
+    @classmethod
+    async def restore(cls, id: str, *, app: TaskQ) -> GroupResult | None:
+        """The saved group `id`, or None when it is unknown or expired."""
+        store = await app.connected_store()
+        raw = await store.get_key(GROUP_KEY.format(id))
+        if raw is None:
+            return None
+        return cls(id, [_from_ids(member, app) for member in orjson.loads(raw)], app=app)
+
+
+def _ids_of(result: Any) -> Any:
+    if isinstance(result, GroupResult):
+        return {"group": result.id, "results": [_ids_of(r) for r in result.results]}
+    return result.id
+
+
+def _from_ids(member: Any, app: TaskQ) -> Any:
+    if isinstance(member, dict):
+        return GroupResult(member["group"], [_from_ids(m, app) for m in member["results"]], app=app)
+    return AsyncResult(member, app=app)

@@ -6,7 +6,7 @@ import hashlib
 import inspect
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, U
 
 import orjson
 
+from taskq.canvas import Signature, chunks, group, starmap, xmap
 from taskq.errors import MaxRetriesExceededError, Retry
 from taskq.message import Message
 from taskq.result import AsyncResult
@@ -202,19 +203,51 @@ class Task(Generic[P, R]):
         self,
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
+        *,
+        link: Signature[Any] | Sequence[Signature[Any]] | None = None,
+        link_error: Signature[Any] | Sequence[Signature[Any]] | None = None,
         **options: Unpack[CallOptions],
     ) -> AsyncResult[R]:
         """Publish with explicit options; they win over the task's, which win over routes.
 
         Options: task_id, queue, priority, countdown, eta, expires, headers, serializer,
-        time_limit, soft_time_limit, idempotency_key.
+        time_limit, soft_time_limit, idempotency_key; `link` / `link_error` signatures run
+        with the result / with (task id, error) afterwards.
         """
+        if link is not None or link_error is not None:
+            call = self.s(*(args or ()), **(kwargs or {})).set(**options)
+            for callback in _as_list(link):
+                call.link(callback)
+            for errback in _as_list(link_error):
+                call.link_error(errback)
+            result: AsyncResult[R] = await call.apply_async()
+            return result
         for name in _INHERITED:
             if options.get(name) is None:
                 options[name] = getattr(self, name)  # type: ignore[literal-required]
         if self.unique_for is not None and options.get("idempotency_key") is None:
             options["idempotency_key"] = unique_key(self.name, args, kwargs)
         return await self.app.send_task(self.name, args, kwargs, **options)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """A signature of this task: `add.s(2, 2)`; in a chain it gets the previous result first."""
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """An immutable signature: in a chain it ignores the previous result."""
+        return Signature(self, args, kwargs, immutable=True)
+
+    def map(self, items: Iterable[Any]) -> Signature[list[R]]:
+        """One message calling this task on each item: `double.map([1, 2, 3])`."""
+        return xmap(self, items)
+
+    def starmap(self, items: Iterable[Sequence[Any]]) -> Signature[list[R]]:
+        """One message calling this task with each argument tuple."""
+        return starmap(self, items)
+
+    def chunks(self, items: Iterable[Sequence[Any]], size: int) -> group:
+        """Calls with each argument tuple, `size` per message, as a group of lists."""
+        return chunks(self, items, size)
 
     def retry(
         self,
@@ -302,6 +335,12 @@ def absolute_time(
         return value.timestamp()
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     return (now if now is not None else time.time()) + seconds
+
+
+def _as_list(value: Signature[Any] | Sequence[Signature[Any]] | None) -> list[Signature[Any]]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, Signature) else list(value)
 
 
 def unique_key(name: str, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None) -> str:

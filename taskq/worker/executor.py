@@ -29,6 +29,7 @@ from taskq.stores.base import ResultStore, TaskMeta
 from taskq.task import Request, Task
 from taskq.worker.batching import Coalescer
 from taskq.worker.timelimits import run_with_limits
+from taskq.workflow import in_workflow, task_failed, task_succeeded
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
@@ -173,6 +174,8 @@ class Executor:
         meta = self._meta(job, states.SUCCESS, result=value, date_done=time.time())
         if job.stores_result:
             await self._record(job, meta)
+        if in_workflow(message):
+            await task_succeeded(self.app, message, value)
         await call_hook(
             task.on_success, value, message.id, message.args, message.kwargs, what="on_success"
         )
@@ -196,6 +199,8 @@ class Executor:
             await self._bury(
                 job, f"retries exhausted ({message.retries}): {error}\n{meta.traceback}"
             )
+        if in_workflow(message):
+            await task_failed(self.app, message, meta)
         args = (exc, message.id, message.args, message.kwargs, meta.traceback or "")
         await call_hook(task.on_failure, *args, what="on_failure")
         await self._finished(job, meta, exc)

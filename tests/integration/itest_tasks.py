@@ -60,3 +60,17 @@ async def marked_early(marker: str, seconds: float) -> int:
 async def global_limited() -> float:
     """Returns when it started: the starts of all workers together keep the global rate."""
     return time.time()
+
+
+@app.task(name="itest.slow_square", acks_late=True)
+async def slow_square(x: int, seconds: float) -> int:
+    await anyio.sleep(seconds)
+    return x * x
+
+
+@app.task(name="itest.count_calls")
+async def count_calls(results: list[int], marker: str) -> int:
+    """A chord callback that leaves one line in `marker` per call."""
+    async with await anyio.open_file(marker, "a") as out:
+        await out.write(f"{len(results)}\n")
+    return len(results)

@@ -1,0 +1,275 @@
+"""Advancing workflows: turning canvas elements into messages, and what a worker does
+when a task that belongs to a workflow finishes.
+
+- chain: the envelope's `chain` holds what runs next; on success the worker launches
+  it with the result prepended, on failure it marks every later task FAILURE with the
+  same error, so `get()` on the chain's last result raises it.
+- group: members carry `group_id`, `group_index`, `group_size`; the member ids are
+  saved in the store (`GroupResult.restore`).
+- chord: members also carry `chord`, the callback. Each finished member (success or
+  failure) counts itself with `chord_part_done(group_id, index, size)`, which counts
+  distinct indexes, so a redelivered member is not counted twice; the one call that
+  returns True launches the callback with the ordered results, or fails it with
+  `ChordError` when a member failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from taskq import states
+from taskq.canvas import (
+    CHAIN,
+    CHORD,
+    GROUP,
+    MAP_TASK,
+    STARMAP_TASK,
+    Element,
+    kind_of,
+    members,
+    result_ids,
+    result_of,
+)
+from taskq.errors import TaskQError
+from taskq.message import Message
+from taskq.result import GroupResult
+from taskq.stores.base import TaskMeta
+from taskq.task import CallOptions
+
+if TYPE_CHECKING:
+    from taskq.app import TaskQ
+
+
+class ChordError(TaskQError):
+    """A member of a chord's header failed, so its callback cannot run."""
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """The group a message's outcome belongs to, and the chord callback, if any."""
+
+    group_id: str
+    index: int
+    size: int
+    chord: Element | None = None
+
+    @classmethod
+    def of(cls, message: Message) -> Membership | None:
+        if message.group_id is None or message.group_index is None or message.group_size is None:
+            return None
+        return cls(message.group_id, message.group_index, message.group_size, message.chord)
+
+
+@dataclass(slots=True)
+class Plan:
+    """What launching a tree publishes: messages now, and groups to save for restore."""
+
+    messages: list[Message] = field(default_factory=list)
+    groups: dict[str, list[Any]] = field(default_factory=dict)
+
+
+async def launch(
+    app: TaskQ,
+    element: Element,
+    prefix: list[Any] | None = None,
+    then: list[Element] | None = None,
+    membership: Membership | None = None,
+    parent: Message | None = None,
+) -> None:
+    """Publish what can start now of a frozen tree, in one batch."""
+    plan = Plan()
+    _build(app, plan, element, prefix or [], then or [], membership, parent)
+    for group_id, results in plan.groups.items():
+        await GroupResult(group_id, results, app=app).save()
+    await app.send_messages(plan.messages)
+
+
+def _build(
+    app: TaskQ,
+    plan: Plan,
+    element: Element,
+    prefix: list[Any],
+    then: list[Element],
+    membership: Membership | None,
+    parent: Message | None,
+) -> None:
+    kind = kind_of(element)
+    if kind == CHAIN:
+        first, *rest = members(element)
+        _build(app, plan, first, prefix, [*rest, *then], membership, parent)
+    elif kind == GROUP and then:  # a group followed by more work is a chord
+        _build_chord(app, plan, element, _as_chain(then), prefix, membership, parent)
+    elif kind == GROUP:
+        _build_members(app, plan, element, None, prefix, parent)
+    elif kind == CHORD:
+        body = element["kwargs"]["body"]
+        body = _as_chain([body, *then]) if then else body
+        _build_chord(app, plan, element["kwargs"]["header"], body, prefix, membership, parent)
+    else:
+        plan.messages.append(_message(app, element, prefix, then, membership, parent))
+
+
+def _build_chord(
+    app: TaskQ,
+    plan: Plan,
+    header: Element,
+    body: Element,
+    prefix: list[Any],
+    membership: Membership | None,
+    parent: Message | None,
+) -> None:
+    if membership is not None:  # the chord is itself a member: its callback finishes that
+        body = {
+            **body,
+            "options": {**body["options"], "membership": dataclasses.asdict(membership)},
+        }
+    if not members(header):
+        _build(app, plan, body, [[]], [], None, parent)
+    else:
+        _build_members(app, plan, header, body, prefix, parent)
+
+
+def _build_members(
+    app: TaskQ,
+    plan: Plan,
+    group: Element,
+    chord: Element | None,
+    prefix: list[Any],
+    parent: Message | None,
+) -> None:
+    group_id = group["options"]["group_id"]
+    tasks = members(group)
+    plan.groups[group_id] = [result_of(app, task) for task in tasks]
+    for index, task in enumerate(tasks):
+        _build(app, plan, task, prefix, [], Membership(group_id, index, len(tasks), chord), parent)
+
+
+def _message(
+    app: TaskQ,
+    element: Element,
+    prefix: list[Any],
+    then: list[Element],
+    membership: Membership | None,
+    parent: Message | None,
+) -> Message:
+    options = dict(element["options"])
+    links, errbacks = options.pop("link", []), options.pop("link_error", [])
+    outer = options.pop("membership", None)
+    membership = membership or (Membership(**outer) if outer else None)
+    args = element["args"] if element.get("immutable") else [*prefix, *element["args"]]
+    call: CallOptions = {key: value for key, value in options.items() if key in _CALL_OPTIONS}  # type: ignore[assignment]
+    message = app.build_message(element["task"], args, element["kwargs"], **call)
+    message.chain, message.callbacks, message.errbacks = then, links, errbacks
+    if membership is not None:
+        message.group_id, message.group_index = membership.group_id, membership.index
+        message.group_size, message.chord = membership.size, membership.chord
+    if parent is not None:
+        message.parent_id, message.root_id = parent.id, parent.root_id or parent.id
+    return message
+
+
+_CALL_OPTIONS = frozenset(CallOptions.__annotations__)
+
+
+def _as_chain(elements: list[Element]) -> Element:
+    if len(elements) == 1:
+        return elements[0]
+    tasks = {"tasks": elements}
+    return {
+        "task": "taskq.chain",
+        "args": [],
+        "kwargs": tasks,
+        "options": {},
+        "immutable": False,
+        "subtask_type": CHAIN,
+    }
+
+
+# -- in the worker, after a task of a workflow finished ---------------------------------
+
+
+def in_workflow(message: Message) -> bool:
+    return bool(message.chain or message.group_size or message.callbacks or message.errbacks)
+
+
+async def task_succeeded(app: TaskQ, message: Message, value: Any) -> None:
+    membership = Membership.of(message)
+    if message.chain:
+        await launch(app, message.chain[0], [value], message.chain[1:], membership, message)
+    elif membership is not None and membership.chord is not None:
+        await _member_done(app, membership)
+    for callback in message.callbacks:
+        await launch(app, callback, [value], parent=message)
+
+
+async def task_failed(app: TaskQ, message: Message, meta: TaskMeta) -> None:
+    for element in message.chain:
+        await _fail_all(app, element, meta)
+    membership = Membership.of(message)
+    if membership is not None and membership.chord is not None:
+        await _member_done(app, membership)
+    error = {"type": meta.exc_type, "message": meta.exc_message}
+    for errback in message.errbacks:
+        await launch(app, errback, [message.id, error], parent=message)
+
+
+async def _member_done(app: TaskQ, membership: Membership) -> None:
+    store = await app.connected_store()
+    if not await store.chord_part_done(membership.group_id, str(membership.index), membership.size):
+        return
+    body = membership.chord
+    assert body is not None
+    group = await GroupResult.restore(membership.group_id, app=app)
+    if group is None:
+        raise ChordError(f"chord {membership.group_id}: its group is no longer in the store")
+    metas = [await store.get(result.id) for result in group.results]
+    failed = next(
+        ((i, m) for i, m in enumerate(metas) if m is None or m.status != states.SUCCESS), None
+    )
+    outer = body["options"].get("membership")
+    if failed is None:
+        values = [meta.result for meta in metas if meta is not None]
+        await launch(app, body, [values], membership=Membership(**outer) if outer else None)
+        return
+    index, meta = failed
+    reason = f"{meta.exc_type}: {meta.exc_message}" if meta else "no result"
+    error = ChordError(f"chord member {index} ({group.results[index].id}) failed: {reason}")
+    failure = TaskMeta.from_exception(group.results[index].id, error)
+    await _fail_all(app, body, failure)
+    for errback in body["options"].get("link_error", []):
+        await launch(
+            app, errback, [result_ids(body)[0], {"type": "ChordError", "message": str(error)}]
+        )
+
+
+async def _fail_all(app: TaskQ, element: Element, meta: TaskMeta) -> None:
+    """Record `meta`'s failure for every task of `element` (they will not run)."""
+    store = await app.connected_store()
+    for task_id in result_ids(element):
+        await store.set_state(
+            task_id, dataclasses.replace(meta, task_id=task_id), app.conf.result_expires
+        )
+
+
+# -- the builtin tasks behind task.map / task.starmap / task.chunks ---------------------
+
+
+def register_builtins(app: TaskQ) -> None:
+    @app.task(name=MAP_TASK)
+    async def run_map(task: str, items: list[Any]) -> list[Any]:
+        return [await _call(app, task, [item]) for item in items]
+
+    @app.task(name=STARMAP_TASK)
+    async def run_starmap(task: str, items: list[list[Any]]) -> list[Any]:
+        return [await _call(app, task, item) for item in items]
+
+
+async def _call(app: TaskQ, name: str, args: list[Any]) -> Any:
+    task = app.get_task(name)
+    if task.is_coroutine:
+        return await task(*args)
+    return await anyio.to_thread.run_sync(lambda: task(*args))
