@@ -3,9 +3,9 @@
 import time
 
 import anyio
-from tasks import add, app, divide, fetch, resize, whoami
+from tasks import add, app, divide, fetch, mul, resize, summarize, tsum, whoami
 
-from taskq import TaskError
+from taskq import TaskError, chain, chord, group
 
 
 async def main() -> None:
@@ -40,6 +40,18 @@ async def main() -> None:
         print(f"200 I/O tasks (50 ms) : {len(pages)} done in {elapsed:.2f}s, run concurrently")
 
         print(f"direct call, inline   = {await add(2, 3)}")
+
+        workflow = add.s(4, 5) | mul.s(2) | summarize.s("Result:")
+        print(f"chain                 = {await (await workflow.apply_async()).get(timeout=30)!r}")
+
+        squares = await group(mul.s(i, i) for i in range(10)).apply_async()
+        print(f"group                 = {await squares.get(timeout=30)}")
+
+        total = await chord((add.s(i, i) for i in range(100)), tsum.s()).apply_async()
+        print(f"chord of 100          = {await total.get(timeout=30)}")
+
+        nested = chain(chord(group(add.s(i, i) for i in range(5)), tsum.s()), mul.s(2))
+        print(f"chain(chord, mul)     = {await (await nested.apply_async()).get(timeout=30)}")
 
 
 if __name__ == "__main__":

@@ -32,3 +32,18 @@ async def whoami(self) -> str:  # type: ignore[no-untyped-def]
 @app.task
 async def divide(x: float, y: float) -> float:
     return x / y
+
+
+@app.task
+async def mul(x: int, y: int) -> int:
+    return x * y
+
+
+@app.task
+def tsum(values: list[int]) -> int:
+    return sum(values)
+
+
+@app.task
+async def summarize(value: int, label: str) -> str:
+    return f"{label} {value}"

@@ -18,4 +18,7 @@ def test_demo_prints_results_and_stops_cleanly() -> None:
     assert "resize (thread)       = 'cat.png resized to 128px'" in done.stdout
     assert "divide(1, 0) failed   : ZeroDivisionError" in done.stdout
     assert "200 I/O tasks" in done.stdout
+    assert "chain                 = 'Result: 18'" in done.stdout
+    assert "chord of 100          = 9900" in done.stdout
+    assert "chain(chord, mul)     = 40" in done.stdout
     assert "worker stopped (exit status 0)" in done.stdout
