@@ -2,6 +2,7 @@
 
 from taskq import states
 from taskq.app import TaskQ
+from taskq.beat import crontab
 from taskq.canvas import Signature, chain, chord, chunks, group, signature
 from taskq.errors import (
     ConfigurationError,
@@ -39,6 +40,7 @@ __all__ = [
     "chain",
     "chord",
     "chunks",
+    "crontab",
     "group",
     "signature",
     "states",

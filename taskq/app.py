@@ -12,6 +12,7 @@ import anyio
 
 from taskq import result as results
 from taskq import states
+from taskq.beat.scheduler import BeatEntries
 from taskq.brokers.base import (
     DEFAULT_POLLING_INTERVAL,
     DEFAULT_VISIBILITY_TIMEOUT,
@@ -79,6 +80,7 @@ class TaskQ:
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.middleware = MiddlewareStack()
         self.control = Control(self)
+        self.beat = BeatEntries(self)
         register_builtins(self)
         self._broker: Broker | None = None
         self._store: ResultStore | None = None

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -17,6 +18,7 @@ import typer
 
 from taskq import dlq
 from taskq.app import TaskQ
+from taskq.beat.scheduler import Beat, read_state
 from taskq.errors import TaskError, TaskQError
 from taskq.message import peek_id
 from taskq.stores.base import TaskMeta
@@ -35,6 +37,9 @@ T = TypeVar("T")
 AppOption = Annotated[
     str,
     typer.Option("--app", "-A", help="The app: 'module:attribute' or 'module' (attribute 'app')."),
+]
+LogLevelOption = Annotated[
+    str, typer.Option("--loglevel", "-l", help="debug, info, warning, error.")
 ]
 QueuesOption = Annotated[
     str | None,
@@ -102,9 +107,10 @@ async def worker(
     hostname: Annotated[
         str | None, typer.Option("--hostname", "-n", help="This worker's name.")
     ] = None,
-    loglevel: Annotated[
-        str, typer.Option("--loglevel", "-l", help="debug, info, warning, error.")
-    ] = "info",
+    loglevel: LogLevelOption = "info",
+    beat: Annotated[
+        bool, typer.Option("--beat", "-B", help="Also run beat in this process.")
+    ] = False,
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (warm shutdown; a second signal is cold)."""
     configure_logging(loglevel)
@@ -120,6 +126,8 @@ async def worker(
     )
     async with taskq_app, anyio.create_task_group() as tg:
         tg.start_soon(_shutdown_on_signals, runner)
+        if beat:
+            tg.start_soon(Beat(taskq_app).run)
         await runner.run()
         tg.cancel_scope.cancel()
 
@@ -133,6 +141,45 @@ async def _shutdown_on_signals(runner: Worker) -> None:
                 first = False
             else:
                 runner.terminate()
+
+
+@cli.command("beat")
+@run_command
+async def beat_command(
+    app: AppOption,
+    list_entries: Annotated[
+        bool, typer.Option("--list", help="Print the entries and exit.")
+    ] = False,
+    loglevel: LogLevelOption = "info",
+) -> None:
+    """Run the periodic-task scheduler (any number may run: one leads, the others stand by)."""
+    configure_logging(loglevel)
+    taskq_app = load_app(app)
+    async with taskq_app:
+        if list_entries:
+            await _print_entries(taskq_app)
+            return
+        scheduler = Beat(taskq_app)
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(scheduler.run)
+                async for _ in signals:
+                    tg.cancel_scope.cancel()
+                    break
+
+
+async def _print_entries(app: TaskQ) -> None:
+    scheduler = Beat(app)
+    store = await app.connected_store()
+    now = datetime.now(UTC)
+    for entry in await app.beat.entries():
+        state = await read_state(store, entry.name)
+        last = state.last_run if state else now.timestamp()
+        upcoming = scheduler.next_run(entry, last)
+        runs = state.total_runs if state else 0
+        typer.echo(
+            f"{entry.name}: {entry.task} {entry.schedule!r} next {upcoming.isoformat()} runs {runs}"
+        )
 
 
 def configure_logging(level: str) -> None:

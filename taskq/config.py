@@ -33,7 +33,9 @@ class Settings:
     result_backend: str | None = None
     broker_transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     task_default_queue: str = "default"
+    task_default_exchange: str = "taskq"
     task_default_priority: int | None = None
+    task_queue_max_priority: int | None = None
     task_routes: RouteSpec | list[RouteSpec] | None = None
     task_serializer: str = "json"
     accept_content: list[str] = dataclasses.field(default_factory=lambda: ["json"])
@@ -52,6 +54,7 @@ class Settings:
     worker_shutdown_timeout: float = 30.0
     beat_schedule: dict[str, Any] = dataclasses.field(default_factory=dict)
     beat_max_loop_interval: float = 300.0
+    beat_lease_ttl: float = 10.0
     timezone: str = "UTC"
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -104,6 +107,9 @@ class Settings:
         priority = self.task_default_priority
         if priority is not None and not 0 <= priority <= 9:
             raise ConfigurationError("task_default_priority must be 0-9")
+        max_priority = self.task_queue_max_priority
+        if max_priority is not None and not 1 <= max_priority <= 9:
+            raise ConfigurationError("task_queue_max_priority must be 1-9 (or None)")
 
 
 _FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}

@@ -30,28 +30,29 @@ async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 
             await anyio.sleep(0.02)
 
 
-class WorkerProcess:
-    """One `taskq worker -A itest_tasks:app` process with its log in a file."""
+class TaskqProcess:
+    """One `taskq <command> -A itest_tasks:app` process with its log in a file; started
+    when its log shows `ready_text`."""
 
-    def __init__(self, env: dict[str, str], log: Path, args: list[str]) -> None:
+    def __init__(self, env: dict[str, str], log: Path, args: list[str], ready_text: str) -> None:
         self.log = log
-        command = [
+        command, *rest = args
+        argv = [
             sys.executable,
             "-m",
             "taskq",
-            "worker",
+            command,
             "-A",
             "itest_tasks:app",
             "--loglevel",
             "info",
-            *args,
         ]
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                command, env=env, cwd=INTEGRATION, stdout=out, stderr=subprocess.STDOUT
+                [*argv, *rest], env=env, cwd=INTEGRATION, stdout=out, stderr=subprocess.STDOUT
             )
-        wait_for(lambda: "ready" in self.output() or self.process.poll() is not None)
-        assert self.process.poll() is None, f"worker did not start:\n{self.output()}"
+        wait_for(lambda: ready_text in self.output() or self.process.poll() is not None)
+        assert self.process.poll() is None, f"taskq {command} did not start:\n{self.output()}"
 
     @property
     def pid(self) -> int:
@@ -74,3 +75,10 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+class WorkerProcess(TaskqProcess):
+    """One `taskq worker` process."""
+
+    def __init__(self, env: dict[str, str], log: Path, args: list[str]) -> None:
+        super().__init__(env, log, ["worker", *args], ready_text="ready")

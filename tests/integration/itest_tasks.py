@@ -74,3 +74,10 @@ async def count_calls(results: list[int], marker: str) -> int:
     async with await anyio.open_file(marker, "a") as out:
         await out.write(f"{len(results)}\n")
     return len(results)
+
+
+@app.task(name="itest.record_tick", bind=True)
+async def record_tick(self, marker: str) -> None:  # type: ignore[no-untyped-def]
+    """Appends the beat tick it was published for to `marker`."""
+    async with await anyio.open_file(marker, "a") as out:
+        await out.write(f"{self.request.headers['beat_scheduled_at']}\n")

@@ -1,0 +1,283 @@
+"""Beat: the scheduler that publishes periodic tasks.
+
+Its state lives in the result store, not in a local file: each entry's last
+scheduled run and run count, and the entries added at runtime. Any number of beat
+processes may run; the one holding the `lease` is the leader and fires, the others
+stand by and take over within one lease TTL. Every fire is de-duplicated by
+(entry, scheduled time) with `set_if_absent`, so two instances that both think they
+lead for a moment still publish a tick once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import anyio
+
+from taskq import states
+from taskq.beat.schedules import Schedule, as_schedule
+from taskq.errors import ConfigurationError
+from taskq.stores.base import ResultStore, TaskMeta
+
+if TYPE_CHECKING:
+    from taskq.app import TaskQ
+
+logger = logging.getLogger("taskq.beat")
+
+LEADER_LEASE = "beat:leader"
+ENTRIES_KEY = "beat:entries"
+STATE_KEY = "beat:state:{}"
+FIRED_KEY = "beat:fired:{}:{}"
+FIRED_KEY_TTL = 7 * 24 * 3600.0
+# A tick later than this is "missed" (downtime), not merely due.
+ON_TIME = 5.0
+ENTRY_FIELDS = frozenset(
+    {"task", "schedule", "args", "kwargs", "options", "catch_up", "start_at", "end_at"}
+)
+
+
+@dataclass(slots=True)
+class Entry:
+    """One periodic task: what to publish, and when."""
+
+    name: str
+    task: str
+    schedule: Schedule
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    catch_up: bool = True
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+
+    @classmethod
+    def from_config(cls, name: str, spec: dict[str, Any]) -> Entry:
+        unknown = set(spec) - ENTRY_FIELDS
+        if unknown or "task" not in spec or "schedule" not in spec:
+            raise ConfigurationError(
+                f"beat entry {name!r}: needs 'task' and 'schedule'"
+                + (f"; unknown keys {sorted(unknown)}" if unknown else "")
+            )
+        return cls(
+            name,
+            spec["task"],
+            as_schedule(spec["schedule"]),
+            list(spec.get("args", ())),
+            dict(spec.get("kwargs") or {}),
+            dict(spec.get("options") or {}),
+            bool(spec.get("catch_up", True)),
+            _moment(spec.get("start_at")),
+            _moment(spec.get("end_at")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "schedule": self.schedule.to_dict(),
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "options": self.options,
+            "catch_up": self.catch_up,
+            "start_at": self.start_at.timestamp() if self.start_at else None,
+            "end_at": self.end_at.timestamp() if self.end_at else None,
+        }
+
+
+@dataclass(slots=True)
+class EntryState:
+    last_run: float
+    total_runs: int = 0
+
+
+def _moment(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromtimestamp(float(value), UTC)
+
+
+class BeatEntries:
+    """`app.beat`: entries added at runtime, kept in the result store."""
+
+    def __init__(self, app: TaskQ) -> None:
+        self.app = app
+
+    async def add(
+        self,
+        name: str,
+        task: str,
+        schedule: Any,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+        catch_up: bool = True,
+    ) -> None:
+        """Add (or replace) a dynamic entry; running beats pick it up on their next tick."""
+        entry = Entry(
+            name,
+            task,
+            as_schedule(schedule),
+            list(args or []),
+            dict(kwargs or {}),
+            dict(options or {}),
+            catch_up,
+        )
+        stored = await self._load()
+        stored["dynamic"][name] = entry.to_dict()
+        await self._save(stored)
+
+    async def remove(self, name: str) -> None:
+        stored = await self._load()
+        if stored["dynamic"].pop(name, None) is not None:
+            await self._save(stored)
+            await (await self.app.connected_store()).forget(STATE_KEY.format(name))
+
+    async def entries(self) -> list[Entry]:
+        """The static entries of `beat_schedule` and the dynamic ones, by name."""
+        static = {
+            name: Entry.from_config(name, spec)
+            for name, spec in self.app.conf.beat_schedule.items()
+        }
+        dynamic = {
+            name: Entry.from_config(name, spec)
+            for name, spec in (await self._load())["dynamic"].items()
+        }
+        return [entry for _, entry in sorted({**dynamic, **static}.items())]
+
+    async def _load(self) -> dict[str, Any]:
+        store = await self.app.connected_store()
+        meta = await store.get(ENTRIES_KEY)
+        return meta.result if meta is not None else {"static": [], "dynamic": {}}
+
+    async def _save(self, stored: dict[str, Any]) -> None:
+        store = await self.app.connected_store()
+        await store.set_state(
+            ENTRIES_KEY, TaskMeta(ENTRIES_KEY, states.SUCCESS, result=stored), None
+        )
+
+    async def sync_static(self) -> None:
+        """Forget the state of static entries that left `beat_schedule` since the last start."""
+        stored = await self._load()
+        current = sorted(self.app.conf.beat_schedule)
+        store = await self.app.connected_store()
+        for gone in set(stored["static"]) - set(current):
+            await store.forget(STATE_KEY.format(gone))
+        if stored["static"] != current:
+            stored["static"] = current
+            await self._save(stored)
+
+
+class Beat:
+    """One beat instance: `await Beat(app).run()` until cancelled."""
+
+    def __init__(self, app: TaskQ, lease_ttl: float | None = None, name: str | None = None) -> None:
+        self.app = app
+        self.lease_ttl = lease_ttl or app.conf.beat_lease_ttl
+        self.name = name or f"{os.getpid()}@{socket.gethostname()}"
+        self.tz = _zone(app.conf.timezone)
+        self.leading = False
+
+    async def run(self) -> None:
+        store = await self.app.connected_store()
+        await self.app.beat.sync_static()
+        logger.info(
+            "Beat %s started (lease %.1fs, timezone %s)", self.name, self.lease_ttl, self.tz
+        )
+        while True:
+            leading = await store.lease(LEADER_LEASE, self.name, self.lease_ttl)
+            if leading != self.leading:
+                logger.info("Beat %s %s", self.name, "is the leader" if leading else "stands by")
+                self.leading = leading
+            wait = self.lease_ttl / 3
+            if leading:
+                wait = min(wait, await self.tick(store))
+            await anyio.sleep(max(wait, 0.01))
+
+    async def tick(self, store: ResultStore) -> float:
+        """Fire what is due; returns the seconds until the next entry is due."""
+        now = datetime.now(UTC)
+        soonest = self.app.conf.beat_max_loop_interval
+        for entry in await self.app.beat.entries():
+            due = await self._fire_if_due(store, entry, now)
+            if due is not None:
+                soonest = min(soonest, (due - now).total_seconds())
+        return soonest
+
+    async def _fire_if_due(
+        self, store: ResultStore, entry: Entry, now: datetime
+    ) -> datetime | None:
+        state = await self._state(store, entry, now)
+        due = self.next_run(entry, state.last_run)
+        if entry.end_at is not None and due > entry.end_at:
+            return None
+        if due > now:
+            return due
+        latest = due
+        while (following := self.next_run(entry, latest.timestamp())) <= now:
+            latest = following
+        if entry.catch_up or (now - latest).total_seconds() <= ON_TIME:
+            await self._fire(store, entry, latest)
+            state.total_runs += 1
+        state.last_run = latest.timestamp()
+        await self._save_state(store, entry, state)
+        return self.next_run(entry, state.last_run)
+
+    async def _fire(self, store: ResultStore, entry: Entry, scheduled: datetime) -> None:
+        key = FIRED_KEY.format(entry.name, scheduled.timestamp())
+        if not await store.set_if_absent(key, self.name.encode(), FIRED_KEY_TTL):
+            return
+        headers = {
+            **entry.options.get("headers", {}),
+            "beat_entry": entry.name,
+            "beat_scheduled_at": scheduled.timestamp(),
+        }
+        options = {**entry.options, "headers": headers}
+        result = await self.app.send_task(entry.task, entry.args, entry.kwargs, **options)
+        logger.info(
+            "Beat fired %s (%s) for %s: task %s",
+            entry.name,
+            entry.task,
+            scheduled.isoformat(),
+            result.id,
+        )
+
+    def next_run(self, entry: Entry, after: float) -> datetime:
+        moment = datetime.fromtimestamp(after, self.tz)
+        if entry.start_at is not None and moment < entry.start_at:
+            moment = entry.start_at - timedelta(microseconds=1)
+        return entry.schedule.next_after(moment)
+
+    async def _state(self, store: ResultStore, entry: Entry, now: datetime) -> EntryState:
+        state = await read_state(store, entry.name)
+        if state is None:
+            state = EntryState(now.timestamp())  # a new entry runs first one period from now
+            await self._save_state(store, entry, state)
+        return state
+
+    async def _save_state(self, store: ResultStore, entry: Entry, state: EntryState) -> None:
+        result = {"last_run": state.last_run, "total_runs": state.total_runs}
+        key = STATE_KEY.format(entry.name)
+        await store.set_state(
+            key, TaskMeta(key, states.SUCCESS, result=result, date_done=time.time()), None
+        )
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigurationError(f"unknown timezone {name!r}") from exc
+
+
+async def read_state(store: ResultStore, name: str) -> EntryState | None:
+    """The stored state of entry `name`, if it has run or been seen by a beat."""
+    meta = await store.get(STATE_KEY.format(name))
+    if meta is None or not isinstance(meta.result, dict):
+        return None
+    return EntryState(float(meta.result["last_run"]), int(meta.result["total_runs"]))

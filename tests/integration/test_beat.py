@@ -1,0 +1,120 @@
+"""Beat: firing into a worker, state kept across restarts, dynamic entries, and
+several beat processes with the leader killed."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from support import TaskqProcess, wait_for
+
+from taskq import TaskQ, crontab
+from taskq.beat import Beat
+from taskq.beat.scheduler import read_state
+from taskq.testing import running_worker
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[TaskQ]:
+    app = TaskQ(
+        "beat",
+        broker=f"sqlite:///{tmp_path}/beat.db",
+        broker_transport_options={"polling_interval": 0.02},
+    )
+    ticks: list[float] = []
+
+    @app.task(name="b.tick", bind=True)
+    async def tick(self: Any) -> None:
+        ticks.append(self.request.headers["beat_scheduled_at"])
+
+    app.ticks = ticks  # type: ignore[attr-defined]
+    app.conf.beat_schedule = {"tick": {"task": "b.tick", "schedule": 0.2}}
+    async with app:
+        yield app
+
+
+async def run_beat_until(app: TaskQ, done: Callable[[], bool]) -> None:
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(Beat(app, lease_ttl=1).run)
+            while not done():  # noqa: ASYNC110 - the condition is a plain list filled by tasks
+                await anyio.sleep(0.02)
+            tg.cancel_scope.cancel()
+
+
+async def test_interval_entry_fires_into_a_worker(app: TaskQ) -> None:
+    ticks: list[float] = app.ticks  # type: ignore[attr-defined]
+    async with running_worker(app):
+        await run_beat_until(app, lambda: len(ticks) >= 4)
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(ticks)]
+    assert gaps and all(gap == 0.2 for gap in gaps[:3]), gaps
+
+
+async def test_restarted_beat_continues_from_the_stored_state(app: TaskQ) -> None:
+    ticks: list[float] = app.ticks  # type: ignore[attr-defined]
+    store = await app.connected_store()
+    async with running_worker(app):
+        await run_beat_until(app, lambda: len(ticks) >= 2)
+        first = await read_state(store, "tick")
+        assert first is not None and first.total_runs >= 2
+        await run_beat_until(app, lambda: len(ticks) >= first.total_runs + 2)
+    second = await read_state(store, "tick")
+    assert second is not None and second.total_runs >= first.total_runs + 2
+    assert len(ticks) == len(set(ticks))
+
+
+async def test_dynamic_entries_are_stored_and_config_removals_forget_state(app: TaskQ) -> None:
+    await app.beat.add("report", task="b.tick", schedule=crontab(minute="*/15"))
+    assert [entry.name for entry in await app.beat.entries()] == ["report", "tick"]
+    store = await app.connected_store()
+    await app.beat.sync_static()  # what every beat does when it starts
+    await Beat(app).tick(store)
+    assert await read_state(store, "tick") is not None
+    app.conf.beat_schedule = {}
+    await app.beat.sync_static()
+    assert await read_state(store, "tick") is None
+    await app.beat.remove("report")
+    assert await app.beat.entries() == []
+
+
+async def test_a_bad_entry_is_a_clear_error(app: TaskQ) -> None:
+    from taskq.errors import ConfigurationError
+
+    app.conf.beat_schedule = {"broken": {"task": "b.tick", "every": 5}}
+    with pytest.raises(ConfigurationError, match="needs 'task' and 'schedule'"):
+        await app.beat.entries()
+
+
+def test_leader_killed_another_takes_over_and_each_tick_runs_once(
+    worker_env: dict[str, str], tmp_path: Path, start_worker: Callable[..., Any]
+) -> None:
+    marker = tmp_path / "ticks"
+    schedule = {"tick": {"task": "itest.record_tick", "schedule": 2.0, "args": [str(marker)]}}
+    env = {**worker_env, "TASKQ_BEAT_SCHEDULE": json.dumps(schedule), "TASKQ_BEAT_LEASE_TTL": "1.5"}
+    start_worker()
+    beats = [TaskqProcess(env, tmp_path / f"beat-{i}.log", ["beat"], "started") for i in range(3)]
+    try:
+        wait_for(lambda: any("is the leader" in beat.output() for beat in beats))
+        wait_for(lambda: marker.exists() and len(marker.read_text().split()) >= 2, timeout=20)
+        leader = next(beat for beat in beats if "is the leader" in beat.output())
+        leader.process.send_signal(signal.SIGKILL)
+        leader.process.wait()
+        seen = len(marker.read_text().split())
+        wait_for(lambda: len(marker.read_text().split()) >= seen + 3, timeout=30)
+        assert sum("is the leader" in beat.output() for beat in beats if beat is not leader) == 1
+    finally:
+        for beat in beats:
+            if beat.process.poll() is None:
+                beat.process.send_signal(signal.SIGTERM)
+                beat.process.wait(timeout=15)
+    ticks = sorted(float(line) for line in marker.read_text().split())
+    assert len(ticks) == len(set(ticks)), "a tick was published twice"
+    assert all(round(b - a, 3) == 2.0 for a, b in itertools.pairwise(ticks)), ticks
