@@ -18,6 +18,18 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/broker.db"
 
 
+APP_URLS: dict[str, Callable[[Path], str]] = {
+    "memory": lambda tmp: f"memory://{tmp.name}",
+    "sqlite": lambda tmp: f"sqlite:///{tmp}/taskq.db",
+}
+
+
+@pytest.fixture(params=sorted(APP_URLS))
+def app_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each broker an in-process worker test runs on (the store follows the broker)."""
+    return APP_URLS[request.param](tmp_path)
+
+
 @pytest.fixture
 def broker_url(sqlite_url: str) -> str:
     """The broker the worker subprocesses use; a test module overrides it for another broker."""

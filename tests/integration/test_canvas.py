@@ -3,8 +3,7 @@ map/starmap/chunks, links, failure propagation, and batching of big groups."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,19 +13,9 @@ from taskq.testing import running_worker
 
 pytestmark = pytest.mark.integration
 
-URLS: dict[str, Callable[[Path], str]] = {
-    "memory": lambda tmp: f"memory://{tmp.name}",
-    "sqlite": lambda tmp: f"sqlite:///{tmp}/taskq.db",
-}
 
-
-@pytest.fixture(params=sorted(URLS))
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return URLS[request.param](tmp_path)
-
-
-def make_app(url: str) -> TaskQ:
-    app = TaskQ("canvas", broker=url, broker_transport_options={"polling_interval": 0.02})
+def make_app(app_url: str) -> TaskQ:
+    app = TaskQ("canvas", broker=app_url, broker_transport_options={"polling_interval": 0.02})
 
     @app.task(name="t.add")
     async def add(x: int, y: int) -> int:
@@ -56,8 +45,8 @@ def make_app(url: str) -> TaskQ:
 
 
 @pytest.fixture
-async def app(url: str) -> AsyncIterator[TaskQ]:
-    app = make_app(url)
+async def app(app_url: str) -> AsyncIterator[TaskQ]:
+    app = make_app(app_url)
     async with app:
         yield app
 
@@ -194,8 +183,8 @@ async def test_signature_by_name_without_the_function(app: TaskQ) -> None:
             by_name.set(retry_forever=True)
 
 
-async def test_big_group_is_published_in_one_batch(url: str) -> None:
-    app = make_app(url)
+async def test_big_group_is_published_in_one_batch(app_url: str) -> None:
+    app = make_app(app_url)
     add = t(app, "add")
     async with app:
         broker = await app.connected_broker()

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -25,20 +24,10 @@ from taskq.testing import running_worker
 
 pytestmark = pytest.mark.integration
 
-URLS: dict[str, Callable[[Path], str]] = {
-    "memory": lambda tmp: f"memory://{tmp.name}",
-    "sqlite": lambda tmp: f"sqlite:///{tmp}/taskq.db",
-}
-
-
-@pytest.fixture(params=sorted(URLS))
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return URLS[request.param](tmp_path)
-
 
 @pytest.fixture
-async def app(url: str) -> AsyncIterator[TaskQ]:
-    app = TaskQ("exec", broker=url, broker_transport_options={"polling_interval": 0.02})
+async def app(app_url: str) -> AsyncIterator[TaskQ]:
+    app = TaskQ("exec", broker=app_url, broker_transport_options={"polling_interval": 0.02})
     async with app:
         yield app
 
