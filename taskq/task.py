@@ -175,6 +175,11 @@ class Task(Generic[P, R]):
             raise ValueError(
                 f"rate_limit_scope must be 'worker' or 'global', not {self.rate_limit_scope!r}"
             )
+        self._plain_arity = _plain_arity(self.signature, bind)
+        self.has_hooks = any(
+            getattr(type(self), hook) is not getattr(Task, hook)
+            for hook in ("on_success", "on_failure", "on_retry", "after_return")
+        )
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -303,6 +308,8 @@ class Task(Generic[P, R]):
 
     def bind_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         """Raise TypeError when the arguments do not fit the function's signature."""
+        if not kwargs and len(args) == self._plain_arity:
+            return
         if self.bind:
             self.signature.bind(self, *args, **kwargs)
         else:
@@ -335,6 +342,14 @@ def absolute_time(
         return value.timestamp()
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     return (now if now is not None else time.time()) + seconds
+
+
+def _plain_arity(signature: inspect.Signature, bind: bool) -> int | None:
+    """How many positional arguments fit a signature of plain required parameters
+    (the common case, checked without `Signature.bind`); None for any other shape."""
+    params = list(signature.parameters.values())[1 if bind else 0 :]
+    plain = all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params)
+    return len(params) if plain else None
 
 
 def _as_list(value: Signature[Any] | Sequence[Signature[Any]] | None) -> list[Signature[Any]]:

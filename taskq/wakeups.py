@@ -6,6 +6,8 @@ Imports nothing of taskq.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import anyio
@@ -18,6 +20,7 @@ FIRST_POLL_DELAY = 0.005
 class _Signal:
     generation: int = 0
     events: set[anyio.Event] = field(default_factory=set)
+    watchers: int = 0
 
 
 # An Event belongs to the event loop it was made in, so the registry is per loop: a
@@ -25,12 +28,17 @@ class _Signal:
 _signals: anyio.lowlevel.RunVar[dict[str, _Signal]] = anyio.lowlevel.RunVar("taskq_wakeups")
 
 
-def _signal(key: str) -> _Signal:
+def _registry() -> dict[str, _Signal]:
     try:
-        signals = _signals.get()
+        return _signals.get()
     except LookupError:
-        signals = {}
+        signals: dict[str, _Signal] = {}
         _signals.set(signals)
+        return signals
+
+
+def _signal(key: str) -> _Signal:
+    signals = _registry()
     signal = signals.get(key)
     if signal is None:
         signal = signals[key] = _Signal()
@@ -38,11 +46,25 @@ def _signal(key: str) -> _Signal:
 
 
 def wake(key: str) -> None:
-    """Wake whoever in this event loop waits for news about `key`."""
+    """Wake whoever in this event loop waits for news about `key` (nobody: nothing to do)."""
+    signal = _registry().get(key)
+    if signal is not None:
+        signal.generation += 1
+        for event in signal.events:
+            event.set()
+
+
+@contextmanager
+def watching(key: str) -> Iterator[None]:
+    """Keep `key`'s wake-ups for the block; a short-lived key (a task id) is dropped after."""
     signal = _signal(key)
-    signal.generation += 1
-    for event in signal.events:
-        event.set()
+    signal.watchers += 1
+    try:
+        yield
+    finally:
+        signal.watchers -= 1
+        if not signal.watchers:
+            _registry().pop(key, None)
 
 
 def wake_generation(key: str) -> int:

@@ -14,7 +14,7 @@ import orjson
 from taskq import states
 from taskq.errors import MessageError, TimeoutError
 from taskq.urls import load_backend_class
-from taskq.wakeups import Backoff, wake, wake_generation
+from taskq.wakeups import Backoff, wake, wake_generation, watching
 
 DEFAULT_POLLING_INTERVAL = 0.2
 
@@ -138,7 +138,7 @@ async def wait_until_ready(
     otherwise polling with a backoff that grows to `polling_interval`."""
     key = ready_key(scope, task_id)
     backoff = Backoff(polling_interval)
-    with anyio.move_on_after(timeout):
+    with watching(key), anyio.move_on_after(timeout):
         while True:
             seen = wake_generation(key)
             meta = await fetch(task_id)

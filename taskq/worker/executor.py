@@ -176,9 +176,7 @@ class Executor:
             await self._record(job, meta)
         if in_workflow(message):
             await task_succeeded(self.app, message, value)
-        await call_hook(
-            task.on_success, value, message.id, message.args, message.kwargs, what="on_success"
-        )
+        await _hook(task, "on_success", value, message.id, message.args, message.kwargs)
         await self._finished(job, meta, value)
 
     async def _failed(self, job: Job, exc: BaseException, elapsed: float) -> None:
@@ -202,13 +200,13 @@ class Executor:
         if in_workflow(message):
             await task_failed(self.app, message, meta)
         args = (exc, message.id, message.args, message.kwargs, meta.traceback or "")
-        await call_hook(task.on_failure, *args, what="on_failure")
+        await _hook(task, "on_failure", *args)
         await self._finished(job, meta, exc)
 
     async def _finished(self, job: Job, meta: TaskMeta, retval: Any) -> None:
         message = job.message
         after = (meta.status, retval, message.id, message.args, message.kwargs)
-        await call_hook(job.task.after_return, *after, what="after_return")
+        await _hook(job.task, "after_return", *after)
         await self.app.middleware.after_execute(job.task, job.request, meta)
 
     async def _retry(self, job: Job, exc: BaseException | None, countdown: float | None) -> None:
@@ -228,9 +226,7 @@ class Executor:
         if job.acks_late:
             await job.delivery.ack()
         einfo = "".join(traceback.format_exception(exc)) if exc is not None else ""
-        await call_hook(
-            task.on_retry, exc, message.id, message.args, message.kwargs, einfo, what="on_retry"
-        )
+        await _hook(task, "on_retry", exc, message.id, message.args, message.kwargs, einfo)
         await self.app.middleware.on_retry(task, job.request, exc)
 
     async def _lost(self, job: Job) -> None:
@@ -295,6 +291,12 @@ class Executor:
         )
         meta.status = status
         return meta
+
+
+async def _hook(task: Task[Any, Any], name: str, *args: Any) -> None:
+    """Call a task hook (`on_success`, ...), unless the task class has none of its own."""
+    if task.has_hooks:
+        await call_hook(getattr(task, name), *args, what=f"{task.name}.{name}")
 
 
 def _exhausted(task: Task[Any, Any], message: Message) -> bool:

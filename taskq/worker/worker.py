@@ -1,4 +1,8 @@
-"""The worker: consume, reserve, run under bounded concurrency, renew leases, shut down cleanly.
+"""The worker: consume, run under bounded concurrency, renew leases, shut down cleanly.
+
+`concurrency` long-lived task loops take deliveries from one in-memory queue fed by
+the broker consumer (at most `prefetch` unsettled), so running a task costs no task
+spawn. A task held back by its rate limit waits outside the loops, not in a slot.
 
 Shutdown: `stop()` (first SIGTERM/SIGINT) is warm: stop consuming, give reserved
 but unstarted messages back at once, let running tasks finish within
@@ -9,6 +13,7 @@ cold: cancel running tasks now. A cancelled `acks_late` task goes back to the qu
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 from collections.abc import Sequence
@@ -16,6 +21,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from taskq.brokers.base import Broker, Delivery
 from taskq.control import CONTROL_CHANNEL, decode_command
@@ -29,6 +35,8 @@ logger = logging.getLogger("taskq.worker")
 
 # Leases are renewed this many times per visibility timeout, so one late renewal is harmless.
 RENEWALS_PER_TIMEOUT = 4
+
+Work = Delivery | Job  # a fresh delivery, or a job back from its rate-limit wait
 
 
 class Worker:
@@ -56,13 +64,16 @@ class Worker:
         )
         self.hostname = hostname or f"{os.getpid()}@{socket.gethostname()}"
         self.ready = anyio.Event()
-        self._slots = anyio.CapacityLimiter(self.concurrency)
         self._held: set[Delivery] = set()
-        self._waiting: set[anyio.CancelScope] = set()
         self._running: dict[anyio.CancelScope, Job] = {}
+        self._waiting: set[anyio.CancelScope] = set()
         self._drained = anyio.Event()
         self._consume_scope = anyio.CancelScope()
+        self._loops_scope = anyio.CancelScope()
         self._stopping = False
+        send, receive = anyio.create_memory_object_stream[Work](max_buffer_size=math.inf)
+        self._work_in: MemoryObjectSendStream[Work] = send
+        self._work_out: MemoryObjectReceiveStream[Work] = receive
 
     def stop(self) -> None:
         """Warm shutdown: finish running tasks (within the timeout), return the rest."""
@@ -70,23 +81,21 @@ class Worker:
             logger.info("Warm shutdown: finishing %d running task(s)", len(self._running))
         self._stopping = True
         self._consume_scope.cancel()
-        for scope in list(self._waiting):
-            scope.cancel()
+        for waiting in list(self._waiting):
+            waiting.cancel()
 
     def terminate(self) -> None:
         """Cold shutdown: cancel running tasks now."""
         logger.warning("Cold shutdown: cancelling %d running task(s)", len(self._running))
         self.stop()
-        for scope in list(self._running):
-            scope.cancel()
+        self._loops_scope.cancel()
 
     async def run(self) -> None:
         broker = await self.app.connected_broker()
         store = await self.app.connected_store()
-        executor = Executor(
-            self.app, broker, store, self.hostname, anyio.CapacityLimiter(self.threads)
-        )
-        self._rates = RateLimits(store)
+        threads = anyio.CapacityLimiter(self.threads)
+        executor = Executor(self.app, broker, store, self.hostname, threads)
+        rates = RateLimits(store)
         logger.info(
             "Worker %s ready: queues %s, concurrency %d, threads %d, prefetch %d",
             self.hostname,
@@ -99,68 +108,82 @@ class Worker:
             services.start_soon(self._renew_leases)
             services.start_soon(self._obey_commands, broker)
             await self.app.middleware.worker_start(self)
-            async with anyio.create_task_group() as handlers:
+            async with anyio.create_task_group() as loops:
+                self._loops_scope = loops.cancel_scope
+                for _ in range(self.concurrency):
+                    loops.start_soon(self._task_loop, executor, rates, services)
                 self.ready.set()
-                with self._consume_scope:
-                    await self._consume(broker, executor, handlers)
-                self.stop()
-                if self._held:
+                try:
+                    with self._consume_scope:
+                        await self._consume(broker)
+                    self.stop()
+                    await self._give_back_reserved()
                     with anyio.move_on_after(self.shutdown_timeout):
                         await self._drained.wait()
+                finally:
+                    await self._give_back_reserved()
+                if self._running:
                     self.terminate()
+                loops.cancel_scope.cancel()
             services.cancel_scope.cancel()
         await self.app.middleware.worker_stop(self)
         logger.info("Worker %s stopped", self.hostname)
 
-    async def _consume(
-        self, broker: Broker, executor: Executor, handlers: anyio.abc.TaskGroup
-    ) -> None:
+    async def _consume(self, broker: Broker) -> None:
         async with aclosing(broker.consume(self.queues, self.prefetch)) as deliveries:
             async for delivery in deliveries:
                 self._held.add(delivery)
-                handlers.start_soon(self._handle, executor, delivery)
+                self._work_in.send_nowait(delivery)
 
-    async def _handle(self, executor: Executor, delivery: Delivery) -> None:
-        try:
-            job = await executor.receive(delivery)
-            if job is not None and await self._wait_turn(executor, job):
+    async def _give_back_reserved(self) -> None:
+        """On shutdown: nack what no loop has started, then let the loops end when idle."""
+        self._work_in.close()
+        with anyio.CancelScope(shield=True):
+            while True:
                 try:
-                    await self._run(executor, job)
-                finally:
-                    self._slots.release()
-        finally:
-            self._held.discard(delivery)
-            if self._stopping and not self._held:
-                self._drained.set()
+                    work = self._work_out.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+                await self._give_back(work)
+        self._check_drained()
 
-    async def _wait_turn(self, executor: Executor, job: Job) -> bool:
-        """Wait for the task's rate limit, then a free slot; on shutdown give it back instead.
-
-        RECEIVED is recorded only for a job that has to wait: one that starts at once
-        goes straight to STARTED, saving a store write per task.
-        """
-        rate = job.task.rate_limit
-        if rate is None:
+    async def _task_loop(
+        self, executor: Executor, rates: RateLimits, waiters: anyio.abc.TaskGroup
+    ) -> None:
+        """One slot: take work, run it, repeat until the queue is closed and empty."""
+        async for work in self._work_out:
+            if self._stopping:
+                await self._give_back(work)
+                continue
             try:
-                self._slots.acquire_nowait()
-                return True
-            except anyio.WouldBlock:
-                pass
+                job = work if isinstance(work, Job) else await executor.receive(work)
+                if job is not None and job is not work and job.task.rate_limit:
+                    waiters.start_soon(self._wait_for_rate, executor, rates, job)
+                    continue  # still held: the waiter brings it back, or gives it back
+                if job is not None:
+                    await self._run(executor, job)
+            except Exception:  # a store or broker failure: the message comes back by its lease
+                logger.exception("Worker %s could not handle a delivery", self.hostname)
+            self._release(work)
+
+    async def _wait_for_rate(self, executor: Executor, rates: RateLimits, job: Job) -> None:
+        """Hold a rate-limited job (RECEIVED, not in a slot) until it may start."""
+        rate = job.task.rate_limit
+        assert rate is not None
         with anyio.CancelScope() as waiting:
             self._waiting.add(waiting)
             if self._stopping:
                 waiting.cancel()
             try:
                 await executor.mark_received(job)
-                if rate is not None:
-                    await self._rates.wait(job.task.name, rate, job.task.rate_limit_scope)
-                await self._slots.acquire()
-                return True
+                await rates.wait(job.task.name, rate, job.task.rate_limit_scope)
+                self._work_in.send_nowait(job)
+                return
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass  # shutting down
             finally:
                 self._waiting.discard(waiting)
-        with anyio.CancelScope(shield=True):
-            await job.delivery.nack(requeue=True)
-        return False
+        await self._give_back(job)
 
     async def _run(self, executor: Executor, job: Job) -> None:
         with anyio.CancelScope() as running:
@@ -169,6 +192,20 @@ class Worker:
                 await executor.run(job)
             finally:
                 del self._running[running]
+
+    async def _give_back(self, work: Work) -> None:
+        delivery = work.delivery if isinstance(work, Job) else work
+        with anyio.CancelScope(shield=True):
+            await delivery.nack(requeue=True)
+        self._release(work)
+
+    def _release(self, work: Work) -> None:
+        self._held.discard(work.delivery if isinstance(work, Job) else work)
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self._stopping and not self._held:
+            self._drained.set()
 
     async def _obey_commands(self, broker: Broker) -> None:
         """Control-plane commands: `revoke` with `terminate` cancels the tasks running here."""

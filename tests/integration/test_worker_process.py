@@ -6,6 +6,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -103,25 +104,29 @@ async def test_killed_worker_task_is_completed_by_a_second_worker(
     assert await broker.queue_length("default") == 0
 
 
+def _leased(sqlite_url: str) -> int:
+    """How many messages the SQLite broker has leased to a consumer right now."""
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
+        sql = "SELECT count(*) FROM taskq_messages WHERE lease IS NOT NULL AND available_at > ?"
+        return int(db.execute(sql, (time.time(),)).fetchone()[0])
+
+
 async def test_warm_shutdown_finishes_running_and_returns_reserved(
-    producer: TaskQ, start_worker: StartWorker, tmp_path: Path
+    producer: TaskQ, start_worker: StartWorker, tmp_path: Path, sqlite_url: str
 ) -> None:
     marker = tmp_path / "marker"
     worker = start_worker("-c", "1", "--prefetch-multiplier", "4")
     running = await producer.send_task("itest.marked", args=[str(marker), 1.0])
     wait_for(lambda: marker.exists())
     reserved = [await producer.send_task("itest.add", args=[n, n]) for n in range(3)]
-
-    async def all_received() -> bool:
-        return all([await r.status() == states.RECEIVED for r in reserved])
-
-    await eventually(all_received)
+    wait_for(lambda: _leased(sqlite_url) == 4)  # the running task and three reserved
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
     assert await running.get(timeout=5) == worker.pid
     broker = await producer.connected_broker()
     assert await broker.queue_length("default") == 3
-    assert await all_received()
+    assert _leased(sqlite_url) == 0  # given back at once, not left to their leases
+    assert all([await r.status() == states.PENDING for r in reserved])
     start_worker()
     assert [await r.get(timeout=20) for r in reserved] == [0, 2, 4]
 
