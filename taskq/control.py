@@ -22,16 +22,19 @@ class Control:
 
     async def revoke(self, task_ids: str | Sequence[str], terminate: bool = False) -> None:
         """Never run these tasks. The revocation is kept in the result store (for
-        `result_expires`), so workers started later honour it too; `terminate=True`
-        also cancels them where they are running now."""
+        `result_expires`), so workers started later honour it too, and broadcast to the
+        running workers; `terminate=True` also cancels them where they run now."""
         ids = [task_ids] if isinstance(task_ids, str) else list(task_ids)
         store = await self.app.connected_store()
-        await store.revoke(ids, self.app.conf.result_expires or DEFAULT_REVOKE_TTL)
-        if terminate:
-            broker = await self.app.connected_broker()
-            await broker.broadcast(
-                CONTROL_CHANNEL, encode_command("revoke", ids=ids, terminate=True)
-            )
+        await store.revoke(ids, self.revoke_ttl)
+        broker = await self.app.connected_broker()
+        await broker.broadcast(
+            CONTROL_CHANNEL, encode_command("revoke", ids=ids, terminate=terminate)
+        )
+
+    @property
+    def revoke_ttl(self) -> float:
+        return self.app.conf.result_expires or DEFAULT_REVOKE_TTL
 
 
 def encode_command(op: str, **fields: Any) -> bytes:

@@ -1,7 +1,8 @@
-"""Coalescing: queries made by many tasks in the same event-loop turn become one round trip."""
+"""Cheap lookups on the hot path: coalesced store queries, and revocations kept in memory."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -44,3 +45,21 @@ class Coalescer:
             self._batch = None
             batch.done.set()
         return key in batch.found
+
+
+class RevokedIds:
+    """Task ids revoked by broadcast, each forgotten after `ttl` seconds."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._until: dict[str, float] = {}
+
+    def add(self, task_ids: Sequence[str]) -> None:
+        now = time.monotonic()
+        self._until = {key: until for key, until in self._until.items() if until > now}
+        for task_id in task_ids:
+            self._until[task_id] = now + self.ttl
+
+    def __contains__(self, task_id: object) -> bool:
+        until = self._until.get(task_id) if isinstance(task_id, str) else None
+        return until is not None and until > time.monotonic()

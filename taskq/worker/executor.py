@@ -27,7 +27,7 @@ from taskq.message import Message, decode, encode, peek_id
 from taskq.middleware import call_hook
 from taskq.stores.base import ResultStore, TaskMeta
 from taskq.task import Request, Task
-from taskq.worker.batching import Coalescer
+from taskq.worker.batching import Coalescer, RevokedIds
 from taskq.worker.timelimits import run_with_limits
 from taskq.workflow import in_workflow, task_failed, task_succeeded
 
@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from taskq.app import TaskQ
 
 logger = logging.getLogger("taskq.worker")
+
+# Messages sent this long after the worker started listening to broadcasts are known
+# to be revoked from the broadcast alone; older ones are checked in the store too.
+BROADCAST_GRACE = 60.0
 
 
 class WorkerLostError(TaskQError):
@@ -82,7 +86,9 @@ class Executor:
         self.threads = threads
         self.accept_content = frozenset(app.conf.accept_content)
         self.result_ttl = app.conf.result_expires
-        self._revoked = Coalescer(self.store.revoked)
+        self.revoked = RevokedIds(app.control.revoke_ttl)
+        self._stored_revocations = Coalescer(self.store.revoked)
+        self._started = time.time()
 
     async def receive(self, delivery: Delivery) -> Job | None:
         """Check a fresh delivery; a bad one is dead-lettered (and its task marked FAILURE)."""
@@ -105,10 +111,19 @@ class Executor:
         if message.expires is not None and message.expires < time.time():
             await self.skip(job, "expired")
             return None
-        if await self._revoked.contains(message.id):
+        if await self._is_revoked(message):
             await self.skip(job, "revoked")
             return None
         return job
+
+    async def _is_revoked(self, message: Message) -> bool:
+        """Revocations reach a running worker by broadcast; a message that may have been
+        revoked before this worker listened is also looked up in the store (batched)."""
+        if message.id in self.revoked:
+            return True
+        if message.sent_at > self._started + BROADCAST_GRACE:
+            return False
+        return await self._stored_revocations.contains(message.id)
 
     async def mark_received(self, job: Job) -> None:
         """Record RECEIVED for a job that has to wait for a slot or its rate limit."""

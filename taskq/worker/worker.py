@@ -106,7 +106,7 @@ class Worker:
         )
         async with anyio.create_task_group() as services:
             services.start_soon(self._renew_leases)
-            services.start_soon(self._obey_commands, broker)
+            services.start_soon(self._obey_commands, broker, executor)
             await self.app.middleware.worker_start(self)
             async with anyio.create_task_group() as loops:
                 self._loops_scope = loops.cancel_scope
@@ -207,20 +207,23 @@ class Worker:
         if self._stopping and not self._held:
             self._drained.set()
 
-    async def _obey_commands(self, broker: Broker) -> None:
-        """Control-plane commands: `revoke` with `terminate` cancels the tasks running here."""
+    async def _obey_commands(self, broker: Broker, executor: Executor) -> None:
+        """Control-plane commands: `revoke` (and with `terminate`, cancel them here)."""
         async for payload in broker.subscribe(CONTROL_CHANNEL):
             command = decode_command(payload)
-            if command is None or command["op"] != "revoke" or not command.get("terminate"):
+            if command is None or command["op"] != "revoke":
                 continue
-            revoked = set(command.get("ids") or ())
-            for scope, job in list(self._running.items()):
-                if job.message.id in revoked:
-                    logger.warning(
-                        "Task %s[%s] revoked: terminating", job.message.task, job.message.id
-                    )
-                    job.terminated = True
-                    scope.cancel()
+            revoked = [task_id for task_id in command.get("ids") or () if isinstance(task_id, str)]
+            executor.revoked.add(revoked)
+            if command.get("terminate"):
+                self._terminate(set(revoked))
+
+    def _terminate(self, task_ids: set[str]) -> None:
+        for scope, job in list(self._running.items()):
+            if job.message.id in task_ids:
+                logger.warning("Task %s[%s] revoked: terminating", job.message.task, job.message.id)
+                job.terminated = True
+                scope.cancel()
 
     async def _renew_leases(self) -> None:
         visibility = self.app.broker_options().visibility_timeout
