@@ -75,7 +75,7 @@ def run_command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             anyio.run(functools.partial(fn, *args, **kwargs))
-        except (CommandError, TaskQError, ValueError) as exc:
+        except (CommandError, TaskQError, ValueError, OSError) as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
 

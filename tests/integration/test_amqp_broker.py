@@ -1,0 +1,162 @@
+"""The AMQP broker against the session's RabbitMQ node, below the worker: publisher confirms,
+routing, the eta check of the consumer, quorum delivery counts, and dropped connections."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aio_pika
+import anyio
+import pytest
+from servers import RabbitMQServer
+from support import eventually
+
+from taskq import TaskQ
+from taskq.brokers.amqp_consumer import ETA_HEADER
+from taskq.brokers.amqp_topology import bucket_queue, bucket_ttls
+from taskq.brokers.base import Broker, BrokerOptions, Delivery, create_broker
+from taskq.errors import ConfigurationError
+from taskq.message import Message, decode, encode
+
+pytestmark = pytest.mark.integration
+
+OpenBroker = Callable[..., Awaitable[Broker]]
+
+
+@pytest.fixture
+def queue() -> str:
+    return f"broker-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def open_broker(rabbitmq_server: RabbitMQServer) -> AsyncIterator[OpenBroker]:
+    """Connected brokers (each its own connection), closed after the test."""
+    opened: list[Broker] = []
+
+    async def open_(**transport: object) -> Broker:
+        broker = create_broker(rabbitmq_server.url, BrokerOptions(transport=transport))
+        await broker.connect()
+        opened.append(broker)
+        return broker
+
+    yield open_
+    for broker in opened:
+        await broker.close()
+
+
+def new_message(**fields: object) -> Message:
+    return Message(id=uuid.uuid4().hex, task="tests.work", **fields)  # type: ignore[arg-type]
+
+
+async def test_a_publish_returns_once_rabbitmq_has_the_message(
+    open_broker: OpenBroker, queue: str
+) -> None:
+    producer, observer = await open_broker(), await open_broker()
+    await producer.publish(new_message(), queue)
+    assert await observer.queue_length(queue) == 1  # confirmed: no waiting, no polling
+    await producer.publish_many([(new_message(), queue) for _ in range(300)])
+    assert await observer.queue_length(queue) == 301
+
+
+async def test_an_unroutable_publish_raises(open_broker: OpenBroker, queue: str) -> None:
+    broker = await open_broker()
+    lost = new_message(exchange=f"{queue}.nowhere", routing_key="no.queue.bound")
+    with pytest.raises(ConfigurationError, match="could route no message"):
+        await broker.publish(lost, queue)
+    assert await broker.queue_length(queue) == 0
+
+
+async def test_an_early_message_is_parked_until_due(
+    open_broker: OpenBroker, queue: str, rabbitmq_server: RabbitMQServer
+) -> None:
+    """A message back from its bucket too soon (here: put straight into the queue) waits on
+    RabbitMQ again, not in the consumer, and is yielded only once due."""
+    broker = await open_broker()
+    await broker.queue_length(queue)  # declares the queue and its buckets
+    message = new_message()
+    due = time.time() + 1.5
+    received: list[tuple[float, Delivery]] = []
+    consumer = broker.consume([queue], 10)
+
+    async def receive() -> None:
+        delivery = await anext(consumer)
+        received.append((time.time(), delivery))
+
+    async with await aio_pika.connect(rabbitmq_server.url) as connection:
+        channel = await connection.channel()
+        buckets = [bucket_queue(queue, ttl) for ttl in bucket_ttls()]
+        early = aio_pika.Message(encode(message), headers={ETA_HEADER: int(due * 1000)})
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(receive)
+                await channel.default_exchange.publish(early, routing_key=queue)
+                await eventually(lambda: _is(_ready(channel, buckets), 1))
+                assert not received and await _ready(channel, [queue]) == 0
+    [(when, delivery)] = received
+    assert when >= due and task_id(delivery) == message.id and delivery.delivery_count == 1
+    await delivery.ack()
+    await consumer.aclose()
+
+
+async def test_quorum_queues_count_deliveries(open_broker: OpenBroker, queue: str) -> None:
+    broker = await open_broker(quorum_queues=[queue])
+    await broker.publish(new_message(), queue)
+    consumer = broker.consume([queue], 10)
+    with anyio.fail_after(10):
+        await (await anext(consumer)).nack()
+        again = await anext(consumer)
+    assert again.delivery_count == 2
+    await again.nack(delay=0.2)
+    with anyio.fail_after(10):
+        third = await anext(consumer)
+    assert third.delivery_count == 3
+    await third.ack()
+    await consumer.aclose()
+
+
+async def test_a_dropped_connection_gives_back_what_the_consumer_held(
+    open_broker: OpenBroker, queue: str, rabbitmq_server: RabbitMQServer
+) -> None:
+    broker = await open_broker()
+    message = new_message()
+    await broker.publish(message, queue)
+    consumer = broker.consume([queue], 10)
+    with anyio.fail_after(10):
+        held = await anext(consumer)
+    rabbitmq_server.ctl("close_all_connections", "test: a network failure")
+    await held.ack()  # its channel is gone: a no-op, RabbitMQ has the message back
+    with anyio.fail_after(20):  # the robust connection reconnects and consumes again
+        again = await anext(consumer)
+    assert task_id(again) == message.id and again.delivery_count == 2
+    await again.ack()
+    await consumer.aclose()
+    assert await broker.queue_length(queue) == 0
+
+
+def test_routes_carry_exchange_and_routing_key_in_the_envelope() -> None:
+    app = TaskQ(
+        "routes",
+        broker="memory://routes",
+        task_routes={"shop.*": {"exchange": "orders", "routing_key": "order.eu", "queue": "eu"}},
+    )
+    routed, plain = app.build_message("shop.pay"), app.build_message("other.task")
+    assert (routed.exchange, routed.routing_key, routed.queue) == ("orders", "order.eu", "eu")
+    assert (plain.exchange, plain.routing_key) == (None, None)
+    again = decode(encode(routed), {"json"})
+    assert (again.exchange, again.routing_key) == ("orders", "order.eu")
+
+
+def task_id(delivery: Delivery) -> str:
+    return decode(delivery.body, {"json"}).id
+
+
+async def _is(value: Awaitable[Any], expected: Any) -> bool:
+    return bool(await value == expected)
+
+
+async def _ready(channel: aio_pika.abc.AbstractChannel, names: list[str]) -> int:
+    counts = [(await channel.declare_queue(n, passive=True)).declaration_result for n in names]
+    return sum(result.message_count or 0 for result in counts)
