@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import WorkerProcess
@@ -18,16 +20,29 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/broker.db"
 
 
-APP_URLS: dict[str, Callable[[Path], str]] = {
-    "memory": lambda tmp: f"memory://{tmp.name}",
-    "sqlite": lambda tmp: f"sqlite:///{tmp}/taskq.db",
+def _rabbitmq(request: pytest.FixtureRequest, tmp: Path) -> dict[str, Any]:
+    url = request.getfixturevalue("rabbitmq_server").url
+    return {"broker": url, "backend": f"sqlite:///{tmp}/results.db"}
+
+
+# The brokers in-process worker tests run on: settings for TaskQ(...), the store
+# following the broker unless given.
+APP_SETTINGS: dict[str, Callable[[pytest.FixtureRequest, Path], dict[str, Any]]] = {
+    "memory": lambda request, tmp: {"broker": f"memory://{tmp.name}"},
+    "sqlite": lambda request, tmp: {"broker": f"sqlite:///{tmp}/taskq.db"},
+    "amqp": _rabbitmq,
 }
 
 
-@pytest.fixture(params=sorted(APP_URLS))
-def app_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each broker an in-process worker test runs on (the store follows the broker)."""
-    return APP_URLS[request.param](tmp_path)
+@pytest.fixture(params=sorted(APP_SETTINGS))
+def app_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """TaskQ settings for one broker, with a queue of the test's own (a server is shared)."""
+    settings = APP_SETTINGS[request.param](request, tmp_path)
+    return {
+        **settings,
+        "task_default_queue": f"q-{uuid.uuid4().hex[:12]}",
+        "broker_transport_options": {"polling_interval": 0.02},
+    }
 
 
 @pytest.fixture

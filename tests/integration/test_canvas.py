@@ -14,8 +14,8 @@ from taskq.testing import running_worker
 pytestmark = pytest.mark.integration
 
 
-def make_app(app_url: str) -> TaskQ:
-    app = TaskQ("canvas", broker=app_url, broker_transport_options={"polling_interval": 0.02})
+def make_app(app_settings: dict[str, Any]) -> TaskQ:
+    app = TaskQ("canvas", **app_settings)
 
     @app.task(name="t.add")
     async def add(x: int, y: int) -> int:
@@ -45,8 +45,8 @@ def make_app(app_url: str) -> TaskQ:
 
 
 @pytest.fixture
-async def app(app_url: str) -> AsyncIterator[TaskQ]:
-    app = make_app(app_url)
+async def app(app_settings: dict[str, Any]) -> AsyncIterator[TaskQ]:
+    app = make_app(app_settings)
     async with app:
         yield app
 
@@ -183,8 +183,8 @@ async def test_signature_by_name_without_the_function(app: TaskQ) -> None:
             by_name.set(retry_forever=True)
 
 
-async def test_big_group_is_published_in_one_batch(app_url: str) -> None:
-    app = make_app(app_url)
+async def test_big_group_is_published_in_one_batch(app_settings: dict[str, Any]) -> None:
+    app = make_app(app_settings)
     add = t(app, "add")
     async with app:
         broker = await app.connected_broker()
@@ -198,4 +198,4 @@ async def test_big_group_is_published_in_one_batch(app_url: str) -> None:
         broker.publish_many = counting  # type: ignore[method-assign]
         await group(add.s(i, i) for i in range(10_000)).apply_async()
         assert calls == [10_000]
-        assert await broker.queue_length("default") == 10_000
+        assert await broker.queue_length(app.conf.task_default_queue) == 10_000

@@ -26,8 +26,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def app(app_url: str) -> AsyncIterator[TaskQ]:
-    app = TaskQ("exec", broker=app_url, broker_transport_options={"polling_interval": 0.02})
+async def app(app_settings: dict[str, Any]) -> AsyncIterator[TaskQ]:
+    app = TaskQ("exec", **app_settings)
     async with app:
         yield app
 
@@ -52,7 +52,7 @@ async def test_autoretry_backoff_grows_then_fails_with_the_original_error(app: T
     for gap, expected in zip(gaps, [0.2, 0.4, 0.8], strict=True):
         assert expected - 0.05 <= gap <= expected + 0.5, gaps
     broker = await app.connected_broker()
-    [letter] = await broker.dead_letters("default")
+    [letter] = await broker.dead_letters(app.conf.task_default_queue)
     assert letter.reason.startswith("retries exhausted (3): ConnectionError: down")
     assert "Traceback" in letter.reason
 
@@ -196,7 +196,7 @@ async def test_revoke_with_terminate_cancels_a_running_task(app: TaskQ) -> None:
         with pytest.raises(TaskError, match="revoked"):
             await result.get(timeout=10)
     broker = await app.connected_broker()
-    assert await broker.queue_length("default") == 0
+    assert await broker.queue_length(app.conf.task_default_queue) == 0
 
 
 async def test_idempotency_key_enqueues_once_under_concurrent_publishers(app: TaskQ) -> None:
@@ -214,7 +214,7 @@ async def test_idempotency_key_enqueues_once_under_concurrent_publishers(app: Ta
             tg.start_soon(publish)
     broker = await app.connected_broker()
     assert len(set(ids)) == 1
-    assert await broker.queue_length("default") == 1
+    assert await broker.queue_length(app.conf.task_default_queue) == 1
     other = await charge.apply_async(["o-43"], idempotency_key="order-43")
     assert other.id != ids[0]
 
@@ -227,7 +227,7 @@ async def test_unique_for_deduplicates_by_name_and_arguments(app: TaskQ) -> None
     again = await sync_account.delay("a")
     different = await sync_account.delay("b")
     assert first.id == again.id != different.id
-    assert await (await app.connected_broker()).queue_length("default") == 2
+    assert await (await app.connected_broker()).queue_length(app.conf.task_default_queue) == 2
 
 
 class Recorder(Middleware):
@@ -303,13 +303,13 @@ async def test_dead_letter_replay_runs_the_task_again_with_retries_reset(app: Ta
         result = await fragile.delay()
         with pytest.raises(ConnectionError):
             await result.get(timeout=10)
-        assert len(await dlq.dead_letters(app, "default", result.id)) == 1
+        assert len(await dlq.dead_letters(app, app.conf.task_default_queue, result.id)) == 1
         healthy = True
-        assert await dlq.replay(app, "default", result.id) == (1, [])
+        assert await dlq.replay(app, app.conf.task_default_queue, result.id) == (1, [])
 
         async def succeeded() -> bool:
             return await result.status() == states.SUCCESS
 
         await eventually(succeeded)
         assert await result.get(timeout=1) == 0
-    assert await (await app.connected_broker()).dead_letter_length("default") == 0
+    assert await (await app.connected_broker()).dead_letter_length(app.conf.task_default_queue) == 0
