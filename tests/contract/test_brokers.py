@@ -20,6 +20,7 @@ import anyio
 import anyio.abc
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
+from servers import RabbitMQServer
 
 from taskq.brokers.base import Broker, BrokerOptions, Delivery, create_broker
 from taskq.errors import MessageTooLargeError
@@ -38,12 +39,41 @@ def sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'broker.db'}"
 
 
+def amqp_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The session's RabbitMQ node: `open_broker` empties the suite's queues first."""
+    server: RabbitMQServer = request.getfixturevalue("rabbitmq_server")
+    return server.url
+
+
+def redis_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The session's Redis, with a key prefix of the test's own."""
+    return f"{request.getfixturevalue('redis_server').url}?prefix=t{uuid.uuid4().hex[:12]}:"
+
+
+def redis_cluster_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The session's three-master Redis Cluster, with a key prefix of the test's own."""
+    cluster = request.getfixturevalue("redis_cluster")
+    return f"{cluster.url}?cluster=true&prefix=t{uuid.uuid4().hex[:12]}:"
+
+
 BROKERS = [
     pytest.param(memory_url, id="memory"),
     pytest.param(sqlite_url, id="sqlite"),
+    pytest.param(redis_url, id="redis"),
+    pytest.param(redis_cluster_url, id="redis-cluster"),
+    pytest.param(amqp_url, id="amqp"),
 ]
 
 sqlite_only = pytest.mark.parametrize("broker_url", [sqlite_url], indirect=True, ids=["sqlite"])
+# RabbitMQ has no leases to expire or renew: an unacked message belongs to its consumer's
+# channel until it is settled or the channel closes (the worker died), so these do not apply.
+lease_brokers = pytest.mark.parametrize(
+    "broker_url", [p for p in BROKERS if p.id != "amqp"], indirect=True
+)
+# Transport options a broker needs for the whole suite: AMQP priorities need priority queues.
+TRANSPORT = {"amqp": {"max_priority": 9}}
+# The queues the suite uses; a server shared between tests is emptied of them before each.
+SUITE_QUEUES = ("q", "a", "b", "c", "other")
 
 
 @pytest.fixture(params=BROKERS)
@@ -57,12 +87,20 @@ async def open_broker(broker_url: str) -> AsyncIterator[OpenBroker]:
     """Opens connected brokers on the test's URL (so they share state); closes them after."""
     opened: list[Broker] = []
 
+    scheme = broker_url.split(":", 1)[0]
+
     async def open_(**options: Any) -> Broker:
+        options.setdefault("transport", TRANSPORT.get(scheme, {}))
         broker = create_broker(broker_url, BrokerOptions(**options))
         await broker.connect()
         opened.append(broker)
         return broker
 
+    if scheme == "amqp":
+        cleaner = await open_()
+        for queue in SUITE_QUEUES:
+            await cleaner.purge(queue)
+            await cleaner.purge_dead_letters(queue)
     yield open_
     for broker in opened:
         await broker.close()
@@ -178,6 +216,7 @@ async def test_nack_with_delay(broker: Broker) -> None:
         await again.ack()
 
 
+@lease_brokers
 async def test_unacked_lease_expires(open_broker: OpenBroker) -> None:
     broker = await open_broker(visibility_timeout=0.5)
     message = new_message()
@@ -192,6 +231,7 @@ async def test_unacked_lease_expires(open_broker: OpenBroker) -> None:
         await again.ack()
 
 
+@lease_brokers
 async def test_extend_keeps_the_lease(open_broker: OpenBroker) -> None:
     broker = await open_broker(visibility_timeout=0.5)
     await broker.publish(new_message(), "q")
@@ -203,6 +243,7 @@ async def test_extend_keeps_the_lease(open_broker: OpenBroker) -> None:
     assert await broker.queue_length("q") == 0
 
 
+@lease_brokers
 async def test_stale_delivery_cannot_settle_the_new_lease(open_broker: OpenBroker) -> None:
     broker = await open_broker(visibility_timeout=0.3)
     acked, rejected, requeued = new_message(), new_message(), new_message()
@@ -273,9 +314,21 @@ async def test_consumes_several_queues(broker: Broker) -> None:
     await broker.publish(elsewhere, "c")
     async with consuming(broker, queues=["a", "b"]) as deliveries:
         first, second = await expect(deliveries), await expect(deliveries)
-        assert [(d.queue, task_id(d)) for d in (first, second)] == [("b", high.id), ("a", low.id)]
+        received = {(d.queue, task_id(d)) for d in (first, second)}
+        assert received == {("b", high.id), ("a", low.id)}
         await expect_nothing(deliveries, 0.2)
     assert await broker.queue_length("c") == 1
+
+
+# An AMQP consumer per queue: RabbitMQ orders by priority within one queue only.
+@lease_brokers
+async def test_priority_orders_across_queues(broker: Broker) -> None:
+    low, high = new_message(), new_message(priority=5)
+    await broker.publish(low, "a")
+    await broker.publish(high, "b")
+    async with consuming(broker, queues=["a", "b"]) as deliveries:
+        first, second = await expect(deliveries), await expect(deliveries)
+    assert [(d.queue, task_id(d)) for d in (first, second)] == [("b", high.id), ("a", low.id)]
 
 
 async def test_queue_length_counts_waiting_delayed_and_leased(broker: Broker) -> None:

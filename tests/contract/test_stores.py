@@ -30,10 +30,19 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/store.db"  # tmp_path is absolute: sqlite:////tmp/...
 
 
+def redis_url(server_url: str, parameters: str = "") -> str:
+    """The server's URL with a key prefix of the test's own."""
+    return f"{server_url}?{parameters}prefix=t{uuid.uuid4().hex[:12]}:"
+
+
 # A fresh, empty store's URL for each test.
 STORE_URLS: dict[str, Callable[[pytest.FixtureRequest], str]] = {
     "memory": lambda request: f"memory://{uuid.uuid4().hex}",
     "sqlite": lambda request: sqlite_url(request.getfixturevalue("tmp_path")),
+    "redis": lambda request: redis_url(request.getfixturevalue("redis_server").url),
+    "redis-cluster": lambda request: redis_url(
+        request.getfixturevalue("redis_cluster").url, "cluster=true&"
+    ),
 }
 
 

@@ -1,0 +1,292 @@
+-- The Lua scripts of the Redis broker (taskq/brokers/redis.py), one "--@ name" section each;
+-- the "common" section is prepended to every script.
+--
+-- Every script is called with the same 14 KEYS: the keys of one queue Q. They all carry the
+-- hash tag {Q}, so a script touches a single Redis Cluster slot. P is the key prefix.
+--
+--   KEYS[1..10]  P{Q}:s0 .. P{Q}:s9  stream  messages of priority 0..9 (KEYS[b + 1] is band b).
+--                                            Fields: b = the envelope, d = deliveries before
+--                                            this entry (absent: 0). One consumer group; each
+--                                            consume() call is a consumer of it.
+--   KEYS[11]     P{Q}:delayed         zset    messages not due yet. Score: due time (epoch ms,
+--                                            the producer's clock); member:
+--                                            "<band><d>:<unique token>:<envelope>".
+--   KEYS[12]     P{Q}:leases          zset    delivered, unsettled entries. Member:
+--                                            "<band><stream id>"; score: lease end (Redis TIME, ms).
+--   KEYS[13]     P{Q}:dead            stream  dead letters. Fields: r = reason, b = the envelope
+--                                            as it came, t = failed at (epoch s).
+--   KEYS[14]     P{Q}:idle            string  set while some consumer sleeps on this queue:
+--                                            only then do producers PUBLISH a wake-up.
+--
+-- A delivery is (band, stream id, consumer, times delivered to the group). Settling checks
+-- the entry's record in the group's pending list: if another consumer has taken it over, or
+-- the same consumer got it again, the settle is stale and does nothing.
+
+--@ common
+local DELAYED, LEASES, DEAD, IDLE = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+
+local function stream(band)
+  return KEYS[tonumber(band) + 1]
+end
+
+local function server_ms()
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+end
+
+local function field(fields, name)
+  for i = 1, #fields, 2 do
+    if fields[i] == name then return fields[i + 1] end
+  end
+  return nil
+end
+
+-- The pending-list record {id, consumer, idle ms, times delivered} of an entry, or nil.
+local function pending(band, group, id)
+  local found = redis.pcall('XPENDING', stream(band), group, id, id, 1)
+  if found.err or #found == 0 then return nil end
+  return found[1]
+end
+
+local function held(band, group, consumer, id, count)
+  local record = pending(band, group, id)
+  return record ~= nil and record[2] == consumer and tonumber(record[4]) == tonumber(count)
+end
+
+local function append(band, deliveries, body)
+  if tonumber(deliveries) > 0 then
+    redis.call('XADD', stream(band), '*', 'b', body, 'd', deliveries)
+  else
+    redis.call('XADD', stream(band), '*', 'b', body)
+  end
+end
+
+local function settle(band, group, id)
+  redis.call('XACK', stream(band), group, id)
+  redis.call('XDEL', stream(band), id)
+  redis.call('ZREM', LEASES, band .. id)
+end
+
+local function body_of(band, id)
+  local entry = redis.call('XRANGE', stream(band), id, id)[1]
+  return entry and field(entry[2], 'b')
+end
+
+local function wake(channel)
+  if redis.call('EXISTS', IDLE) == 1 then
+    redis.call('DEL', IDLE)
+    redis.call('PUBLISH', channel, '1')
+  end
+end
+
+--@ claim
+-- Moves due delayed messages into their streams, takes over expired leases, then reads new
+-- entries, highest band first, up to `limit` in all. A lease of this very consumer that has
+-- expired is only taken back once the caller confirms it (it has stayed expired for a while
+-- of live event loop), so a consumer whose loop was blocked does not redeliver the tasks it
+-- is running to itself before it had the chance to renew their leases.
+-- ARGV: group, consumer, limit, lease ms, now (epoch ms), idle marker ms, confirmed leases...
+-- Returns {next due time or false, own expired leases not confirmed, entries} with entries
+-- flat: band, id, envelope, deliveries in all, times delivered to the group.
+local group, consumer, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now = server_ms()
+local deadline = now + tonumber(ARGV[4])
+local entries, suspects, confirmed = {}, {}, {}
+for i = 7, #ARGV do confirmed[ARGV[i]] = true end
+
+local function take(band, id, fields, count)
+  redis.call('ZADD', LEASES, deadline, band .. id)
+  local earlier = tonumber(field(fields, 'd') or '0')
+  for _, value in ipairs({band, id, field(fields, 'b'), earlier + count, count}) do
+    entries[#entries + 1] = value
+  end
+end
+
+local function promote()
+  local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', ARGV[5], 'LIMIT', 0, 1000)
+  for _, member in ipairs(due) do
+    local first = string.find(member, ':', 2, true)
+    local second = string.find(member, ':', first + 1, true)
+    append(string.sub(member, 1, 1), string.sub(member, 2, first - 1), string.sub(member, second + 1))
+    redis.call('ZREM', DELAYED, member)
+  end
+end
+
+local function forget_if_empty(band, holder)
+  if #redis.call('XPENDING', stream(band), group, '-', '+', 1, holder) == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', stream(band), group, holder)
+  end
+end
+
+local function reclaim()
+  local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, limit)
+  for _, member in ipairs(expired) do
+    local band, id = string.sub(member, 1, 1), string.sub(member, 2)
+    local record = pending(band, group, id)
+    if record == nil then
+      redis.call('ZREM', LEASES, member)
+    elseif record[2] == consumer and not confirmed[member] then
+      suspects[#suspects + 1] = member
+    else
+      local claimed = redis.call('XCLAIM', stream(band), group, consumer, 0, id)[1]
+      if claimed and claimed[2] then
+        take(band, id, claimed[2], tonumber(record[4]) + 1)
+        if record[2] ~= consumer then forget_if_empty(band, record[2]) end
+      else
+        redis.call('ZREM', LEASES, member)
+      end
+    end
+  end
+end
+
+local function read(band, count)
+  local key = stream(band)
+  local found = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', key, '>')
+  if type(found) == 'table' and found.err then
+    if not string.find(found.err, 'NOGROUP', 1, true) then error(found.err) end
+    -- A new stream, or a Redis that lost its groups: everything in the stream is new.
+    redis.call('XGROUP', 'CREATE', key, group, '0')
+    found = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', key, '>')
+  end
+  if found then
+    for _, entry in ipairs(found[1][2]) do take(tostring(band), entry[1], entry[2], 1) end
+  end
+end
+
+promote()
+reclaim()
+for band = 9, 0, -1 do
+  local wanted = limit - #entries / 5
+  if wanted <= 0 then break end
+  if redis.call('XLEN', stream(band)) > 0 then read(band, wanted) end
+end
+-- Fewer than asked: the queue is drained, so the caller may sleep on it.
+if #entries / 5 < limit then redis.call('SET', IDLE, '1', 'PX', ARGV[6]) end
+local next_due = redis.call('ZRANGE', DELAYED, 0, 0, 'WITHSCORES')[2]
+return {next_due or false, suspects, entries}
+
+--@ publish
+-- Enqueues messages, ready ones at the tail of their band's stream, the others into the
+-- delayed set, then wakes sleeping consumers. ARGV: the wake-up channel, then band, due time
+-- (epoch ms; 0: ready now), unique token (for a delayed one) and envelope of each message.
+for i = 2, #ARGV, 4 do
+  if tonumber(ARGV[i + 1]) > 0 then
+    redis.call('ZADD', DELAYED, ARGV[i + 1], ARGV[i] .. '0:' .. ARGV[i + 2] .. ':' .. ARGV[i + 3])
+  else
+    append(ARGV[i], 0, ARGV[i + 3])
+  end
+end
+wake(ARGV[1])
+return 0
+
+--@ ack
+-- ARGV: group, consumer, then band, id, times delivered of each delivery.
+for i = 3, #ARGV, 3 do
+  if held(ARGV[i], ARGV[1], ARGV[2], ARGV[i + 1], ARGV[i + 2]) then
+    settle(ARGV[i], ARGV[1], ARGV[i + 1])
+  end
+end
+return 0
+
+--@ requeue
+-- Gives deliveries back: at the tail of their band, or into the delayed set when `due` > 0.
+-- ARGV: group, consumer, channel, due (epoch ms or 0), then band, id, times delivered,
+-- deliveries so far (what the new entry starts from) of each delivery.
+local group, consumer, due = ARGV[1], ARGV[2], tonumber(ARGV[4])
+for i = 5, #ARGV, 4 do
+  local band, id, deliveries = ARGV[i], ARGV[i + 1], ARGV[i + 3]
+  if held(band, group, consumer, id, ARGV[i + 2]) then
+    local body = body_of(band, id)
+    if due > 0 then
+      redis.call('ZADD', DELAYED, due, band .. deliveries .. ':r' .. id .. ':' .. body)
+    else
+      append(band, deliveries, body)
+    end
+    settle(band, group, id)
+  end
+end
+wake(ARGV[3])
+return 0
+
+--@ bury
+-- Moves deliveries to the dead letters. ARGV: group, consumer, reason, failed at (epoch s),
+-- then band, id, times delivered of each delivery.
+for i = 5, #ARGV, 3 do
+  local band, id = ARGV[i], ARGV[i + 1]
+  if held(band, ARGV[1], ARGV[2], id, ARGV[i + 2]) then
+    redis.call('XADD', DEAD, '*', 'r', ARGV[3], 'b', body_of(band, id), 't', ARGV[4])
+    settle(band, ARGV[1], id)
+  end
+end
+return 0
+
+--@ extend
+-- ARGV: group, consumer, lease ms, then band, id, times delivered of each delivery.
+local deadline = server_ms() + tonumber(ARGV[3])
+for i = 4, #ARGV, 3 do
+  if held(ARGV[i], ARGV[1], ARGV[2], ARGV[i + 1], ARGV[i + 2]) then
+    redis.call('ZADD', LEASES, deadline, ARGV[i] .. ARGV[i + 1])
+  end
+end
+return 0
+
+--@ length
+-- Messages waiting, leased or delayed.
+local total = redis.call('ZCARD', DELAYED)
+for band = 0, 9 do total = total + redis.call('XLEN', stream(band)) end
+return total
+
+--@ purge
+-- Deletes delayed messages, messages whose lease has expired, and up to `limit` undelivered
+-- entries per band. ARGV: group, limit. Returns {deleted, 1 if more may remain else 0}.
+local group, limit = ARGV[1], tonumber(ARGV[2])
+local deleted, more = redis.call('ZCARD', DELAYED), 0
+redis.call('DEL', DELAYED)
+
+local function last_delivered(key)
+  local groups = redis.pcall('XINFO', 'GROUPS', key)
+  if groups.err then return nil end
+  for _, info in ipairs(groups) do
+    if field(info, 'name') == group then return field(info, 'last-delivered-id') end
+  end
+  return nil
+end
+
+local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', server_ms(), 'LIMIT', 0, limit)
+for _, member in ipairs(expired) do
+  local band, id = string.sub(member, 1, 1), string.sub(member, 2)
+  deleted = deleted + redis.call('XDEL', stream(band), id)
+  redis.call('XACK', stream(band), group, id)
+  redis.call('ZREM', LEASES, member)
+end
+if #expired == limit then more = 1 end
+for band = 0, 9 do
+  local key = stream(band)
+  if redis.call('XLEN', key) > 0 then
+    local after = last_delivered(key)
+    local start = after and ('(' .. after) or '-'
+    local waiting = redis.call('XRANGE', key, start, '+', 'COUNT', limit)
+    for _, entry in ipairs(waiting) do deleted = deleted + redis.call('XDEL', key, entry[1]) end
+    if #waiting == limit then more = 1 end
+  end
+end
+return {deleted, more}
+
+--@ purge_dead
+local count = redis.call('XLEN', DEAD)
+redis.call('DEL', DEAD)
+return count
+
+--@ forget
+-- A consumer stops: drop it from each band's group where it holds nothing.
+-- ARGV: group, consumer.
+for band = 0, 9 do
+  local key = stream(band)
+  if redis.call('EXISTS', key) == 1 then
+    local held_any = redis.pcall('XPENDING', key, ARGV[1], '-', '+', 1, ARGV[2])
+    if not held_any.err and #held_any == 0 then
+      redis.call('XGROUP', 'DELCONSUMER', key, ARGV[1], ARGV[2])
+    end
+  end
+end
+return 0

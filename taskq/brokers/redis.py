@@ -1,0 +1,242 @@
+"""The Redis broker: one stream per priority band and queue, read through a consumer group.
+
+A queue's keys share the hash tag `{queue}` (`taskq:{default}:s5`, ...), so every script
+touches one Redis Cluster slot; `redis.lua` lists them. Publishing is one script call per queue
+(and thousand messages): XADD, or ZADD into the delayed set for a message with a future
+eta, then a wake-up; one round trip however many messages. Consuming is in `redis_consumer.py`: each
+claimed entry gets a lease in a sorted set (its end in Redis time), which `extend` moves
+forward; a settle checks that the entry is still this delivery's (same consumer and
+delivery count in the group's pending list), so a stale holder cannot touch a new lease.
+
+A consumer that finds its queues empty sets an idle marker and sleeps on pub/sub; a
+publisher that sees the marker publishes a wake-up. Busy consumers get no wake-ups.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any
+
+from redis.asyncio.client import PubSub
+
+from taskq.brokers.base import BrokerOptions, DeadLetter, Delivery
+from taskq.brokers.leases import queue_names
+from taskq.brokers.redis_consumer import GROUP, Consumer, ms
+from taskq.message import Message, encode
+from taskq.redis_db import (
+    TRANSIENT_ERRORS,
+    Command,
+    RedisConnection,
+    RedisSettings,
+    RetryBackoff,
+    Scripts,
+    SharedConnection,
+    close_pubsub,
+    retrying,
+)
+
+BANDS = 10
+PURGE_CHUNK = 10_000
+PUBLISH_CHUNK = 1000  # messages per script call, so that no call holds Redis up for long
+_SCRIPTS = Scripts("taskq.brokers", "redis.lua")
+_STREAM_ID = re.compile(r"\d+-\d+")
+
+logger = logging.getLogger("taskq.redis")
+
+
+def _band(priority: object) -> int:
+    """The priority's stream; out-of-range values are kept (the worker dead-letters them)."""
+    return min(max(priority, 0), BANDS - 1) if isinstance(priority, int) else 0
+
+
+class QueueKeys:
+    """A queue's keys, in the order the scripts take them, and its wake-up channel."""
+
+    __slots__ = ("channel", "keys")
+
+    def __init__(self, prefix: str, queue: str) -> None:
+        base = f"{prefix}{{{queue}}}:"
+        streams = [f"{base}s{band}" for band in range(BANDS)]
+        self.keys = (*streams, f"{base}delayed", f"{base}leases", f"{base}dead", f"{base}idle")
+        self.channel = f"{prefix}wake:{queue}"
+
+    def stream(self, band: int) -> str:
+        return self.keys[band]
+
+    @property
+    def delayed(self) -> str:
+        return self.keys[BANDS]
+
+    @property
+    def dead(self) -> str:
+        return self.keys[BANDS + 2]
+
+
+class RedisBroker:
+    """A broker on Redis or Redis Cluster (`redis://host:port/db?cluster=true`, `rediss://`).
+
+    Transport options: `prefix`, `cluster`, `reconnect_timeout` (see `RedisSettings`);
+    `visibility_timeout` is how long a delivery's lease lasts unless renewed.
+    """
+
+    def __init__(self, url: str, options: BrokerOptions) -> None:
+        self.settings = RedisSettings.parse(url, options.transport)
+        self.options = options
+        self._shared = SharedConnection(self.settings)
+        self._keys: dict[str, QueueKeys] = {}
+
+    @property
+    def connection(self) -> RedisConnection:
+        return self._shared.connection
+
+    async def connect(self) -> None:
+        connection = self._shared.open()
+        try:
+            await _SCRIPTS.load(connection.client)
+        except BaseException:
+            await self._shared.close()
+            raise
+
+    async def close(self) -> None:
+        await self._shared.close()
+
+    def keys(self, queue: str) -> QueueKeys:
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = QueueKeys(self.settings.prefix, queue)
+        return keys
+
+    def script(self, name: str, queue: str, args: Sequence[Any]) -> Command:
+        return _SCRIPTS.call(name, self.keys(queue).keys, args)
+
+    async def send(self, commands: Sequence[Command]) -> list[Any]:
+        """One pipeline, without retries."""
+        return await _SCRIPTS.run(self.connection.client, commands)
+
+    async def run(self, commands: Sequence[Command], what: str) -> list[Any]:
+        """One pipeline, retried while Redis is unreachable."""
+        return await retrying(lambda: self.send(commands), self.settings.reconnect_timeout, what)
+
+    async def publish(self, message: Message, queue: str) -> None:
+        await self.publish_many([(message, queue)])
+
+    async def publish_many(self, items: Sequence[tuple[Message, str]]) -> None:
+        now = time.time()
+        by_queue: dict[str, list[Any]] = {}
+        for message, queue in items:
+            body = encode(message, self.options.max_message_bytes)
+            delayed = message.eta is not None and message.eta > now
+            due, token = (ms(message.eta or 0), secrets.token_hex(8)) if delayed else (0, "")
+            by_queue.setdefault(queue, []).extend((_band(message.priority), due, token, body))
+        step = 4 * PUBLISH_CHUNK  # four arguments per message
+        commands = [
+            self.script("publish", queue, [self.keys(queue).channel, *fields[i : i + step]])
+            for queue, fields in by_queue.items()
+            for i in range(0, len(fields), step)
+        ]
+        if commands:
+            await self.run(commands, "publishing")
+
+    def consume(self, queues: Sequence[str], prefetch: int) -> AsyncGenerator[Delivery, None]:
+        names = queue_names(queues)
+        if prefetch < 1:
+            raise ValueError("prefetch must be at least 1")
+        return Consumer(self, names, prefetch).deliveries()
+
+    async def queue_length(self, queue: str) -> int:
+        [count] = await self.run([self.script("length", queue, [])], "counting messages")
+        return int(count)
+
+    async def purge(self, queue: str) -> int:
+        total = 0
+        while True:
+            command = self.script("purge", queue, [GROUP, PURGE_CHUNK])
+            [(deleted, more)] = await self.run([command], "purging")
+            total += int(deleted)
+            if not more:
+                return total
+
+    async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        command = ("XRANGE", self.keys(queue).dead, "-", "+", "COUNT", limit)
+        [entries] = await self.run([command], "reading dead letters")
+        return [
+            DeadLetter(
+                entry_id.decode(), queue, fields[b"r"].decode(), fields[b"b"], float(fields[b"t"])
+            )
+            for entry_id, fields in entries
+        ]
+
+    async def dead_letter_length(self, queue: str) -> int:
+        [count] = await self.run([("XLEN", self.keys(queue).dead)], "counting dead letters")
+        return int(count)
+
+    async def add_dead_letter(self, queue: str, body: bytes, reason: str) -> None:
+        command = ("XADD", self.keys(queue).dead, "*", "r", reason, "b", body, "t", time.time())
+        await self.run([command], "dead-lettering")
+
+    async def remove_dead_letters(self, queue: str, ids: Sequence[str]) -> int:
+        entry_ids = [entry_id for entry_id in ids if _STREAM_ID.fullmatch(entry_id)]
+        if not entry_ids:
+            return 0
+        [count] = await self.run(
+            [("XDEL", self.keys(queue).dead, *entry_ids)], "removing dead letters"
+        )
+        return int(count)
+
+    async def purge_dead_letters(self, queue: str) -> int:
+        [count] = await self.run([self.script("purge_dead", queue, [])], "purging dead letters")
+        return int(count)
+
+    async def broadcast(self, channel: str, payload: bytes) -> None:
+        await self.run([("PUBLISH", self._broadcast_channel(channel), payload)], "broadcasting")
+
+    def subscribe(self, channel: str) -> AsyncIterator[bytes]:
+        return _Broadcasts(self, self._broadcast_channel(channel))
+
+    def _broadcast_channel(self, channel: str) -> str:
+        return f"{self.settings.prefix}broadcast:{channel}"
+
+
+class _Broadcasts(AsyncIterator[bytes]):
+    """The payloads broadcast on one channel from the moment of the first `__anext__`."""
+
+    def __init__(self, broker: RedisBroker, channel: str) -> None:
+        self._broker = broker
+        self._channel = channel
+        self._pubsub: PubSub | None = None
+        self._closed = False
+        self._backoff = RetryBackoff()
+
+    async def __anext__(self) -> bytes:
+        while not self._closed:
+            try:
+                if self._pubsub is None:
+                    self._pubsub = self._broker.connection.pubsub()
+                    await self._pubsub.subscribe(self._channel)
+                message = await self._pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=None
+                )
+            except TRANSIENT_ERRORS as exc:
+                if self._backoff.failures == 0:
+                    logger.warning("Redis unavailable to a subscriber (%s): reconnecting", exc)
+                await self.aclose_pubsub()
+                await self._backoff.sleep()
+                continue
+            self._backoff = RetryBackoff()
+            if message is not None and message["type"] == "message":
+                payload: bytes = message["data"]
+                return payload
+        raise StopAsyncIteration
+
+    async def aclose_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            await close_pubsub(pubsub)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await self.aclose_pubsub()

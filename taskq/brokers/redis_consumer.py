@@ -1,0 +1,360 @@
+"""The consuming side of the Redis broker: a consumer of the queues' groups, its
+deliveries and its wake-ups. `redis.lua` has the scripts; `redis.py` the broker.
+
+A consumer claims with one script per queue once a quarter of its prefetch is free: due
+delayed messages move into their streams, expired leases of other consumers are taken
+over, and new entries are read highest band first, as many as the queue's share of the
+free prefetch. Its own expired leases it takes back only when they are still expired a
+whole maintenance interval later (see `claim` in `redis.lua`). Acks of one event-loop turn
+share a round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from redis.asyncio.client import PubSub
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from taskq.brokers.base import Delivery
+from taskq.brokers.leases import REJECTED
+from taskq.errors import NotConnectedError
+from taskq.redis_db import (
+    SUBSCRIBE_TIMEOUT,
+    TRANSIENT_ERRORS,
+    Batcher,
+    Command,
+    RetryBackoff,
+    close_pubsub,
+)
+
+if TYPE_CHECKING:
+    from taskq.brokers.redis import RedisBroker
+
+GROUP = "taskq"
+CLAIM_FRACTION = 4  # a consumer claims once this fraction of its prefetch is free
+MAX_MAINTENANCE_INTERVAL = 1.0  # seconds between looks at expired leases and due messages
+MIN_MAINTENANCE_INTERVAL = 0.02
+IDLE_MARKER_MS = 60_000
+# What a consumer that stops may meet: Redis unreachable, or the broker closed before it.
+_GONE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, NotConnectedError)
+
+logger = logging.getLogger("taskq.redis")
+
+
+def ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+class _Slots:
+    """The consumer's unsettled deliveries, counted against its prefetch."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.used = 0
+        self._freed: anyio.Event | None = None
+
+    @property
+    def free(self) -> int:
+        return self.size - self.used
+
+    def release(self) -> None:
+        self.used -= 1
+        if self._freed is not None:
+            self._freed.set()
+
+    async def wait_free(self, count: int) -> None:
+        while self.free < min(count, self.size):
+            self._freed = anyio.Event()
+            await self._freed.wait()
+
+
+class RedisDelivery:
+    """A claimed stream entry, leased to its consumer until it is settled once."""
+
+    __slots__ = ("_consumer", "_settled", "band", "body", "count", "delivery_count", "id", "queue")
+
+    def __init__(self, consumer: Consumer, queue: str, fields: list[Any]) -> None:
+        band, self.id, self.body, deliveries, count = fields
+        self.band = int(band)
+        self.queue = queue
+        self.delivery_count = int(deliveries)
+        self.count = int(count)  # times delivered to the group: with the consumer, the lease token
+        self._consumer = consumer
+        self._settled = False
+
+    @property
+    def token(self) -> list[Any]:
+        return [self.band, self.id, self.count]
+
+    async def ack(self) -> None:
+        if self._settle():
+            await self._consumer.finish(self._consumer.acks.submit(self))
+
+    async def nack(self, requeue: bool = True, delay: float | None = None) -> None:
+        if not requeue:
+            await self.dead_letter(REJECTED)
+        elif self._settle():
+            await self._consumer.finish(self._consumer.requeue([self], delay, delivered=True))
+
+    async def dead_letter(self, reason: str) -> None:
+        if self._settle():
+            await self._consumer.finish(self._consumer.bury(self, reason))
+
+    async def extend(self, seconds: float) -> None:
+        if not self._settled:
+            await self._consumer.extend(self, seconds)
+
+    def _settle(self) -> bool:
+        # Settled before the call: if it fails, the lease simply runs out and the message
+        # comes back, which is the at-least-once answer to a failed ack anyway.
+        if self._settled:
+            return False
+        self._settled = True
+        return True
+
+
+class Consumer:
+    """One `consume()` call: a consumer (named after host, pid and a random token) of the
+    groups of its queues, holding at most `prefetch` unsettled deliveries."""
+
+    def __init__(self, broker: RedisBroker, queues: list[str], prefetch: int) -> None:
+        self.broker = broker
+        self.queues = queues
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.slots = _Slots(prefetch)
+        self.acks = Batcher(self._flush_acks)
+        visibility = broker.options.visibility_timeout
+        self.lease_ms = ms(visibility)
+        self.interval = min(max(visibility / 4, MIN_MAINTENANCE_INTERVAL), MAX_MAINTENANCE_INTERVAL)
+        self._candidates = set(queues)  # queues that may have something to claim
+        self._due: dict[str, float] = {}  # the next delayed message of each queue (epoch s)
+        self._suspects: dict[str, dict[bytes, float]] = {}  # own expired leases: first seen
+        self._maintained_at = time.monotonic()
+        self._rotation = 0
+
+    async def deliveries(self) -> AsyncGenerator[Delivery, None]:
+        channels = {self.broker.keys(q).channel.encode(): q for q in self.queues}
+        wakeups = _Wakeups(self.broker, channels)
+        pending: deque[RedisDelivery] = deque()
+        backoff = RetryBackoff()
+        try:
+            while True:
+                await self.slots.wait_free(max(1, self.slots.size // CLAIM_FRACTION))
+                try:
+                    pending.extend(await self._next_batch(wakeups))
+                except TRANSIENT_ERRORS as exc:
+                    if backoff.failures == 0:
+                        logger.warning("Redis unavailable while consuming (%s): reconnecting", exc)
+                    await wakeups.close()
+                    await backoff.sleep()
+                    continue
+                if backoff.failures:
+                    logger.info("Consumer %s reconnected to Redis", self.name)
+                    backoff = RetryBackoff()
+                while pending:
+                    yield pending.popleft()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._stop(list(pending), wakeups)
+
+    async def _next_batch(self, wakeups: _Wakeups) -> list[RedisDelivery]:
+        """Claim from the queues that may have messages; sleep once none may.
+
+        A queue leaves the candidates when a claim gets fewer messages than it asked for,
+        which also set the queue's idle marker: from then on a publish wakes us, so sleeping
+        loses nothing.
+        """
+        await wakeups.open()
+        self._candidates |= await wakeups.wait(0)
+        self._refresh_candidates()
+        if self._candidates:
+            return await self._claim()
+        self._candidates |= await wakeups.wait(self._idle_timeout())
+        return []
+
+    def _refresh_candidates(self) -> None:
+        now = time.monotonic()
+        if now - self._maintained_at >= self.interval:
+            self._maintained_at = now
+            self._candidates.update(self.queues)
+        wall = time.time()
+        self._candidates.update(queue for queue, due in self._due.items() if due <= wall)
+
+    def _idle_timeout(self) -> float:
+        timeout = self.interval - (time.monotonic() - self._maintained_at)
+        if self._due:
+            timeout = min(timeout, min(self._due.values()) - time.time())
+        return max(timeout, 0.0)
+
+    async def _claim(self) -> list[RedisDelivery]:
+        shares = self._shares([q for q in self.queues if q in self._candidates], self.slots.free)
+        now_ms = ms(time.time())
+        commands = [
+            self.broker.script(
+                "claim",
+                queue,
+                [
+                    GROUP,
+                    self.name,
+                    share,
+                    self.lease_ms,
+                    now_ms,
+                    IDLE_MARKER_MS,
+                    *self._confirmed(queue),
+                ],
+            )
+            for queue, share in shares
+        ]
+        # Shielded: a claim whose result we dropped would sit leased for the whole timeout.
+        with anyio.CancelScope(shield=True):
+            results = await self.broker.send(commands)
+        batch: list[RedisDelivery] = []
+        for (queue, share), result in zip(shares, results, strict=True):
+            batch += self._claimed(queue, share, result)
+        batch.sort(key=lambda delivery: -delivery.band)
+        self.slots.used += len(batch)
+        return batch
+
+    def _shares(self, queues: list[str], free: int) -> list[tuple[str, int]]:
+        """Split the free prefetch among `queues`; the remainder rotates between rounds."""
+        base, extra = divmod(free, len(queues))
+        start = self._rotation % len(queues)
+        self._rotation += 1
+        favoured = set((queues[start:] + queues[:start])[:extra])
+        shares = [(queue, base + (queue in favoured)) for queue in queues]
+        return [(queue, share) for queue, share in shares if share > 0]
+
+    def _claimed(self, queue: str, share: int, result: list[Any]) -> list[RedisDelivery]:
+        next_due, suspects, flat = result
+        if next_due:
+            self._due[queue] = float(next_due) / 1000
+        else:
+            self._due.pop(queue, None)
+        seen = self._suspects.get(queue, {})
+        now = time.monotonic()
+        self._suspects[queue] = {member: seen.get(member, now) for member in suspects}
+        if len(flat) < 5 * share:
+            self._candidates.discard(queue)
+        return [RedisDelivery(self, queue, flat[i : i + 5]) for i in range(0, len(flat), 5)]
+
+    def _confirmed(self, queue: str) -> list[bytes]:
+        """Own expired leases seen for a whole interval: the tasks are no longer ours."""
+        limit = time.monotonic() - self.interval
+        return [member for member, seen in self._suspects.get(queue, {}).items() if seen <= limit]
+
+    async def finish(self, settling: Awaitable[None]) -> None:
+        try:
+            await settling
+        finally:
+            self.slots.release()
+
+    async def _flush_acks(self, deliveries: list[RedisDelivery]) -> None:
+        await self.broker.run(self._per_queue("ack", deliveries), "acknowledging")
+
+    async def requeue(
+        self, deliveries: list[RedisDelivery], delay: float | None, *, delivered: bool
+    ) -> None:
+        await self.broker.run(self._requeue(deliveries, delay, delivered), "requeueing")
+
+    async def bury(self, delivery: RedisDelivery, reason: str) -> None:
+        commands = self._per_queue("bury", [delivery], [reason, time.time()])
+        await self.broker.run(commands, "dead-lettering")
+
+    async def extend(self, delivery: RedisDelivery, seconds: float) -> None:
+        commands = self._per_queue("extend", [delivery], [ms(seconds)])
+        await self.broker.run(commands, "renewing a lease")
+
+    def _requeue(
+        self, deliveries: list[RedisDelivery], delay: float | None, delivered: bool
+    ) -> list[Command]:
+        due = ms(time.time() + delay) if delay else 0
+        uncount = 0 if delivered else 1
+
+        def item(delivery: RedisDelivery) -> list[Any]:
+            return [*delivery.token, delivery.delivery_count - uncount]
+
+        return self._per_queue("requeue", deliveries, [due], item, wake=True)
+
+    def _per_queue(
+        self,
+        name: str,
+        deliveries: list[RedisDelivery],
+        extra: Sequence[Any] = (),
+        item: Callable[[RedisDelivery], list[Any]] = lambda delivery: delivery.token,
+        *,
+        wake: bool = False,
+    ) -> list[Command]:
+        """Calls of script `name`, one per queue, over each queue's `deliveries`."""
+        by_queue: dict[str, list[Any]] = {}
+        for delivery in deliveries:
+            by_queue.setdefault(delivery.queue, []).extend(item(delivery))
+        commands = []
+        for queue, items in by_queue.items():
+            channel = [self.broker.keys(queue).channel] if wake else []
+            args = [GROUP, self.name, *channel, *extra, *items]
+            commands.append(self.broker.script(name, queue, args))
+        return commands
+
+    async def _stop(self, unyielded: list[RedisDelivery], wakeups: _Wakeups) -> None:
+        """Give back what was claimed but never yielded, and leave the groups where we hold
+        nothing, in one round trip: no retries, a stopping worker does not wait for Redis."""
+        await wakeups.close()
+        unyielded = [delivery for delivery in unyielded if delivery._settle()]
+        commands = self._requeue(unyielded, None, delivered=False)
+        commands += [self.broker.script("forget", q, [GROUP, self.name]) for q in self.queues]
+        try:
+            await self.broker.send(commands)
+        except _GONE as exc:
+            logger.warning("Consumer %s stopped without Redis (%s)", self.name, exc)
+
+
+class _Wakeups:
+    """The consumer's subscription to its queues' wake-up channels."""
+
+    def __init__(self, broker: RedisBroker, channels: dict[bytes, str]) -> None:
+        self._broker = broker
+        self._channels = channels
+        self._pubsub: PubSub | None = None
+
+    async def open(self) -> None:
+        """Subscribe, and wait until Redis confirms: a wake-up after this reaches us."""
+        if self._pubsub is not None:
+            return
+        pubsub = self._broker.connection.pubsub()
+        try:
+            await pubsub.subscribe(*self._channels)
+            confirmed = 0
+            with anyio.move_on_after(SUBSCRIBE_TIMEOUT):
+                while confirmed < len(self._channels):
+                    message = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT)
+                    confirmed += message is not None and message["type"] == "subscribe"
+            if confirmed < len(self._channels):
+                raise RedisTimeoutError("Redis did not confirm the subscription")
+        except BaseException:
+            await close_pubsub(pubsub)
+            raise
+        self._pubsub = pubsub
+
+    async def wait(self, timeout: float) -> set[str]:
+        """The queues woken within `timeout` seconds (and any woken since the last look)."""
+        assert self._pubsub is not None
+        woken: set[str] = set()
+        message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+        while message is not None:
+            woken.add(self._channels[message["channel"]])
+            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+        return woken
+
+    async def close(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            await close_pubsub(pubsub)

@@ -1,0 +1,356 @@
+"""The Redis connection shared by the Redis broker and result store.
+
+URL and transport options, one client (and connection pool) per URL and event loop
+in a process, Lua scripts run by SHA with recovery from an emptied script cache,
+retries with backoff while Redis is unreachable, and the batching of round trips.
+
+Imports nothing of taskq but `errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.resources import files
+from typing import Any, Generic, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import anyio
+import anyio.lowlevel
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    NoScriptError,
+    TryAgainError,
+)
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+)
+from redis.exceptions import (
+    TimeoutError as RedisTimeoutError,
+)
+from redis.retry import Retry
+
+from taskq.errors import ConfigurationError, NotConnectedError
+
+T = TypeVar("T")
+
+DEFAULT_PREFIX = "taskq:"
+DEFAULT_RECONNECT_TIMEOUT = 60.0
+CLUSTER_OPTION = "cluster"
+PREFIX_OPTION = "prefix"
+_OWN_PARAMETERS = frozenset({CLUSTER_OPTION, PREFIX_OPTION})  # taken out of the URL for redis-py
+CONNECT_TIMEOUT = 5.0
+COMMAND_TIMEOUT = 30.0  # a reply slower than this (a hung Redis) is a transient error
+SUBSCRIBE_TIMEOUT = 30.0
+RETRY_FIRST_DELAY = 0.05
+RETRY_MAX_DELAY = 2.0
+
+# Redis is unreachable, restarting (LOADING is a ConnectionError) or a cluster is failing over.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    TryAgainError,
+)
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+logger = logging.getLogger("taskq.redis")
+
+Client = Redis | RedisCluster
+Command = tuple[Any, ...]
+
+
+def _flag(value: object, name: str) -> bool:
+    text = str(value).strip().lower()
+    if text not in _TRUE | _FALSE:
+        raise ConfigurationError(f"{name} must be true or false, not {value!r}")
+    return text in _TRUE
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """Where and how to connect: `redis://[:password@]host:port/db`, `rediss://` for TLS.
+
+    Transport options: `prefix` of every key and channel (default `taskq:`), `cluster`
+    (true for Redis Cluster) and `reconnect_timeout` (seconds an operation keeps retrying
+    while Redis is unreachable before it raises, default 60). `prefix` and `cluster` may
+    also be URL parameters: `redis://host:7000/0?cluster=true&prefix=shop:`.
+    """
+
+    url: str
+    cluster: bool = False
+    prefix: str = DEFAULT_PREFIX
+    reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT
+
+    @classmethod
+    def parse(cls, url: str, transport: dict[str, Any] | None) -> RedisSettings:
+        """Settings from the URL, whose `cluster` and `prefix` parameters win over `transport`."""
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        options = {**(transport or {}), **{k: v for k, v in query if k in _OWN_PARAMETERS}}
+        cluster = _flag(options.get(CLUSTER_OPTION, False), CLUSTER_OPTION)
+        prefix = options.get(PREFIX_OPTION, DEFAULT_PREFIX)
+        if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
+            raise ConfigurationError(
+                f"the Redis key prefix must be a string without braces: {prefix!r}"
+            )
+        if cluster and parts.path.strip("/") not in ("", "0"):
+            raise ConfigurationError(f"Redis Cluster has only database 0: {url!r}")
+        rest = urlencode([(k, v) for k, v in query if k not in _OWN_PARAMETERS])
+        return cls(
+            url=urlunsplit(parts._replace(query=rest)),
+            cluster=cluster,
+            prefix=prefix,
+            reconnect_timeout=float(options.get("reconnect_timeout", DEFAULT_RECONNECT_TIMEOUT)),
+        )
+
+
+class _Connection(Connection):
+    """redis-py's connection with a linear `pack_command`: redis-py re-joins a growing buffer
+    for every argument, which made packing the long argument lists of batched script calls
+    most of a worker's Redis client time. Same bytes on the wire."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if not isinstance(args[0], str) or " " in args[0]:  # "SCRIPT LOAD" and the like
+            return super().pack_command(*args)
+        parts = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            if isinstance(arg, bytes):
+                data = arg
+            elif isinstance(arg, str):
+                data = arg.encode()
+            elif isinstance(arg, int) and not isinstance(arg, bool):
+                data = b"%d" % arg
+            elif isinstance(arg, float):
+                data = repr(arg).encode()
+            else:
+                return super().pack_command(*args)
+            parts += (b"$%d\r\n" % len(data), data, b"\r\n")
+        return [b"".join(parts)]
+
+
+def _client_options() -> dict[str, Any]:
+    # No retries inside redis-py: `retrying` retries with backoff and logs the outage.
+    return {
+        "connection_class": _Connection,  # redis-py puts its own for rediss:// and unix://
+        "retry": Retry(NoBackoff(), 0),
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": COMMAND_TIMEOUT,
+        "socket_keepalive": True,
+    }
+
+
+class RedisConnection:
+    """A client and its connection pool, shared by every broker and store of one
+    process and event loop that use the same settings; `node` serves pub/sub (with
+    Redis Cluster, the node of the URL: a PUBLISH reaches subscribers on every node)."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.settings = settings
+        self.node: Redis = Redis.from_url(settings.url, **_client_options())
+        self.client: Client = (
+            RedisCluster.from_url(settings.url, **_client_options())
+            if settings.cluster
+            else self.node
+        )
+        self.users = 0
+
+    def pubsub(self) -> PubSub:
+        return self.node.pubsub()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        if self.node is not self.client:
+            await self.node.aclose()
+
+
+_connections: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[RedisSettings, RedisConnection]
+] = weakref.WeakKeyDictionary()
+
+
+class SharedConnection:
+    """A handle on the process's connection for `settings`: `open()` joins it, `close()` leaves."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.settings = settings
+        self._connection: RedisConnection | None = None
+
+    @property
+    def connection(self) -> RedisConnection:
+        if self._connection is None:
+            raise NotConnectedError("the Redis connection is not open: call connect() first")
+        return self._connection
+
+    def open(self) -> RedisConnection:
+        if self._connection is None:
+            shared = _connections.setdefault(asyncio.get_running_loop(), {})
+            connection = shared.get(self.settings)
+            if connection is None:
+                connection = shared[self.settings] = RedisConnection(self.settings)
+            connection.users += 1
+            self._connection = connection
+        return self._connection
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        connection.users -= 1
+        if connection.users == 0:
+            shared = _connections.get(asyncio.get_running_loop(), {})
+            if shared.get(self.settings) is connection:
+                del shared[self.settings]
+            await connection.aclose()
+
+
+class Scripts:
+    """The Lua scripts of one file, run by SHA.
+
+    The file is split at lines `--@ name`; the section named `common` (helpers) is
+    prepended to every other one. A script missing from the server's cache (after a
+    restart or failover) is loaded and its call sent again.
+    """
+
+    def __init__(self, package: str, resource: str) -> None:
+        sections: dict[str, list[str]] = {"": []}
+        current = ""
+        for line in files(package).joinpath(resource).read_text().splitlines():
+            if line.startswith("--@ "):
+                current = line[4:].strip()
+                sections[current] = []
+            sections[current].append(line)
+        common = "\n".join(sections.pop("common", []))
+        del sections[""]
+        self._sources = {name: f"{common}\n" + "\n".join(body) for name, body in sections.items()}
+        self._shas = {
+            name: hashlib.sha1(source.encode()).hexdigest()
+            for name, source in self._sources.items()
+        }
+
+    def call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Command:
+        return ("EVALSHA", self._shas[name], len(keys), *keys, *args)
+
+    async def load(self, client: Client) -> None:
+        for source in self._sources.values():
+            await client.script_load(source)
+
+    async def run(self, client: Client, commands: Sequence[Command]) -> list[Any]:
+        """Send `commands` (script calls from `call` or plain ones) in one round trip."""
+        results = await _send(client, commands)
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
+            await self.load(client)
+            again = await _send(client, [commands[i] for i in missing])
+            for index, result in zip(missing, again, strict=True):
+                results[index] = result
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
+
+
+async def _send(client: Client, commands: Sequence[Command]) -> list[Any]:
+    """The replies (or errors) of `commands`: one command as is, several in a pipeline."""
+    if len(commands) == 1:
+        try:
+            return [await client.execute_command(*commands[0])]
+        except NoScriptError as exc:
+            return [exc]
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(await pipe.execute(raise_on_error=False))
+
+
+async def close_pubsub(pubsub: PubSub) -> None:
+    """Give a pub/sub connection back (closed, so its subscriptions end with it)."""
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+class RetryBackoff:
+    """Delays between attempts while Redis is unreachable: doubling up to a ceiling."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    async def sleep(self) -> None:
+        self.failures += 1
+        await anyio.sleep(min(RETRY_FIRST_DELAY * 2 ** (self.failures - 1), RETRY_MAX_DELAY))
+
+
+async def retrying(operation: Callable[[], Awaitable[T]], timeout: float, what: str) -> T:
+    """`operation()`, tried again with backoff while Redis is unreachable, for up to `timeout` s."""
+    backoff = RetryBackoff()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = await operation()
+        except TRANSIENT_ERRORS as exc:
+            if time.monotonic() >= deadline:
+                raise
+            if backoff.failures == 0:
+                logger.warning("Redis unavailable while %s (%s): retrying", what, exc)
+            await backoff.sleep()
+            continue
+        if backoff.failures:
+            logger.info("Redis is reachable again (%s)", what)
+        return result
+
+
+@dataclass(slots=True)
+class _Batch(Generic[T]):
+    items: list[T] = field(default_factory=list)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    error: Exception | None = None
+
+
+class Batcher(Generic[T]):
+    """Round trips shared by concurrent callers: the items submitted while the previous
+    flush is in flight, and in the event-loop turn after, go out in one `flush` call.
+
+    The first submitter of a batch flushes it (shielded, since others wait on it);
+    the rest wait. Everyone sees the flush's error.
+    """
+
+    def __init__(self, flush: Callable[[list[T]], Awaitable[None]]) -> None:
+        self._flush = flush
+        self._open: _Batch[T] | None = None
+        self._lock: anyio.Lock | None = None
+
+    async def submit(self, item: T) -> None:
+        batch = self._open
+        if batch is None:
+            batch = self._open = _Batch([item])
+            with anyio.CancelScope(shield=True):
+                await self._run(batch)
+        else:
+            batch.items.append(item)
+            await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+
+    async def _run(self, batch: _Batch[T]) -> None:
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        try:
+            async with self._lock:
+                await anyio.lowlevel.checkpoint()
+                self._open = None
+                await self._flush(batch.items)
+        except Exception as exc:
+            batch.error = exc
+        finally:
+            batch.done.set()

@@ -1,0 +1,160 @@
+"""The real `taskq worker` command on Redis: crashes, long tasks, delays, priorities, the CLI."""
+
+from __future__ import annotations
+
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from servers import RedisServer, redis_command
+from support import WorkerProcess, eventually, wait_for
+
+from taskq import TaskQ, states
+
+pytestmark = pytest.mark.integration
+
+StartWorker = Callable[..., WorkerProcess]
+VISIBILITY = 2.0
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def broker_url(redis_server: RedisServer, prefix: str) -> str:
+    return f"{redis_server.url}?prefix={prefix}"
+
+
+@pytest.fixture
+def transport_options() -> dict[str, object]:
+    return {"visibility_timeout": VISIBILITY}
+
+
+@pytest.fixture
+async def producer(broker_url: str) -> AsyncIterator[TaskQ]:
+    app = TaskQ("producer", broker=broker_url)
+    async with app:
+        yield app
+
+
+def runs(worker: WorkerProcess, task_id: str) -> int:
+    """How many times `worker` finished the task (successfully or not)."""
+    return len(re.findall(rf"\[{task_id}\] (succeeded|raised)", worker.output()))
+
+
+async def test_results_round_trip(producer: TaskQ, start_worker: StartWorker) -> None:
+    start_worker("-c", "10", "--threads", "2")
+    added = await producer.send_task("itest.add", args=[4, 5])
+    threaded = await producer.send_task("itest.in_thread", args=[21])
+    assert await added.get(timeout=20) == 9
+    assert await threaded.get(timeout=20) == {"double": 42, "main_thread": False}
+    assert await added.status() == states.SUCCESS
+
+
+async def test_killed_worker_task_completes_on_another_after_the_visibility_timeout(
+    producer: TaskQ, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    marker = tmp_path / "marker"
+    first, second = start_worker("-c", "2"), start_worker("-c", "2")
+    result = await producer.send_task("itest.marked", args=[str(marker), 1.0])  # acks_late
+    wait_for(lambda: marker.exists() and "started" in marker.read_text())
+    victim, survivor = (first, second) if str(first.pid) in marker.read_text() else (second, first)
+    victim.signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    victim.wait()
+    assert await result.get(timeout=30) == survivor.pid
+    assert time.monotonic() - killed_at >= VISIBILITY - 0.5
+    await drained(producer)
+
+
+async def test_a_task_longer_than_the_visibility_timeout_runs_once(
+    producer: TaskQ, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    marker = tmp_path / "marker"
+    workers = [start_worker("-c", "2"), start_worker("-c", "2")]
+    result = await producer.send_task("itest.marked", args=[str(marker), 2 * VISIBILITY])
+    finished_by = await result.get(timeout=30)
+    assert marker.read_text() == f"started {finished_by}\n"
+    assert sum(runs(worker, result.id) for worker in workers) == 1
+    assert all(result.id not in w.output() for w in workers if w.pid != finished_by)
+
+
+async def test_delayed_tasks_stay_in_redis_and_survive_a_worker_restart(
+    producer: TaskQ, start_worker: StartWorker, redis_server: RedisServer, prefix: str
+) -> None:
+    worker = start_worker()
+    results = [await producer.send_task("itest.add", args=[n, n], countdown=2) for n in range(5)]
+    delayed_key = f"{prefix}{{default}}:delayed"
+    assert redis_command(redis_server.port, "ZCARD", delayed_key) == b":5"  # not prefetched
+    worker.signal(signal.SIGTERM)
+    worker.wait()
+    assert redis_command(redis_server.port, "ZCARD", delayed_key) == b":5"
+    second = start_worker()
+    assert [await r.get(timeout=20) for r in results] == [0, 2, 4, 6, 8]
+    assert all(runs(second, r.id) == 1 for r in results)
+    assert all(r.id not in worker.output() for r in results)
+
+
+async def test_higher_priorities_run_first(producer: TaskQ, start_worker: StartWorker) -> None:
+    priorities = [0, 3, None, 9, 5, 9, 1]
+    results = [
+        await producer.send_task("itest.add", args=[i, 0], priority=p)
+        for i, p in enumerate(priorities)
+    ]
+    worker = start_worker("-c", "1", "--prefetch-multiplier", "1")
+    for result in results:
+        await result.get(timeout=20)
+    order = re.findall(r"Task itest\.add\[(\w+)\] succeeded", worker.output())
+    expected = sorted(range(len(priorities)), key=lambda i: (-(priorities[i] or 0), i))
+    assert order == [results[i].id for i in expected]
+
+
+async def test_cli_status_and_purge(producer: TaskQ, worker_env: dict[str, str]) -> None:
+    def taskq(*args: str) -> str:
+        command = [sys.executable, "-m", "taskq", *args, "-A", "itest_tasks:app"]
+        done = subprocess.run(
+            command, env=worker_env, cwd=Path(__file__).parent, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    for _ in range(3):
+        await producer.send_task("itest.add", args=[1, 2])
+    await producer.send_task("itest.add", args=[1, 2], countdown=60)
+    assert re.search(r"default\s+4\s+0", taskq("status", "-Q", "default"))
+    assert "Purged 4 message(s) from default" in taskq("purge", "-Q", "default")
+    assert await (await producer.connected_broker()).queue_length("default") == 0
+
+
+async def test_a_worker_picks_up_work_published_while_it_idles(
+    producer: TaskQ, start_worker: StartWorker
+) -> None:
+    start_worker()
+    took = []
+    for n in range(21):
+        started = time.monotonic()
+        assert await (await producer.send_task("itest.add", args=[n, 1])).get(timeout=10) == n + 1
+        took.append(time.monotonic() - started)
+    # Woken by pub/sub: found by the periodic look for expired leases (each second), the
+    # median would be about half a second.
+    assert statistics.median(took) < 0.2
+
+    await drained(producer)
+
+
+async def drained(producer: TaskQ) -> None:
+    broker = await producer.connected_broker()
+
+    async def empty() -> bool:
+        return await broker.queue_length("default") == 0
+
+    await eventually(empty)
