@@ -49,6 +49,10 @@ QueuesOption = Annotated[
 ]
 
 
+# Client libraries whose errors (a server down, refused credentials) are one line, too.
+BROKER_CLIENTS = frozenset({"redis", "aio_pika", "aiormq", "pamqp"})
+
+
 class CommandError(Exception):
     """A user error: printed as one line, exit status 1."""
 
@@ -77,6 +81,11 @@ def run_command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
             anyio.run(functools.partial(fn, *args, **kwargs))
         except (CommandError, TaskQError, ValueError, OSError) as exc:
             typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except Exception as exc:
+            if type(exc).__module__.partition(".")[0] not in BROKER_CLIENTS:
+                raise
+            typer.echo(f"Error: {type(exc).__name__}: {exc}", err=True)  # e.g. Redis is down
             raise typer.Exit(1) from None
 
     return wrapper
@@ -125,15 +134,18 @@ async def worker(
         hostname=hostname,
     )
     async with taskq_app, anyio.create_task_group() as tg:
-        tg.start_soon(_shutdown_on_signals, runner)
+        await tg.start(_shutdown_on_signals, runner)
         if beat:
             tg.start_soon(Beat(taskq_app).run)
         await runner.run()
         tg.cancel_scope.cancel()
 
 
-async def _shutdown_on_signals(runner: Worker) -> None:
+async def _shutdown_on_signals(
+    runner: Worker, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()  # handlers are in place before the worker says it is ready
         first = True
         async for _ in signals:
             if first:

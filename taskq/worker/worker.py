@@ -229,5 +229,6 @@ class Worker:
         visibility = self.app.broker_options().visibility_timeout
         while True:
             await anyio.sleep(visibility / RENEWALS_PER_TIMEOUT)
-            for delivery in list(self._held):
-                await delivery.extend(visibility)
+            async with anyio.create_task_group() as renewals:  # concurrently: one wait in all
+                for delivery in list(self._held):
+                    renewals.start_soon(delivery.extend, visibility)

@@ -25,12 +25,18 @@ def _rabbitmq(request: pytest.FixtureRequest, tmp: Path) -> dict[str, Any]:
     return {"broker": url, "backend": f"sqlite:///{tmp}/results.db"}
 
 
+def _redis(request: pytest.FixtureRequest, tmp: Path) -> dict[str, Any]:
+    url = request.getfixturevalue("redis_server").url
+    return {"broker": f"{url}?prefix=t{uuid.uuid4().hex[:12]}:"}
+
+
 # The brokers in-process worker tests run on: settings for TaskQ(...), the store
 # following the broker unless given.
 APP_SETTINGS: dict[str, Callable[[pytest.FixtureRequest, Path], dict[str, Any]]] = {
     "memory": lambda request, tmp: {"broker": f"memory://{tmp.name}"},
     "sqlite": lambda request, tmp: {"broker": f"sqlite:///{tmp}/taskq.db"},
     "amqp": _rabbitmq,
+    "redis": _redis,
 }
 
 

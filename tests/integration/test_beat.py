@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,14 @@ from taskq.beat.scheduler import read_state
 from taskq.testing import running_worker
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def broker_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """The beat processes of the fail-over test share this broker and store."""
+    if request.param == "redis":
+        return f"{request.getfixturevalue('redis_server').url}?prefix=beat{uuid.uuid4().hex[:8]}:"
+    return sqlite_url
 
 
 @pytest.fixture

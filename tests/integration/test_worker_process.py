@@ -245,14 +245,17 @@ def test_cli_errors_are_one_line(worker_env: dict[str, str], args: list[str], me
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
-def test_cli_bad_broker_url_is_one_line(worker_env: dict[str, str]) -> None:
-    env = {**worker_env, "TASKQ_BROKER_URL": "nosuch://host"}
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("nosuch://host", "unsupported broker URL"), ("redis://127.0.0.1:1/0", "ConnectionError")],
+)
+def test_cli_bad_or_unreachable_broker_is_one_line(
+    worker_env: dict[str, str], url: str, message: str
+) -> None:
+    env = {**worker_env, "TASKQ_BROKER_URL": url}
     done = subprocess.run(
         [sys.executable, "-m", "taskq", "status", "-A", "itest_tasks:app"],
         env=env, cwd=Path(__file__).parent, capture_output=True, text=True,
     )  # fmt: skip
-    assert (
-        done.returncode == 1
-        and "unsupported broker URL" in done.stderr
-        and "Traceback" not in done.stderr
-    )
+    assert done.returncode == 1, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
