@@ -141,6 +141,9 @@ class _Connection(Connection):
         return [b"".join(parts)]
 
 
+MAX_CONNECTIONS = 10_000
+
+
 def _client_options() -> dict[str, Any]:
     # No retries inside redis-py: `retrying` retries with backoff and logs the outage.
     return {
@@ -149,6 +152,9 @@ def _client_options() -> dict[str, Any]:
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "socket_timeout": COMMAND_TIMEOUT,
         "socket_keepalive": True,
+        # redis-py's default of 100 fails calls outright ("Too many connections") when
+        # a worker's task loops all write at once; connections are made only as needed.
+        "max_connections": MAX_CONNECTIONS,
     }
 
 

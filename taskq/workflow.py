@@ -226,7 +226,7 @@ async def _member_done(app: TaskQ, membership: Membership) -> None:
     group = await GroupResult.restore(membership.group_id, app=app)
     if group is None:
         raise ChordError(f"chord {membership.group_id}: its group is no longer in the store")
-    metas = [await store.get(result.id) for result in group.results]
+    metas = await store.get_many([result.id for result in group.results])
     failed = next(
         ((i, m) for i, m in enumerate(metas) if m is None or m.status != states.SUCCESS), None
     )

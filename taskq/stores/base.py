@@ -91,6 +91,10 @@ class ResultStore(Protocol):
 
     async def get(self, task_id: str) -> TaskMeta | None: ...
 
+    async def get_many(self, task_ids: Sequence[str]) -> list[TaskMeta | None]:
+        """`get` for many ids in one round trip, in order."""
+        ...
+
     async def wait(self, task_id: str, timeout: float | None) -> TaskMeta:
         """The task's meta once it is ready; `TimeoutError` (taskq's) after `timeout`."""
         ...

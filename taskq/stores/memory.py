@@ -80,6 +80,9 @@ class MemoryStore:
         raw = self._space.metas.get(task_id)
         return None if raw is None else TaskMeta.decode(raw)
 
+    async def get_many(self, task_ids: Sequence[str]) -> list[TaskMeta | None]:
+        return [await self.get(task_id) for task_id in task_ids]
+
     async def wait(self, task_id: str, timeout: float | None) -> TaskMeta:
         poll = self._options.polling_interval
         return await wait_until_ready(self._url, task_id, self.get, timeout, poll)

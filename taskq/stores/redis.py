@@ -93,6 +93,11 @@ class RedisStore:
         [raw] = await self._run([("GET", self._meta_key(task_id))], "reading a task state")
         return None if raw is None else TaskMeta.decode(raw)
 
+    async def get_many(self, task_ids: Sequence[str]) -> list[TaskMeta | None]:
+        commands = [("GET", self._meta_key(task_id)) for task_id in task_ids]
+        raws = await self._run(commands, "reading task states") if commands else []
+        return [None if raw is None else TaskMeta.decode(raw) for raw in raws]
+
     async def wait(self, task_id: str, timeout: float | None) -> TaskMeta:
         with anyio.move_on_after(timeout):
             return await self._listener.wait(self.channel(task_id), lambda: self._fetch(task_id))

@@ -88,6 +88,11 @@ class SQLiteStore:
         raw = await self._run(lambda conn: _get_live(conn, _META, task_id))
         return None if raw is None else TaskMeta.decode(raw)
 
+    async def get_many(self, task_ids: Sequence[str]) -> list[TaskMeta | None]:
+        ids = list(task_ids)
+        found = await self._run(lambda conn: _get_many_live(conn, _META, ids))
+        return [None if found.get(i) is None else TaskMeta.decode(found[i]) for i in ids]
+
     async def wait(self, task_id: str, timeout: float | None) -> TaskMeta:
         poll = self._options.polling_interval
         return await wait_until_ready(self._scope, task_id, self.get, timeout, poll)
@@ -142,6 +147,15 @@ def _get_live(conn: sqlite3.Connection, kind: str, key: str) -> bytes | None:
     sql = f"SELECT value FROM taskq_kv WHERE kind = ? AND key = ? AND {_LIVE}"
     row = conn.execute(sql, (kind, key, time.time())).fetchone()
     return None if row is None else bytes(row[0])
+
+
+def _get_many_live(conn: sqlite3.Connection, kind: str, keys: list[str]) -> dict[str, bytes]:
+    sql = (
+        "SELECT key, value FROM taskq_kv WHERE kind = ? AND key IN"
+        f" (SELECT value FROM json_each(?)) AND {_LIVE}"
+    )
+    rows = conn.execute(sql, (kind, orjson.dumps(keys).decode(), time.time())).fetchall()
+    return {str(key): bytes(value) for key, value in rows}
 
 
 def _claim(

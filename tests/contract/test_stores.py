@@ -105,6 +105,15 @@ async def test_set_get_round_trips_every_field(store: ResultStore) -> None:
     assert await store.get(meta.task_id) == meta
 
 
+async def test_get_many_in_order(store: ResultStore) -> None:
+    first, second = success(new_id()), TaskMeta(new_id(), states.FAILURE, exc_type="E")
+    await store.set_state(first.task_id, first, None)
+    await store.set_state(second.task_id, second, None)
+    found = await store.get_many([second.task_id, new_id(), first.task_id])
+    assert found == [second, None, first]
+    assert await store.get_many([]) == []
+
+
 async def test_unknown_id_is_none(store: ResultStore) -> None:
     assert await store.get(new_id()) is None
 
