@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -127,3 +129,29 @@ def test_leader_killed_another_takes_over_and_each_tick_runs_once(
     ticks = sorted(float(line) for line in marker.read_text().split())
     assert len(ticks) == len(set(ticks)), "a tick was published twice"
     assert all(round(b - a, 3) == 2.0 for a, b in itertools.pairwise(ticks)), ticks
+
+
+def test_beat_list_and_worker_with_beat(
+    worker_env: dict[str, str], tmp_path: Path, start_worker: Callable[..., Any]
+) -> None:
+    marker = tmp_path / "ticks"
+    nightly = crontab(minute=15, hour=2).to_dict()
+    schedule = {
+        "tick": {"task": "itest.record_tick", "schedule": 0.5, "args": [str(marker)]},
+        "nightly": {"task": "itest.add", "schedule": nightly, "args": [1, 2]},
+    }
+    env = {**worker_env, "TASKQ_BEAT_SCHEDULE": json.dumps(schedule)}
+    listed = subprocess.run(
+        [sys.executable, "-m", "taskq", "beat", "-A", "itest_tasks:app", "--list"],
+        env=env, cwd=Path(__file__).parent, capture_output=True, text=True,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    lines = sorted(listed.stdout.splitlines())
+    assert (
+        lines[0].startswith("nightly: itest.add crontab(minute='15', hour='2'")
+        and "T02:15:00" in lines[0]
+    )
+    assert lines[1].startswith("tick: itest.record_tick Interval(seconds=0.5)")
+    worker_env.update(env)
+    start_worker("--beat")
+    wait_for(lambda: marker.exists() and len(marker.read_text().split()) >= 2)
