@@ -1,0 +1,185 @@
+"""The workloads, written once against the `Adapter` interface. Standard library only.
+
+Each returns its figures for one run: a dict from figure name (see `report.FIGURES`) to a
+number.
+Worker-side figures come from a timed window on a warmed-up worker: it has already run one
+task (so it is connected and its code is loaded), it is paused while the backlog is published,
+and the window runs from resuming it until the last task has counted itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import measure, probe
+from benchmarks.adapters.base import Adapter, NotAvailable, WorkerHandle, WorkerSpec
+from benchmarks.tasks import SLEEP_SECONDS, Kind
+
+START_TIMEOUT = 120.0  # a worker's start-up, RabbitMQ's connection set-up included
+MIN_RATE = 20.0  # tasks/s below which a run counts as stuck
+MIXED_CONCURRENCY = 100
+ROUND_TRIP_WARMUP = 10
+
+Figures = dict[str, float]
+MIXED_TITLE = (
+    f"mixed: sleep {SLEEP_SECONDS * 1e3:g} ms, concurrency {MIXED_CONCURRENCY}"
+    f" (ideal {MIXED_CONCURRENCY / SLEEP_SECONDS:,.0f}/s)"
+)
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    default_n: int
+    quick_n: int
+    run: Callable[[Adapter, int, Path], Awaitable[Figures]]
+
+    async def run_on(self, adapter: Adapter, n: int, log: Path) -> Figures:
+        """One run on an opened adapter; NotAvailable when the library cannot do it."""
+        if reason := adapter.unsupported(self.name):
+            raise NotAvailable(reason)
+        return await self.run(adapter, n, log)
+
+
+def _deadline(tasks: int) -> float:
+    return START_TIMEOUT + tasks / MIN_RATE
+
+
+@asynccontextmanager
+async def warmed_worker(
+    adapter: Adapter, spec: WorkerSpec, log: Path
+) -> AsyncIterator[WorkerHandle]:
+    """A worker that has run one task of `spec.kind`; the probe counts 1 on entry."""
+    await probe.reset()
+    worker = await adapter.start_worker(spec, log)
+    try:
+        await adapter.publish(spec.kind)
+        await probe.wait_for(1, START_TIMEOUT, worker.alive)
+        yield worker
+    finally:
+        await worker.stop()
+
+
+def _worker_figures(window: measure.Window, tasks: int) -> Figures:
+    return {
+        "tasks_per_s": tasks / window.seconds,
+        "cpu_us_per_task": 1e6 * window.cpu_seconds / tasks,
+        "peak_rss_mb": window.peak_rss / 2**20,
+        "steal_pct": window.steal_percent,
+    }
+
+
+async def _drain(adapter: Adapter, spec: WorkerSpec, n: int, log: Path) -> Figures:
+    async with warmed_worker(adapter, spec, log) as worker:
+        await worker.pause()
+        await adapter.publish_batch(spec.kind, n)
+        pids = worker.pids()
+        with measure.sampled(pids[0]), measure.measured(pids) as window:
+            await worker.resume()
+            await probe.wait_for(1 + n, _deadline(n), worker.alive)
+    return _worker_figures(window, n)
+
+
+async def drain(adapter: Adapter, n: int, log: Path) -> Figures:
+    return await _drain(adapter, WorkerSpec(Kind.NOOP), n, log)
+
+
+async def mixed(adapter: Adapter, n: int, log: Path) -> Figures:
+    """Throughput approaches MIXED_CONCURRENCY / SLEEP_SECONDS when overhead is small."""
+    return await _drain(adapter, WorkerSpec(Kind.SLEEP, concurrency=MIXED_CONCURRENCY), n, log)
+
+
+async def sync(adapter: Adapter, n: int, log: Path) -> Figures:
+    return await _drain(adapter, WorkerSpec(Kind.SYNC, threads=10), n, log)
+
+
+async def _publish_timed(n: int, publish: Callable[[], Awaitable[None]]) -> Figures:
+    started, cpu = time.perf_counter(), time.process_time()
+    await publish()
+    seconds = time.perf_counter() - started
+    return {"tasks_per_s": n / seconds, "cpu_us_per_task": 1e6 * (time.process_time() - cpu) / n}
+
+
+async def enqueue(adapter: Adapter, n: int, log: Path) -> Figures:
+    """One producer, one task at a time, each publish awaited; no worker running."""
+
+    async def one_by_one() -> None:
+        for _ in range(n):
+            await adapter.publish(Kind.NOOP)
+
+    try:
+        return await _publish_timed(n, one_by_one)
+    finally:
+        await adapter.purge()
+
+
+async def enqueue_bulk(adapter: Adapter, n: int, log: Path) -> Figures:
+    """One producer through the library's bulk API (see each adapter's `batch_method`)."""
+    try:
+        return await _publish_timed(n, lambda: adapter.publish_batch(Kind.NOOP, n))
+    finally:
+        await adapter.purge()
+
+
+async def round_trip(adapter: Adapter, n: int, log: Path) -> Figures:
+    """`n` sequential publish + wait-for-result calls against an idle worker."""
+    latencies = []
+    async with warmed_worker(adapter, WorkerSpec(Kind.NOOP), log):
+        for _ in range(ROUND_TRIP_WARMUP):
+            await adapter.round_trip()
+        for _ in range(n):
+            started = time.perf_counter()
+            await adapter.round_trip()
+            latencies.append(time.perf_counter() - started)
+    return {
+        "p50_ms": 1e3 * measure.percentile(latencies, 0.50),
+        "p99_ms": 1e3 * measure.percentile(latencies, 0.99),
+    }
+
+
+async def _canvas(
+    adapter: Adapter, tasks: int, log: Path, submit: Callable[[], Awaitable[None]]
+) -> Figures:
+    """Time from submitting a workflow of `tasks` tasks until the last has run."""
+    async with warmed_worker(adapter, WorkerSpec(Kind.NOOP), log) as worker:
+        with measure.measured(worker.pids()) as window:
+            await submit()
+            await probe.wait_for(1 + tasks, _deadline(tasks), worker.alive)
+    figures = _worker_figures(window, tasks)
+    figures["seconds"] = window.seconds
+    return figures
+
+
+async def chord(adapter: Adapter, n: int, log: Path) -> Figures:
+    return await _canvas(adapter, n + 1, log, lambda: adapter.chord(n))
+
+
+async def chain(adapter: Adapter, n: int, log: Path) -> Figures:
+    async def submit() -> None:
+        try:
+            await adapter.chain(n)
+        except RecursionError as exc:  # a chain built or encoded by recursing link by link
+            limit = f"exceeds Python's recursion limit in {adapter.library}"
+            raise NotAvailable(f"a {n:,}-link chain {limit}") from exc
+
+    return await _canvas(adapter, n, log, submit)
+
+
+WORKLOADS = {
+    w.name: w
+    for w in [
+        Workload("enqueue", "enqueue, one at a time", 10_000, 500, enqueue),
+        Workload("enqueue_bulk", "enqueue, bulk", 10_000, 500, enqueue_bulk),
+        Workload("drain", "drain no-op tasks", 5_000, 500, drain),
+        Workload("round_trip", "round trip, delay + get", 1_000, 100, round_trip),
+        Workload("mixed", MIXED_TITLE, 10_000, 1_000, mixed),
+        Workload("sync", "sync tasks in threads", 5_000, 500, sync),
+        Workload("chord", "chord", 10_000, 200, chord),
+        Workload("chain", "chain", 1_000, 50, chain),
+    ]
+}
