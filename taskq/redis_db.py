@@ -210,6 +210,15 @@ class SharedConnection:
             self._connection = connection
         return self._connection
 
+    async def open_with(self, scripts: Scripts) -> None:
+        """`open()`, then load `scripts` on the server (leaving again if that fails)."""
+        connection = self.open()
+        try:
+            await scripts.load(connection.client)
+        except BaseException:
+            await self.close()
+            raise
+
     async def close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is None:

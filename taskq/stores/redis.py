@@ -61,12 +61,7 @@ class RedisStore:
         return self._shared.connection
 
     async def connect(self) -> None:
-        connection = self._shared.open()
-        try:
-            await _SCRIPTS.load(connection.client)
-        except BaseException:
-            await self._shared.close()
-            raise
+        await self._shared.open_with(_SCRIPTS)
 
     async def close(self) -> None:
         await self._listener.close()
