@@ -85,6 +85,8 @@ class TaskQ:
         self._broker: Broker | None = None
         self._store: ResultStore | None = None
         self._connecting: anyio.Event | None = None
+        self._router: Router | None = None
+        self._router_source: Any = None
 
     def __repr__(self) -> str:
         return f"<TaskQ {self.main or '__main__'} broker={self.broker_url}>"
@@ -108,7 +110,11 @@ class TaskQ:
 
     @property
     def router(self) -> Router:
-        return Router(self.conf.task_routes)
+        """The router of the current `task_routes`, rebuilt only when they change."""
+        routes = self.conf.task_routes
+        if self._router is None or self._router_source is not routes:
+            self._router, self._router_source = Router(routes), routes
+        return self._router
 
     # -- tasks --------------------------------------------------------------------
 
