@@ -22,7 +22,7 @@ RSS_SAMPLE_INTERVAL = 0.02
 # Set by the suite for one profiled run: where py-spy writes, and the py-spy to use.
 PROFILE_TO = "BENCH_PROFILE_TO"
 PY_SPY = "BENCH_PY_SPY"
-PROFILE_RATE = 100
+PROFILE_RATE = 250
 # /proc/stat's "cpu" line: user nice system idle iowait irq softirq steal guest guest_nice.
 STEAL_FIELD = 7
 

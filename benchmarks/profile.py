@@ -26,6 +26,7 @@ from benchmarks.suite import Case, Options, Outcome, run_once
 from benchmarks.workloads import WORKLOADS
 
 TOP = 8
+PROFILE_TASKS = 20_000  # enough samples even from a fast worker
 FRAME = re.compile(r"^(?P<function>.*) \((?P<path>[^()]*?)(?::\d+)?\)$")
 
 
@@ -108,7 +109,8 @@ def _case(options: Options) -> Case:
 def run(options: Options, logs: Path, srv: servers.Servers) -> Profile | None:
     """Profile one taskq drain (see `_case`); None when the run failed."""
     case = _case(options)
-    outcome = Outcome(case, options.n(case.workload))
+    tasks = options.n(case.workload)
+    outcome = Outcome(case, tasks if options.quick else max(tasks, PROFILE_TASKS))
     target = logs / "profile.txt"
     py_spy = venvs.ensure("tools").parent / "py-spy"
     extra = {PROFILE_TO: str(target), PY_SPY: str(py_spy)}
