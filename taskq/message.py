@@ -65,8 +65,44 @@ class Message:
     v: int = ENVELOPE_VERSION
 
 
-_OPTIONAL_NUMBERS = ("eta", "expires", "sent_at", "time_limit", "soft_time_limit")
-_OPTIONAL_STRINGS = ("root_id", "parent_id", "group_id", "exchange", "routing_key")
+_NONE: type = type(None)
+_STRING: frozenset[type] = frozenset({str})
+_INTEGER: frozenset[type] = frozenset({int})
+_NUMBER: frozenset[type] = frozenset({int, float, _NONE})  # by exact type: true is not a number
+_OPTIONAL_STRING: frozenset[type] = frozenset({str, _NONE})
+_OPTIONAL_INTEGER: frozenset[type] = frozenset({int, _NONE})
+_OPTIONAL_LIST: frozenset[type] = frozenset({list, _NONE})
+_OPTIONAL_DICT: frozenset[type] = frozenset({dict, _NONE})
+
+# The JSON types each envelope field may have, and how an error names them.
+_SHAPES: dict[str, tuple[frozenset[type], str]] = {
+    "v": (_INTEGER, "an integer"),
+    "id": (_STRING, "a string"),
+    "task": (_STRING, "a string"),
+    "args": (_OPTIONAL_LIST, "a list"),
+    "kwargs": (_OPTIONAL_DICT, "a dict"),
+    "queue": (_OPTIONAL_STRING, "a string"),
+    "priority": (_OPTIONAL_INTEGER, "an integer 0-9"),
+    "eta": (_NUMBER, "a number"),
+    "expires": (_NUMBER, "a number"),
+    "retries": (_INTEGER, "an integer"),
+    "root_id": (_OPTIONAL_STRING, "a string"),
+    "parent_id": (_OPTIONAL_STRING, "a string"),
+    "group_id": (_OPTIONAL_STRING, "a string"),
+    "group_index": (_OPTIONAL_INTEGER, "an integer"),
+    "group_size": (_OPTIONAL_INTEGER, "an integer"),
+    "chain": (_OPTIONAL_LIST, "a list"),
+    "chord": (_OPTIONAL_DICT, "a signature"),
+    "callbacks": (_OPTIONAL_LIST, "a list"),
+    "errbacks": (_OPTIONAL_LIST, "a list"),
+    "headers": (_OPTIONAL_DICT, "a dict"),
+    "sent_at": (_NUMBER, "a number"),
+    "time_limit": (_NUMBER, "a number"),
+    "soft_time_limit": (_NUMBER, "a number"),
+    "exchange": (_OPTIONAL_STRING, "a string"),
+    "routing_key": (_OPTIONAL_STRING, "a string"),
+    "content_type": (_STRING, "a string"),
+}
 
 
 def encode(message: Message, max_bytes: int | None = None) -> bytes:
@@ -132,83 +168,58 @@ def decode(raw: bytes, accept_content: frozenset[str] | set[str] | list[str]) ->
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise MessageError(f"malformed message: not JSON ({exc})") from None
-    if not isinstance(data, dict):
+    if type(data) is not dict:
         raise MessageError("malformed message: not a JSON object")
-    version = data.get("v")
-    if not isinstance(version, int) or version < 1:
+    for name, value in data.items():
+        shape = _SHAPES.get(name)
+        if shape is not None and type(value) not in shape[0]:
+            raise MessageError(f"malformed message: {name!r} is not {shape[1]}")
+    get = data.get
+    version, task_id, task = get("v"), get("id"), get("task")
+    if version is None or version < 1:
         raise MessageError(f"malformed message: bad envelope version {version!r}")
-    task_id = _field(data, "id", str, required=True)
-    task = _field(data, "task", str, required=True)
     if not task_id or not task:
-        raise MessageError("malformed message: empty id or task name")
-    content_type = data.get("content_type", JSON)
-    if not isinstance(content_type, str):
-        raise MessageError("malformed message: content_type is not a string")
+        raise MessageError("malformed message: missing or empty id or task name")
+    priority = get("priority")
+    if priority is not None and not 0 <= priority <= 9:
+        raise MessageError(f"malformed message: priority {priority!r} is not 0-9")
+    retries = get("retries", 0)
+    if retries < 0:
+        raise MessageError("malformed message: retries is negative")
+    content_type = get("content_type", JSON)
     serializer = check_accepted(content_type, accept_content)
     if content_type == JSON:
-        args = _field(data, "args", list)
-        kwargs = _field(data, "kwargs", dict)
+        args, kwargs = get("args") or [], get("kwargs") or {}
     else:
         args, kwargs = _decode_body(data, serializer.loads)
-    priority = data.get("priority")
-    if priority is not None and (type(priority) is not int or not 0 <= priority <= 9):
-        raise MessageError(f"malformed message: priority {priority!r} is not 0-9")
-    for name in _OPTIONAL_NUMBERS:
-        value = data.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise MessageError(f"malformed message: {name} is not a number")
-    for name in _OPTIONAL_STRINGS:
-        value = data.get(name)
-        if value is not None and not isinstance(value, str):
-            raise MessageError(f"malformed message: {name} is not a string")
-    retries = data.get("retries", 0)
-    if type(retries) is not int or retries < 0:
-        raise MessageError("malformed message: retries is not a non-negative integer")
-    group_index, group_size = data.get("group_index"), data.get("group_size")
-    if any(value is not None and type(value) is not int for value in (group_index, group_size)):
-        raise MessageError("malformed message: group_index or group_size is not an integer")
-    chord = data.get("chord")
-    if chord is not None and not isinstance(chord, dict):
-        raise MessageError("malformed message: chord is not a signature")
     return Message(
-        id=task_id,
-        task=task,
-        args=args,
-        kwargs=kwargs,
-        queue=_field(data, "queue", str) or "default",
-        priority=priority,
-        eta=data.get("eta"),
-        expires=data.get("expires"),
-        retries=retries,
-        root_id=data.get("root_id"),
-        parent_id=data.get("parent_id"),
-        group_id=data.get("group_id"),
-        group_index=group_index,
-        group_size=group_size,
-        chain=_field(data, "chain", list),
-        chord=chord,
-        callbacks=_field(data, "callbacks", list),
-        errbacks=_field(data, "errbacks", list),
-        headers=_field(data, "headers", dict),
-        sent_at=data.get("sent_at") or 0.0,
-        time_limit=data.get("time_limit"),
-        soft_time_limit=data.get("soft_time_limit"),
-        exchange=data.get("exchange"),
-        routing_key=data.get("routing_key"),
-        content_type=content_type,
-        v=version,
+        task_id,
+        task,
+        args,
+        kwargs,
+        get("queue") or "default",
+        priority,
+        get("eta"),
+        get("expires"),
+        retries,
+        get("root_id"),
+        get("parent_id"),
+        get("group_id"),
+        get("group_index"),
+        get("group_size"),
+        get("chain") or [],
+        get("chord"),
+        get("callbacks") or [],
+        get("errbacks") or [],
+        get("headers") or {},
+        get("sent_at") or 0.0,
+        get("time_limit"),
+        get("soft_time_limit"),
+        get("exchange"),
+        get("routing_key"),
+        content_type,
+        version,
     )
-
-
-def _field(data: dict[str, Any], name: str, kind: type, required: bool = False) -> Any:
-    value = data.get(name)
-    if value is None:
-        if required:
-            raise MessageError(f"malformed message: missing {name!r}")
-        return kind()
-    if not isinstance(value, kind):
-        raise MessageError(f"malformed message: {name!r} is not a {kind.__name__}")
-    return value
 
 
 def _decode_body(data: dict[str, Any], loads: Any) -> tuple[list[Any], dict[str, Any]]:

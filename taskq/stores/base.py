@@ -89,6 +89,11 @@ class ResultStore(Protocol):
 
     async def set_state(self, task_id: str, meta: TaskMeta, ttl: float | None) -> None: ...
 
+    async def set_states(self, metas: Sequence[TaskMeta], ttl: float | None) -> None:
+        """`set_state` for many tasks in one round trip; `MessageError` before writing any
+        if one does not serialize."""
+        ...
+
     async def get(self, task_id: str) -> TaskMeta | None: ...
 
     async def get_many(self, task_ids: Sequence[str]) -> list[TaskMeta | None]:
@@ -118,6 +123,10 @@ class ResultStore(Protocol):
     async def revoke(self, task_ids: Sequence[str], ttl: float) -> None: ...
 
     async def revoked(self, task_ids: Sequence[str]) -> set[str]: ...
+
+    async def all_revoked(self) -> set[str]:
+        """Every task id revoked now: what a starting worker loads."""
+        ...
 
 
 def ready_key(scope: str, task_id: str) -> str:

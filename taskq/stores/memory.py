@@ -34,6 +34,10 @@ class _Expiring(Generic[V]):
         expires_at = None if ttl is None else time.monotonic() + ttl
         self._items[key] = (value, expires_at)
 
+    def live_keys(self) -> set[str]:
+        now = time.monotonic()
+        return {key for key, (_, ends) in self._items.items() if ends is None or ends > now}
+
     def pop(self, key: str) -> None:
         self._items.pop(key, None)
 
@@ -73,8 +77,13 @@ class MemoryStore:
         pass
 
     async def set_state(self, task_id: str, meta: TaskMeta, ttl: float | None) -> None:
-        self._space.metas.put(task_id, meta.encode(), ttl)
-        announce_ready(self._url, meta)
+        await self.set_states([meta], ttl)
+
+    async def set_states(self, metas: Sequence[TaskMeta], ttl: float | None) -> None:
+        encoded = [(meta, meta.encode()) for meta in metas]
+        for meta, raw in encoded:
+            self._space.metas.put(meta.task_id, raw, ttl)
+            announce_ready(self._url, meta)
 
     async def get(self, task_id: str) -> TaskMeta | None:
         raw = self._space.metas.get(task_id)
@@ -123,3 +132,6 @@ class MemoryStore:
 
     async def revoked(self, task_ids: Sequence[str]) -> set[str]:
         return {task_id for task_id in task_ids if self._space.revoked.get(task_id)}
+
+    async def all_revoked(self) -> set[str]:
+        return self._space.revoked.live_keys()

@@ -69,3 +69,7 @@ for _, id in ipairs(ARGV) do
   if ends and tonumber(ends) > now then found[#found + 1] = id end
 end
 return found
+
+--@ all_revoked
+-- KEYS: revoked. Returns every task id revoked now.
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. server_ms(), '+inf')

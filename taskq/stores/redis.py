@@ -73,6 +73,10 @@ class RedisStore:
     async def set_state(self, task_id: str, meta: TaskMeta, ttl: float | None) -> None:
         await self._writes.submit((task_id, meta.encode(), ttl, meta.ready))
 
+    async def set_states(self, metas: Sequence[TaskMeta], ttl: float | None) -> None:
+        if metas:
+            await self._write([(meta.task_id, meta.encode(), ttl, meta.ready) for meta in metas])
+
     async def _write(self, states: list[tuple[str, bytes, float | None, bool]]) -> None:
         """One script call per cluster slot (so, without a cluster, one in all)."""
         slots: dict[int, tuple[list[str], list[Any]]] = {}
@@ -136,6 +140,11 @@ class RedisStore:
         if not task_ids:
             return set()
         command = _SCRIPTS.call("revoked", [self._revoked_key], list(task_ids))
+        [found] = await self._run([command], "reading revocations")
+        return {task_id.decode() for task_id in found}
+
+    async def all_revoked(self) -> set[str]:
+        command = _SCRIPTS.call("all_revoked", [self._revoked_key], [])
         [found] = await self._run([command], "reading revocations")
         return {task_id.decode() for task_id in found}
 

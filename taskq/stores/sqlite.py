@@ -80,9 +80,13 @@ class SQLiteStore:
         await self._db.close()
 
     async def set_state(self, task_id: str, meta: TaskMeta, ttl: float | None) -> None:
-        raw = meta.encode()
-        await self._write(lambda conn: _put(conn, [(_META, task_id, raw)], ttl))
-        announce_ready(self._scope, meta)
+        await self.set_states([meta], ttl)
+
+    async def set_states(self, metas: Sequence[TaskMeta], ttl: float | None) -> None:
+        rows = [(_META, meta.task_id, meta.encode()) for meta in metas]
+        await self._write(lambda conn: _put(conn, rows, ttl))
+        for meta in metas:
+            announce_ready(self._scope, meta)
 
     async def get(self, task_id: str) -> TaskMeta | None:
         raw = await self._run(lambda conn: _get_live(conn, _META, task_id))
@@ -121,6 +125,9 @@ class SQLiteStore:
     async def revoked(self, task_ids: Sequence[str]) -> set[str]:
         ids = orjson.dumps(list(task_ids)).decode()
         return await self._run(lambda conn: _revoked(conn, ids))
+
+    async def all_revoked(self) -> set[str]:
+        return await self._run(_all_revoked)
 
     async def _run(self, call: Callable[[sqlite3.Connection], T]) -> T:
         return await self._db.run(call)
@@ -176,6 +183,12 @@ def _revoked(conn: sqlite3.Connection, ids_json: str) -> set[str]:
         f" AND {_LIVE}"
     )
     rows = conn.execute(sql, (_REVOKED, ids_json, time.time())).fetchall()
+    return {str(row[0]) for row in rows}
+
+
+def _all_revoked(conn: sqlite3.Connection) -> set[str]:
+    sql = f"SELECT key FROM taskq_kv WHERE kind = ? AND {_LIVE}"
+    rows = conn.execute(sql, (_REVOKED, time.time()))
     return {str(row[0]) for row in rows}
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -54,7 +54,7 @@ class RevokedIds:
         self.ttl = ttl
         self._until: dict[str, float] = {}
 
-    def add(self, task_ids: Sequence[str]) -> None:
+    def add(self, task_ids: Iterable[str]) -> None:
         now = time.monotonic()
         self._until = {key: until for key, until in self._until.items() if until > now}
         for task_id in task_ids:

@@ -28,6 +28,7 @@ from taskq.middleware import call_hook
 from taskq.stores.base import ResultStore, TaskMeta
 from taskq.task import Request, Task
 from taskq.worker.batching import Coalescer, RevokedIds
+from taskq.worker.statewriter import StateWriter
 from taskq.worker.timelimits import run_with_limits
 from taskq.workflow import in_workflow, task_failed, task_succeeded
 
@@ -35,10 +36,6 @@ if TYPE_CHECKING:
     from taskq.app import TaskQ
 
 logger = logging.getLogger("taskq.worker")
-
-# Messages sent this long after the worker started listening to broadcasts are known
-# to be revoked from the broadcast alone; older ones are checked in the store too.
-BROADCAST_GRACE = 60.0
 
 
 class WorkerLostError(TaskQError):
@@ -85,10 +82,10 @@ class Executor:
         self.hostname = hostname
         self.threads = threads
         self.accept_content = frozenset(app.conf.accept_content)
-        self.result_ttl = app.conf.result_expires
+        self.states = StateWriter(store, app.conf.result_expires)
         self.revoked = RevokedIds(app.control.revoke_ttl)
         self._stored_revocations = Coalescer(self.store.revoked)
-        self._started = time.time()
+        self._revocations_loaded = False
 
     async def receive(self, delivery: Delivery) -> Job | None:
         """Check a fresh delivery; a bad one is dead-lettered (and its task marked FAILURE)."""
@@ -116,25 +113,29 @@ class Executor:
             return None
         return job
 
+    async def load_revocations(self) -> None:
+        """Take in the store's revocations. Called once broadcasts reach this worker: from
+        then on, `revoked` alone is complete (a revocation is stored, then broadcast)."""
+        self.revoked.add(await self.store.all_revoked())
+        self._revocations_loaded = True
+
     async def _is_revoked(self, message: Message) -> bool:
-        """Revocations reach a running worker by broadcast; a message that may have been
-        revoked before this worker listened is also looked up in the store (batched)."""
         if message.id in self.revoked:
             return True
-        if message.sent_at > self._started + BROADCAST_GRACE:
+        if self._revocations_loaded:
             return False
-        return await self._stored_revocations.contains(message.id)
+        return await self._stored_revocations.contains(message.id)  # batched
 
     async def mark_received(self, job: Job) -> None:
         """Record RECEIVED for a job that has to wait for a slot or its rate limit."""
         if job.stores_result:
-            await self._record(job, self._meta(job, states.RECEIVED))
+            await self.states.write(self._meta(job, states.RECEIVED))
 
     async def skip(self, job: Job, reason: str) -> None:
         """Settle a job that must not run: REVOKED with `reason` ("expired", "revoked")."""
         logger.info("Task %s[%s] %s: not run", job.message.task, job.message.id, reason)
         error = TaskRevokedError(reason)
-        await self._record(job, self._failure(job, error, status=states.REVOKED))
+        await self.states.write(self._failure(job, error, status=states.REVOKED))
         await job.delivery.ack()
 
     async def run(self, job: Job) -> None:
@@ -143,7 +144,7 @@ class Executor:
         if not job.acks_late:
             await job.delivery.ack()
         if job.stores_result:
-            await self._record(job, self._meta(job, states.STARTED))
+            self.states.put(self._meta(job, states.STARTED))  # written while the task runs
         await self.app.middleware.before_execute(task, job.request)
         started = time.perf_counter()
         try:
@@ -188,7 +189,7 @@ class Executor:
         logger.info("Task %s[%s] succeeded in %.3fs", message.task, message.id, elapsed)
         meta = self._meta(job, states.SUCCESS, result=value, date_done=time.time())
         if job.stores_result:
-            await self._record(job, meta)
+            await self.states.write(meta)
         if in_workflow(message):
             await task_succeeded(self.app, message, value)
         await _hook(task, "on_success", value, message.id, message.args, message.kwargs)
@@ -205,13 +206,13 @@ class Executor:
             elapsed,
         )
         meta = self._failure(job, exc)
-        if job.stores_result:
-            await self._record(job, meta)
-        if job.request.retries_exhausted:
+        if job.request.retries_exhausted:  # buried before FAILURE is seen: the replay is there
             error = f"{meta.exc_type}: {meta.exc_message}"
             await self._bury(
                 job, f"retries exhausted ({message.retries}): {error}\n{meta.traceback}"
             )
+        if job.stores_result:
+            await self.states.write(meta)
         if in_workflow(message):
             await task_failed(self.app, message, meta)
         args = (exc, message.id, message.args, message.kwargs, meta.traceback or "")
@@ -237,7 +238,7 @@ class Executor:
         )
         if job.stores_result:
             error = exc if exc is not None else Retry(None, countdown)
-            await self._record(job, self._failure(job, error, status=states.RETRY))
+            await self.states.write(self._failure(job, error, status=states.RETRY))
         if job.acks_late:
             await job.delivery.ack()
         einfo = "".join(traceback.format_exception(exc)) if exc is not None else ""
@@ -261,7 +262,7 @@ class Executor:
         )
         if job.stores_result:
             error = WorkerLostError("worker shut down while the task ran (not acks_late)")
-            await self._record(job, self._failure(job, error))
+            await self.states.write(self._failure(job, error))
 
     async def _reject(self, delivery: Delivery, error: TaskQError) -> None:
         reason = f"{type(error).__name__}: {error}"
@@ -269,11 +270,7 @@ class Executor:
         await delivery.dead_letter(reason)
         task_id = peek_id(delivery.body)
         if task_id is not None:
-            await self.store.set_state(
-                task_id,
-                TaskMeta.from_exception(task_id, error, worker=self.hostname),
-                self.result_ttl,
-            )
+            await self.states.write(TaskMeta.from_exception(task_id, error, worker=self.hostname))
 
     async def _bury(self, job: Job, reason: str) -> None:
         """Dead-letter a job whose retries are exhausted, acked or not."""
@@ -281,12 +278,6 @@ class Executor:
             await job.delivery.dead_letter(reason)
         else:
             await self.broker.add_dead_letter(job.delivery.queue, encode(job.message), reason)
-
-    async def _record(self, job: Job, meta: TaskMeta) -> None:
-        try:
-            await self.store.set_state(job.message.id, meta, self.result_ttl)
-        except MessageError as exc:  # the return value does not serialize: record that instead
-            await self.store.set_state(job.message.id, self._failure(job, exc), self.result_ttl)
 
     def _meta(self, job: Job, status: str, **fields: Any) -> TaskMeta:
         message = job.message

@@ -15,16 +15,17 @@ from __future__ import annotations
 import logging
 import math
 import os
+import secrets
 import socket
 from collections.abc import Sequence
 from contextlib import aclosing
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from taskq.brokers.base import Broker, Delivery
-from taskq.control import CONTROL_CHANNEL, decode_command
+from taskq.control import CONTROL_CHANNEL, decode_command, encode_command
 from taskq.worker.executor import Executor, Job
 from taskq.worker.ratelimit import RateLimits
 
@@ -35,6 +36,8 @@ logger = logging.getLogger("taskq.worker")
 
 # Leases are renewed this many times per visibility timeout, so one late renewal is harmless.
 RENEWALS_PER_TIMEOUT = 4
+GREETING_FIRST_DELAY = 0.05
+GREETING_MAX_DELAY = 5.0
 
 Work = Delivery | Job  # a fresh delivery, or a job back from its rate-limit wait
 
@@ -105,6 +108,7 @@ class Worker:
             self.prefetch,
         )
         async with anyio.create_task_group() as services:
+            services.start_soon(executor.states.run)
             services.start_soon(self._renew_leases)
             services.start_soon(self._obey_commands, broker, executor)
             await self.app.middleware.worker_start(self)
@@ -208,15 +212,30 @@ class Worker:
             self._drained.set()
 
     async def _obey_commands(self, broker: Broker, executor: Executor) -> None:
-        """Control-plane commands: `revoke` (and with `terminate`, cancel them here)."""
-        async for payload in broker.subscribe(CONTROL_CHANNEL):
-            command = decode_command(payload)
-            if command is None or command["op"] != "revoke":
-                continue
-            revoked = [task_id for task_id in command.get("ids") or () if isinstance(task_id, str)]
-            executor.revoked.add(revoked)
-            if command.get("terminate"):
-                self._terminate(set(revoked))
+        """Control-plane commands: `revoke` (and with `terminate`, cancel them here).
+
+        The worker greets itself on the channel: hearing its greeting proves that broadcasts
+        reach it, so it loads the stored revocations then, and needs no store lookups after.
+        """
+        greeting = encode_command("hello", worker=self.hostname, token=secrets.token_hex(8))
+        heard = anyio.Event()
+        async with anyio.create_task_group() as greeter:
+            greeter.start_soon(_greet, broker, greeting, heard)
+            async for payload in broker.subscribe(CONTROL_CHANNEL):
+                if payload == greeting:
+                    if not heard.is_set():
+                        heard.set()
+                        await _load_revocations(executor)
+                    continue
+                self._obey(decode_command(payload), executor)
+
+    def _obey(self, command: dict[str, Any] | None, executor: Executor) -> None:
+        if command is None or command["op"] != "revoke":
+            return
+        revoked = [task_id for task_id in command.get("ids") or () if isinstance(task_id, str)]
+        executor.revoked.add(revoked)
+        if command.get("terminate"):
+            self._terminate(set(revoked))
 
     def _terminate(self, task_ids: set[str]) -> None:
         for scope, job in list(self._running.items()):
@@ -232,3 +251,23 @@ class Worker:
             async with anyio.create_task_group() as renewals:  # concurrently: one wait in all
                 for delivery in list(self._held):
                     renewals.start_soon(delivery.extend, visibility)
+
+
+async def _greet(broker: Broker, greeting: bytes, heard: anyio.Event) -> None:
+    """Broadcast `greeting` until it is heard: the first may precede the subscription."""
+    delay = GREETING_FIRST_DELAY
+    while not heard.is_set():
+        try:
+            await broker.broadcast(CONTROL_CHANNEL, greeting)
+        except Exception as exc:  # the broker is down: messages are checked in the store meanwhile
+            logger.warning("Could not broadcast on the control channel: %s", exc)
+        with anyio.move_on_after(delay):
+            await heard.wait()
+        delay = min(delay * 2, GREETING_MAX_DELAY)
+
+
+async def _load_revocations(executor: Executor) -> None:
+    try:
+        await executor.load_revocations()
+    except Exception:  # messages are still checked in the store, one batch at a time
+        logger.exception("Could not load the stored revocations")

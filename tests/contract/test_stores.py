@@ -305,6 +305,14 @@ async def test_revocation_expires(store: ResultStore) -> None:
         return await store.revoked([short, kept]) == {kept}
 
     await eventually(only_kept)
+    assert kept in await store.all_revoked()
+    assert short not in await store.all_revoked()
+
+
+async def test_all_revoked_lists_every_live_revocation(store: ResultStore) -> None:
+    ids = {new_id() for _ in range(3)}
+    await store.revoke(sorted(ids), 60)
+    assert ids <= await store.all_revoked()
 
 
 async def test_close_is_idempotent(store_url: str) -> None:
