@@ -155,7 +155,7 @@ class Worker:
         self, executor: Executor, rates: RateLimits, waiters: anyio.abc.TaskGroup
     ) -> None:
         """One slot: take work, run it, repeat until the queue is closed and empty."""
-        async for work in self._work_out:
+        while (work := await self._next_work()) is not None:
             if self._stopping:
                 await self._give_back(work)
                 continue
@@ -169,6 +169,20 @@ class Worker:
             except Exception:  # a store or broker failure: the message comes back by its lease
                 logger.exception("Worker %s could not handle a delivery", self.hostname)
             self._release(work)
+
+    async def _next_work(self) -> Work | None:
+        """The next work, None once the queue is closed and empty. Work already queued is
+        taken without a checkpoint: every job yields while it is settled anyway."""
+        try:
+            return self._work_out.receive_nowait()
+        except anyio.WouldBlock:
+            pass
+        except anyio.EndOfStream:
+            return None
+        try:
+            return await self._work_out.receive()
+        except anyio.EndOfStream:
+            return None
 
     async def _wait_for_rate(self, executor: Executor, rates: RateLimits, job: Job) -> None:
         """Hold a rate-limited job (RECEIVED, not in a slot) until it may start."""
