@@ -109,7 +109,8 @@ def full_table(outcomes: Sequence[Outcome]) -> str:
         else:
             ranged = len(outcome.runs) > 1
             row += [_cell(values.get(f.key), f, ranged) for f in shown]
-            row += [ratio(outcome, outcomes, _headline(values)), ratio(outcome, outcomes, CPU)]
+            cpu = ratio(outcome, outcomes, CPU) if CPU in values else ""  # idle: no CPU figure
+            row += [ratio(outcome, outcomes, _headline(values)), cpu]
         rows.append(row)
     return markdown(header, rows)
 
