@@ -42,7 +42,8 @@ METHOD = """\
 - idle: the drain worker, once it has run one task (connected and consuming), left alone;
   the RSS of its whole process tree is polled every 0.1 s until ten samples in a row agree
   within 64 KiB (15 s at most). "processes" says how many it adds up: the worker command and
-  every process it forked (taskiq's and Dramatiq's supervisors and their one worker process).
+  every process below it. That is one process for taskq, Celery (`--pool solo`, no forks),
+  arq, SAQ and streaq, and two for taskiq and Dramatiq (a supervisor and its one worker).
 - taskq x: taskq's median over the peer's on the same broker in the same invocation
   (throughput), or the peer's over taskq's (latency, CPU per task, RSS). Above 1, taskq is
   ahead.
