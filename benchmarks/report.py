@@ -28,7 +28,7 @@ FIGURES = [
     Figure("cpu_us_per_task", "CPU µs/task", ",.0f", False),
     Figure("peak_rss_mb", "peak RSS MB", ",.0f", False),
     Figure("idle_rss_mb", "idle RSS MB", ",.1f", False, "idle RSS {} MB"),
-    Figure("processes", "processes", ",.0f", None),  # how many the RSS figures add up
+    Figure("processes", "processes", ",.0f", None),  # how many the idle RSS adds up
     Figure("steal_pct", "steal %", ",.1f", None),
 ]
 BY_KEY = {figure.key: figure for figure in FIGURES}

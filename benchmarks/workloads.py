@@ -25,6 +25,7 @@ START_TIMEOUT = 120.0  # a worker's start-up, RabbitMQ's connection set-up inclu
 MIN_RATE = 20.0  # tasks/s below which a run counts as stuck
 MIXED_CONCURRENCY = 100
 ROUND_TRIP_WARMUP = 10
+DRAIN_WORKER = WorkerSpec(Kind.NOOP)  # drain's worker, which idle measures too
 
 Figures = dict[str, float]
 MIXED_TITLE = (
@@ -88,13 +89,13 @@ async def _drain(adapter: Adapter, spec: WorkerSpec, n: int, log: Path) -> Figur
 
 
 async def drain(adapter: Adapter, n: int, log: Path) -> Figures:
-    return await _drain(adapter, WorkerSpec(Kind.NOOP), n, log)
+    return await _drain(adapter, DRAIN_WORKER, n, log)
 
 
 async def idle(adapter: Adapter, n: int, log: Path) -> Figures:
     """The RSS of the drain worker's whole process tree once it has run `n` no-op tasks (so it
     is connected and consuming) and, left alone, stopped changing."""
-    async with warmed_worker(adapter, WorkerSpec(Kind.NOOP), log) as worker:
+    async with warmed_worker(adapter, DRAIN_WORKER, log) as worker:
         if n > 1:
             await adapter.publish_batch(Kind.NOOP, n - 1)
             await probe.wait_for(n, _deadline(n), worker.alive)
