@@ -1,4 +1,5 @@
-"""Measurement from /proc: CPU time and peak RSS of a process tree, CPU steal, summaries.
+"""Measurement from /proc: CPU time, peak and settled RSS of a process tree, CPU steal,
+summaries.
 
 Standard library only: this module runs in every library's virtualenv.
 """
@@ -11,7 +12,8 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,11 @@ from pathlib import Path
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 RSS_SAMPLE_INTERVAL = 0.02
+# Settled RSS: SETTLE_SAMPLES samples SETTLE_INTERVAL apart within SETTLE_TOLERANCE bytes.
+SETTLE_INTERVAL = 0.1
+SETTLE_SAMPLES = 10
+SETTLE_TOLERANCE = 64 * 1024
+SETTLE_TIMEOUT = 15.0
 # Set by the suite for one profiled run: where py-spy writes, and the py-spy to use.
 PROFILE_TO = "BENCH_PROFILE_TO"
 PY_SPY = "BENCH_PY_SPY"
@@ -63,6 +70,30 @@ def rss_bytes(pids: Sequence[int]) -> int:
             continue
         total += resident_pages * PAGE_KIB * 1024
     return total
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A process tree's RSS once it stopped changing, or the last sample at the deadline."""
+
+    rss: int
+    processes: int
+    seconds: float
+
+
+def settled_rss(tree: Callable[[], Sequence[int]], timeout: float = SETTLE_TIMEOUT) -> Settled:
+    """Poll the RSS of the processes `tree()` names (read again each time: a supervisor may
+    still be forking) until SETTLE_SAMPLES samples in a row agree, or `timeout` passes."""
+    started = time.perf_counter()
+    samples: deque[int] = deque(maxlen=SETTLE_SAMPLES)
+    while True:
+        pids = tree()
+        samples.append(rss_bytes(pids))
+        settled = len(samples) == SETTLE_SAMPLES and max(samples) - min(samples) <= SETTLE_TOLERANCE
+        seconds = time.perf_counter() - started
+        if settled or seconds >= timeout:
+            return Settled(samples[-1], len(pids), seconds)
+        time.sleep(SETTLE_INTERVAL)
 
 
 def cpu_times() -> tuple[int, int]:

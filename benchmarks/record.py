@@ -39,8 +39,14 @@ METHOD = """\
 - enqueue: one producer in the timer's process, no worker; CPU is the producer's. Bulk: each
   library's bulk API in calls of 1,000, or 1,000 concurrent single calls where it has none.
 - round trip: sequential publish + wait-for-result against an idle worker; p50 and p99.
+- idle: the drain worker, once it has run one task (connected and consuming), left alone;
+  the RSS of its whole process tree is polled every 0.1 s until ten samples in a row agree
+  within 64 KiB (15 s at most). "processes" says how many it adds up: the worker command and
+  every process below it. That is one process for taskq, Celery (`--pool solo`, no forks),
+  arq, SAQ and streaq, and two for taskiq and Dramatiq (a supervisor and its one worker).
 - taskq x: taskq's median over the peer's on the same broker in the same invocation
-  (throughput), or the peer's over taskq's (latency, CPU per task). Above 1, taskq is ahead.
+  (throughput), or the peer's over taskq's (latency, CPU per task, RSS). Above 1, taskq is
+  ahead.
 - Each adapter's docstring (`benchmarks/adapters/`) says how that library is set up and why.
 """
 
@@ -128,8 +134,9 @@ def summary(record: Record) -> str:
     outcomes = record.outcomes
     return "\n\n".join(
         [
-            "Throughput (tasks/s, higher is better) or latency (p50 ms, lower is better), "
-            "median of the runs; in brackets, how many times better taskq is (taskq x):",
+            "Throughput (tasks/s, higher is better), latency (p50 ms, lower is better) or "
+            "worker RSS at idle (MB, lower is better), median of the runs; in brackets, how "
+            "many times better taskq is (taskq x):",
             report.pivot(outcomes),
             "Worker CPU per task (µs, user + system; the producer's for enqueue), and taskq x:",
             report.pivot(outcomes, report.CPU),

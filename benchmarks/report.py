@@ -27,10 +27,12 @@ FIGURES = [
     Figure("seconds", "wall s", ",.2f", False),
     Figure("cpu_us_per_task", "CPU µs/task", ",.0f", False),
     Figure("peak_rss_mb", "peak RSS MB", ",.0f", False),
+    Figure("idle_rss_mb", "idle RSS MB", ",.1f", False, "idle RSS {} MB"),
+    Figure("processes", "processes", ",.0f", None),  # how many the idle RSS adds up
     Figure("steal_pct", "steal %", ",.1f", None),
 ]
 BY_KEY = {figure.key: figure for figure in FIGURES}
-HEADLINES = ("tasks_per_s", "p50_ms")  # the speed figure of each workload
+HEADLINES = ("tasks_per_s", "p50_ms", "idle_rss_mb")  # each workload's main figure
 CPU = "cpu_us_per_task"
 
 
@@ -93,10 +95,11 @@ def _headline(values: dict[str, Spread]) -> str:
 
 
 def full_table(outcomes: Sequence[Outcome]) -> str:
-    """Every figure: median (min-max) of the runs; both ratios."""
+    """Every figure: median (min-max) of the runs; taskq's ratio on the row's headline figure
+    (speed, latency or idle RSS) and on CPU."""
     shown = [f for f in FIGURES if any(f.key in spreads(o) for o in outcomes)]
     header = ["workload", "broker", "library", *(f.header for f in shown)]
-    header += ["taskq x speed", "taskq x CPU"]
+    header += ["taskq x", "taskq x CPU"]
     rows = []
     for outcome in outcomes:
         values = spreads(outcome)
@@ -106,7 +109,8 @@ def full_table(outcomes: Sequence[Outcome]) -> str:
         else:
             ranged = len(outcome.runs) > 1
             row += [_cell(values.get(f.key), f, ranged) for f in shown]
-            row += [ratio(outcome, outcomes, _headline(values)), ratio(outcome, outcomes, CPU)]
+            cpu = ratio(outcome, outcomes, CPU) if CPU in values else ""  # idle: no CPU figure
+            row += [ratio(outcome, outcomes, _headline(values)), cpu]
         rows.append(row)
     return markdown(header, rows)
 

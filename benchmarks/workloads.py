@@ -4,11 +4,13 @@ Each returns its figures for one run: a dict from figure name (see `report.FIGUR
 number.
 Worker-side figures come from a timed window on a warmed-up worker: it has already run one
 task (so it is connected and its code is loaded), it is paused while the backlog is published,
-and the window runs from resuming it until the last task has counted itself.
+and the window runs from resuming it until the last task has counted itself. `idle` measures
+the same warmed-up worker left alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -23,6 +25,7 @@ START_TIMEOUT = 120.0  # a worker's start-up, RabbitMQ's connection set-up inclu
 MIN_RATE = 20.0  # tasks/s below which a run counts as stuck
 MIXED_CONCURRENCY = 100
 ROUND_TRIP_WARMUP = 10
+DRAIN_WORKER = WorkerSpec(Kind.NOOP)  # drain's worker, which idle measures too
 
 Figures = dict[str, float]
 MIXED_TITLE = (
@@ -86,7 +89,24 @@ async def _drain(adapter: Adapter, spec: WorkerSpec, n: int, log: Path) -> Figur
 
 
 async def drain(adapter: Adapter, n: int, log: Path) -> Figures:
-    return await _drain(adapter, WorkerSpec(Kind.NOOP), n, log)
+    return await _drain(adapter, DRAIN_WORKER, n, log)
+
+
+async def idle(adapter: Adapter, n: int, log: Path) -> Figures:
+    """The RSS of the drain worker's whole process tree once it has run `n` no-op tasks (so it
+    is connected and consuming) and, left alone, stopped changing."""
+    async with warmed_worker(adapter, DRAIN_WORKER, log) as worker:
+        if n > 1:
+            await adapter.publish_batch(Kind.NOOP, n - 1)
+            await probe.wait_for(n, _deadline(n), worker.alive)
+        idle_tree = await asyncio.to_thread(measure.settled_rss, worker.pids)
+    # settle_s is kept in run.json and the progress line, not the tables: at the deadline
+    # (measure.SETTLE_TIMEOUT) it says the RSS never settled.
+    return {
+        "idle_rss_mb": idle_tree.rss / 2**20,
+        "processes": idle_tree.processes,
+        "settle_s": idle_tree.seconds,
+    }
 
 
 async def mixed(adapter: Adapter, n: int, log: Path) -> Figures:
@@ -176,6 +196,7 @@ WORKLOADS = {
         Workload("enqueue", "enqueue, one at a time", 10_000, 500, enqueue),
         Workload("enqueue_bulk", "enqueue, bulk", 10_000, 500, enqueue_bulk),
         Workload("drain", "drain no-op tasks", 5_000, 500, drain),
+        Workload("idle", "worker at idle", 1, 1, idle),
         Workload("round_trip", "round trip, delay + get", 1_000, 100, round_trip),
         Workload("mixed", MIXED_TITLE, 10_000, 1_000, mixed),
         Workload("sync", "sync tasks in threads", 5_000, 500, sync),

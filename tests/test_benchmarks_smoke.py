@@ -1,5 +1,6 @@
 """The benchmark harness end to end on its smallest setting: `python -m benchmarks --quick
---only memory` starts its throwaway Redis, runs taskq's drain and round trip, and reports.
+--only memory` starts its throwaway Redis, runs taskq's drain and round trip, and reports;
+`--only idle --only redis` measures an idle `taskq worker` process.
 
 No figures are checked (timings belong to benchmarks/RESULTS.md, not to tests), only that a
 table comes out. Needs redis-server, like the integration tests; no peers.
@@ -20,14 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.integration
 
 
-def test_quick_memory_run_prints_a_table(tmp_path: Path) -> None:
+def _bench(results: Path, *options: str) -> str:
+    """`python -m benchmarks --quick OPTIONS`, its report in `results`; its table."""
     if shutil.which("redis-server") is None and os.environ.get("CI", "") not in {"true", "1"}:
         pytest.skip("redis-server not found; install it with `make services`")
-    results = tmp_path / "RESULTS.md"
-    options = ["--quick", "--only", "memory", "--n", "drain=200", "--n", "round_trip=20"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_")}
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", *options, "--results", str(results)],
+        [sys.executable, "-m", "benchmarks", "--quick", *options, "--results", str(results)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -36,7 +36,20 @@ def test_quick_memory_run_prints_a_table(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "| drain no-op tasks | memory | taskq |" in done.stdout
-    assert "| round trip, delay + get | memory | taskq |" in done.stdout
+    return done.stdout
+
+
+def test_quick_memory_run_prints_a_table(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    table = _bench(results, "--only", "memory", "--n", "drain=200", "--n", "round_trip=20")
+    assert "| drain no-op tasks | memory | taskq |" in table
+    assert "| round trip, delay + get | memory | taskq |" in table
     report = results.read_text()
     assert "## Machine" in report and "redis-benchmark" in report
+
+
+def test_idle_worker_rss_on_redis(tmp_path: Path) -> None:
+    """A `taskq worker` subprocess: the idle workload runs where a worker is a process."""
+    table = _bench(tmp_path / "RESULTS.md", "--only", "idle", "--only", "redis")
+    assert "| worker at idle | redis | taskq |" in table
+    assert "idle RSS MB" in table
