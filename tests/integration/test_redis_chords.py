@@ -130,6 +130,20 @@ async def test_the_last_members_script_publishes_the_callback(app: TaskQ) -> Non
         assert await result.get(timeout=10) == [[0, 2, 4, 6, 8], "tail"]
 
 
+async def test_an_immutable_callback_with_a_countdown_waits_in_the_delayed_set(app: TaskQ) -> None:
+    callback = signature("t.record", ["only"], app=app, immutable=True, countdown=0.5)
+    result = await chord([sig(app, "add", i, 0) for i in range(2)], callback).apply_async()
+    members = await take_members(app, 2)
+    assert [await finish(app, m, value=m.group_index) for m in members] == [False, True]
+    assert await queued(app, members) == []
+    broker = await app.connected_broker()
+    assert isinstance(broker, RedisBroker)
+    delayed = broker.keys(app.conf.task_default_queue).delayed
+    assert await broker.connection.client.zcard(delayed) == 1
+    async with running_worker(app):
+        assert await result.get(timeout=10) == ["only"]
+
+
 async def test_a_redelivered_member_counts_once_and_publishes_nothing_more(app: TaskQ) -> None:
     result = await chord(
         [sig(app, "add", i, 0) for i in range(3)], sig(app, "record")
