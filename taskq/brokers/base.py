@@ -145,7 +145,6 @@ class ChordPart:
     publishes: ChordCallback
 
 
-@runtime_checkable
 class ChordCounter(Protocol):
     """A broker that records a chord member and, with the last one, publishes the callback
     in one atomic step, so that no crash between the two can lose the callback."""
