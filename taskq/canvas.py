@@ -34,6 +34,7 @@ SIGNATURE_OPTIONS = frozenset(
     | {"soft_time_limit", "idempotency_key", "task_id", "link", "link_error"}
 )
 MAP_TASK, STARMAP_TASK = "taskq.map", "taskq.starmap"
+CHORD_ERROR_TASK = "taskq.chord_error"  # runs instead of a callback whose chord failed
 
 
 class Signature(Generic[R]):

@@ -7,24 +7,34 @@ when a task that belongs to a workflow finishes.
 - group: members carry `group_id`, `group_index`, `group_size`; the member ids are
   saved in the store (`GroupResult.restore`).
 - chord: members also carry `chord`, the callback. Each finished member (success or
-  failure) counts itself with `chord_part_done(group_id, index, size)`, which counts
-  distinct indexes, so a redelivered member is not counted twice; the one call that
-  returns True launches the callback with the ordered results, or fails it with
-  `ChordError` when a member failed.
+  failure) counts itself by its index, so a redelivered member is not counted twice.
+  When the broker counts chords itself (`ChordCounter`: Redis with the store on the same
+  server), the member hands it its result and the callback's envelope, and the broker
+  records the one and, with the last member, publishes the other in one atomic step:
+  no crash in between can lose the callback, and the results live with the chord, not
+  under `result_expires`. A failed member makes it publish a `taskq.chord_error`
+  message in the callback's place (same id, chain and errbacks), which fails with
+  `ChordError`. Otherwise the store's `chord_part_done(group_id, index, size)` counts,
+  and the one call that returns True reads the results from the store and launches the
+  callback, or fails it with `ChordError`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
+import orjson
 
 from taskq import states
+from taskq.brokers.base import CHORD_RESULTS, Broker, ChordCallback, ChordCounter, ChordPart
 from taskq.canvas import (
     CHAIN,
     CHORD,
+    CHORD_ERROR_TASK,
     GROUP,
     MAP_TASK,
     STARMAP_TASK,
@@ -35,9 +45,9 @@ from taskq.canvas import (
     result_of,
 )
 from taskq.errors import TaskQError
-from taskq.message import Message
+from taskq.message import JSON, Message
 from taskq.result import GroupResult
-from taskq.stores.base import TaskMeta
+from taskq.stores.base import ResultStore, TaskMeta
 from taskq.task import CallOptions
 
 if TYPE_CHECKING:
@@ -201,7 +211,7 @@ async def task_succeeded(app: TaskQ, message: Message, value: Any) -> None:
     if message.chain:
         await launch(app, message.chain[0], [value], message.chain[1:], membership, message)
     elif membership is not None and membership.chord is not None:
-        await _member_done(app, membership)
+        await _member_done(app, message, membership, value, None)
     for callback in message.callbacks:
         await launch(app, callback, [value], parent=message)
 
@@ -211,14 +221,102 @@ async def task_failed(app: TaskQ, message: Message, meta: TaskMeta) -> None:
         await _fail_all(app, element, meta)
     membership = Membership.of(message)
     if membership is not None and membership.chord is not None:
-        await _member_done(app, membership)
+        await _member_done(app, message, membership, None, meta)
     error = {"type": meta.exc_type, "message": meta.exc_message}
     for errback in message.errbacks:
         await launch(app, errback, [message.id, error], parent=message)
 
 
-async def _member_done(app: TaskQ, membership: Membership) -> None:
-    store = await app.connected_store()
+async def _member_done(
+    app: TaskQ, message: Message, membership: Membership, value: Any, failure: TaskMeta | None
+) -> None:
+    broker, store = await app.connected_broker(), await app.connected_store()
+    counter = _chord_counter(app, broker, store)
+    part = chord_part(app, message, membership, value, failure) if counter else None
+    if counter is not None and part is not None:
+        await counter.chord_part_done(part)
+    else:
+        await _store_member_done(app, store, membership)
+
+
+def _chord_counter(app: TaskQ, broker: Broker, store: ResultStore) -> ChordCounter | None:
+    if app.conf.task_always_eager:  # the callback must run inline, not be queued
+        return None
+    counts = getattr(broker, "counts_chords_with", None)  # not isinstance: slow on a Protocol
+    return cast(ChordCounter, broker) if counts is not None and counts(store) else None
+
+
+def chord_part(
+    app: TaskQ, message: Message, membership: Membership, value: Any, failure: TaskMeta | None
+) -> ChordPart | None:
+    """What a `ChordCounter` broker records for the finished member `message` (`failure`
+    if it failed, else its `value`); None if the callback is not one JSON envelope (a
+    group or chord as the body, another serializer): then the store counts."""
+    publishes = _callbacks.setdefault(app, _Callbacks()).of(app, membership)
+    if publishes is None:
+        return None
+    outcome, failed = _outcome(message, membership.index, value, failure)
+    return ChordPart(
+        membership.group_id, membership.index, membership.size, outcome, failed, publishes
+    )
+
+
+class _Callbacks:
+    """Each chord's `ChordCallback` (or None), built once per process: it is the same for
+    every member, except for a callback due at a time, which counts from the last one."""
+
+    LIMIT = 1024  # chords remembered; the oldest is forgotten first
+
+    def __init__(self) -> None:
+        self._built: dict[str, ChordCallback | None] = {}
+
+    def of(self, app: TaskQ, membership: Membership) -> ChordCallback | None:
+        if membership.group_id in self._built:
+            return self._built[membership.group_id]
+        assert membership.chord is not None
+        built = _chord_callback(app, membership.chord)
+        if built is None or built.callback.eta is None:
+            self._built[membership.group_id] = built
+            if len(self._built) > self.LIMIT:
+                del self._built[next(iter(self._built))]
+        return built
+
+
+_callbacks: weakref.WeakKeyDictionary[TaskQ, _Callbacks] = weakref.WeakKeyDictionary()
+
+
+def _chord_callback(app: TaskQ, body: Element) -> ChordCallback | None:
+    """The one JSON message launching `body` with the results would send, `CHORD_RESULTS`
+    in their place, and its failure; None if launching it sends more than one message."""
+    plan = Plan()
+    outer = body["options"].get("membership")
+    _build(app, plan, body, [CHORD_RESULTS], [], Membership(**outer) if outer else None, None)
+    if len(plan.messages) != 1 or plan.groups or plan.messages[0].content_type != JSON:
+        return None
+    callback = plan.messages[0]
+    failure = dataclasses.replace(callback, task=CHORD_ERROR_TASK, args=[CHORD_RESULTS], kwargs={})
+    return ChordCallback(callback, failure)
+
+
+def _outcome(
+    message: Message, index: int, value: Any, failure: TaskMeta | None
+) -> tuple[bytes, bool]:
+    """The member's result as JSON, or the failure that `taskq.chord_error` raises."""
+    if failure is None:
+        try:
+            return orjson.dumps(value), False
+        except TypeError as exc:
+            reason = f"MessageError: result is not serializable: {exc}"
+    else:
+        reason = f"{failure.exc_type}: {failure.exc_message}"
+    return orjson.dumps({"index": index, "id": message.id, "reason": reason}), True
+
+
+def _chord_error(index: int, task_id: str, reason: str) -> ChordError:
+    return ChordError(f"chord member {index} ({task_id}) failed: {reason}")
+
+
+async def _store_member_done(app: TaskQ, store: ResultStore, membership: Membership) -> None:
     if not await store.chord_part_done(membership.group_id, str(membership.index), membership.size):
         return
     body = membership.chord
@@ -237,7 +335,7 @@ async def _member_done(app: TaskQ, membership: Membership) -> None:
         return
     index, meta = failed
     reason = f"{meta.exc_type}: {meta.exc_message}" if meta else "no result"
-    error = ChordError(f"chord member {index} ({group.results[index].id}) failed: {reason}")
+    error = _chord_error(index, group.results[index].id, reason)
     failure = TaskMeta.from_exception(group.results[index].id, error)
     await _fail_all(app, body, failure)
     for errback in body["options"].get("link_error", []):
@@ -266,6 +364,10 @@ def register_builtins(app: TaskQ) -> None:
     @app.task(name=STARMAP_TASK)
     async def run_starmap(task: str, items: list[list[Any]]) -> list[Any]:
         return [await _call(app, task, item) for item in items]
+
+    @app.task(name=CHORD_ERROR_TASK)
+    async def chord_error(failure: dict[str, Any]) -> None:
+        raise _chord_error(failure["index"], failure["id"], failure["reason"])
 
 
 async def _call(app: TaskQ, name: str, args: list[Any]) -> Any:

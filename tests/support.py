@@ -11,6 +11,8 @@ from pathlib import Path
 
 import anyio
 
+from taskq import TaskQ, chord, signature
+
 INTEGRATION = Path(__file__).resolve().parent / "integration"
 
 
@@ -82,3 +84,25 @@ class WorkerProcess(TaskqProcess):
 
     def __init__(self, env: dict[str, str], log: Path, args: list[str]) -> None:
         super().__init__(env, log, ["worker", *args], ready_text="ready")
+
+
+async def kill_a_worker_during_a_chord(
+    producer: TaskQ, start_worker: Callable[..., WorkerProcess], marker: Path
+) -> None:
+    """A 1,000-member chord whose worker is SIGKILLed midway: a second worker finishes it,
+    and the callback runs once, with the 1,000 results in order."""
+    first = start_worker("-c", "50")
+    header = [signature("itest.slow_square", [i, 0.02], app=producer) for i in range(1000)]
+    callback = signature("itest.count_calls", [str(marker)], app=producer)
+    result = await chord(header, callback).apply_async()
+    broker = await producer.connected_broker()
+
+    async def partly_done() -> bool:
+        return await broker.queue_length("default") < 700
+
+    await eventually(partly_done, timeout=60)
+    first.signal(signal.SIGKILL)
+    first.wait()
+    start_worker("-c", "50")
+    assert await result.get(timeout=120) == 1000
+    assert (await anyio.Path(marker).read_text()).splitlines() == ["1000 ordered"]

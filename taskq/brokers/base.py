@@ -8,6 +8,7 @@ message is delivered again.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -114,6 +115,47 @@ class Broker(Protocol):
     async def broadcast(self, channel: str, payload: bytes) -> None: ...
 
     def subscribe(self, channel: str) -> AsyncIterator[bytes]: ...
+
+
+# Stands where a chord callback's results (or a member's failure) go in its envelope.
+# Random per process, so no argument of a user's can be taken for it.
+CHORD_RESULTS = f"taskq-chord-results-{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChordCallback:
+    """What the last member of a chord publishes, as JSON envelopes: `callback`, with
+    `CHORD_RESULTS` where the ordered results go (unless its signature is immutable), or,
+    when a member failed, `failure`, with `CHORD_RESULTS` where that member's failure goes."""
+
+    callback: Message
+    failure: Message
+
+
+@dataclass(frozen=True, slots=True)
+class ChordPart:
+    """A finished chord member, for a broker that counts chords itself (`ChordCounter`).
+    `outcome` is JSON: the member's result or, when `failed`, its failure."""
+
+    group_id: str
+    index: int
+    size: int
+    outcome: bytes
+    failed: bool
+    publishes: ChordCallback
+
+
+class ChordCounter(Protocol):
+    """A broker that records a chord member and, with the last one, publishes the callback
+    in one atomic step, so that no crash between the two can lose the callback."""
+
+    def counts_chords_with(self, store: object) -> bool:
+        """Whether it can count the chords of `store` (the same server): else the store does."""
+        ...
+
+    async def chord_part_done(self, part: ChordPart) -> bool:
+        """Record `part`; True for the one call that published the callback (or failure)."""
+        ...
 
 
 _BROKERS: dict[str, str] = {

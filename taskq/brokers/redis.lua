@@ -18,6 +18,13 @@
 --   KEYS[14]     P{Q}:idle            string  set while some consumer sleeps on this queue:
 --                                            only then do producers PUBLISH a wake-up.
 --
+-- The "chord" script also takes, after those 14, two keys per chord whose callback goes to Q:
+--   P{Q}:chord:<group id>:results  hash    member index -> 's' .. result JSON, or
+--                                            'f' .. failure JSON; expires CHORD_RETENTION
+--                                            after the last member recorded.
+--   P{Q}:chord:<group id>:done     string  set (for CHORD_RETENTION) once the callback is
+--                                            published, so late duplicates publish nothing.
+--
 -- A delivery is (band, stream id, consumer, times delivered to the group). Settling checks
 -- the entry's record in the group's pending list: if another consumer has taken it over, or
 -- the same consumer got it again, the settle is stale and does nothing.
@@ -70,6 +77,15 @@ end
 local function body_of(band, id)
   local entry = redis.call('XRANGE', stream(band), id, id)[1]
   return entry and field(entry[2], 'b')
+end
+
+-- A new message: at the tail of its band's stream, or into the delayed set when `due` > 0.
+local function enqueue(band, due, token, body)
+  if tonumber(due) > 0 then
+    redis.call('ZADD', DELAYED, due, band .. '0:' .. token .. ':' .. body)
+  else
+    append(band, 0, body)
+  end
 end
 
 local function wake(channel)
@@ -169,15 +185,68 @@ return {next_due or false, suspects, entries}
 -- Enqueues messages, ready ones at the tail of their band's stream, the others into the
 -- delayed set, then wakes sleeping consumers. ARGV: the wake-up channel, then band, due time
 -- (epoch ms; 0: ready now), unique token (for a delayed one) and envelope of each message.
-for i = 2, #ARGV, 4 do
-  if tonumber(ARGV[i + 1]) > 0 then
-    redis.call('ZADD', DELAYED, ARGV[i + 1], ARGV[i] .. '0:' .. ARGV[i + 2] .. ':' .. ARGV[i + 3])
-  else
-    append(ARGV[i], 0, ARGV[i + 3])
-  end
-end
+for i = 2, #ARGV, 4 do enqueue(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
 wake(ARGV[1])
 return 0
+
+--@ chord
+-- Records finished chord members and, with the last member of a chord, publishes its
+-- callback in the same step: the callback's envelope with the results, in index order,
+-- spliced in; or, if a member failed, the failure envelope with the description of the
+-- lowest failed member spliced in. A member is recorded once (HSETNX), so a redelivered one
+-- does not count twice; the done marker keeps a late duplicate from publishing again.
+-- ARGV: the wake-up channel, retention ms, then of each chord (in the order of its keys):
+-- size, band, due, token (as "publish"), splice (1: the results go between head and tail;
+-- 0: the callback ignores them and head is all of it), head, tail, failure head, failure
+-- tail, member count, then index and outcome ('s' or 'f' .. JSON) of each member.
+-- Returns, per chord, 1 if this call published its callback, else 0.
+local retention, published, any = ARGV[2], {}, false
+
+-- The results as a JSON list in index order, or nil and the first failed member's outcome.
+local function results_of(results, size)
+  local entries, values, first, failure = redis.call('HGETALL', results), {}, size, nil
+  for i = 1, #entries, 2 do
+    local index, value = tonumber(entries[i]), entries[i + 1]
+    if string.sub(value, 1, 1) == 'f' then
+      if index < first then first, failure = index, string.sub(value, 2) end
+    else
+      values[index + 1] = string.sub(value, 2)
+    end
+  end
+  if failure then return nil, failure end
+  return '[' .. table.concat(values, ',', 1, size) .. ']'
+end
+
+local function callback(results, at)
+  local list, failure = results_of(results, tonumber(ARGV[at]))
+  if failure then return ARGV[at + 7] .. failure .. ARGV[at + 8] end
+  if ARGV[at + 4] == '1' then return ARGV[at + 5] .. list .. ARGV[at + 6] end
+  return ARGV[at + 5]
+end
+
+local at, chord = 3, 0
+while at <= #ARGV do
+  chord = chord + 1
+  local results, done = KEYS[13 + 2 * chord], KEYS[14 + 2 * chord]
+  local size, members = tonumber(ARGV[at]), tonumber(ARGV[at + 9])
+  published[chord] = 0
+  if redis.call('EXISTS', done) == 0 then
+    for i = at + 10, at + 9 + 2 * members, 2 do
+      if tonumber(ARGV[i]) < size then redis.call('HSETNX', results, ARGV[i], ARGV[i + 1]) end
+    end
+    if redis.call('HLEN', results) >= size then
+      enqueue(ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], callback(results, at))
+      redis.call('DEL', results)
+      redis.call('SET', done, '1', 'PX', retention)
+      published[chord], any = 1, true
+    else
+      redis.call('PEXPIRE', results, retention)
+    end
+  end
+  at = at + 10 + 2 * members
+end
+if any then wake(ARGV[1]) end
+return published
 
 --@ ack
 -- ARGV: group, consumer, then band, id, times delivered of each delivery.

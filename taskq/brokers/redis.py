@@ -10,6 +10,11 @@ delivery count in the group's pending list), so a stale holder cannot touch a ne
 
 A consumer that finds its queues empty sets an idle marker and sleeps on pub/sub; a
 publisher that sees the marker publishes a wake-up. Busy consumers get no wake-ups.
+
+When the result store is this same Redis, the broker counts chords (`ChordCounter`): a
+finished member's result and, with the last member, the callback's publish are one
+script call, under the hash tag of the callback's queue. The members finishing in one
+event-loop turn share that call.
 """
 
 from __future__ import annotations
@@ -19,16 +24,25 @@ import re
 import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from redis.asyncio.client import PubSub
 
-from taskq.brokers.base import BrokerOptions, DeadLetter, Delivery
+from taskq.brokers.base import (
+    CHORD_RESULTS,
+    BrokerOptions,
+    ChordPart,
+    DeadLetter,
+    Delivery,
+)
 from taskq.brokers.leases import queue_names
 from taskq.brokers.redis_consumer import GROUP, Consumer, ms
 from taskq.message import Message, encode
 from taskq.redis_db import (
     TRANSIENT_ERRORS,
+    Batcher,
     Command,
     RedisConnection,
     RedisSettings,
@@ -42,6 +56,10 @@ from taskq.redis_db import (
 BANDS = 10
 PURGE_CHUNK = 10_000
 PUBLISH_CHUNK = 1000  # messages per script call, so that no call holds Redis up for long
+# How long a chord's recorded members outlive the latest of them, and its done marker the
+# callback's publish: not `result_expires`, which may be shorter than a chord takes.
+CHORD_RETENTION = 7 * 24 * 3600.0
+_RESULTS_MARK = orjson.dumps(CHORD_RESULTS)
 _SCRIPTS = Scripts("taskq.brokers", "redis.lua")
 _STREAM_ID = re.compile(r"\d+-\d+")
 
@@ -53,13 +71,35 @@ def _band(priority: object) -> int:
     return min(max(priority, 0), BANDS - 1) if isinstance(priority, int) else 0
 
 
+def _placement(message: Message, now: float) -> tuple[int, int, str]:
+    """The "publish" script's band, due time (epoch ms, 0: ready now) and unique token."""
+    delayed = message.eta is not None and message.eta > now
+    due, token = (ms(message.eta or 0), secrets.token_hex(8)) if delayed else (0, "")
+    return _band(message.priority), due, token
+
+
+def _split(envelope: bytes) -> tuple[int, bytes, bytes]:
+    """(1, head, tail) around the `CHORD_RESULTS` mark, or (0, envelope, b"") without one.
+    The first mark is the one in `args`: `id` and `task`, before it, cannot hold it."""
+    at = envelope.find(_RESULTS_MARK)
+    if at < 0:
+        return 0, envelope, b""
+    return 1, envelope[:at], envelope[at + len(_RESULTS_MARK) :]
+
+
+@dataclass(slots=True)
+class _Counted:
+    part: ChordPart
+    published: bool = False
+
+
 class QueueKeys:
     """A queue's keys, in the order the scripts take them, and its wake-up channel."""
 
-    __slots__ = ("channel", "keys")
+    __slots__ = ("base", "channel", "keys")
 
     def __init__(self, prefix: str, queue: str) -> None:
-        base = f"{prefix}{{{queue}}}:"
+        self.base = base = f"{prefix}{{{queue}}}:"
         streams = [f"{base}s{band}" for band in range(BANDS)]
         self.keys = (*streams, f"{base}delayed", f"{base}leases", f"{base}dead", f"{base}idle")
         self.channel = f"{prefix}wake:{queue}"
@@ -75,6 +115,11 @@ class QueueKeys:
     def dead(self) -> str:
         return self.keys[BANDS + 2]
 
+    def chord(self, group_id: str) -> tuple[str, str]:
+        """The recorded members and the done marker of a chord whose callback goes here."""
+        chord = f"{self.base}chord:{group_id}:"
+        return f"{chord}results", f"{chord}done"
+
 
 class RedisBroker:
     """A broker on Redis or Redis Cluster (`redis://host:port/db?cluster=true`, `rediss://`).
@@ -88,6 +133,7 @@ class RedisBroker:
         self.options = options
         self._shared = SharedConnection(self.settings)
         self._keys: dict[str, QueueKeys] = {}
+        self._chord_parts: Batcher[_Counted] = Batcher(self._count_chord_parts)
 
     @property
     def connection(self) -> RedisConnection:
@@ -124,9 +170,7 @@ class RedisBroker:
         by_queue: dict[str, list[Any]] = {}
         for message, queue in items:
             body = encode(message, self.options.max_message_bytes)
-            delayed = message.eta is not None and message.eta > now
-            due, token = (ms(message.eta or 0), secrets.token_hex(8)) if delayed else (0, "")
-            by_queue.setdefault(queue, []).extend((_band(message.priority), due, token, body))
+            by_queue.setdefault(queue, []).extend((*_placement(message, now), body))
         step = 4 * PUBLISH_CHUNK  # four arguments per message
         commands = [
             self.script("publish", queue, [self.keys(queue).channel, *fields[i : i + step]])
@@ -135,6 +179,47 @@ class RedisBroker:
         ]
         if commands:
             await self.run(commands, "publishing")
+
+    def counts_chords_with(self, store: object) -> bool:
+        """Only a store with the same settings is on this server, database and prefix."""
+        return getattr(store, "settings", None) == self.settings
+
+    async def chord_part_done(self, part: ChordPart) -> bool:
+        counted = _Counted(part)
+        await self._chord_parts.submit(counted)
+        return counted.published
+
+    async def _count_chord_parts(self, counted: list[_Counted]) -> None:
+        """One script call per callback queue for the members of one loop turn."""
+        by_queue: dict[str, dict[str, list[_Counted]]] = {}
+        for item in counted:
+            chords = by_queue.setdefault(item.part.publishes.callback.queue, {})
+            chords.setdefault(item.part.group_id, []).append(item)
+        commands = [self._chord_call(queue, chords) for queue, chords in by_queue.items()]
+        replies = await self.run(commands, "counting chord members")
+        for chords, published in zip(by_queue.values(), replies, strict=True):
+            for items, done in zip(chords.values(), published, strict=True):
+                items[-1].published = bool(done)
+
+    def _chord_call(self, queue: str, chords: dict[str, list[_Counted]]) -> Command:
+        queue_keys = self.keys(queue)
+        keys: list[str] = list(queue_keys.keys)
+        args: list[Any] = [queue_keys.channel, ms(CHORD_RETENTION)]
+        now = time.time()
+        for group_id, items in chords.items():
+            keys += queue_keys.chord(group_id)
+            args += self._chord_fields(items[0].part, now)
+            args.append(len(items))
+            for item in items:
+                args += (item.part.index, (b"f" if item.part.failed else b"s") + item.part.outcome)
+        return _SCRIPTS.call("chord", keys, args)
+
+    def _chord_fields(self, part: ChordPart, now: float) -> list[Any]:
+        limit, publishes = self.options.max_message_bytes, part.publishes
+        splice, head, tail = _split(encode(publishes.callback, limit))
+        _, failure_head, failure_tail = _split(encode(publishes.failure, limit))
+        band, due, token = _placement(publishes.callback, now)
+        return [part.size, band, due, token, splice, head, tail, failure_head, failure_tail]
 
     def consume(self, queues: Sequence[str], prefetch: int) -> AsyncGenerator[Delivery, None]:
         names = queue_names(queues)

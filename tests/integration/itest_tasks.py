@@ -70,9 +70,11 @@ async def slow_square(x: int, seconds: float) -> int:
 
 @app.task(name="itest.count_calls")
 async def count_calls(results: list[int], marker: str) -> int:
-    """A chord callback that leaves one line in `marker` per call."""
+    """A chord callback of `slow_square`s that leaves one line in `marker` per call: how
+    many results it got, and whether they are the squares in order."""
+    ordered = results == [i * i for i in range(len(results))]
     async with await anyio.open_file(marker, "a") as out:
-        await out.write(f"{len(results)}\n")
+        await out.write(f"{len(results)} {'ordered' if ordered else 'unordered'}\n")
     return len(results)
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 from servers import RedisServer, redis_command
-from support import WorkerProcess, eventually, wait_for
+from support import WorkerProcess, eventually, kill_a_worker_during_a_chord, wait_for
 
 from taskq import TaskQ, states
+from taskq.brokers.redis import RedisBroker
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +50,17 @@ async def producer(broker_url: str) -> AsyncIterator[TaskQ]:
 def runs(worker: WorkerProcess, task_id: str) -> int:
     """How many times `worker` finished the task (successfully or not)."""
     return len(re.findall(rf"\[{task_id}\] (succeeded|raised)", worker.output()))
+
+
+async def test_chord_survives_a_killed_worker_through_the_atomic_script(
+    producer: TaskQ, start_worker: StartWorker, tmp_path: Path, prefix: str
+) -> None:
+    await kill_a_worker_during_a_chord(producer, start_worker, tmp_path / "callback-calls")
+    broker = await producer.connected_broker()
+    assert isinstance(broker, RedisBroker)
+    client = broker.connection.client
+    assert len(await client.keys(f"{prefix}{{default}}:chord:*:done")) == 1  # the broker counted
+    assert await client.keys(f"{prefix}chord:*") == []  # not the store
 
 
 async def test_results_round_trip(producer: TaskQ, start_worker: StartWorker) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from support import WorkerProcess, eventually, wait_for
+from support import WorkerProcess, eventually, kill_a_worker_during_a_chord, wait_for
 
-from taskq import TaskError, TaskQ, chord, signature, states
+from taskq import TaskError, TaskQ, states
 from taskq.message import Message
 
 pytestmark = pytest.mark.integration
@@ -61,22 +61,7 @@ async def test_global_rate_limit_holds_across_three_workers(
 async def test_chord_survives_a_killed_worker_and_calls_back_once(
     producer: TaskQ, start_worker: StartWorker, tmp_path: Path
 ) -> None:
-    marker = tmp_path / "callback-calls"
-    first = start_worker("-c", "50")
-    header = [signature("itest.slow_square", [i, 0.02], app=producer) for i in range(1000)]
-    callback = signature("itest.count_calls", [str(marker)], app=producer)
-    result = await chord(header, callback).apply_async()
-    broker = await producer.connected_broker()
-
-    async def partly_done() -> bool:
-        return await broker.queue_length("default") < 700
-
-    await eventually(partly_done, timeout=60)
-    first.signal(signal.SIGKILL)
-    first.wait()
-    start_worker("-c", "50")
-    assert await result.get(timeout=120) == 1000
-    assert marker.read_text().splitlines() == ["1000"]
+    await kill_a_worker_during_a_chord(producer, start_worker, tmp_path / "callback-calls")
 
 
 async def test_queue_selection(producer: TaskQ, start_worker: StartWorker) -> None:
