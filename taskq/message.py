@@ -178,8 +178,11 @@ def decode(raw: bytes, accept_content: frozenset[str] | set[str] | list[str]) ->
     version, task_id, task = get("v"), get("id"), get("task")
     if version is None or version < 1:
         raise MessageError(f"malformed message: bad envelope version {version!r}")
-    if not task_id or not task:
-        raise MessageError("malformed message: missing or empty id or task name")
+    for name, value in (("id", task_id), ("task", task)):
+        if not value:
+            raise MessageError(
+                f"malformed message: {'missing' if value is None else 'empty'} {name!r}"
+            )
     priority = get("priority")
     if priority is not None and not 0 <= priority <= 9:
         raise MessageError(f"malformed message: priority {priority!r} is not 0-9")
