@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 COUNTER_KEY = "bench:done"
 URL_VARIABLE = "BENCH_REDIS_URL"
 POLL_INTERVAL = 0.005
+STALL_TIMEOUT = 60.0
 
 
 def _command(*parts: str) -> bytes:
@@ -128,10 +129,17 @@ async def reset() -> None:
 
 
 async def wait_for(target: int, timeout: float, alive: Callable[[], bool]) -> None:
-    """Return once `target` tasks have been counted; TimeoutError after `timeout` seconds,
-    RuntimeError as soon as `alive()` says the worker is gone."""
+    """Return once `target` tasks have been counted; TimeoutError after `timeout` seconds or
+    after STALL_TIMEOUT seconds without one more task counted (a supervisor can outlive the
+    worker process it runs), RuntimeError as soon as `alive()` says the worker is gone."""
+    loop = asyncio.get_running_loop()
+    seen, moved_at = -1, loop.time()
     async with asyncio.timeout(timeout):
-        while await count() < target:
+        while (done := await count()) < target:
             if not alive():
                 raise RuntimeError("the worker exited")
+            if done != seen:
+                seen, moved_at = done, loop.time()
+            elif loop.time() - moved_at > STALL_TIMEOUT:
+                raise TimeoutError(f"stuck: no task finished in {STALL_TIMEOUT:.0f} s")
             await asyncio.sleep(POLL_INTERVAL)
