@@ -175,14 +175,10 @@ def decode(raw: bytes, accept_content: frozenset[str] | set[str] | list[str]) ->
         if shape is not None and type(value) not in shape[0]:
             raise MessageError(f"malformed message: {name!r} is not {shape[1]}")
     get = data.get
-    version, task_id, task = get("v"), get("id"), get("task")
+    version = get("v")
     if version is None or version < 1:
         raise MessageError(f"malformed message: bad envelope version {version!r}")
-    for name, value in (("id", task_id), ("task", task)):
-        if not value:
-            raise MessageError(
-                f"malformed message: {'missing' if value is None else 'empty'} {name!r}"
-            )
+    task_id, task = _required(data, "id"), _required(data, "task")
     priority = get("priority")
     if priority is not None and not 0 <= priority <= 9:
         raise MessageError(f"malformed message: priority {priority!r} is not 0-9")
@@ -223,6 +219,13 @@ def decode(raw: bytes, accept_content: frozenset[str] | set[str] | list[str]) ->
         content_type,
         version,
     )
+
+
+def _required(data: dict[str, Any], name: str) -> str:
+    value: str | None = data.get(name)
+    if not value:
+        raise MessageError(f"malformed message: {'missing' if value is None else 'empty'} {name!r}")
+    return value
 
 
 def _decode_body(data: dict[str, Any], loads: Any) -> tuple[list[Any], dict[str, Any]]:
