@@ -113,6 +113,7 @@ _TASK_DEFAULTS: dict[str, Any] = {
     "retry_backoff_max": 600.0,
     "retry_jitter": True,
     "acks_late": None,
+    "reject_on_worker_lost": None,
     "time_limit": None,
     "soft_time_limit": None,
     "rate_limit": None,
@@ -162,6 +163,7 @@ class Task(Generic[P, R]):
         self.retry_backoff_max: float = settings["retry_backoff_max"]
         self.retry_jitter: bool = settings["retry_jitter"]
         self.acks_late: bool | None = settings["acks_late"]
+        self.reject_on_worker_lost: bool | None = settings["reject_on_worker_lost"]
         self.time_limit: float | None = settings["time_limit"]
         self.soft_time_limit: float | None = settings["soft_time_limit"]
         self.rate_limit: str | None = settings["rate_limit"]

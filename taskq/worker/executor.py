@@ -62,6 +62,14 @@ class Job:
         return bool(late if late is not None else self.task.app.conf.task_acks_late)
 
     @property
+    def requeued_when_lost(self) -> bool:
+        """An `acks_late` task cut short by a cold shutdown goes back to the queue."""
+        reject = self.task.reject_on_worker_lost
+        if reject is None:
+            reject = self.task.app.conf.task_reject_on_worker_lost
+        return self.acks_late and bool(reject)
+
+    @property
     def stores_result(self) -> bool:
         ignore = self.task.ignore_result
         return not (ignore if ignore is not None else self.task.app.conf.task_ignore_result)
@@ -247,22 +255,23 @@ class Executor:
 
     async def _lost(self, job: Job) -> None:
         """The task was cancelled: terminated by a revoke, or by a cold shutdown, which
-        gives it back (acks_late) or records that it is lost."""
+        gives it back (`acks_late` with `reject_on_worker_lost`) or records that it is lost."""
+        message = job.message
         if job.terminated:
             await self.skip(job, "revoked")
             return
-        if job.acks_late:
+        if job.requeued_when_lost:
             logger.warning(
-                "Task %s[%s] interrupted, returned to the queue", job.message.task, job.message.id
+                "Task %s[%s] interrupted, returned to the queue", message.task, message.id
             )
             await job.delivery.nack(requeue=True)
             return
-        logger.warning(
-            "Task %s[%s] interrupted after its early ack: lost", job.message.task, job.message.id
-        )
+        logger.warning("Task %s[%s] interrupted by a cold shutdown: lost", message.task, message.id)
         if job.stores_result:
-            error = WorkerLostError("worker shut down while the task ran (not acks_late)")
+            error = WorkerLostError("the worker shut down while the task ran")
             await self.states.write(self._failure(job, error))
+        if job.acks_late:
+            await job.delivery.ack()
 
     async def _reject(self, delivery: Delivery, error: TaskQError) -> None:
         reason = f"{type(error).__name__}: {error}"

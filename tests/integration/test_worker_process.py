@@ -116,9 +116,15 @@ async def test_warm_shutdown_finishes_running_and_returns_reserved(
     assert [await r.get(timeout=20) for r in reserved] == [0, 2, 4]
 
 
-async def test_cold_shutdown_returns_acks_late_task(
-    producer: TaskQ, start_worker: StartWorker, tmp_path: Path
+@pytest.mark.parametrize("reject_on_worker_lost", [True, False])
+async def test_cold_shutdown_returns_acks_late_task_unless_told_not_to(
+    producer: TaskQ,
+    start_worker: StartWorker,
+    worker_env: dict[str, str],
+    tmp_path: Path,
+    reject_on_worker_lost: bool,
 ) -> None:
+    worker_env["TASKQ_TASK_REJECT_ON_WORKER_LOST"] = str(reject_on_worker_lost).lower()
     marker = tmp_path / "marker"
     worker = start_worker("-c", "1", "--shutdown-timeout", "60")
     result = await producer.send_task("itest.marked", args=[str(marker), 30.0])
@@ -128,8 +134,14 @@ async def test_cold_shutdown_returns_acks_late_task(
     worker.signal(signal.SIGINT)
     assert worker.wait(timeout=15) == 0
     broker = await producer.connected_broker()
-    assert await broker.queue_length("default") == 1
-    assert await result.status() != states.SUCCESS
+    if reject_on_worker_lost:
+        assert await broker.queue_length("default") == 1
+        assert await result.status() != states.SUCCESS
+    else:
+        assert await broker.queue_length("default") == 0
+        assert await result.status() == states.FAILURE
+        with pytest.raises(TaskError, match="WorkerLostError"):
+            await result.get(timeout=5)
 
 
 def _insert_raw(sqlite_url: str, body: bytes, queue: str = "default") -> None:
