@@ -15,6 +15,7 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 from urllib.parse import urlsplit
 
 COUNTER_KEY = "bench:done"
@@ -50,13 +51,12 @@ class _Protocol(asyncio.Protocol):
     """Single-line replies, answered in order: each resolves the oldest waiter."""
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.WriteTransport | None = None
         self.waiters: deque[asyncio.Future[int]] = deque()
         self.buffer = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.WriteTransport, transport)  # uvloop's is no asyncio.Transport
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import logging
 import os
 import signal
@@ -41,6 +42,10 @@ AppOption = Annotated[
 LogLevelOption = Annotated[
     str, typer.Option("--loglevel", "-l", help="debug, info, warning, error.")
 ]
+LoopOption = Annotated[
+    str,
+    typer.Option("--loop", help="Event loop: auto (uvloop when installed), asyncio or uvloop."),
+]
 QueuesOption = Annotated[
     str | None,
     typer.Option(
@@ -55,6 +60,20 @@ BROKER_CLIENTS = frozenset({"redis", "aio_pika", "aiormq", "pamqp"})
 
 class CommandError(Exception):
     """A user error: printed as one line, exit status 1."""
+
+
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def event_loop_options(loop: str) -> dict[str, Any]:
+    """anyio's backend options for `--loop`: uvloop is faster, so `auto` takes it when it
+    is installed (`pip install taskq[uvloop]`)."""
+    if loop not in EVENT_LOOPS:
+        raise CommandError(f"--loop must be one of {', '.join(EVENT_LOOPS)}, not {loop!r}")
+    installed = importlib.util.find_spec("uvloop") is not None
+    if loop == "uvloop" and not installed:
+        raise CommandError("uvloop is not installed: pip install 'taskq[uvloop]'")
+    return {"use_uvloop": loop != "asyncio" and installed}
 
 
 def load_app(spec: str) -> TaskQ:
@@ -78,7 +97,8 @@ def run_command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
-            anyio.run(functools.partial(fn, *args, **kwargs))
+            options = event_loop_options(kwargs.get("loop", "auto"))
+            anyio.run(functools.partial(fn, *args, **kwargs), backend_options=options)
         except (CommandError, TaskQError, ValueError, OSError) as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -120,6 +140,7 @@ async def worker(
     beat: Annotated[
         bool, typer.Option("--beat", "-B", help="Also run beat in this process.")
     ] = False,
+    loop: LoopOption = "auto",  # taken by run_command, which starts the event loop
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (warm shutdown; a second signal is cold)."""
     configure_logging(loglevel)

@@ -108,6 +108,8 @@ class TaskqAdapter(Adapter):
             str(spec.threads),
             "--loglevel",
             "warning",
+            "--loop",  # asyncio's own loop, as every peer here runs on (uvloop is opt-in)
+            "asyncio",
         ]
 
     async def start_worker(self, spec: WorkerSpec, log: Path) -> WorkerHandle:

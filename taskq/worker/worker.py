@@ -12,6 +12,7 @@ cold: cancel running tasks now. A cancelled `acks_late` task goes back to the qu
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -100,12 +101,13 @@ class Worker:
         executor = Executor(self.app, broker, store, self.hostname, threads)
         rates = RateLimits(store)
         logger.info(
-            "Worker %s ready: queues %s, concurrency %d, threads %d, prefetch %d",
+            "Worker %s ready: queues %s, concurrency %d, threads %d, prefetch %d, loop %s",
             self.hostname,
             ",".join(self.queues),
             self.concurrency,
             self.threads,
             self.prefetch,
+            type(asyncio.get_running_loop()).__module__.partition(".")[0],  # asyncio | uvloop
         )
         async with anyio.create_task_group() as services:
             services.start_soon(executor.states.run)

@@ -29,15 +29,19 @@ async def producer(sqlite_url: str) -> AsyncIterator[TaskQ]:
         yield app
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 async def test_async_and_sync_tasks_return_results(
-    producer: TaskQ, start_worker: StartWorker
+    producer: TaskQ, start_worker: StartWorker, loop: str
 ) -> None:
-    start_worker("-c", "10", "--threads", "2")
+    worker = start_worker("-c", "10", "--threads", "2", "--loop", loop)
     added = await producer.send_task("itest.add", args=[4, 5])
     threaded = await producer.send_task("itest.in_thread", args=[21])
     assert await added.get(timeout=20) == 9
     assert await threaded.get(timeout=20) == {"double": 42, "main_thread": False}
     assert await added.status() == states.SUCCESS
+    assert f"loop {loop}" in worker.output()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
 
 
 async def test_concurrency_bound_is_respected(producer: TaskQ, start_worker: StartWorker) -> None:
@@ -227,6 +231,7 @@ def test_cli_call_result_status_purge_and_dlq(
         (["status", "-A", "no_such_module:app"], "cannot import 'no_such_module'"),
         (["status", "-A", "itest_tasks:nothing"], "is not a TaskQ app"),
         (["call", "x", "-A", "itest_tasks:app", "--args", "{bad"], "--args is not valid JSON"),
+        (["worker", "-A", "itest_tasks:app", "--loop", "trio"], "--loop must be one of"),
     ],
 )
 def test_cli_errors_are_one_line(worker_env: dict[str, str], args: list[str], message: str) -> None:
