@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -33,6 +36,9 @@ logger = logging.getLogger("taskq.beat")
 
 LEADER_LEASE = "beat:leader"
 ENTRIES_KEY = "beat:entries"
+ENTRIES_LOCK = "beat:entries:lock"
+ENTRIES_LOCK_TTL = 10.0  # a lock whose holder died frees itself after this
+ENTRIES_LOCK_RETRY = 0.01
 STATE_KEY = "beat:state:{}"
 FIRED_KEY = "beat:fired:{}:{}"
 FIRED_KEY_TTL = 7 * 24 * 3600.0
@@ -128,14 +134,13 @@ class BeatEntries:
             dict(options or {}),
             catch_up,
         )
-        stored = await self._load()
-        stored["dynamic"][name] = entry.to_dict()
-        await self._save(stored)
+        async with self._editing() as stored:
+            stored["dynamic"][name] = entry.to_dict()
 
     async def remove(self, name: str) -> None:
-        stored = await self._load()
-        if stored["dynamic"].pop(name, None) is not None:
-            await self._save(stored)
+        async with self._editing() as stored:
+            removed = stored["dynamic"].pop(name, None) is not None
+        if removed:
             await (await self.app.connected_store()).forget(STATE_KEY.format(name))
 
     async def entries(self) -> list[Entry]:
@@ -155,22 +160,31 @@ class BeatEntries:
         meta = await store.get(ENTRIES_KEY)
         return meta.result if meta is not None else {"static": [], "dynamic": {}}
 
-    async def _save(self, stored: dict[str, Any]) -> None:
+    @asynccontextmanager
+    async def _editing(self) -> AsyncIterator[dict[str, Any]]:
+        """The stored entries to change in place, written back on exit; under a lock (a
+        store lease, given up by renewing it for no time), so concurrent edits lose none."""
         store = await self.app.connected_store()
-        await store.set_state(
-            ENTRIES_KEY, TaskMeta(ENTRIES_KEY, states.SUCCESS, result=stored), None
-        )
+        owner = secrets.token_hex(8)
+        while not await store.lease(ENTRIES_LOCK, owner, ENTRIES_LOCK_TTL):  # noqa: ASYNC110
+            await anyio.sleep(ENTRIES_LOCK_RETRY)  # its holder may be another process
+        try:
+            stored = await self._load()
+            yield stored
+            meta = TaskMeta(ENTRIES_KEY, states.SUCCESS, result=stored)
+            await store.set_state(ENTRIES_KEY, meta, None)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await store.lease(ENTRIES_LOCK, owner, 0)
 
     async def sync_static(self) -> None:
         """Forget the state of static entries that left `beat_schedule` since the last start."""
-        stored = await self._load()
         current = sorted(self.app.conf.beat_schedule)
         store = await self.app.connected_store()
-        for gone in set(stored["static"]) - set(current):
-            await store.forget(STATE_KEY.format(gone))
-        if stored["static"] != current:
+        async with self._editing() as stored:
+            for gone in set(stored["static"]) - set(current):
+                await store.forget(STATE_KEY.format(gone))
             stored["static"] = current
-            await self._save(stored)
 
 
 class Beat:

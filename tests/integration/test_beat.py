@@ -96,6 +96,18 @@ async def test_dynamic_entries_are_stored_and_config_removals_forget_state(app: 
     assert await app.beat.entries() == []
 
 
+async def test_concurrent_dynamic_entries_are_all_kept(broker_url: str) -> None:
+    """Each `add` reads, changes and writes back the stored entries: under the store's lock,
+    so adds from many callers at once lose none."""
+    async with TaskQ("beat", broker=broker_url) as app:
+        async with anyio.create_task_group() as tg:
+            for n in range(20):
+                tg.start_soon(app.beat.add, f"entry-{n}", "b.tick", 60.0)
+        assert [entry.name for entry in await app.beat.entries()] == sorted(
+            f"entry-{n}" for n in range(20)
+        )
+
+
 async def test_a_bad_entry_is_a_clear_error(app: TaskQ) -> None:
     from taskq.errors import ConfigurationError
 
