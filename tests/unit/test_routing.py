@@ -62,3 +62,16 @@ async def test_task_queue_option_wins_over_routes() -> None:
         broker = await app.connected_broker()
         assert await broker.queue_length("own") == 1
         assert await broker.queue_length("routed") == 0
+
+
+def test_routes_edited_in_place_take_effect() -> None:
+    app = memory_app(task_routes={"tests.*": "first"})
+    assert app.build_message("tests.job").queue == "first"
+    routes = app.conf.task_routes
+    assert isinstance(routes, dict)
+    routes["tests.job"] = "second"
+    routes["other.*"] = "third"
+    assert app.build_message("tests.job").queue == "second"
+    assert app.build_message("other.job").queue == "third"
+    app.conf.task_routes = None
+    assert app.build_message("tests.job").queue == "default"
