@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from taskq.message import Message
+from taskq.message import Message, decode
 from taskq.urls import load_backend_class
 
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
@@ -60,6 +60,11 @@ class Delivery(Protocol):
     queue: str
     delivery_count: int
 
+    @property
+    def message(self) -> Message:
+        """The envelope, decoded (see `DeliveredMessage`)."""
+        ...
+
     async def ack(self) -> None: ...
 
     async def nack(self, requeue: bool = True, delay: float | None = None) -> None:
@@ -71,6 +76,23 @@ class Delivery(Protocol):
     async def extend(self, seconds: float) -> None:
         """Renew the lease so the message stays ours for `seconds` more."""
         ...
+
+
+class DeliveredMessage:
+    """`message`, the decoded envelope of a delivery's `body`: what every broker's delivery
+    class inherits. It reads JSON and msgpack arguments, never pickle (`MessageError` when the
+    envelope does not decode). The worker does not use it: it decodes `body` itself, against
+    its `accept_content`, and dead-letters the bytes as they came when they do not decode."""
+
+    __slots__ = ()
+    body: bytes
+
+    @property
+    def message(self) -> Message:
+        return decode(self.body, READABLE_CONTENT)
+
+
+READABLE_CONTENT = frozenset({"json", "msgpack"})
 
 
 class Broker(Protocol):
