@@ -152,6 +152,7 @@ def _client_options() -> dict[str, Any]:
         "connection_class": _Connection,  # redis-py puts its own for rediss:// and unix://
         "retry": Retry(NoBackoff(), 0),
         "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": None,  # redis-py 8 defaults to 5 s; COMMAND_TIMEOUT is enforced here
         "socket_keepalive": True,
         # redis-py's default of 100 fails calls outright ("Too many connections") when
         # a worker's task loops all write at once; connections are made only as needed.
