@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
@@ -26,7 +25,7 @@ from taskq.control import Control
 from taskq.errors import NotRegisteredError
 from taskq.message import Message, new_id
 from taskq.middleware import MiddlewareStack
-from taskq.routing import Router
+from taskq.routing import Router, snapshot
 from taskq.stores.base import ResultStore, StoreOptions, TaskMeta, create_store
 from taskq.task import CallOptions, Request, Task, absolute_time, current_request
 from taskq.urls import DEFAULT_URL
@@ -112,10 +111,10 @@ class TaskQ:
     @property
     def router(self) -> Router:
         """The router of the current `task_routes`, rebuilt only when they change (replaced,
-        or edited in place: compared with a copy, which costs well under a microsecond)."""
+        or edited in place: compared with a snapshot, which costs well under a microsecond)."""
         routes = self.conf.task_routes
         if self._router is None or routes != self._routes_seen:
-            self._router, self._routes_seen = Router(routes), copy.deepcopy(routes)
+            self._router, self._routes_seen = Router(routes), snapshot(routes)
         return self._router
 
     # -- tasks --------------------------------------------------------------------

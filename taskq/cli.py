@@ -66,8 +66,8 @@ EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 
 
 def event_loop_options(loop: str) -> dict[str, Any]:
-    """anyio's backend options for `--loop`: uvloop is faster, so `auto` takes it when it
-    is installed (`pip install taskq[uvloop]`)."""
+    """anyio's backend options for `--loop`: `auto` takes uvloop, usually the faster loop,
+    when it is installed (`pip install taskq[uvloop]`)."""
     if loop not in EVENT_LOOPS:
         raise CommandError(f"--loop must be one of {', '.join(EVENT_LOOPS)}, not {loop!r}")
     installed = importlib.util.find_spec("uvloop") is not None

@@ -48,6 +48,16 @@ class Router:
         return {}
 
 
+def snapshot(routes: Any) -> Any:
+    """A copy of `routes` to compare later ones with: its dicts and lists copied, everything
+    else (callables, strings) shared, so that nothing is deep-copied that cannot be."""
+    if isinstance(routes, Mapping):
+        return {key: snapshot(value) for key, value in routes.items()}
+    if isinstance(routes, list | tuple):
+        return type(routes)(snapshot(item) for item in routes)
+    return routes
+
+
 def _as_list(routes: Any) -> list[Mapping[str, Any] | Callable[..., Any]]:
     if routes is None:
         return []

@@ -21,6 +21,7 @@ DEFAULT_POLLING_INTERVAL = 0.2
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 DEAD_LETTER_SUFFIX = ".dlq"
+READABLE_CONTENT = frozenset({"json", "msgpack"})  # what `Delivery.message` decodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +91,6 @@ class DeliveredMessage:
     @property
     def message(self) -> Message:
         return decode(self.body, READABLE_CONTENT)
-
-
-READABLE_CONTENT = frozenset({"json", "msgpack"})
 
 
 class Broker(Protocol):

@@ -1,5 +1,7 @@
 """task_routes: exact names, globs, callables, lists; and the precedence of options."""
 
+import threading
+
 import pytest
 
 from taskq.errors import ConfigurationError
@@ -75,3 +77,18 @@ def test_routes_edited_in_place_take_effect() -> None:
     assert app.build_message("other.job").queue == "third"
     app.conf.task_routes = None
     assert app.build_message("tests.job").queue == "default"
+
+
+def test_routes_holding_objects_that_cannot_be_copied_still_route() -> None:
+    class ByLock:
+        """A route callable holding a lock: a deep copy of it would fail."""
+
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+
+        def __call__(self, name: str, *rest: object) -> str:
+            return "locked"
+
+    app = memory_app(task_routes=[ByLock()])
+    assert app.build_message("tests.job").queue == "locked"
+    assert app.build_message("tests.job").queue == "locked"
