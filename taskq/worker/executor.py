@@ -58,21 +58,21 @@ class Job:
 
     @property
     def acks_late(self) -> bool:
-        late = self.task.acks_late
-        return bool(late if late is not None else self.task.app.conf.task_acks_late)
+        return self._flag("acks_late")
 
     @property
     def requeued_when_lost(self) -> bool:
         """An `acks_late` task cut short by a cold shutdown goes back to the queue."""
-        reject = self.task.reject_on_worker_lost
-        if reject is None:
-            reject = self.task.app.conf.task_reject_on_worker_lost
-        return self.acks_late and bool(reject)
+        return self.acks_late and self._flag("reject_on_worker_lost")
 
     @property
     def stores_result(self) -> bool:
-        ignore = self.task.ignore_result
-        return not (ignore if ignore is not None else self.task.app.conf.task_ignore_result)
+        return not self._flag("ignore_result")
+
+    def _flag(self, name: str) -> bool:
+        """The task's own option `name`, or the app's `task_<name>` when the task has none."""
+        value = getattr(self.task, name)
+        return bool(value if value is not None else getattr(self.task.app.conf, f"task_{name}"))
 
 
 class Executor:
