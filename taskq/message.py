@@ -103,6 +103,7 @@ _SHAPES: dict[str, tuple[frozenset[type], str]] = {
     "routing_key": (_OPTIONAL_STRING, "a string"),
     "content_type": (_STRING, "a string"),
 }
+_TYPES: dict[str, frozenset[type]] = {name: types for name, (types, _) in _SHAPES.items()}
 
 
 def encode(message: Message, max_bytes: int | None = None) -> bytes:
@@ -171,9 +172,9 @@ def decode(raw: bytes, accept_content: frozenset[str] | set[str] | list[str]) ->
     if type(data) is not dict:
         raise MessageError("malformed message: not a JSON object")
     for name, value in data.items():
-        shape = _SHAPES.get(name)
-        if shape is not None and type(value) not in shape[0]:
-            raise MessageError(f"malformed message: {name!r} is not {shape[1]}")
+        types = _TYPES.get(name)
+        if types is not None and type(value) not in types:
+            raise MessageError(f"malformed message: {name!r} is not {_SHAPES[name][1]}")
     get = data.get
     version = get("v")
     if version is None or version < 1:

@@ -66,7 +66,7 @@ class TaskMeta:
 
     def encode(self) -> bytes:
         try:
-            return orjson.dumps(self._as_dict())
+            return orjson.dumps(self)  # orjson writes a dataclass's fields in their order
         except TypeError as exc:
             raise MessageError(f"task {self.task_id}: result is not serializable: {exc}") from exc
 
@@ -74,9 +74,6 @@ class TaskMeta:
     def decode(cls, raw: bytes) -> TaskMeta:
         data = orjson.loads(raw)
         return cls(**{name: data.get(name) for name in _FIELDS if name in data})
-
-    def _as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _FIELDS}
 
 
 _FIELDS = tuple(TaskMeta.__dataclass_fields__)

@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -55,19 +55,17 @@ class Job:
     task: Task[Any, Any]
     request: Request
     terminated: bool = False  # revoked with terminate=True while running
+    acks_late: bool = field(init=False)
+    stores_result: bool = field(init=False)
 
-    @property
-    def acks_late(self) -> bool:
-        return self._flag("acks_late")
+    def __post_init__(self) -> None:
+        self.acks_late = self._flag("acks_late")
+        self.stores_result = not self._flag("ignore_result")
 
     @property
     def requeued_when_lost(self) -> bool:
         """An `acks_late` task cut short by a cold shutdown goes back to the queue."""
         return self.acks_late and self._flag("reject_on_worker_lost")
-
-    @property
-    def stores_result(self) -> bool:
-        return not self._flag("ignore_result")
 
     def _flag(self, name: str) -> bool:
         """The task's own option `name`, or the app's `task_<name>` when the task has none."""

@@ -156,21 +156,44 @@ class Worker:
     async def _task_loop(
         self, executor: Executor, rates: RateLimits, waiters: anyio.abc.TaskGroup
     ) -> None:
-        """One slot: take work, run it, repeat until the queue is closed and empty."""
+        """One slot: take work, run it, repeat until the queue is closed and empty.
+
+        Jobs run in a cancel scope that a revoke with `terminate` cancels. One scope serves
+        job after job until that happens: a scope per job cost as much as its ack.
+        """
+        serving = True
+        while serving:
+            with anyio.CancelScope() as scope:
+                serving = await self._serve(scope, executor, rates, waiters)
+
+    async def _serve(
+        self,
+        scope: anyio.CancelScope,
+        executor: Executor,
+        rates: RateLimits,
+        waiters: anyio.abc.TaskGroup,
+    ) -> bool:
+        """Run work in `scope`; True once a job in it was terminated, False at the end."""
         while (work := await self._next_work()) is not None:
             if self._stopping:
                 await self._give_back(work)
                 continue
+            held = False
             try:
                 job = work if isinstance(work, Job) else await executor.receive(work)
                 if job is not None and job is not work and job.task.rate_limit:
                     waiters.start_soon(self._wait_for_rate, executor, rates, job)
-                    continue  # still held: the waiter brings it back, or gives it back
-                if job is not None:
-                    await self._run(executor, job)
+                    held = True  # the waiter brings it back, or gives it back
+                elif job is not None:
+                    await self._run(scope, executor, job)
             except Exception:  # a store or broker failure: the message comes back by its lease
                 logger.exception("Worker %s could not handle a delivery", self.hostname)
-            self._release(work)
+            finally:
+                if not held:
+                    self._release(work)
+            if scope.cancel_called:  # the job ended before the cancellation reached it
+                return True
+        return False
 
     async def _next_work(self) -> Work | None:
         """The next work, None once the queue is closed and empty. Work already queued is
@@ -205,13 +228,12 @@ class Worker:
                 self._waiting.discard(waiting)
         await self._give_back(job)
 
-    async def _run(self, executor: Executor, job: Job) -> None:
-        with anyio.CancelScope() as running:
-            self._running[running] = job
-            try:
-                await executor.run(job)
-            finally:
-                del self._running[running]
+    async def _run(self, scope: anyio.CancelScope, executor: Executor, job: Job) -> None:
+        self._running[scope] = job
+        try:
+            await executor.run(job)
+        finally:
+            del self._running[scope]
 
     async def _give_back(self, work: Work) -> None:
         delivery = work.delivery if isinstance(work, Job) else work
