@@ -55,6 +55,9 @@ class MiddlewareStack:
     def add(self, middleware: Middleware) -> None:
         self._items.append(middleware)
 
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
     async def before_publish(self, message: Message) -> None:
         await self._call("before_publish", message)
 

@@ -206,6 +206,13 @@ def in_workflow(message: Message) -> bool:
     return bool(message.chain or message.group_size or message.callbacks or message.errbacks)
 
 
+def reads_results_next(message: Message) -> bool:
+    """Whether a step after this task may read its stored result: the rest of a chain,
+    the callback of the chord it belongs to, or a link. A plain group's member is read by
+    nothing that it starts."""
+    return bool(message.chain or message.chord or message.callbacks or message.errbacks)
+
+
 async def task_succeeded(app: TaskQ, message: Message, value: Any) -> None:
     membership = Membership.of(message)
     if message.chain:

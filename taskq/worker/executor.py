@@ -30,7 +30,7 @@ from taskq.task import Request, Task
 from taskq.worker.batching import Coalescer, RevokedIds
 from taskq.worker.statewriter import StateWriter
 from taskq.worker.timelimits import run_with_limits
-from taskq.workflow import in_workflow, task_failed, task_succeeded
+from taskq.workflow import in_workflow, reads_results_next, task_failed, task_succeeded
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
@@ -151,7 +151,8 @@ class Executor:
             await job.delivery.ack()
         if job.stores_result:
             self.states.put(self._meta(job, states.STARTED))  # written while the task runs
-        await self.app.middleware.before_execute(task, job.request)
+        if self.app.middleware:
+            await self.app.middleware.before_execute(task, job.request)
         started = time.perf_counter()
         try:
             value = await self._call(job)
@@ -195,7 +196,11 @@ class Executor:
         logger.info("Task %s[%s] succeeded in %.3fs", message.task, message.id, elapsed)
         meta = self._meta(job, states.SUCCESS, result=value, date_done=time.time())
         if job.stores_result:
-            await self.states.write(meta)
+            # Stored before whatever may rely on it (the ack of an acks_late task, the task's
+            # hooks, a workflow's next step); else written behind the loop, which goes on to
+            # its next task: that overlaps the write with the next task's ack.
+            stored_first = job.acks_late or task.has_hooks or reads_results_next(message)
+            await self.states.record(meta, wait=stored_first)
         if in_workflow(message):
             await task_succeeded(self.app, message, value)
         await _hook(task, "on_success", value, message.id, message.args, message.kwargs)
@@ -229,7 +234,8 @@ class Executor:
         message = job.message
         after = (meta.status, retval, message.id, message.args, message.kwargs)
         await _hook(job.task, "after_return", *after)
-        await self.app.middleware.after_execute(job.task, job.request, meta)
+        if self.app.middleware:
+            await self.app.middleware.after_execute(job.task, job.request, meta)
 
     async def _retry(self, job: Job, exc: BaseException | None, countdown: float | None) -> None:
         """Publish the same task id again with `retries + 1`, delayed through the broker."""

@@ -12,6 +12,10 @@ from taskq.stores.base import ResultStore, TaskMeta
 
 logger = logging.getLogger("taskq.worker")
 
+# Past this many states waiting to be written, `record` waits for the write: a store
+# slower than the tasks holds the task loops back instead of growing the backlog.
+MAX_BACKLOG = 1000
+
 
 @dataclass(slots=True)
 class _Flush:
@@ -23,9 +27,10 @@ class StateWriter:
     """Writes task states for a worker, one batch at a time, so a task's states land in order.
 
     `put(meta)` queues a state without waiting (STARTED); `write(meta)` queues one and returns
-    once it is stored. A queued state not yet written when the same task's next state comes
-    is replaced by it: a task that ends before its STARTED went out skips that write.
-    `run()` is the writing loop, a service of the worker.
+    once it is stored; `record(meta, wait=False)` waits only while the backlog is too long.
+    A queued state not yet written when the same task's next state comes is replaced by it:
+    a task that ends before its STARTED went out skips that write. `run()` is the writing
+    loop, a service of the worker; `flush()` waits for everything queued to be written.
     """
 
     def __init__(self, store: ResultStore, ttl: float | None) -> None:
@@ -33,6 +38,7 @@ class StateWriter:
         self._ttl = ttl
         self._queued: dict[str, TaskMeta] = {}
         self._next = _Flush()
+        self._writing: _Flush | None = None
         self._wanted = anyio.Event()
 
     def put(self, meta: TaskMeta) -> None:
@@ -46,12 +52,25 @@ class StateWriter:
         if flush.error is not None:
             raise flush.error
 
+    async def record(self, meta: TaskMeta, *, wait: bool) -> None:
+        if wait or len(self._queued) >= MAX_BACKLOG:
+            await self.write(meta)
+        else:
+            self.put(meta)
+
+    async def flush(self) -> None:
+        """Return once every state queued so far is written (or failed to be)."""
+        flush = self._next if self._queued else self._writing
+        if flush is not None:
+            await flush.done.wait()
+
     async def run(self) -> None:
         while True:
             await self._wanted.wait()
             self._wanted = anyio.Event()
             metas, self._queued = list(self._queued.values()), {}
             flush, self._next = self._next, _Flush()
+            self._writing = flush
             with anyio.CancelScope(shield=True):  # writers are waiting on it
                 try:
                     await self._store_all(metas)
@@ -59,6 +78,7 @@ class StateWriter:
                     logger.exception("Could not record %d task state(s)", len(metas))
                     flush.error = exc
                 finally:
+                    self._writing = None
                     flush.done.set()
 
     async def _store_all(self, metas: list[TaskMeta]) -> None:

@@ -39,6 +39,7 @@ logger = logging.getLogger("taskq.worker")
 RENEWALS_PER_TIMEOUT = 4
 GREETING_FIRST_DELAY = 0.05
 GREETING_MAX_DELAY = 5.0
+FINAL_STATES_TIMEOUT = 10.0  # seconds a stopping worker gives its last task states to be written
 
 Work = Delivery | Job  # a fresh delivery, or a job back from its rate-limit wait
 
@@ -114,26 +115,40 @@ class Worker:
             services.start_soon(self._renew_leases)
             services.start_soon(self._obey_commands, broker, executor)
             await self.app.middleware.worker_start(self)
-            async with anyio.create_task_group() as loops:
-                self._loops_scope = loops.cancel_scope
-                for _ in range(self.concurrency):
-                    loops.start_soon(self._task_loop, executor, rates, services)
-                self.ready.set()
-                try:
-                    with self._consume_scope:
-                        await self._consume(broker)
-                    self.stop()
-                    await self._give_back_reserved()
-                    with anyio.move_on_after(self.shutdown_timeout):
-                        await self._drained.wait()
-                finally:
-                    await self._give_back_reserved()
-                if self._running:
-                    self.terminate()
-                loops.cancel_scope.cancel()
+            try:
+                await self._serve_until_stopped(broker, executor, rates, services)
+            finally:  # the states written behind the loops, on every way out
+                with anyio.move_on_after(FINAL_STATES_TIMEOUT, shield=True):
+                    await executor.states.flush()
             services.cancel_scope.cancel()
         await self.app.middleware.worker_stop(self)
         logger.info("Worker %s stopped", self.hostname)
+
+    async def _serve_until_stopped(
+        self,
+        broker: Broker,
+        executor: Executor,
+        rates: RateLimits,
+        services: anyio.abc.TaskGroup,
+    ) -> None:
+        """Consume into the task loops until `stop()`, then shut them down (see the module)."""
+        async with anyio.create_task_group() as loops:
+            self._loops_scope = loops.cancel_scope
+            for _ in range(self.concurrency):
+                loops.start_soon(self._task_loop, executor, rates, services)
+            self.ready.set()
+            try:
+                with self._consume_scope:
+                    await self._consume(broker)
+                self.stop()
+                await self._give_back_reserved()
+                with anyio.move_on_after(self.shutdown_timeout):
+                    await self._drained.wait()
+            finally:
+                await self._give_back_reserved()
+            if self._running:
+                self.terminate()
+            loops.cancel_scope.cancel()
 
     async def _consume(self, broker: Broker) -> None:
         async with aclosing(broker.consume(self.queues, self.prefetch)) as deliveries:

@@ -12,7 +12,7 @@ import anyio
 import pytest
 from support import eventually
 
-from taskq import TaskError, TaskQ, states
+from taskq import TaskError, TaskQ, group, states
 from taskq.errors import (
     MaxRetriesExceededError,
     SoftTimeLimitExceeded,
@@ -197,6 +197,47 @@ async def test_revoke_with_terminate_cancels_a_running_task(app: TaskQ) -> None:
             await result.get(timeout=10)
     broker = await app.connected_broker()
     assert await broker.queue_length(app.conf.task_default_queue) == 0
+
+
+async def test_a_slot_whose_task_was_terminated_runs_the_next_tasks(app: TaskQ) -> None:
+    started = anyio.Event()
+
+    @app.task
+    async def long() -> None:
+        started.set()
+        await anyio.sleep(60)
+
+    @app.task
+    async def short(n: int) -> int:
+        return n
+
+    async with running_worker(app, concurrency=1):
+        doomed = await long.delay()
+        await started.wait()
+        await app.control.revoke(doomed.id, terminate=True)
+        with pytest.raises(TaskError, match="revoked"):
+            await doomed.get(timeout=10)
+        assert [await (await short.delay(n)).get(timeout=10) for n in range(3)] == [0, 1, 2]
+
+
+async def test_a_worker_stopped_as_its_tasks_finish_has_stored_every_result(app: TaskQ) -> None:
+    count = 500
+    finished = anyio.Event()
+    done = 0
+
+    @app.task
+    async def quick() -> None:
+        nonlocal done
+        done += 1
+        if done == count:
+            finished.set()
+
+    results = await group(quick.s() for _ in range(count)).apply_async()
+    async with running_worker(app):
+        await finished.wait()
+    store = await app.connected_store()
+    metas = await store.get_many([result.id for result in results])
+    assert [meta and meta.status for meta in metas] == [states.SUCCESS] * count
 
 
 async def test_idempotency_key_enqueues_once_under_concurrent_publishers(app: TaskQ) -> None:
