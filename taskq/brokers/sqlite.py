@@ -82,6 +82,7 @@ WHERE id IN (
 )
 RETURNING id, queue, priority, body, delivery_count
 """
+_ANY_DUE = "SELECT 1 FROM taskq_messages WHERE queue IN ({marks}) AND available_at <= ? LIMIT 1"
 _NEXT_DUE = "SELECT min(available_at) FROM taskq_messages WHERE queue IN ({marks})"
 _INSERT = "INSERT INTO taskq_messages (queue, priority, available_at, body) VALUES (?, ?, ?, ?)"
 _ACK = "DELETE FROM taskq_messages WHERE id = ? AND lease = ?"
@@ -122,7 +123,10 @@ def _claim(
     token = secrets.randbits(63)
     marks = ", ".join("?" * len(queues))
     params = (now + lease_seconds, token, *queues, now, limit)
-    rows = conn.execute(_CLAIM.format(marks=marks), params).fetchall()
+    # Looked for first: a poll that finds nothing due only reads, so an idle worker never
+    # holds the write lock that producers and other workers wait on.
+    due_now = conn.execute(_ANY_DUE.format(marks=marks), (*queues, now)).fetchone()
+    rows = [] if due_now is None else conn.execute(_CLAIM.format(marks=marks), params).fetchall()
     if not rows:
         (due,) = conn.execute(_NEXT_DUE.format(marks=marks), queues).fetchone()
         return [], (None if due is None else due - now)

@@ -8,6 +8,7 @@ temporary directory, and returns the broker URL for one test.
 from __future__ import annotations
 
 import math
+import sqlite3
 import sys
 import time
 import uuid
@@ -497,6 +498,28 @@ async def test_sqlite_is_durable_across_reopen(open_broker: OpenBroker) -> None:
         delivery = await expect(deliveries)
         assert task_id(delivery) == message.id
         await delivery.ack()
+
+
+@sqlite_only
+async def test_sqlite_idle_polls_need_no_write_lock(
+    open_broker: OpenBroker, broker_url: str
+) -> None:
+    """Idle workers poll without taking the write lock, so they cannot hold up a producer
+    (or fail while another process writes)."""
+    broker = await open_broker(polling_interval=0.01, transport={"busy_timeout": 0.01})
+    writer = sqlite3.connect(broker_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        async with consuming(broker) as deliveries:
+            writer.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+            await expect_nothing(deliveries, 0.5)  # many polls, none failing on the lock
+            writer.execute("COMMIT")
+            message = new_message()
+            await broker.publish(message, "q")
+            delivery = await expect(deliveries)
+            assert task_id(delivery) == message.id
+            await delivery.ack()
+    finally:
+        writer.close()
 
 
 _PUBLISH_FROM_CHILD = """
