@@ -207,10 +207,10 @@ def in_workflow(message: Message) -> bool:
 
 
 def reads_results_next(message: Message) -> bool:
-    """Whether a step after this task may read its stored result: the rest of a chain,
-    the callback of the chord it belongs to, or a link. A plain group's member is read by
-    nothing that it starts."""
-    return bool(message.chain or message.chord or message.callbacks or message.errbacks)
+    """Whether what this task's success starts may read its stored result: the rest of a
+    chain, the callback of the chord it belongs to, or a link. A plain group's member
+    starts nothing."""
+    return bool(message.chain or message.chord or message.callbacks)
 
 
 async def task_succeeded(app: TaskQ, message: Message, value: Any) -> None:
