@@ -14,6 +14,7 @@ import hashlib
 import logging
 import time
 import weakref
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -174,6 +175,7 @@ class RedisConnection:
             else self.node
         )
         self.users = 0
+        self.outage = Outage()
 
     def pubsub(self) -> PubSub:
         return self.node.pubsub()
@@ -313,7 +315,40 @@ class RetryBackoff:
         await anyio.sleep(min(RETRY_FIRST_DELAY * 2 ** (self.failures - 1), RETRY_MAX_DELAY))
 
 
-async def retrying(operation: Callable[[], Awaitable[T]], timeout: float, what: str) -> T:
+class Outage:
+    """Redis unreachable, as seen by the operations on one connection: logged once when the
+    first of them fails and once when one succeeds again (how long it lasted, what was retried
+    meanwhile), however many operations fail in between."""
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+        self._retried: Counter[str] = Counter()
+
+    @property
+    def ongoing(self) -> bool:
+        return self._since is not None
+
+    def failed(self, what: str, error: Exception) -> None:
+        """`what` (e.g. "renewing a lease") failed for want of Redis and will be tried again."""
+        if self._since is None:
+            self._since = time.monotonic()
+            logger.warning("Redis unavailable while %s (%s): retrying", what, error)
+        self._retried[what] += 1
+
+    def over(self) -> None:
+        """An operation reached Redis: the outage, if there was one, has ended."""
+        if self._since is None:
+            return
+        lasted = time.monotonic() - self._since
+        retried = ", ".join(f"{what} {count}x" for what, count in self._retried.most_common())
+        logger.warning("Redis reachable again after %.1f s; retried meanwhile: %s", lasted, retried)
+        self._since = None
+        self._retried.clear()
+
+
+async def retrying(
+    operation: Callable[[], Awaitable[T]], timeout: float, what: str, outage: Outage
+) -> T:
     """`operation()`, tried again with backoff while Redis is unreachable, for up to `timeout` s."""
     backoff = RetryBackoff()
     deadline = time.monotonic() + timeout
@@ -323,12 +358,11 @@ async def retrying(operation: Callable[[], Awaitable[T]], timeout: float, what: 
         except TRANSIENT_ERRORS as exc:
             if time.monotonic() >= deadline:
                 raise
-            if backoff.failures == 0:
-                logger.warning("Redis unavailable while %s (%s): retrying", what, exc)
+            outage.failed(what, exc)
             await backoff.sleep()
             continue
         if backoff.failures:
-            logger.info("Redis is reachable again (%s)", what)
+            outage.over()
         return result
 
 

@@ -19,7 +19,6 @@ event-loop turn share that call.
 
 from __future__ import annotations
 
-import logging
 import re
 import secrets
 import time
@@ -63,7 +62,6 @@ _RESULTS_MARK = orjson.dumps(CHORD_RESULTS)
 _SCRIPTS = Scripts("taskq.brokers", "redis.lua")
 _STREAM_ID = re.compile(r"\d+-\d+")
 
-logger = logging.getLogger("taskq.redis")
 
 
 def _band(priority: object) -> int:
@@ -160,7 +158,10 @@ class RedisBroker:
 
     async def run(self, commands: Sequence[Command], what: str) -> list[Any]:
         """One pipeline, retried while Redis is unreachable."""
-        return await retrying(lambda: self.send(commands), self.settings.reconnect_timeout, what)
+        outage = self.connection.outage
+        return await retrying(
+            lambda: self.send(commands), self.settings.reconnect_timeout, what, outage
+        )
 
     async def publish(self, message: Message, queue: str) -> None:
         await self.publish_many([(message, queue)])
@@ -301,12 +302,13 @@ class _Broadcasts(AsyncIterator[bytes]):
                     ignore_subscribe_messages=True, timeout=None
                 )
             except TRANSIENT_ERRORS as exc:
-                if self._backoff.failures == 0:
-                    logger.warning("Redis unavailable to a subscriber (%s): reconnecting", exc)
+                self._broker.connection.outage.failed("listening to broadcasts", exc)
                 await self.aclose_pubsub()
                 await self._backoff.sleep()
                 continue
-            self._backoff = RetryBackoff()
+            if self._backoff.failures:
+                self._broker.connection.outage.over()
+                self._backoff = RetryBackoff()
             if message is not None and message["type"] == "message":
                 payload: bytes = message["data"]
                 return payload

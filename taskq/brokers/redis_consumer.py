@@ -152,13 +152,12 @@ class Consumer:
                 try:
                     pending.extend(await self._next_batch(wakeups))
                 except TRANSIENT_ERRORS as exc:
-                    if backoff.failures == 0:
-                        logger.warning("Redis unavailable while consuming (%s): reconnecting", exc)
+                    self.broker.connection.outage.failed("consuming", exc)
                     await wakeups.close()
                     await backoff.sleep()
                     continue
                 if backoff.failures:
-                    logger.info("Consumer %s reconnected to Redis", self.name)
+                    self.broker.connection.outage.over()
                     backoff = RetryBackoff()
                 while pending:
                     yield pending.popleft()

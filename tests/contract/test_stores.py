@@ -209,6 +209,57 @@ async def test_wait_times_out(store: ResultStore) -> None:
     assert 0.15 < time.monotonic() - started < 2
 
 
+async def wait_outcome(store: ResultStore, task_id: str, timeout: float) -> TaskMeta | str:
+    try:
+        return await store.wait(task_id, timeout)
+    except TimeoutError:
+        return "timeout"
+
+
+async def test_waits_in_small_concurrent_batches_on_finished_tasks(store: ResultStore) -> None:
+    """A web app awaiting results 20 at a time: every finished task's wait returns it (some
+    timed out on Redis when a waiter handed the reading over to nobody)."""
+    finished = [success(new_id()) for _ in range(400)]
+    await store.set_states(finished, None)
+    outcomes: list[TaskMeta | str] = []
+
+    async def wait_into(meta: TaskMeta) -> None:
+        outcomes.append(await wait_outcome(store, meta.task_id, 3.0))
+
+    for start in range(0, len(finished), 20):
+        async with anyio.create_task_group() as tg:
+            for meta in finished[start : start + 20]:
+                tg.start_soon(wait_into, meta)
+    assert sorted(outcomes, key=str) == sorted(finished, key=str)
+
+
+async def test_thousands_of_concurrent_waits_each_end_right(
+    store: ResultStore, store_url: str
+) -> None:
+    """Finished tasks, tasks that finish (in another store) while everyone waits, and ids that
+    never exist, waited on all at once: each wait returns its own task or times out."""
+    finished = [success(new_id()) for _ in range(1500)]
+    later = [success(new_id()) for _ in range(500)]
+    missing = [new_id() for _ in range(300)]
+    await store.set_states(finished, None)
+    outcomes: dict[str, TaskMeta | str] = {}
+
+    async def wait_into(task_id: str, timeout: float) -> None:
+        outcomes[task_id] = await wait_outcome(store, task_id, timeout)
+
+    async with connected(store_url) as other:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for meta in finished + later:
+                    tg.start_soon(wait_into, meta.task_id, 30.0)
+                for task_id in missing:
+                    tg.start_soon(wait_into, task_id, 1.0)
+                await anyio.wait_all_tasks_blocked()  # every wait is under way
+                await other.set_states(later, None)
+    assert [outcomes[meta.task_id] for meta in finished + later] == finished + later
+    assert {outcomes[task_id] for task_id in missing} == {"timeout"}
+
+
 # --- chords -----------------------------------------------------------------
 
 

@@ -72,3 +72,31 @@ async def test_a_redis_restart_loses_nothing_and_redoes_nothing(
         return await broker.queue_length("default") == 0
 
     await eventually(drained)
+
+
+async def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
+    producer: TaskQ, start_worker: StartWorker, redis: RedisServer, tmp_path: Path
+) -> None:
+    """20 running tasks renew their leases throughout a 3 s outage: two log lines, not one
+    per failed renewal."""
+    worker = start_worker("-c", "20")
+    running = [
+        await producer.send_task("itest.marked", args=[str(tmp_path / f"m{n}"), 6.0])
+        for n in range(20)
+    ]
+
+    async def all_started() -> bool:
+        return all([await anyio.Path(tmp_path / f"m{n}").exists() for n in range(20)])
+
+    await eventually(all_started)
+    redis.kill()
+    await anyio.sleep(3.0)  # the outage: several rounds of lease renewals fail
+    redis.start()
+    assert {await r.get(timeout=60) for r in running} == {worker.pid}
+    log = worker.output()
+    assert log.count("Redis unavailable") == 1, log
+    ended = re.findall(r"Redis reachable again after ([\d.]+) s; retried meanwhile: (.*)", log)
+    assert len(ended) == 1, log
+    lasted, retried = ended[0]
+    assert float(lasted) >= 2.5
+    assert "renewing a lease" in retried
