@@ -31,6 +31,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import (
     ClusterDownError,
     NoScriptError,
+    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import (
@@ -266,8 +267,11 @@ class Scripts:
         for source in self._sources.values():
             await client.script_load(source)
 
-    async def run(self, client: Client, commands: Sequence[Command]) -> list[Any]:
-        """Send `commands` (script calls from `call` or plain ones) in one round trip."""
+    async def run(
+        self, client: Client, commands: Sequence[Command], *, raise_errors: bool = True
+    ) -> list[Any]:
+        """Send `commands` (script calls from `call` or plain ones) in one round trip; the
+        first error is raised, or with `raise_errors=False` returned in its command's place."""
         results = await _send(client, commands)
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:
@@ -276,7 +280,7 @@ class Scripts:
             for index, result in zip(missing, again, strict=True):
                 results[index] = result
         for result in results:
-            if isinstance(result, Exception):
+            if raise_errors and isinstance(result, Exception):
                 raise result
         return results
 
@@ -289,7 +293,7 @@ async def _send(client: Client, commands: Sequence[Command]) -> list[Any]:
             if len(commands) == 1:
                 try:
                     return [await client.execute_command(*commands[0])]
-                except NoScriptError as exc:
+                except ResponseError as exc:  # as a pipeline returns it (NOSCRIPT among them)
                     return [exc]
             pipe = client.pipeline(transaction=False)
             for command in commands:

@@ -28,6 +28,10 @@
 -- A delivery is (band, stream id, consumer, times delivered to the group). Settling checks
 -- the entry's record in the group's pending list: if another consumer has taken it over, or
 -- the same consumer got it again, the settle is stale and does nothing.
+--
+-- Nothing a script reads is trusted to have the shape above: an entry that has not (written
+-- by hand, or by another program) goes to the dead letters with its raw fields and the
+-- reason, so that one bad entry cannot stop every consumer of the queue.
 
 --@ common
 local DELAYED, LEASES, DEAD, IDLE = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
@@ -76,7 +80,18 @@ end
 
 local function body_of(band, id)
   local entry = redis.call('XRANGE', stream(band), id, id)[1]
-  return entry and field(entry[2], 'b')
+  return entry and field(entry[2], 'b') or ''
+end
+
+-- Keeps something that is not a well-formed entry as a dead letter, with why.
+local function bury_malformed(what, raw)
+  local reason = 'malformed broker entry: ' .. what
+  redis.call('XADD', DEAD, '*', 'r', reason, 'b', raw, 't', tostring(server_ms() / 1000))
+end
+
+-- A lease member "<band><stream id>", split; nil for anything else.
+local function lease_parts(member)
+  return string.match(member, '^(%d)(%d+%-%d+)$')
 end
 
 -- A new message: at the tail of its band's stream, or into the delayed set when `due` > 0.
@@ -100,20 +115,29 @@ end
 -- entries, highest band first, up to `limit` in all. A lease of this very consumer that has
 -- expired is only taken back once the caller confirms it (it has stayed expired for a while
 -- of live event loop), so a consumer whose loop was blocked does not redeliver the tasks it
--- is running to itself before it had the chance to renew their leases.
+-- is running to itself before it had the chance to renew their leases. Malformed entries met
+-- on the way are dead-lettered; they count against `limit` like the entries taken.
 -- ARGV: group, consumer, limit, lease ms, now (epoch ms), idle marker ms, confirmed leases...
--- Returns {next due time or false, own expired leases not confirmed, entries} with entries
--- flat: band, id, envelope, deliveries in all, times delivered to the group.
+-- Returns {next due time or false, own expired leases not confirmed, entries, buried} with
+-- entries flat: band, id, envelope, deliveries in all, times delivered to the group; buried:
+-- how many malformed entries the reads met.
 local group, consumer, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = server_ms()
 local deadline = now + tonumber(ARGV[4])
-local entries, suspects, confirmed = {}, {}, {}
+local entries, suspects, confirmed, buried = {}, {}, {}, 0
 for i = 7, #ARGV do confirmed[ARGV[i]] = true end
 
 local function take(band, id, fields, count)
+  local body, earlier = field(fields, 'b'), field(fields, 'd') or '0'
+  if body == nil or not string.match(earlier, '^%d+$') then
+    local what = body == nil and 'without its envelope (field b)' or 'with a bad field d'
+    bury_malformed('stream entry ' .. id .. ' ' .. what, body or cjson.encode(fields))
+    settle(band, group, id)
+    buried = buried + 1
+    return
+  end
   redis.call('ZADD', LEASES, deadline, band .. id)
-  local earlier = tonumber(field(fields, 'd') or '0')
-  for _, value in ipairs({band, id, field(fields, 'b'), earlier + count, count}) do
+  for _, value in ipairs({band, id, body, tonumber(earlier) + count, count}) do
     entries[#entries + 1] = value
   end
 end
@@ -121,9 +145,12 @@ end
 local function promote()
   local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', ARGV[5], 'LIMIT', 0, 1000)
   for _, member in ipairs(due) do
-    local first = string.find(member, ':', 2, true)
-    local second = string.find(member, ':', first + 1, true)
-    append(string.sub(member, 1, 1), string.sub(member, 2, first - 1), string.sub(member, second + 1))
+    local band, deliveries, body = string.match(member, '^(%d)(%d+):[^:]*:(.*)$')
+    if band then
+      append(band, deliveries, body)
+    else
+      bury_malformed('delayed message without "<band><deliveries>:<token>:"', member)
+    end
     redis.call('ZREM', DELAYED, member)
   end
 end
@@ -137,9 +164,12 @@ end
 local function reclaim()
   local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, limit)
   for _, member in ipairs(expired) do
-    local band, id = string.sub(member, 1, 1), string.sub(member, 2)
-    local record = pending(band, group, id)
-    if record == nil then
+    local band, id = lease_parts(member)
+    local record = band and pending(band, group, id)
+    if band == nil then
+      bury_malformed('lease without "<band><stream id>"', member)
+      redis.call('ZREM', LEASES, member)
+    elseif record == nil then
       redis.call('ZREM', LEASES, member)
     elseif record[2] == consumer and not confirmed[member] then
       suspects[#suspects + 1] = member
@@ -172,14 +202,14 @@ end
 promote()
 reclaim()
 for band = 9, 0, -1 do
-  local wanted = limit - #entries / 5
+  local wanted = limit - #entries / 5 - buried
   if wanted <= 0 then break end
   if redis.call('XLEN', stream(band)) > 0 then read(band, wanted) end
 end
 -- Fewer than asked: the queue is drained, so the caller may sleep on it.
-if #entries / 5 < limit then redis.call('SET', IDLE, '1', 'PX', ARGV[6]) end
+if #entries / 5 + buried < limit then redis.call('SET', IDLE, '1', 'PX', ARGV[6]) end
 local next_due = redis.call('ZRANGE', DELAYED, 0, 0, 'WITHSCORES')[2]
-return {next_due or false, suspects, entries}
+return {next_due or false, suspects, entries, buried}
 
 --@ publish
 -- Enqueues messages, ready ones at the tail of their band's stream, the others into the
@@ -323,9 +353,11 @@ end
 
 local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', server_ms(), 'LIMIT', 0, limit)
 for _, member in ipairs(expired) do
-  local band, id = string.sub(member, 1, 1), string.sub(member, 2)
-  deleted = deleted + redis.call('XDEL', stream(band), id)
-  redis.call('XACK', stream(band), group, id)
+  local band, id = lease_parts(member)
+  if band then
+    deleted = deleted + redis.call('XDEL', stream(band), id)
+    redis.call('XACK', stream(band), group, id)
+  end
   redis.call('ZREM', LEASES, member)
 end
 if #expired == limit then more = 1 end

@@ -63,7 +63,6 @@ _SCRIPTS = Scripts("taskq.brokers", "redis.lua")
 _STREAM_ID = re.compile(r"\d+-\d+")
 
 
-
 def _band(priority: object) -> int:
     """The priority's stream; out-of-range values are kept (the worker dead-letters them)."""
     return min(max(priority, 0), BANDS - 1) if isinstance(priority, int) else 0
@@ -152,9 +151,9 @@ class RedisBroker:
     def script(self, name: str, queue: str, args: Sequence[Any]) -> Command:
         return _SCRIPTS.call(name, self.keys(queue).keys, args)
 
-    async def send(self, commands: Sequence[Command]) -> list[Any]:
-        """One pipeline, without retries."""
-        return await _SCRIPTS.run(self.connection.client, commands)
+    async def send(self, commands: Sequence[Command], *, raise_errors: bool = True) -> list[Any]:
+        """One pipeline, without retries (see `Scripts.run`)."""
+        return await _SCRIPTS.run(self.connection.client, commands, raise_errors=raise_errors)
 
     async def run(self, commands: Sequence[Command], what: str) -> list[Any]:
         """One pipeline, retried while Redis is unreachable."""

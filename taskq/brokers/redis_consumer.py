@@ -140,6 +140,7 @@ class Consumer:
         self._suspects: dict[str, dict[bytes, float]] = {}  # own expired leases: first seen
         self._maintained_at = time.monotonic()
         self._rotation = 0
+        self._refusals: dict[str, str] = {}  # each queue's last claim error, logged once
 
     async def deliveries(self) -> AsyncGenerator[Delivery, None]:
         channels = {self.broker.keys(q).channel.encode(): q for q in self.queues}
@@ -215,10 +216,15 @@ class Consumer:
         ]
         # Shielded: a claim whose result we dropped would sit leased for the whole timeout.
         with anyio.CancelScope(shield=True):
-            results = await self.broker.send(commands)
+            results = await self.broker.send(commands, raise_errors=False)
         batch: list[RedisDelivery] = []
         for (queue, share), result in zip(shares, results, strict=True):
-            batch += self._claimed(queue, share, result)
+            if isinstance(result, TRANSIENT_ERRORS):
+                raise result
+            if isinstance(result, Exception):
+                self._unclaimable(queue, result)
+            else:
+                batch += self._claimed(queue, share, result)
         batch.sort(key=lambda delivery: -delivery.band)
         self.slots.used += len(batch)
         return batch
@@ -233,7 +239,10 @@ class Consumer:
         return [(queue, share) for queue, share in shares if share > 0]
 
     def _claimed(self, queue: str, share: int, result: list[Any]) -> list[RedisDelivery]:
-        next_due, suspects, flat = result
+        next_due, suspects, flat, buried = result
+        self._refusals.pop(queue, None)
+        if buried:
+            logger.error("Dead-lettered %d malformed entries of queue %r", buried, queue)
         if next_due:
             self._due[queue] = float(next_due) / 1000
         else:
@@ -241,9 +250,17 @@ class Consumer:
         seen = self._suspects.get(queue, {})
         now = time.monotonic()
         self._suspects[queue] = {member: seen.get(member, now) for member in suspects}
-        if len(flat) < 5 * share:
+        if len(flat) // 5 + buried < share:
             self._candidates.discard(queue)
         return [RedisDelivery(self, queue, flat[i : i + 5]) for i in range(0, len(flat), 5)]
+
+    def _unclaimable(self, queue: str, error: Exception) -> None:
+        """A claim that Redis refused (a key of the queue that is not of taskq's making):
+        logged once per distinct error, and tried again at the next maintenance round."""
+        self._candidates.discard(queue)
+        if self._refusals.get(queue) != str(error):
+            self._refusals[queue] = str(error)
+            logger.error("Cannot claim from queue %r: Redis refused (%s)", queue, error)
 
     def _confirmed(self, queue: str) -> list[bytes]:
         """Own expired leases seen for a whole interval: the tasks are no longer ours."""

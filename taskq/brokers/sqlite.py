@@ -83,6 +83,15 @@ WHERE id IN (
 RETURNING id, queue, priority, body, delivery_count
 """
 _ANY_DUE = "SELECT 1 FROM taskq_messages WHERE queue IN ({marks}) AND available_at <= ? LIMIT 1"
+_MALFORMED = """
+SELECT id, queue, priority, available_at, body FROM taskq_messages
+WHERE queue IN ({marks}) AND (
+    typeof(priority) != 'integer' OR typeof(available_at) NOT IN ('integer', 'real')
+    OR typeof(body) != 'blob'
+)
+LIMIT 1000
+"""
+_DELETE = "DELETE FROM taskq_messages WHERE id = ?"
 _NEXT_DUE = "SELECT min(available_at) FROM taskq_messages WHERE queue IN ({marks})"
 _INSERT = "INSERT INTO taskq_messages (queue, priority, available_at, body) VALUES (?, ?, ?, ?)"
 _ACK = "DELETE FROM taskq_messages WHERE id = ? AND lease = ?"
@@ -127,13 +136,53 @@ def _claim(
     # holds the write lock that producers and other workers wait on.
     due_now = conn.execute(_ANY_DUE.format(marks=marks), (*queues, now)).fetchone()
     rows = [] if due_now is None else conn.execute(_CLAIM.format(marks=marks), params).fetchall()
+    # `now` stands for available_at, which the claim has just set to the lease's end.
+    malformed = [
+        (id_, queue, problem, body)
+        for id_, queue, priority, body, _ in rows
+        if (problem := _problem(priority, now, body))
+    ]
+    if malformed:
+        _bury_malformed(conn, malformed)
+        buried = {row[0] for row in malformed}
+        rows = [row for row in rows if row[0] not in buried]
     if not rows:
         (due,) = conn.execute(_NEXT_DUE.format(marks=marks), queues).fetchone()
+        if due is not None and type(due) not in (int, float):  # only rows due at no time left
+            _bury_malformed(conn, _malformed(conn, marks, queues))
+            return [], 0.0
         return [], (None if due is None else due - now)
     rows.sort(key=lambda row: (-row[2], row[0]))  # RETURNING comes in no particular order
     return [
         Claimed(Lease(queue, id_, token), body, count) for id_, queue, _, body, count in rows
     ], None
+
+
+def _problem(priority: object, available_at: object, body: object) -> str | None:
+    """What makes a row no message (written by hand or by another program), if anything."""
+    if type(priority) is not int:
+        return f"priority {priority!r:.80} is not an integer"
+    if type(available_at) not in (int, float):
+        return f"available_at {available_at!r:.80} is not a time"
+    if type(body) is not bytes:
+        return f"body is {type(body).__name__}, not a BLOB"
+    return None
+
+
+def _malformed(
+    conn: sqlite3.Connection, marks: str, queues: list[str]
+) -> list[tuple[int, str, str, object]]:
+    rows = conn.execute(_MALFORMED.format(marks=marks), queues).fetchall()
+    return [(id_, queue, _problem(p, at, body) or "", body) for id_, queue, p, at, body in rows]
+
+
+def _bury_malformed(conn: sqlite3.Connection, rows: list[tuple[int, str, str, object]]) -> None:
+    """Move malformed rows to the dead letters, their body as it was (as bytes) with why."""
+    with transaction(conn):
+        for id_, queue, problem, body in rows:
+            raw = body if isinstance(body, bytes) else str(body).encode()
+            conn.execute(_DELETE, (id_,))
+            conn.execute(_BURY, (queue, f"malformed broker entry: {problem}", raw, time.time()))
 
 
 def _ack(conn: sqlite3.Connection, lease: Lease) -> None:

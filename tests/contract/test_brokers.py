@@ -572,3 +572,38 @@ async def test_sqlite_claims_are_atomic_across_connections(open_broker: OpenBrok
                 tg.start_soon(drain, index, tg)
     everything = [task_id for ids in seen for task_id in ids]
     assert sorted(everything) == sorted(m.id for m in messages)  # each exactly once
+
+
+@sqlite_only
+async def test_sqlite_malformed_rows_become_dead_letters(
+    open_broker: OpenBroker, broker_url: str
+) -> None:
+    """Rows written into taskq_messages by hand, with a TEXT priority, a TEXT available_at
+    or a TEXT body: each is dead-lettered with the reason, and the good message delivered."""
+    broker = await open_broker(polling_interval=0.01)
+    good = new_message()
+    await broker.publish(good, "q")
+    body = encode(new_message())
+    writer = sqlite3.connect(broker_url.removeprefix("sqlite:///"), isolation_level=None)
+    insert = "INSERT INTO taskq_messages (queue, priority, available_at, body) VALUES (?, ?, ?, ?)"
+    try:
+        writer.execute(insert, ("q", "high", time.time(), body))
+        writer.execute(insert, ("q", 0, "soon", body))
+        writer.execute(insert, ("q", 0, time.time(), body.decode()))
+    finally:
+        writer.close()
+    async with consuming(broker) as deliveries:
+        delivery = await expect(deliveries)
+        assert task_id(delivery) == good.id
+        await delivery.ack()
+        with anyio.fail_after(5):  # the row due at no time is met once nothing else is left
+            while await broker.dead_letter_length("q") < 3:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+    letters = await broker.dead_letters("q")
+    assert sorted(letter.reason for letter in letters) == [
+        "malformed broker entry: available_at 'soon' is not a time",
+        "malformed broker entry: body is str, not a BLOB",
+        "malformed broker entry: priority 'high' is not an integer",
+    ]
+    assert {letter.body for letter in letters} == {body}
+    assert await broker.queue_length("q") == 0

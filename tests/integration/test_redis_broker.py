@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -14,7 +15,8 @@ from servers import RedisServer
 
 from taskq import TaskQ, group, signature
 from taskq.brokers.base import Broker, BrokerOptions, Delivery, create_broker
-from taskq.message import Message, decode
+from taskq.brokers.redis import BANDS
+from taskq.message import Message, decode, encode
 
 pytestmark = pytest.mark.integration
 
@@ -178,3 +180,47 @@ async def test_a_consumer_takes_over_the_expired_leases_of_a_dead_one(open_broke
     for delivery in taken:
         await delivery.ack()
     assert await alive.queue_length("q") == 0
+
+
+async def test_malformed_entries_in_the_queues_own_keys_become_dead_letters(
+    open_broker: Any,
+) -> None:
+    """Entries written into the queue's keys by hand: each is dead-lettered with its raw
+    fields and the reason by the claim that meets it, and the good messages are delivered."""
+    broker = await open_broker()
+    good = [message() for _ in range(3)]
+    await broker.publish_many([(m, "q") for m in good])
+    keys, client = broker.keys("q"), broker.connection.client
+    envelope = encode(message())
+    await client.xadd(keys.stream(0), {"x": "y"})  # no envelope
+    await client.xadd(keys.stream(5), {"b": envelope, "d": "many"})  # no delivery count
+    await client.zadd(keys.delayed, {"garbage": 0, b"x0:token:" + envelope: 0})  # bad member
+    await client.zadd(keys.keys[BANDS + 1], {"zz": 0, "7not-an-id": 0})  # bad leases
+    delivered = []
+    async with aclosing(broker.consume(["q"], 100)) as consumer:
+        async for delivery in consumer:
+            delivered.append(task_id(delivery))
+            await delivery.ack()
+            if len(delivered) == len(good):
+                break
+    assert sorted(delivered) == sorted(m.id for m in good)
+    letters = await broker.dead_letters("q")
+    assert len(letters) == 6
+    assert all(letter.reason.startswith("malformed broker entry: ") for letter in letters)
+    bodies = {letter.body for letter in letters}
+    assert {envelope, b"garbage", b"x0:token:" + envelope, b"zz", b"7not-an-id"} <= bodies
+    assert await broker.queue_length("q") == 0
+
+
+async def test_a_queue_whose_keys_redis_refuses_does_not_stop_the_others(
+    open_broker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = await open_broker()
+    await broker.connection.client.set(broker.keys("broken").stream(3), "not a stream")
+    sent = message()
+    await broker.publish(sent, "fine")
+    async with aclosing(broker.consume(["broken", "fine"], 10)) as consumer:
+        delivery = await anext(consumer)
+        assert task_id(delivery) == sent.id
+        await delivery.ack()
+    assert "Cannot claim from queue 'broken': Redis refused (WRONGTYPE" in caplog.text

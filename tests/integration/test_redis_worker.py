@@ -170,3 +170,19 @@ async def drained(producer: TaskQ) -> None:
         return await broker.queue_length("default") == 0
 
     await eventually(empty)
+
+
+async def test_a_malformed_stream_entry_is_dead_lettered_and_the_worker_goes_on(
+    producer: TaskQ, start_worker: StartWorker, redis_server: RedisServer, prefix: str
+) -> None:
+    """An entry without its envelope used to crash every worker that claimed it, forever."""
+    redis_command(redis_server.port, "XADD", f"{prefix}{{default}}:s0", "*", "x", "y")
+    worker = start_worker()
+    assert await (await producer.send_task("itest.add", args=[2, 3])).get(timeout=20) == 5
+    broker = await producer.connected_broker()
+    [letter] = await broker.dead_letters("default")
+    assert re.fullmatch(
+        r"malformed broker entry: stream entry \d+-\d+ without its envelope \(field b\)",
+        letter.reason,
+    )
+    assert worker.process.poll() is None
