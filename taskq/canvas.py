@@ -18,6 +18,7 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack
 
+from taskq.elements import CHAIN, CHORD, GROUP, Element, kind_of, members
 from taskq.message import new_id
 from taskq.result import AsyncResult, GroupResult
 
@@ -26,9 +27,6 @@ if TYPE_CHECKING:
     from taskq.task import CallOptions, Task
 
 R = TypeVar("R")
-Element = dict[str, Any]
-
-CHAIN, GROUP, CHORD = "chain", "group", "chord"
 SIGNATURE_OPTIONS = frozenset(
     {"queue", "priority", "countdown", "eta", "expires", "headers", "serializer", "time_limit"}
     | {"soft_time_limit", "idempotency_key", "task_id", "link", "link_error"}
@@ -220,15 +218,6 @@ def starmap(task: Task[Any, Any], items: Iterable[Sequence[Any]]) -> Signature[l
 
 
 # -- elements (dicts) ------------------------------------------------------------------
-
-
-def kind_of(element: Element) -> str | None:
-    return element.get("subtask_type")
-
-
-def members(element: Element) -> list[Element]:
-    members: list[Element] = element["kwargs"]["tasks"]
-    return members
 
 
 def freeze(element: Element) -> Element:

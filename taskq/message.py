@@ -8,7 +8,7 @@ pickle) the envelope stays JSON and carries `content_type` plus `body`, the
 base64 text of the serialized `[args, kwargs]`, so that a worker can refuse the
 content type before it deserializes anything.
 
-Imports nothing of taskq but `errors` and `serializers`.
+Imports nothing of taskq but `errors`, `serializers` and `elements`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from taskq.elements import check_element, check_elements
 from taskq.errors import MessageError, MessageTooLargeError
 from taskq.serializers import check_accepted, get_serializer
 
@@ -186,6 +187,7 @@ def decode(raw: bytes, accept_content: frozenset[str] | set[str] | list[str]) ->
     retries = get("retries", 0)
     if retries < 0:
         raise MessageError("malformed message: retries is negative")
+    _check_workflow(data)
     content_type = get("content_type", JSON)
     serializer = check_accepted(content_type, accept_content)
     if content_type == JSON:
@@ -220,6 +222,17 @@ def decode(raw: bytes, accept_content: frozenset[str] | set[str] | list[str]) ->
         content_type,
         version,
     )
+
+
+def _check_workflow(data: dict[str, Any]) -> None:
+    """The elements a worker launches or fails when this task ends must be launchable."""
+    if data.get("chain"):
+        check_elements(data["chain"], "chain")
+    for name in ("callbacks", "errbacks"):
+        if data.get(name):
+            check_elements(data[name], name, frozen=False)
+    if data.get("chord") is not None:
+        check_element(data["chord"], "chord")
 
 
 def _required(data: dict[str, Any], name: str) -> str:

@@ -32,18 +32,14 @@ import orjson
 from taskq import states
 from taskq.brokers.base import CHORD_RESULTS, Broker, ChordCallback, ChordCounter, ChordPart
 from taskq.canvas import (
-    CHAIN,
-    CHORD,
     CHORD_ERROR_TASK,
-    GROUP,
     MAP_TASK,
     STARMAP_TASK,
-    Element,
-    kind_of,
-    members,
+    freeze,
     result_ids,
     result_of,
 )
+from taskq.elements import CHAIN, CHORD, GROUP, Element, kind_of, members
 from taskq.errors import TaskQError
 from taskq.message import JSON, Message
 from taskq.result import GroupResult
@@ -90,9 +86,10 @@ async def launch(
     membership: Membership | None = None,
     parent: Message | None = None,
 ) -> None:
-    """Publish what can start now of a frozen tree, in one batch."""
+    """Publish what can start now of a tree, in one batch (freezing it first: a link
+    travels unfrozen)."""
     plan = Plan()
-    _build(app, plan, element, prefix or [], then or [], membership, parent)
+    _build(app, plan, freeze(element), prefix or [], then or [], membership, parent)
     for group_id, results in plan.groups.items():
         await GroupResult(group_id, results, app=app).save()
     await app.send_messages(plan.messages)

@@ -130,6 +130,10 @@ class AMQPDelivery(DeliveredMessage):
         self._consumer = consumer
         self._settled = False
 
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
     async def ack(self) -> None:
         await self._settle(partial(send_ack, self._message))
 

@@ -62,6 +62,11 @@ class Delivery(Protocol):
     delivery_count: int
 
     @property
+    def settled(self) -> bool:
+        """Whether it was acked, nacked or dead-lettered (or that was tried) already."""
+        ...
+
+    @property
     def message(self) -> Message:
         """The envelope, decoded (see `DeliveredMessage`)."""
         ...

@@ -100,6 +100,10 @@ class LeasedDelivery(DeliveredMessage):
         self._on_settled = on_settled
         self._settled = False
 
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
     async def ack(self) -> None:
         await self._settle(partial(self._store.ack_lease, self._lease))
 

@@ -95,6 +95,10 @@ class RedisDelivery(DeliveredMessage):
     def token(self) -> list[Any]:
         return [self.band, self.id, self.count]
 
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
     async def ack(self) -> None:
         if self._settle():
             await self._consumer.finish(self._consumer.acks.submit(self))

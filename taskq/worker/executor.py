@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("taskq.worker")
 
+UNHANDLED_TIMEOUT = 10.0  # seconds given to dead-lettering a delivery whose handling failed
+
 
 class WorkerLostError(TaskQError):
     """The worker stopped while the task ran and the message could not be given back."""
@@ -284,6 +286,19 @@ class Executor:
         task_id = peek_id(delivery.body)
         if task_id is not None:
             await self.states.write(TaskMeta.from_exception(task_id, error, worker=self.hostname))
+
+    async def unhandled(self, delivery: Delivery, error: Exception) -> None:
+        """Settle a delivery whose handling failed unexpectedly: into the dead letters with
+        the reason (its copy, if it was acked already), not left to come back for ever."""
+        reason = f"could not be handled: {type(error).__name__}: {error}"
+        try:
+            with anyio.fail_after(UNHANDLED_TIMEOUT, shield=True):
+                if delivery.settled:
+                    await self.broker.add_dead_letter(delivery.queue, delivery.body, reason)
+                else:
+                    await delivery.dead_letter(reason)
+        except Exception:
+            logger.exception("Could not dead-letter it either: it comes back when its lease ends")
 
     async def _bury(self, job: Job, reason: str) -> None:
         """Dead-letter a job whose retries are exhausted, acked or not."""

@@ -201,8 +201,9 @@ class Worker:
                     held = True  # the waiter brings it back, or gives it back
                 elif job is not None:
                     await self._run(scope, executor, job)
-            except Exception:  # a store or broker failure: the message comes back by its lease
+            except Exception as exc:
                 logger.exception("Worker %s could not handle a delivery", self.hostname)
+                await executor.unhandled(work.delivery if isinstance(work, Job) else work, exc)
             finally:
                 if not held:
                     self._release(work)

@@ -354,3 +354,35 @@ async def test_dead_letter_replay_runs_the_task_again_with_retries_reset(app: Ta
         await eventually(succeeded)
         assert await result.get(timeout=1) == 0
     assert await (await app.connected_broker()).dead_letter_length(app.conf.task_default_queue) == 0
+
+
+async def test_a_delivery_the_worker_cannot_handle_ends_in_the_dead_letters(app: TaskQ) -> None:
+    """The chain's next step is too large to publish: the acks_late message is dead-lettered
+    with the reason, not left to be delivered (and run) again and again."""
+    app.conf.task_max_message_bytes = 4000
+    await app.close()  # the limit is the broker's, taken when it connects
+    runs: list[str] = []
+
+    @app.task(acks_late=True)
+    async def big() -> str:
+        runs.append("big")
+        return "x" * 5000
+
+    @app.task
+    async def size(text: str) -> int:
+        return len(text)
+
+    async with running_worker(app):
+        result = await (big.s() | size.s()).apply_async()
+        broker = await app.connected_broker()
+        queue = app.conf.task_default_queue
+
+        async def dead_lettered() -> bool:
+            return await broker.dead_letter_length(queue) == 1
+
+        await eventually(dead_lettered)
+        assert await result.parent.status() == states.SUCCESS  # type: ignore[union-attr]
+    [letter] = await broker.dead_letters(queue)
+    assert letter.reason.startswith("could not be handled: MessageTooLargeError: task")
+    assert await broker.queue_length(queue) == 0
+    assert runs == ["big"]

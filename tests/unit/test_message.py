@@ -2,6 +2,7 @@
 
 import base64
 import pickle
+import re
 
 import orjson
 import pytest
@@ -16,6 +17,18 @@ def make(**fields: object) -> Message:
     return Message(id="abc", task="shop.add", args=[1, 2], kwargs={"z": 3}, **fields)  # type: ignore[arg-type]
 
 
+def signature(task: str, **options: object) -> dict[str, object]:
+    """A frozen task signature, as canvas puts it in an envelope (`task_id=None`: unfrozen)."""
+    frozen = {"task_id": f"{task}-id", **options}
+    return {
+        "task": task,
+        "args": [],
+        "kwargs": {},
+        "options": {key: value for key, value in frozen.items() if value is not None},
+        "immutable": False,
+    }
+
+
 def test_round_trip_keeps_every_field() -> None:
     message = make(
         queue="images",
@@ -27,10 +40,10 @@ def test_round_trip_keeps_every_field() -> None:
         parent_id="parent",
         group_id="g",
         group_index=3,
-        chain=[{"task": "t", "args": [], "kwargs": {}, "options": {}, "immutable": False}],
-        chord={"task": "cb", "args": [], "kwargs": {}, "options": {}, "immutable": False},
-        callbacks=[{"task": "ok"}],
-        errbacks=[{"task": "err"}],
+        chain=[signature("t")],
+        chord=signature("cb"),
+        callbacks=[signature("ok", task_id=None)],
+        errbacks=[signature("err", task_id=None)],
         headers={"trace": "x"},
     )
     assert decode(encode(message), ACCEPT_JSON) == message
@@ -120,3 +133,48 @@ def test_peek_id_finds_the_id_of_a_broken_message() -> None:
     assert peek_id(b'{"id": "x1", "task": 5}') == "x1"
     assert peek_id(b"garbage") is None
     assert peek_id(b"[1]") is None
+
+
+GROUP = {"task": "taskq.group", "args": [], "kwargs": {"tasks": [signature("m")]},
+         "options": {"group_id": "g"}, "immutable": False, "subtask_type": "group"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"chain": [{"task": "t"}]}, "chain[0] has no 'options' dict"),
+        ({"chain": ["t"]}, "chain[0] is not a signature"),
+        ({"chain": [{**signature("t"), "options": {}}]}, "chain[0] has no 'task_id' (str)"),
+        ({"chain": [{**signature("t"), "args": "x"}]}, "chain[0] has no 'args' (list)"),
+        ({"chain": [{**signature("t"), "task": ""}]}, "chain[0] has an empty 'task'"),
+        ({"chain": [signature("t", countdown="soon")]}, "chain[0].options.countdown is a str"),
+        ({"chain": [signature("t", priority=12)]}, "chain[0].options.priority is not 0-9"),
+        ({"chord": {**GROUP, "options": {}}}, "chord has no 'group_id' (str)"),
+        (
+            {"chord": {**signature("c"), "subtask_type": "loop"}},
+            "chord has an unknown subtask_type 'loop'",
+        ),
+        ({"chord": {**signature("c"), "subtask_type": "chain"}}, "chord.tasks is not a list"),
+        (
+            {"chord": {**GROUP, "subtask_type": "chord", "kwargs": {"header": signature("h")}}},
+            "chord.header is not a group",
+        ),
+        ({"callbacks": [{"task": "ok", "args": []}]}, "callbacks[0] has no 'options' dict"),
+        (
+            {"errbacks": [signature("e", task_id=None, link=[1])]},
+            "errbacks[0].options.link[0] is not a signature",
+        ),
+        (
+            {"chord": signature("c", membership={"group_id": "g", "index": "0", "size": 2})},
+            "chord.options.membership has no 'index' (int)",
+        ),
+    ],
+)
+def test_workflow_fields_that_could_not_be_advanced_are_refused(
+    fields: dict[str, object], reason: str
+) -> None:
+    """A worker refuses them before the task runs: found after it, the task's message could
+    never be settled (acks_late) or its next workflow step was silently lost."""
+    data = {**orjson.loads(encode(make())), **fields}
+    with pytest.raises(MessageError, match="malformed message: " + re.escape(reason)):
+        decode(orjson.dumps(data), ACCEPT_JSON)

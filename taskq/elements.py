@@ -1,0 +1,138 @@
+"""Workflow elements on the wire: the JSON dicts that canvas builds and workers advance.
+
+An element is a task signature `{"task", "args", "kwargs", "options", "immutable"}`, or a
+composite with `"subtask_type"`: a chain or group (`kwargs["tasks"]`, its members) or a chord
+(`kwargs["header"]`, a group, and `kwargs["body"]`). Published elements are frozen: every
+task has `options["task_id"]`, every group `options["group_id"]`. `options` may also hold
+`link` / `link_error` (lists of elements) and, for the body of a chord that is itself a
+member of a group, `membership`.
+
+`check_element` is what a worker applies to the elements of every message it receives
+(`chain`, `chord`, `callbacks`, `errbacks`): a message whose workflow it could not advance
+is malformed, refused before it runs rather than failing after. Links (`callbacks`,
+`errbacks`, `link`, `link_error`) travel unfrozen; a worker freezes one when it launches it.
+
+Imports nothing of taskq but `errors`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskq.errors import MessageError
+
+Element = dict[str, Any]
+
+CHAIN, GROUP, CHORD = "chain", "group", "chord"
+
+_NUMBER = (int, float, type(None))
+_OPTIONAL_STRING = (str, type(None))
+# The JSON types of the call options a worker passes on when it publishes an element; other
+# keys are left alone (a newer producer's), as unknown envelope fields are.
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "task_id": (str,),
+    "group_id": (str,),
+    "queue": _OPTIONAL_STRING,
+    "priority": (int, type(None)),
+    "countdown": _NUMBER,
+    "eta": _NUMBER,
+    "expires": _NUMBER,
+    "time_limit": _NUMBER,
+    "soft_time_limit": _NUMBER,
+    "headers": (dict, type(None)),
+    "serializer": _OPTIONAL_STRING,
+    "idempotency_key": _OPTIONAL_STRING,
+}
+_MEMBERSHIP_KEYS = frozenset({"group_id", "index", "size", "chord"})
+
+
+def kind_of(element: Element) -> str | None:
+    return element.get("subtask_type")
+
+
+def members(element: Element) -> list[Element]:
+    found: list[Element] = element["kwargs"]["tasks"]
+    return found
+
+
+def check_elements(elements: object, where: str, *, frozen: bool = True) -> None:
+    """`MessageError` unless `elements` is a list of elements (see `check_element`)."""
+    if type(elements) is not list:
+        raise _malformed(where, "is not a list")
+    for index, element in enumerate(elements):
+        check_element(element, f"{where}[{index}]", frozen=frozen)
+
+
+def check_element(element: object, where: str, *, frozen: bool = True) -> None:
+    """`MessageError` naming `where` and what is wrong, unless `element` is an element, with
+    its ids when `frozen` (links are frozen when a worker launches them)."""
+    try:
+        _check(element, where, frozen)
+    except RecursionError:
+        raise _malformed(where, "is nested too deeply") from None
+
+
+def _check(element: object, where: str, frozen: bool) -> None:
+    if type(element) is not dict:
+        raise _malformed(where, "is not a signature")
+    options, kwargs = element.get("options"), element.get("kwargs")
+    if type(options) is not dict:
+        raise _malformed(where, "has no 'options' dict")
+    if type(kwargs) is not dict:
+        raise _malformed(where, "has no 'kwargs' dict")
+    kind = element.get("subtask_type")
+    if kind in (CHAIN, GROUP):
+        tasks = kwargs.get("tasks")
+        check_elements(tasks, f"{where}.tasks", frozen=frozen)
+        if kind == CHAIN and not tasks:
+            raise _malformed(where, "is an empty chain")
+        if kind == GROUP and frozen:
+            _need(options, "group_id", str, where)
+    elif kind == CHORD:
+        header = kwargs.get("header")
+        _check(header, f"{where}.header", frozen)
+        if kind_of(header) != GROUP:  # type: ignore[arg-type]
+            raise _malformed(f"{where}.header", "is not a group")
+        _check(kwargs.get("body"), f"{where}.body", frozen)
+    elif kind is None:
+        _need(element, "task", str, where)
+        if not element["task"]:
+            raise _malformed(where, "has an empty 'task'")
+        _need(element, "args", list, where)
+        if type(element.get("immutable", False)) is not bool:
+            raise _malformed(where, "has an 'immutable' that is not true or false")
+        if frozen:
+            _need(options, "task_id", str, where)
+    else:
+        raise _malformed(where, f"has an unknown subtask_type {kind!r:.40}")
+    for key, value in options.items():
+        allowed = _OPTION_TYPES.get(key)
+        if allowed is not None and type(value) not in allowed:
+            raise _malformed(f"{where}.options.{key}", f"is a {type(value).__name__}")
+    priority = options.get("priority")
+    if priority is not None and not 0 <= priority <= 9:
+        raise _malformed(f"{where}.options.priority", "is not 0-9")
+    for key in ("link", "link_error"):
+        if key in options:
+            check_elements(options[key], f"{where}.options.{key}", frozen=False)
+    if "membership" in options:
+        _check_membership(options["membership"], f"{where}.options.membership", frozen)
+
+
+def _check_membership(membership: object, where: str, frozen: bool) -> None:
+    if type(membership) is not dict or not set(membership) <= _MEMBERSHIP_KEYS:
+        raise _malformed(where, f"is not a dict of {', '.join(sorted(_MEMBERSHIP_KEYS))}")
+    _need(membership, "group_id", str, where)
+    _need(membership, "index", int, where)
+    _need(membership, "size", int, where)
+    if membership.get("chord") is not None:
+        _check(membership["chord"], f"{where}.chord", frozen)
+
+
+def _need(mapping: dict[str, Any], key: str, kind: type, where: str) -> None:
+    if type(mapping.get(key)) is not kind:
+        raise _malformed(where, f"has no {key!r} ({kind.__name__})")
+
+
+def _malformed(where: str, problem: str) -> MessageError:
+    return MessageError(f"malformed message: {where} {problem}")
