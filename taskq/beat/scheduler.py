@@ -5,7 +5,8 @@ scheduled run and run count, and the entries added at runtime. Any number of bea
 processes may run; the one holding the `lease` is the leader and fires, the others
 stand by and take over within one lease TTL. Every fire is de-duplicated by
 (entry, scheduled time) with `set_if_absent`, so two instances that both think they
-lead for a moment still publish a tick once.
+lead for a moment still publish a tick once. A standby looks at the lease again when it
+would end, so it takes over within one TTL of the leader's death.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ ENTRIES_LOCK_RETRY = 0.01
 STATE_KEY = "beat:state:{}"
 FIRED_KEY = "beat:fired:{}:{}"
 FIRED_KEY_TTL = 7 * 24 * 3600.0
+MIN_LOOK_INTERVAL = 0.01
 # A tick later than this is "missed" (downtime), not merely due.
 ON_TIME = 5.0
 ENTRY_FIELDS = frozenset(
@@ -208,10 +210,11 @@ class Beat:
             if leading != self.leading:
                 logger.info("Beat %s %s", self.name, "is the leader" if leading else "stands by")
                 self.leading = leading
-            wait = self.lease_ttl / 3
             if leading:
-                wait = min(wait, await self.tick(store))
-            await anyio.sleep(max(wait, 0.01))
+                wait = min(self.lease_ttl / 3, await self.tick(store))
+            else:  # look again the moment the leader's lease would end: take over within a TTL
+                wait = min(await store.lease_remaining(LEADER_LEASE) or 0.0, self.lease_ttl)
+            await anyio.sleep(max(wait, MIN_LOOK_INTERVAL))
 
     async def tick(self, store: ResultStore) -> float:
         """Fire what is due; returns the seconds until the next entry is due."""

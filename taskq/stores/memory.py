@@ -34,6 +34,14 @@ class _Expiring(Generic[V]):
         expires_at = None if ttl is None else time.monotonic() + ttl
         self._items[key] = (value, expires_at)
 
+    def remaining(self, key: str) -> float | None:
+        """Seconds until the live entry `key` expires (inf: never); None if there is none."""
+        item = self._items.get(key)
+        if item is None or self.get(key) is None:
+            return None
+        expires_at = item[1]
+        return float("inf") if expires_at is None else expires_at - time.monotonic()
+
     def live_keys(self) -> set[str]:
         now = time.monotonic()
         return {key for key, (_, ends) in self._items.items() if ends is None or ends > now}
@@ -125,6 +133,9 @@ class MemoryStore:
             return False
         self._space.leases.put(name, owner, ttl)
         return True
+
+    async def lease_remaining(self, name: str) -> float | None:
+        return self._space.leases.remaining(name)
 
     async def revoke(self, task_ids: Sequence[str], ttl: float) -> None:
         for task_id in task_ids:

@@ -124,6 +124,12 @@ class RedisStore:
         [held] = await self._run([command], "taking a lease")
         return bool(held)
 
+    async def lease_remaining(self, name: str) -> float | None:
+        [ms] = await self._run([("PTTL", f"{self._prefix}lease:{name}")], "reading a lease")
+        if ms == -2:  # no such key
+            return None
+        return float("inf") if ms == -1 else ms / 1000
+
     async def revoke(self, task_ids: Sequence[str], ttl: float) -> None:
         if task_ids:
             command = _SCRIPTS.call("revoke", [self._revoked_key], [_ms(ttl), *task_ids])

@@ -118,6 +118,9 @@ class SQLiteStore:
         holder = owner.encode()
         return await self._write(lambda conn: _claim(conn, _LEASE, name, holder, ttl, holder))
 
+    async def lease_remaining(self, name: str) -> float | None:
+        return await self._run(lambda conn: _remaining(conn, _LEASE, name))
+
     async def revoke(self, task_ids: Sequence[str], ttl: float) -> None:
         rows = [(_REVOKED, task_id, b"") for task_id in task_ids]
         await self._write(lambda conn: _put(conn, rows, ttl))
@@ -154,6 +157,15 @@ def _get_live(conn: sqlite3.Connection, kind: str, key: str) -> bytes | None:
     sql = f"SELECT value FROM taskq_kv WHERE kind = ? AND key = ? AND {_LIVE}"
     row = conn.execute(sql, (kind, key, time.time())).fetchone()
     return None if row is None else bytes(row[0])
+
+
+def _remaining(conn: sqlite3.Connection, kind: str, key: str) -> float | None:
+    now = time.time()
+    sql = f"SELECT expires_at FROM taskq_kv WHERE kind = ? AND key = ? AND {_LIVE}"
+    row = conn.execute(sql, (kind, key, now)).fetchone()
+    if row is None:
+        return None
+    return float("inf") if row[0] is None else float(row[0]) - now
 
 
 def _get_many_live(conn: sqlite3.Connection, kind: str, keys: list[str]) -> dict[str, bytes]:

@@ -339,6 +339,19 @@ async def test_lease_expires_then_another_owner_takes_over(store: ResultStore) -
     assert await store.lease(name, "a", 60) is False
 
 
+async def test_lease_remaining(store: ResultStore) -> None:
+    assert await store.lease_remaining("beat") is None
+    assert await store.lease("beat", "a", 5.0)
+    remaining = await store.lease_remaining("beat")
+    assert remaining is not None and 4.0 < remaining <= 5.0
+    assert await store.lease("beat", "a", 0.2)
+    await eventually(lambda: _is_none(store.lease_remaining("beat")))
+
+
+async def _is_none(value: Awaitable[object]) -> bool:
+    return await value is None
+
+
 async def test_revoke_and_revoked(store: ResultStore) -> None:
     a, b, c = new_id(), new_id(), new_id()
     assert await store.revoked([a, b, c]) == set()

@@ -19,7 +19,7 @@ from support import TaskqProcess, wait_for
 
 from taskq import TaskQ, crontab
 from taskq.beat import Beat
-from taskq.beat.scheduler import read_state
+from taskq.beat.scheduler import LEADER_LEASE, read_state
 from taskq.testing import running_worker
 
 pytestmark = pytest.mark.integration
@@ -114,6 +114,39 @@ async def test_a_bad_entry_is_a_clear_error(app: TaskQ) -> None:
     app.conf.beat_schedule = {"broken": {"task": "b.tick", "every": 5}}
     with pytest.raises(ConfigurationError, match="needs 'task' and 'schedule'"):
         await app.beat.entries()
+
+
+async def test_a_standby_takes_over_the_moment_the_dead_leaders_lease_ends(
+    app: TaskQ,
+) -> None:
+    """Standbys looked at the lease every third of its TTL, so they took over up to 4/3 TTL
+    after the leader died; they look again when it would end."""
+    app.conf.beat_schedule = {}  # nothing due: the leader renews every third of the TTL
+    store = await app.connected_store()
+    leader, standby = Beat(app, lease_ttl=1.5, name="a"), Beat(app, lease_ttl=1.5, name="b")
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as beats:
+            leader_scope = anyio.CancelScope()
+            beats.start_soon(_run_in, leader_scope, leader)
+            while not leader.leading:  # noqa: ASYNC110 - set by the beat's own loop
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.25)  # out of step with the leader's renewals, half a period
+            beats.start_soon(standby.run)
+            await anyio.sleep(1.0)  # the standby has looked at the held lease
+            leader_scope.cancel()  # dies without giving the lease up
+            remaining = await store.lease_remaining(LEADER_LEASE)
+            assert remaining is not None
+            ends = anyio.current_time() + remaining
+            while not standby.leading:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+            took_over = anyio.current_time()
+            beats.cancel_scope.cancel()
+    assert took_over - ends < 0.15
+
+
+async def _run_in(scope: anyio.CancelScope, beat: Beat) -> None:
+    with scope:
+        await beat.run()
 
 
 def test_leader_killed_another_takes_over_and_each_tick_runs_once(
