@@ -1,6 +1,7 @@
 # Developer and CI entry points. Everything runs from the project's own .venv.
 #   make test    lint + the whole test suite (installs what it needs first)
 #   make demo    the quickstart example        make bench   the benchmarks (bench-peers: vs peers)
+#   make chaos   the reliability scenarios (kills, restarts, garbage; docs/reliability.md)
 # The test suite starts its own throwaway Redis and RabbitMQ servers on loopback
 # (tests/servers.py); `make services` only installs the packages, it starts nothing.
 
@@ -11,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RABBITMQ_SERVER := /usr/lib/rabbitmq/bin/rabbitmq-server
 
-.PHONY: venv services lint test demo bench bench-peers clean
+.PHONY: venv services lint test demo bench bench-peers chaos clean
 
 venv: $(STAMP)
 
@@ -51,6 +52,10 @@ bench: venv
 # The same workloads against the peers too, each in its own venv under benchmarks/.peers/.
 bench-peers: venv
 	$(BIN)/python -m benchmarks --peers
+
+# Real servers and worker processes, killed and fed garbage; `python -m chaos --short` is quick.
+chaos: venv
+	$(BIN)/python -m chaos
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache taskq.egg-info
