@@ -1,23 +1,35 @@
-"""taskq: an asyncio-native distributed task queue."""
+"""taskq: an asyncio-native distributed task queue.
+
+What users write and catch. A producer that imports taskq does not import the worker: run one
+with `taskq worker`, or `taskq.testing.running_worker` in tests (`taskq.Worker` still loads it
+on first use).
+"""
+
+from typing import Any
 
 from taskq import states
 from taskq.app import TaskQ
-from taskq.beat import crontab
+from taskq.beat.schedules import Interval, crontab
 from taskq.canvas import Signature, chain, chord, chunks, group, signature
 from taskq.errors import (
+    ChordError,
     ConfigurationError,
     ContentRefusedError,
+    MaxRetriesExceededError,
     MessageError,
     MessageTooLargeError,
     NotRegisteredError,
+    Retry,
+    SoftTimeLimitExceeded,
     TaskError,
     TaskQError,
+    TaskRevokedError,
+    TimeLimitExceeded,
     TimeoutError,
 )
+from taskq.middleware import Middleware
 from taskq.result import AsyncResult, EagerResult, GroupResult
 from taskq.task import Request, Task
-from taskq.worker.worker import Worker
-from taskq.workflow import ChordError
 
 __all__ = [
     "AsyncResult",
@@ -26,17 +38,23 @@ __all__ = [
     "ContentRefusedError",
     "EagerResult",
     "GroupResult",
+    "Interval",
+    "MaxRetriesExceededError",
     "MessageError",
     "MessageTooLargeError",
+    "Middleware",
     "NotRegisteredError",
     "Request",
+    "Retry",
     "Signature",
+    "SoftTimeLimitExceeded",
     "Task",
     "TaskError",
     "TaskQ",
     "TaskQError",
+    "TaskRevokedError",
+    "TimeLimitExceeded",
     "TimeoutError",
-    "Worker",
     "chain",
     "chord",
     "chunks",
@@ -46,3 +64,11 @@ __all__ = [
     "states",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Worker":
+        from taskq.worker.worker import Worker
+
+        return Worker
+    raise AttributeError(f"module 'taskq' has no attribute {name!r}")

@@ -20,14 +20,16 @@ from taskq.brokers.base import (
     BrokerOptions,
     create_broker,
 )
+from taskq.canvas import as_signatures
 from taskq.config import Settings
 from taskq.control import Control
 from taskq.errors import NotRegisteredError
 from taskq.message import Message, new_id
 from taskq.middleware import MiddlewareStack
+from taskq.options import CallOptions, OptionTable, check_call
 from taskq.routing import Router, snapshot
 from taskq.stores.base import ResultStore, StoreOptions, TaskMeta, create_store
-from taskq.task import CallOptions, Request, Task, absolute_time, current_request
+from taskq.task import Request, Task, absolute_time, current_request
 from taskq.urls import DEFAULT_URL
 from taskq.workflow import in_workflow, launch, register_builtins, task_failed, task_succeeded
 
@@ -78,7 +80,8 @@ class TaskQ:
             self.conf.result_backend = backend
         self.conf.apply_environment()
         self.tasks: dict[str, Task[Any, Any]] = {}
-        self.middleware = MiddlewareStack()
+        self.options = OptionTable()
+        self.middleware = MiddlewareStack(self.options)
         self.control = Control(self)
         self.beat = BeatEntries(self)
         register_builtins(self)
@@ -271,6 +274,7 @@ class TaskQ:
         With an `idempotency_key`, a second publish within the key's window (the task's
         `unique_for`, else `result_expires`) returns the first one's result instead.
         """
+        check_call(name, options)
         message = self.build_message(name, args, kwargs, **options)
         key = options.get("idempotency_key")
         if key is not None and not self.conf.task_always_eager:
@@ -316,6 +320,9 @@ class TaskQ:
             soft_time_limit=options.get("soft_time_limit"),
             exchange=route.get("exchange"),
             routing_key=route.get("routing_key"),
+            ignore_result=options.get("ignore_result"),
+            callbacks=[link.to_dict() for link in as_signatures(options.get("link"))],
+            errbacks=[link.to_dict() for link in as_signatures(options.get("link_error"))],
             content_type=options.get("serializer")
             or route.get("serializer")
             or self.conf.task_serializer,

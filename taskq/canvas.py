@@ -20,17 +20,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack
 
 from taskq.elements import CHAIN, CHORD, GROUP, Element, kind_of, members
 from taskq.message import new_id
+from taskq.options import CallOptions, check_call
 from taskq.result import AsyncResult, GroupResult
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
-    from taskq.task import CallOptions, Task
+    from taskq.task import Task
 
 R = TypeVar("R")
-SIGNATURE_OPTIONS = frozenset(
-    {"queue", "priority", "countdown", "eta", "expires", "headers", "serializer", "time_limit"}
-    | {"soft_time_limit", "idempotency_key", "task_id", "link", "link_error"}
-)
 MAP_TASK, STARMAP_TASK = "taskq.map", "taskq.starmap"
 CHORD_ERROR_TASK = "taskq.chord_error"  # runs instead of a callback whose chord failed
 
@@ -60,9 +57,7 @@ class Signature(Generic[R]):
 
     def set(self, **options: Any) -> Signature[R]:
         """A copy with these call options (queue, countdown, priority, ...)."""
-        unknown = set(options) - SIGNATURE_OPTIONS
-        if unknown:
-            raise TypeError(f"unknown signature option(s): {', '.join(sorted(unknown))}")
+        check_call(self.task, options, kind="signature")
         clone = copy.copy(self)
         clone.options = {**self.options, **options}
         return clone
@@ -195,6 +190,13 @@ class chord(Signature[Any]):
             kwargs={"header": self.header.to_dict(), "body": self.body.to_dict()},
         )
         return element
+
+
+def as_signatures(value: Signature[Any] | Sequence[Signature[Any]] | None) -> list[Signature[Any]]:
+    """`link=` and `link_error=` values as a list: one signature, several, or none."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, Signature) else list(value)
 
 
 def chunks(task: Task[Any, Any], items: Iterable[Sequence[Any]], size: int) -> group:

@@ -12,7 +12,7 @@ member of a group, `membership`.
 is malformed, refused before it runs rather than failing after. Links (`callbacks`,
 `errbacks`, `link`, `link_error`) travel unfrozen; a worker freezes one when it launches it.
 
-Imports nothing of taskq but `errors`.
+Imports nothing of taskq but `errors` and `options`.
 """
 
 from __future__ import annotations
@@ -20,29 +20,15 @@ from __future__ import annotations
 from typing import Any
 
 from taskq.errors import MessageError
+from taskq.options import WIRE_TYPES
 
 Element = dict[str, Any]
 
 CHAIN, GROUP, CHORD = "chain", "group", "chord"
 
-_NUMBER = (int, float, type(None))
-_OPTIONAL_STRING = (str, type(None))
 # The JSON types of the call options a worker passes on when it publishes an element; other
 # keys are left alone (a newer producer's), as unknown envelope fields are.
-_OPTION_TYPES: dict[str, tuple[type, ...]] = {
-    "task_id": (str,),
-    "group_id": (str,),
-    "queue": _OPTIONAL_STRING,
-    "priority": (int, type(None)),
-    "countdown": _NUMBER,
-    "eta": _NUMBER,
-    "expires": _NUMBER,
-    "time_limit": _NUMBER,
-    "soft_time_limit": _NUMBER,
-    "headers": (dict, type(None)),
-    "serializer": _OPTIONAL_STRING,
-    "idempotency_key": _OPTIONAL_STRING,
-}
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {**WIRE_TYPES, "group_id": (str,)}
 _MEMBERSHIP_KEYS = frozenset({"group_id", "index", "size", "chord"})
 
 

@@ -61,18 +61,15 @@ _task_error_types: dict[str, type[TaskError]] = {}
 
 
 def task_error_type(exc_type: str) -> type[TaskError]:
-    """The `TaskError` subclass that stands for the remote exception type `exc_type`."""
+    """The `TaskError` subclass that stands for the remote exception type `exc_type`; it also
+    derives from that type when it is a builtin or one of taskq's own errors."""
     cls = _task_error_types.get(exc_type)
     if cls is None:
         short = exc_type.rsplit(".", 1)[-1]
-        builtin = getattr(builtins, short, None) if "." not in exc_type else None
+        original = _known_type(exc_type)
         bases: tuple[type, ...] = (TaskError,)
-        if (
-            isinstance(builtin, type)
-            and issubclass(builtin, Exception)
-            and builtin is not Exception
-        ):
-            bases = (TaskError, builtin)
+        if original is not None:
+            bases = (TaskError, original)
         attrs: dict[str, Any] = {"exc_type": exc_type, "__module__": "taskq.errors"}
         try:
             cls = type(short, bases, attrs)
@@ -80,6 +77,18 @@ def task_error_type(exc_type: str) -> type[TaskError]:
             cls = type(short, (TaskError,), attrs)
         _task_error_types[exc_type] = cls
     return cls
+
+
+def _known_type(exc_type: str) -> type[Exception] | None:
+    """The exception class `exc_type` names, if a worker recorded a builtin or taskq's own."""
+    if "." in exc_type:
+        module, _, name = exc_type.rpartition(".")
+        found = globals().get(name) if module in _OWN_MODULES else None
+    else:
+        found = getattr(builtins, exc_type, None)
+    if found in (Exception, TaskError) or not isinstance(found, type):
+        return None
+    return found if issubclass(found, Exception) else None
 
 
 class Retry(TaskQError):
@@ -105,3 +114,19 @@ class TimeLimitExceeded(TaskQError):
 
 class TaskRevokedError(TaskQError):
     """The task was revoked, or expired, before it ran."""
+
+
+class ChordError(TaskQError):
+    """A member of a chord's header failed, so its callback cannot run."""
+
+
+class WorkerLostError(TaskQError):
+    """The worker stopped while the task ran and the message could not be given back."""
+
+
+class BadArgumentsError(TaskQError):
+    """The message's arguments do not fit the task function's signature."""
+
+
+# Where taskq's own errors are (and were: ChordError lived in taskq.workflow) when recorded.
+_OWN_MODULES = frozenset({__name__, "taskq.workflow", "taskq.worker.executor"})

@@ -62,6 +62,7 @@ class Message:
     soft_time_limit: float | None = None
     exchange: str | None = None
     routing_key: str | None = None
+    ignore_result: bool | None = None
     content_type: str = JSON
     v: int = ENVELOPE_VERSION
 
@@ -102,6 +103,7 @@ _SHAPES: dict[str, tuple[frozenset[type], str]] = {
     "soft_time_limit": (_NUMBER, "a number"),
     "exchange": (_OPTIONAL_STRING, "a string"),
     "routing_key": (_OPTIONAL_STRING, "a string"),
+    "ignore_result": (frozenset({bool, _NONE}), "true, false or null"),
     "content_type": (_STRING, "a string"),
 }
 _TYPES: dict[str, frozenset[type]] = {name: types for name, (types, _) in _SHAPES.items()}
@@ -135,6 +137,7 @@ def encode(message: Message, max_bytes: int | None = None) -> bytes:
         "soft_time_limit": message.soft_time_limit,
         "exchange": message.exchange,
         "routing_key": message.routing_key,
+        "ignore_result": message.ignore_result,
     }
     if message.content_type != JSON:
         serializer = get_serializer(message.content_type)
@@ -219,6 +222,7 @@ def decode(raw: bytes, accept_content: frozenset[str] | set[str] | list[str]) ->
         get("soft_time_limit"),
         get("exchange"),
         get("routing_key"),
+        get("ignore_result"),
         content_type,
         version,
     )

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from taskq.message import Message
+from taskq.options import Option, OptionTable
 
 if TYPE_CHECKING:
     from taskq.stores.base import TaskMeta
@@ -22,7 +23,14 @@ logger = logging.getLogger("taskq.middleware")
 
 
 class Middleware:
-    """No-op hooks; override any of them."""
+    """No-op hooks; override any of them.
+
+    `options` lists the task options this middleware reads (`taskq.options.Option`s): once
+    it is added to an app, `@app.task(...)` accepts them, and a task's values are in
+    `task.options[name]`.
+    """
+
+    options: ClassVar[tuple[Option, ...]] = ()
 
     def before_publish(self, message: Message) -> Any:
         """Before a message goes to the broker (it may still be changed, e.g. headers)."""
@@ -49,10 +57,14 @@ class Middleware:
 class MiddlewareStack:
     """The app's middleware, called in order (`before_*`) or in reverse (the rest)."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: OptionTable) -> None:
         self._items: list[Middleware] = []
+        self._options = options
 
     def add(self, middleware: Middleware) -> None:
+        """Add `middleware` (after those added before), and the task options it declares."""
+        for option in middleware.options:
+            self._options.add(option)
         self._items.append(middleware)
 
     def __bool__(self) -> bool:

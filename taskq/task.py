@@ -10,15 +10,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack
 
 import orjson
 
 from taskq.canvas import Signature, chunks, group, starmap, xmap
 from taskq.errors import MaxRetriesExceededError, Retry
 from taskq.message import Message
+from taskq.options import CallOptions, check_call
 from taskq.result import AsyncResult
-from taskq.worker.ratelimit import parse_rate
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
@@ -82,49 +82,6 @@ def current_request() -> Request | None:
     return _current_request.get()
 
 
-class CallOptions(TypedDict, total=False):
-    """Options of one call: `apply_async(args, kwargs, **options)`, `send_task(name, ...)`."""
-
-    task_id: str | None
-    queue: str | None
-    priority: int | None
-    countdown: float | None
-    eta: datetime | float | None
-    expires: float | timedelta | datetime | None
-    headers: Mapping[str, Any] | None
-    serializer: str | None
-    time_limit: float | None
-    soft_time_limit: float | None
-    idempotency_key: str | None
-
-
-# Task options that are also call options: the call's value wins, else the task's.
-_INHERITED = ("queue", "priority", "expires", "serializer", "time_limit", "soft_time_limit")
-
-_TASK_DEFAULTS: dict[str, Any] = {
-    "queue": None,
-    "priority": None,
-    "ignore_result": None,
-    "max_retries": 3,
-    "default_retry_delay": 180.0,
-    "autoretry_for": (),
-    "dont_autoretry_for": (),
-    "retry_backoff": False,
-    "retry_backoff_max": 600.0,
-    "retry_jitter": True,
-    "acks_late": None,
-    "reject_on_worker_lost": None,
-    "time_limit": None,
-    "soft_time_limit": None,
-    "rate_limit": None,
-    "rate_limit_scope": "worker",
-    "expires": None,
-    "serializer": None,
-    "unique_for": None,
-}
-TASK_OPTIONS = frozenset(_TASK_DEFAULTS)
-
-
 class Task(Generic[P, R]):
     """A function registered with `@app.task`.
 
@@ -140,43 +97,33 @@ class Task(Generic[P, R]):
         bind: bool = False,
         **options: Any,
     ) -> None:
-        unknown = set(options) - TASK_OPTIONS
-        if unknown:
-            raise TypeError(f"unknown task option(s) for {name!r}: {', '.join(sorted(unknown))}")
-        settings = {**_TASK_DEFAULTS, **options}
+        settings = app.options.task_settings(name, options)
         self.app = app
         self.fn = fn
         self.name = name
         self.bind = bind
         self.is_coroutine = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
-        self.queue: str | None = settings["queue"]
-        self.priority: int | None = settings["priority"]
-        self.ignore_result: bool | None = settings["ignore_result"]
-        self.max_retries: int | None = settings["max_retries"]
-        self.default_retry_delay: float = settings["default_retry_delay"]
-        self.autoretry_for: tuple[type[BaseException], ...] = tuple(settings["autoretry_for"])
-        self.dont_autoretry_for: tuple[type[BaseException], ...] = tuple(
-            settings["dont_autoretry_for"]
-        )
-        self.retry_backoff: bool | float = settings["retry_backoff"]
-        self.retry_backoff_max: float = settings["retry_backoff_max"]
-        self.retry_jitter: bool = settings["retry_jitter"]
-        self.acks_late: bool | None = settings["acks_late"]
-        self.reject_on_worker_lost: bool | None = settings["reject_on_worker_lost"]
-        self.time_limit: float | None = settings["time_limit"]
-        self.soft_time_limit: float | None = settings["soft_time_limit"]
-        self.rate_limit: str | None = settings["rate_limit"]
-        self.rate_limit_scope: str = settings["rate_limit_scope"]
-        self.expires: float | timedelta | datetime | None = settings["expires"]
-        self.serializer: str | None = settings["serializer"]
-        self.unique_for: float | None = settings["unique_for"]
-        if self.rate_limit is not None:
-            parse_rate(self.rate_limit)  # a bad rate is an error now, not in the worker
-        if self.rate_limit_scope not in ("worker", "global"):
-            raise ValueError(
-                f"rate_limit_scope must be 'worker' or 'global', not {self.rate_limit_scope!r}"
-            )
+        self.queue: str | None = settings.pop("queue")
+        self.priority: int | None = settings.pop("priority")
+        self.ignore_result: bool | None = settings.pop("ignore_result")
+        self.max_retries: int | None = settings.pop("max_retries")
+        self.default_retry_delay: float = settings.pop("default_retry_delay")
+        self.autoretry_for = _exception_types(settings.pop("autoretry_for"))
+        self.dont_autoretry_for = _exception_types(settings.pop("dont_autoretry_for"))
+        self.retry_backoff: bool | float = settings.pop("retry_backoff")
+        self.retry_backoff_max: float = settings.pop("retry_backoff_max")
+        self.retry_jitter: bool = settings.pop("retry_jitter")
+        self.acks_late: bool | None = settings.pop("acks_late")
+        self.reject_on_worker_lost: bool | None = settings.pop("reject_on_worker_lost")
+        self.time_limit: float | None = settings.pop("time_limit")
+        self.soft_time_limit: float | None = settings.pop("soft_time_limit")
+        self.rate_limit: str | None = settings.pop("rate_limit")
+        self.rate_limit_scope: str = settings.pop("rate_limit_scope")
+        self.expires: float | timedelta | datetime | None = settings.pop("expires")
+        self.serializer: str | None = settings.pop("serializer")
+        self.unique_for: float | None = settings.pop("unique_for")
+        self.options: dict[str, Any] = settings  # the options middleware declared
         self._plain_arity = _plain_arity(self.signature, bind)
         self.has_hooks = any(
             getattr(type(self), hook) is not getattr(Task, hook)
@@ -210,26 +157,17 @@ class Task(Generic[P, R]):
         self,
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
-        *,
-        link: Signature[Any] | Sequence[Signature[Any]] | None = None,
-        link_error: Signature[Any] | Sequence[Signature[Any]] | None = None,
         **options: Unpack[CallOptions],
     ) -> AsyncResult[R]:
         """Publish with explicit options; they win over the task's, which win over routes.
 
-        Options: task_id, queue, priority, countdown, eta, expires, headers, serializer,
-        time_limit, soft_time_limit, idempotency_key; `link` / `link_error` signatures run
-        with the result / with (task id, error) afterwards.
+        Options (`taskq.options.CallOptions`): task_id, queue, priority, countdown, eta,
+        expires, headers, serializer, time_limit, soft_time_limit, idempotency_key,
+        ignore_result, and `link` / `link_error` signatures, run with the result / with
+        (task id, error) afterwards. An unknown option is a `TypeError`.
         """
-        if link is not None or link_error is not None:
-            call = self.s(*(args or ()), **(kwargs or {})).set(**options)
-            for callback in _as_list(link):
-                call.link(callback)
-            for errback in _as_list(link_error):
-                call.link_error(errback)
-            result: AsyncResult[R] = await call.apply_async()
-            return result
-        for name in _INHERITED:
+        check_call(self.name, options)
+        for name in self.app.options.inherited:
             if options.get(name) is None:
                 options[name] = getattr(self, name)  # type: ignore[literal-required]
         if self.unique_for is not None and options.get("idempotency_key") is None:
@@ -354,10 +292,8 @@ def _plain_arity(signature: inspect.Signature, bind: bool) -> int | None:
     return len(params) if plain else None
 
 
-def _as_list(value: Signature[Any] | Sequence[Signature[Any]] | None) -> list[Signature[Any]]:
-    if value is None:
-        return []
-    return [value] if isinstance(value, Signature) else list(value)
+def _exception_types(value: Any) -> tuple[type[BaseException], ...]:
+    return tuple(value) if isinstance(value, tuple | list) else (value,)
 
 
 def unique_key(name: str, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None) -> str:

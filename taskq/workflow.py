@@ -40,18 +40,14 @@ from taskq.canvas import (
     result_of,
 )
 from taskq.elements import CHAIN, CHORD, GROUP, Element, kind_of, members
-from taskq.errors import TaskQError
+from taskq.errors import ChordError
 from taskq.message import JSON, Message
+from taskq.options import CALL_OPTIONS, CallOptions
 from taskq.result import GroupResult
 from taskq.stores.base import ResultStore, TaskMeta
-from taskq.task import CallOptions
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
-
-
-class ChordError(TaskQError):
-    """A member of a chord's header failed, so its callback cannot run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +164,7 @@ def _message(
     outer = options.pop("membership", None)
     membership = membership or (Membership(**outer) if outer else None)
     args = element["args"] if element.get("immutable") else [*prefix, *element["args"]]
-    call: CallOptions = {key: value for key, value in options.items() if key in _CALL_OPTIONS}  # type: ignore[assignment]
+    call: CallOptions = {key: value for key, value in options.items() if key in CALL_OPTIONS}  # type: ignore[assignment]
     message = app.build_message(element["task"], args, element["kwargs"], **call)
     message.chain, message.callbacks, message.errbacks = then, links, errbacks
     if membership is not None:
@@ -177,9 +173,6 @@ def _message(
     if parent is not None:
         message.parent_id, message.root_id = parent.id, parent.root_id or parent.id
     return message
-
-
-_CALL_OPTIONS = frozenset(CallOptions.__annotations__)
 
 
 def _as_chain(elements: list[Element]) -> Element:

@@ -16,12 +16,14 @@ import anyio
 from taskq import states
 from taskq.brokers.base import Broker, Delivery
 from taskq.errors import (
+    BadArgumentsError,
     MessageError,
     NotRegisteredError,
     Retry,
     TaskQError,
     TaskRevokedError,
     TimeLimitExceeded,
+    WorkerLostError,
 )
 from taskq.message import Message, decode, encode, peek_id
 from taskq.middleware import call_hook
@@ -40,14 +42,6 @@ logger = logging.getLogger("taskq.worker")
 UNHANDLED_TIMEOUT = 10.0  # seconds given to dead-lettering a delivery whose handling failed
 
 
-class WorkerLostError(TaskQError):
-    """The worker stopped while the task ran and the message could not be given back."""
-
-
-class BadArgumentsError(TaskQError):
-    """The message's arguments do not fit the task function's signature."""
-
-
 @dataclass(slots=True)
 class Job:
     """A delivery that passed the guard: ready to wait for a slot and run."""
@@ -62,7 +56,8 @@ class Job:
 
     def __post_init__(self) -> None:
         self.acks_late = self._flag("acks_late")
-        self.stores_result = not self._flag("ignore_result")
+        ignored = self.message.ignore_result  # the call's, else the task's, else the app's
+        self.stores_result = not (self._flag("ignore_result") if ignored is None else ignored)
 
     @property
     def requeued_when_lost(self) -> bool:

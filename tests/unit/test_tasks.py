@@ -2,11 +2,14 @@
 
 import time
 
+import anyio
 import pytest
 
 from taskq import AsyncResult, TaskError, states
 from taskq.errors import MessageTooLargeError, NotRegisteredError, TimeoutError
 from taskq.message import decode
+from taskq.middleware import Middleware
+from taskq.options import Option
 from taskq.testing import memory_app, running_worker
 
 app = memory_app("shop")
@@ -201,3 +204,65 @@ async def test_eager_mode_runs_inline_and_never_touches_the_broker() -> None:
     eager.conf.task_eager_propagates = True
     with pytest.raises(KeyError):
         await boom.delay()
+
+
+async def test_unknown_call_options_are_a_type_error_naming_them() -> None:
+    local = memory_app("calls")
+
+    @local.task
+    async def anything() -> None: ...
+
+    async with local:
+        with pytest.raises(TypeError, match=r"contdown \(did you mean 'countdown'\?\)"):
+            await anything.apply_async(contdown=3)  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match=r"unknown call option.*: bogus"):
+            await local.send_task("calls.anything", bogus=1)  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match=r"unknown signature option.*: prio"):
+            anything.s().set(prio=1)
+        assert await (await local.connected_broker()).queue_length("default") == 0
+
+
+async def test_ignore_result_per_call_and_links_on_send_task() -> None:
+    local = memory_app("calls")
+    seen: list[object] = []
+
+    @local.task(name="calls.add")
+    async def add_(x: int, y: int) -> int:
+        return x + y
+
+    @local.task(name="calls.record")
+    async def record(value: object) -> None:
+        seen.append(value)
+
+    async with local, running_worker(local):
+        ignored = await add_.apply_async((1, 2), ignore_result=True)
+        linked = await local.send_task("calls.add", [2, 3], link=record.s())
+        assert await linked.get(timeout=5) == 5
+        with anyio.fail_after(5):
+            while not seen:  # noqa: ASYNC110 - filled by the linked task
+                await anyio.sleep(0.01)
+        assert await ignored.status() == states.PENDING  # it ran, nothing was stored
+    assert seen == [5]
+
+
+async def test_middleware_declares_a_task_option_of_its_own() -> None:
+    local = memory_app("plugins")
+
+    class Audit(Middleware):
+        options = (Option("audit_level", "none"),)
+
+    with pytest.raises(TypeError, match="audit_level"):
+
+        @local.task(audit_level="full")
+        async def too_early() -> None: ...
+
+    local.middleware.add(Audit())
+
+    @local.task(audit_level="full")
+    async def audited() -> None: ...
+
+    @local.task
+    async def plain() -> None: ...
+
+    assert audited.options == {"audit_level": "full"}
+    assert plain.options == {"audit_level": "none"}

@@ -1,0 +1,20 @@
+"""The defaults that more than one part of taskq relies on, each in one place.
+
+A backend's own knobs (Redis key prefix, AMQP exchange, SQLite busy timeout) are defaults of
+that backend and live with it. Imports nothing.
+"""
+
+DAY = 86400.0
+WEEK = 7 * DAY
+
+BROKER_URL = "sqlite:///taskq.db"
+QUEUE = "default"
+RESULT_EXPIRES = DAY  # result_expires; also what idempotency keys and revocations last
+CHORD_RETENTION = WEEK  # a chord's recorded members and done marker, whatever result_expires is
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+VISIBILITY_TIMEOUT = 3600.0
+POLLING_INTERVAL = 0.2
+
+MAX_RETRIES = 3
+RETRY_DELAY = 180.0
+RETRY_BACKOFF_MAX = 600.0
