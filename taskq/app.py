@@ -11,7 +11,6 @@ from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, Unpa
 import anyio
 
 from taskq import result as results
-from taskq import states
 from taskq.beat.scheduler import BeatEntries
 from taskq.brokers.base import (
     DEFAULT_POLLING_INTERVAL,
@@ -20,18 +19,19 @@ from taskq.brokers.base import (
     BrokerOptions,
     create_broker,
 )
-from taskq.canvas import as_signatures
+from taskq.builtins import register_builtins
+from taskq.canvas import Signature, as_signatures
 from taskq.config import Settings
 from taskq.control import Control
+from taskq.elements import new_id
 from taskq.errors import NotRegisteredError
-from taskq.message import Message, new_id
+from taskq.message import Message
 from taskq.middleware import MiddlewareStack
 from taskq.options import CallOptions, OptionTable, check_call
 from taskq.routing import Router, snapshot
-from taskq.stores.base import ResultStore, StoreOptions, TaskMeta, create_store
-from taskq.task import Request, Task, absolute_time, current_request
+from taskq.stores.base import ResultStore, StoreOptions, create_store
+from taskq.task import Task, absolute_time, current_request
 from taskq.urls import DEFAULT_URL
-from taskq.workflow import in_workflow, launch, register_builtins, task_failed, task_succeeded
 
 DEFAULT_IDEMPOTENCY_WINDOW = 86400.0
 
@@ -321,19 +321,30 @@ class TaskQ:
             exchange=route.get("exchange"),
             routing_key=route.get("routing_key"),
             ignore_result=options.get("ignore_result"),
-            callbacks=[link.to_dict() for link in as_signatures(options.get("link"))],
-            errbacks=[link.to_dict() for link in as_signatures(options.get("link_error"))],
+            callbacks=_links(options.get("link")),
+            errbacks=_links(options.get("link_error")),
             content_type=options.get("serializer")
             or route.get("serializer")
             or self.conf.task_serializer,
         )
 
     async def send_messages(self, messages: Sequence[Message]) -> None:
-        """Publish many messages in one batch (one round trip where the broker allows)."""
+        """Publish many messages in one batch (one round trip where the broker allows); with
+        `task_always_eager`, run them here instead."""
         if self.conf.task_always_eager:
-            for message in messages:
-                await self._run_eager(message)
-            return
+            await self.run_eagerly(messages)
+        else:
+            await self.publish_messages(messages)
+
+    async def send_message(self, message: Message) -> results.AsyncResult[Any]:
+        if self.conf.task_always_eager:
+            [result] = await self.run_eagerly([message])
+            return result
+        await self.publish_messages([message])
+        return results.AsyncResult(message.id, app=self)
+
+    async def publish_messages(self, messages: Sequence[Message]) -> None:
+        """Publish to the broker (never eagerly), with the middleware's publish hooks."""
         broker = await self.connected_broker()
         for message in messages:
             await self.middleware.before_publish(message)
@@ -341,18 +352,11 @@ class TaskQ:
         for message in messages:
             await self.middleware.after_publish(message)
 
-    async def launch(self, element: dict[str, Any]) -> None:
-        """Publish a frozen canvas element (see `taskq.canvas`)."""
-        await launch(self, element)
+    async def run_eagerly(self, messages: Sequence[Message]) -> list[results.EagerResult[Any]]:
+        """Run messages in this process, through a worker's pipeline (`Task.apply`)."""
+        from taskq.execution.eager import run_eagerly  # loaded by eager use only
 
-    async def send_message(self, message: Message) -> results.AsyncResult[Any]:
-        if self.conf.task_always_eager:
-            return await self._run_eager(message)
-        broker = await self.connected_broker()
-        await self.middleware.before_publish(message)
-        await broker.publish(message, message.queue)
-        await self.middleware.after_publish(message)
-        return results.AsyncResult(message.id, app=self)
+        return await run_eagerly(self, messages)
 
     async def _claim_idempotency_key(self, key: str, task_id: str, window: float) -> str:
         """The id of the task that owns `key`: `task_id` if this call claimed it."""
@@ -370,37 +374,9 @@ class TaskQ:
             return float(task.unique_for)
         return self.conf.result_expires or DEFAULT_IDEMPOTENCY_WINDOW
 
-    async def _run_eager(self, message: Message) -> results.EagerResult[Any]:
-        """Run the task inline; its outcome is stored too, so workflows and
-        `AsyncResult(id)` work as with a worker."""
-        task = self.get_task(message.task)
-        request = Request.from_message(message, {"queue": message.queue}, hostname="eager")
-        request.is_eager = True
-        try:
-            task.bind_arguments(request.args, request.kwargs)
-            if task.is_coroutine:
-                value = await task.run_async(request)
-            else:
-                value = await anyio.to_thread.run_sync(task.run_sync, request)
-        except Exception as exc:
-            if self.conf.task_eager_propagates:
-                raise
-            meta = TaskMeta.from_exception(message.id, exc, task=task.name)
-            await self._store_eager(meta)
-            if in_workflow(message):
-                await task_failed(self, message, meta)
-        else:
-            meta = TaskMeta(
-                message.id, states.SUCCESS, result=value, task=task.name, date_done=time.time()
-            )
-            await self._store_eager(meta)
-            if in_workflow(message):
-                await task_succeeded(self, message, value)
-        return results.EagerResult(meta, app=self)
 
-    async def _store_eager(self, meta: TaskMeta) -> None:
-        store = await self.connected_store()
-        await store.set_state(meta.task_id, meta, self.conf.result_expires)
+def _links(value: Signature[Any] | Sequence[Signature[Any]] | None) -> list[dict[str, Any]]:
+    return [link.to_dict() for link in as_signatures(value)] if value is not None else []
 
 
 def _eta(countdown: float | None, eta: datetime | float | None, now: float) -> float | None:

@@ -18,18 +18,26 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack
 
-from taskq.elements import CHAIN, CHORD, GROUP, Element, kind_of, members
-from taskq.message import new_id
+from taskq.elements import (
+    CHAIN,
+    CHORD,
+    GROUP,
+    MAP_TASK,
+    STARMAP_TASK,
+    Element,
+    freeze,
+    kind_of,
+    members,
+)
 from taskq.options import CallOptions, check_call
 from taskq.result import AsyncResult, GroupResult
+from taskq.workflow import launch
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
     from taskq.task import Task
 
 R = TypeVar("R")
-MAP_TASK, STARMAP_TASK = "taskq.map", "taskq.starmap"
-CHORD_ERROR_TASK = "taskq.chord_error"  # runs instead of a callback whose chord failed
 
 
 class Signature(Generic[R]):
@@ -103,7 +111,7 @@ class Signature(Generic[R]):
         app = self._app()
         element = freeze(self.to_dict())
         _merge_call(element, list(args or ()), dict(kwargs or {}), options)
-        await app.launch(element)
+        await launch(app, element)
         return result_of(app, element)
 
     def _app(self) -> TaskQ:
@@ -220,32 +228,6 @@ def starmap(task: Task[Any, Any], items: Iterable[Sequence[Any]]) -> Signature[l
 
 
 # -- elements (dicts) ------------------------------------------------------------------
-
-
-def freeze(element: Element) -> Element:
-    """Give every task (and group) of the tree its id, in place; returns the element."""
-    kind = kind_of(element)
-    if kind == CHORD:
-        freeze(element["kwargs"]["header"])
-        freeze(element["kwargs"]["body"])
-    elif kind in (CHAIN, GROUP):
-        for member in members(element):
-            freeze(member)
-        if kind == GROUP:
-            element["options"].setdefault("group_id", new_id())
-    else:
-        element["options"].setdefault("task_id", new_id())
-    return element
-
-
-def result_ids(element: Element) -> list[str]:
-    """Every task id of a frozen tree, in order."""
-    kind = kind_of(element)
-    if kind == CHORD:
-        return result_ids(element["kwargs"]["header"]) + result_ids(element["kwargs"]["body"])
-    if kind in (CHAIN, GROUP):
-        return [task_id for member in members(element) for task_id in result_ids(member)]
-    return [element["options"]["task_id"]]
 
 
 def result_of(app: TaskQ, element: Element, parent: AsyncResult[Any] | None = None) -> Any:

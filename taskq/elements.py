@@ -17,6 +17,7 @@ Imports nothing of taskq but `errors` and `options`.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from taskq.errors import MessageError
@@ -25,6 +26,8 @@ from taskq.options import WIRE_TYPES
 Element = dict[str, Any]
 
 CHAIN, GROUP, CHORD = "chain", "group", "chord"
+MAP_TASK, STARMAP_TASK = "taskq.map", "taskq.starmap"  # the builtin tasks behind map, starmap
+CHORD_ERROR_TASK = "taskq.chord_error"  # runs instead of a callback whose chord failed
 
 # The JSON types of the call options a worker passes on when it publishes an element; other
 # keys are left alone (a newer producer's), as unknown envelope fields are.
@@ -39,6 +42,51 @@ def kind_of(element: Element) -> str | None:
 def members(element: Element) -> list[Element]:
     found: list[Element] = element["kwargs"]["tasks"]
     return found
+
+
+def new_id() -> str:
+    """A task or group id."""
+    return uuid.uuid4().hex
+
+
+def freeze(element: Element) -> Element:
+    """Give every task (and group) of the tree its id, in place; returns the element."""
+    kind = kind_of(element)
+    if kind == CHORD:
+        freeze(element["kwargs"]["header"])
+        freeze(element["kwargs"]["body"])
+    elif kind in (CHAIN, GROUP):
+        for member in members(element):
+            freeze(member)
+        if kind == GROUP:
+            element["options"].setdefault("group_id", new_id())
+    else:
+        element["options"].setdefault("task_id", new_id())
+    return element
+
+
+def result_ids(element: Element) -> list[str]:
+    """Every task id of a frozen tree, in order."""
+    kind = kind_of(element)
+    if kind == CHORD:
+        return result_ids(element["kwargs"]["header"]) + result_ids(element["kwargs"]["body"])
+    if kind in (CHAIN, GROUP):
+        return [task_id for member in members(element) for task_id in result_ids(member)]
+    return [element["options"]["task_id"]]
+
+
+def result_tree(element: Element) -> Any:
+    """The ids of a frozen tree's outcome, as a saved group holds them: a task's id (a
+    chain's last task, a chord's body), or `{"group": id, "results": [...]}` for a group."""
+    kind = kind_of(element)
+    if kind == CHORD:
+        return result_tree(element["kwargs"]["body"])
+    if kind == CHAIN:
+        return result_tree(members(element)[-1])
+    if kind == GROUP:
+        results = [result_tree(member) for member in members(element)]
+        return {"group": element["options"]["group_id"], "results": results}
+    return element["options"]["task_id"]
 
 
 def check_elements(elements: object, where: str, *, frozen: bool = True) -> None:

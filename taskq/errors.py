@@ -119,6 +119,10 @@ class TaskRevokedError(TaskQError):
 class ChordError(TaskQError):
     """A member of a chord's header failed, so its callback cannot run."""
 
+    @classmethod
+    def of_member(cls, index: int, task_id: str, reason: str) -> ChordError:
+        return cls(f"chord member {index} ({task_id}) failed: {reason}")
+
 
 class WorkerLostError(TaskQError):
     """The worker stopped while the task ran and the message could not be given back."""

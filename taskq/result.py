@@ -158,11 +158,7 @@ class GroupResult:
 
     async def save(self) -> None:
         """Keep the member ids in the store (for `result_expires`), for `restore`."""
-        store = await self.app.connected_store()
-        ids = orjson.dumps([_ids_of(result) for result in self.results])
-        await store.set_if_absent(
-            GROUP_KEY.format(self.id), ids, self.app.conf.result_expires or 86400.0
-        )
+        await save_group(self.app, self.id, [_ids_of(result) for result in self.results])
 
     @classmethod
     async def restore(cls, id: str, *, app: TaskQ) -> GroupResult | None:
@@ -172,6 +168,14 @@ class GroupResult:
         if raw is None:
             return None
         return cls(id, [_from_ids(member, app) for member in orjson.loads(raw)], app=app)
+
+
+async def save_group(app: TaskQ, group_id: str, ids: list[Any]) -> None:
+    """Keep a group's member ids (`{"group": id, "results": [...]}` for a nested group)."""
+    store = await app.connected_store()
+    await store.set_if_absent(
+        GROUP_KEY.format(group_id), orjson.dumps(ids), app.conf.result_expires or 86400.0
+    )
 
 
 def _ids_of(result: Any) -> Any:

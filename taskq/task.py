@@ -8,7 +8,6 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack
 
@@ -18,7 +17,7 @@ from taskq.canvas import Signature, chunks, group, starmap, xmap
 from taskq.errors import MaxRetriesExceededError, Retry
 from taskq.message import Message
 from taskq.options import CallOptions, check_call
-from taskq.result import AsyncResult
+from taskq.result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
@@ -27,51 +26,83 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-@dataclass(slots=True)
 class Request:
-    """What a running task knows about its own invocation (`self.request` in a bound task)."""
+    """What a running task knows about its own invocation (`self.request` in a bound task):
+    its message's fields (`id`, `task`, `args`, `kwargs`, `retries`, `root_id`, `parent_id`,
+    `group_id`, `group_index`, `eta`, `expires`, `headers`, `time_limit`, `soft_time_limit`),
+    read from the message itself, and where it runs (`delivery_info`, `hostname`)."""
 
-    id: str
-    task: str
-    args: list[Any] = field(default_factory=list)
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    retries: int = 0
-    root_id: str | None = None
-    parent_id: str | None = None
-    group_id: str | None = None
-    group_index: int | None = None
-    eta: float | None = None
-    expires: float | None = None
-    headers: dict[str, Any] = field(default_factory=dict)
-    delivery_info: dict[str, Any] = field(default_factory=dict)
-    hostname: str | None = None
-    is_eager: bool = False
-    time_limit: float | None = None
-    soft_time_limit: float | None = None
-    retries_exhausted: bool = False
+    __slots__ = ("delivery_info", "hostname", "is_eager", "message", "retries_exhausted")
 
-    @classmethod
-    def from_message(
-        cls, message: Message, delivery_info: dict[str, Any], hostname: str
-    ) -> Request:
-        return cls(
-            id=message.id,
-            task=message.task,
-            args=message.args,
-            kwargs=message.kwargs,
-            retries=message.retries,
-            root_id=message.root_id,
-            parent_id=message.parent_id,
-            group_id=message.group_id,
-            group_index=message.group_index,
-            eta=message.eta,
-            expires=message.expires,
-            headers=message.headers,
-            delivery_info=delivery_info,
-            hostname=hostname,
-            time_limit=message.time_limit,
-            soft_time_limit=message.soft_time_limit,
-        )
+    def __init__(
+        self,
+        message: Message,
+        delivery_info: dict[str, Any] | None = None,
+        hostname: str | None = None,
+        *,
+        is_eager: bool = False,
+    ) -> None:
+        self.message = message
+        self.delivery_info = delivery_info if delivery_info is not None else {}
+        self.hostname = hostname
+        self.is_eager = is_eager
+        self.retries_exhausted = False
+
+    @property
+    def id(self) -> str:
+        return self.message.id
+
+    @property
+    def task(self) -> str:
+        return self.message.task
+
+    @property
+    def args(self) -> list[Any]:
+        return self.message.args
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return self.message.kwargs
+
+    @property
+    def retries(self) -> int:
+        return self.message.retries
+
+    @property
+    def root_id(self) -> str | None:
+        return self.message.root_id
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.message.parent_id
+
+    @property
+    def group_id(self) -> str | None:
+        return self.message.group_id
+
+    @property
+    def group_index(self) -> int | None:
+        return self.message.group_index
+
+    @property
+    def eta(self) -> float | None:
+        return self.message.eta
+
+    @property
+    def expires(self) -> float | None:
+        return self.message.expires
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return self.message.headers
+
+    @property
+    def time_limit(self) -> float | None:
+        return self.message.time_limit
+
+    @property
+    def soft_time_limit(self) -> float | None:
+        return self.message.soft_time_limit
 
 
 _current_request: ContextVar[Request | None] = ContextVar("taskq_request", default=None)
@@ -140,7 +171,7 @@ class Task(Generic[P, R]):
         """The request of the current invocation of this task."""
         request = _current_request.get()
         if request is None or request.task != self.name:
-            return Request(id="", task=self.name, is_eager=True)
+            return Request(Message(id="", task=self.name), is_eager=True)
         return request
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
@@ -166,13 +197,32 @@ class Task(Generic[P, R]):
         ignore_result, and `link` / `link_error` signatures, run with the result / with
         (task id, error) afterwards. An unknown option is a `TypeError`.
         """
+        self._complete(options)
+        if self.unique_for is not None and options.get("idempotency_key") is None:
+            options["idempotency_key"] = unique_key(self.name, args, kwargs)
+        return await self.app.send_task(self.name, args, kwargs, **options)
+
+    async def apply(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Unpack[CallOptions],
+    ) -> EagerResult[R]:
+        """Run the task here and now (Celery's local execution), through the pipeline a
+        worker runs it through: middleware, hooks, retries (inline, without waiting for their
+        countdown), time limits and workflow steps (which run here too). Its states are
+        stored as a worker's would be; the result holds the final one."""
+        self._complete(options)
+        message = self.app.build_message(self.name, args, kwargs, **options)
+        [result] = await self.app.run_eagerly([message])
+        return result
+
+    def _complete(self, options: CallOptions) -> None:
+        """Check a call's options, and fill in the task's own where the call gives none."""
         check_call(self.name, options)
         for name in self.app.options.inherited:
             if options.get(name) is None:
                 options[name] = getattr(self, name)  # type: ignore[literal-required]
-        if self.unique_for is not None and options.get("idempotency_key") is None:
-            options["idempotency_key"] = unique_key(self.name, args, kwargs)
-        return await self.app.send_task(self.name, args, kwargs, **options)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
         """A signature of this task: `add.s(2, 2)`; in a chain it gets the previous result first."""
@@ -239,7 +289,8 @@ class Task(Generic[P, R]):
     def on_retry(
         self, exc: BaseException, task_id: str, args: list[Any], kwargs: dict[str, Any], einfo: str
     ) -> Any:
-        """After the task was published again for a retry."""
+        """When the task is to be retried (its RETRY state is stored; the retry is published
+        next)."""
 
     def after_return(
         self, status: str, retval: Any, task_id: str, args: list[Any], kwargs: dict[str, Any]
@@ -258,16 +309,18 @@ class Task(Generic[P, R]):
     async def run_async(self, request: Request) -> Any:
         """Await the coroutine function under `request`'s context."""
         token = _current_request.set(request)
+        message = request.message
         try:
-            return await self(*request.args, **request.kwargs)
+            return await self(*message.args, **message.kwargs)
         finally:
             _current_request.reset(token)
 
     def run_sync(self, request: Request) -> Any:
         """Call the plain function under `request`'s context (in a worker thread)."""
         token = _current_request.set(request)
+        message = request.message
         try:
-            return self(*request.args, **request.kwargs)
+            return self(*message.args, **message.kwargs)
         finally:
             _current_request.reset(token)
 

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 
 from taskq.app import TaskQ
-from taskq.message import new_id
+from taskq.elements import new_id
 from taskq.worker.worker import Worker
 
 

@@ -23,27 +23,30 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import anyio
 import orjson
 
 from taskq import states
 from taskq.brokers.base import CHORD_RESULTS, Broker, ChordCallback, ChordCounter, ChordPart
-from taskq.canvas import (
+from taskq.elements import (
+    CHAIN,
+    CHORD,
     CHORD_ERROR_TASK,
-    MAP_TASK,
-    STARMAP_TASK,
+    GROUP,
+    Element,
     freeze,
+    kind_of,
+    members,
     result_ids,
-    result_of,
+    result_tree,
 )
-from taskq.elements import CHAIN, CHORD, GROUP, Element, kind_of, members
 from taskq.errors import ChordError
 from taskq.message import JSON, Message
 from taskq.options import CALL_OPTIONS, CallOptions
-from taskq.result import GroupResult
+from taskq.result import GroupResult, save_group
 from taskq.stores.base import ResultStore, TaskMeta
 
 if TYPE_CHECKING:
@@ -71,7 +74,23 @@ class Plan:
     """What launching a tree publishes: messages now, and groups to save for restore."""
 
     messages: list[Message] = field(default_factory=list)
-    groups: dict[str, list[Any]] = field(default_factory=dict)
+    groups: dict[str, list[Any]] = field(default_factory=dict)  # group id -> its result ids
+
+
+Send = Callable[[Sequence[Message]], Awaitable[None]]
+
+
+class Advancing(Protocol):
+    """What advances workflows (a worker's runtime, an eager run's): the app, how it
+    publishes the next steps, and the broker that counts chords itself, if any."""
+
+    @property
+    def app(self) -> TaskQ: ...
+
+    @property
+    def chord_counter(self) -> ChordCounter | None: ...
+
+    async def send_messages(self, messages: Sequence[Message]) -> None: ...
 
 
 async def launch(
@@ -81,14 +100,16 @@ async def launch(
     then: list[Element] | None = None,
     membership: Membership | None = None,
     parent: Message | None = None,
+    *,
+    send: Send | None = None,
 ) -> None:
     """Publish what can start now of a tree, in one batch (freezing it first: a link
-    travels unfrozen)."""
+    travels unfrozen), with `send` (the app's `send_messages` unless given)."""
     plan = Plan()
     _build(app, plan, freeze(element), prefix or [], then or [], membership, parent)
-    for group_id, results in plan.groups.items():
-        await GroupResult(group_id, results, app=app).save()
-    await app.send_messages(plan.messages)
+    for group_id, ids in plan.groups.items():
+        await save_group(app, group_id, ids)
+    await (send or app.send_messages)(plan.messages)
 
 
 def _build(
@@ -146,7 +167,7 @@ def _build_members(
 ) -> None:
     group_id = group["options"]["group_id"]
     tasks = members(group)
-    plan.groups[group_id] = [result_of(app, task) for task in tasks]
+    plan.groups[group_id] = [result_tree(task) for task in tasks]
     for index, task in enumerate(tasks):
         _build(app, plan, task, prefix, [], Membership(group_id, index, len(tasks), chord), parent)
 
@@ -203,42 +224,47 @@ def reads_results_next(message: Message) -> bool:
     return bool(message.chain or message.chord or message.callbacks)
 
 
-async def task_succeeded(app: TaskQ, message: Message, value: Any) -> None:
+async def task_succeeded(runtime: Advancing, message: Message, value: Any) -> None:
+    app, send = runtime.app, runtime.send_messages
     membership = Membership.of(message)
     if message.chain:
-        await launch(app, message.chain[0], [value], message.chain[1:], membership, message)
+        rest = message.chain[1:]
+        await launch(app, message.chain[0], [value], rest, membership, message, send=send)
     elif membership is not None and membership.chord is not None:
-        await _member_done(app, message, membership, value, None)
+        await _member_done(runtime, message, membership, value, None)
     for callback in message.callbacks:
-        await launch(app, callback, [value], parent=message)
+        await launch(app, callback, [value], parent=message, send=send)
 
 
-async def task_failed(app: TaskQ, message: Message, meta: TaskMeta) -> None:
+async def task_failed(runtime: Advancing, message: Message, meta: TaskMeta) -> None:
+    app = runtime.app
     for element in message.chain:
         await _fail_all(app, element, meta)
     membership = Membership.of(message)
     if membership is not None and membership.chord is not None:
-        await _member_done(app, message, membership, None, meta)
+        await _member_done(runtime, message, membership, None, meta)
     error = {"type": meta.exc_type, "message": meta.exc_message}
     for errback in message.errbacks:
-        await launch(app, errback, [message.id, error], parent=message)
+        await launch(app, errback, [message.id, error], parent=message, send=runtime.send_messages)
 
 
 async def _member_done(
-    app: TaskQ, message: Message, membership: Membership, value: Any, failure: TaskMeta | None
+    runtime: Advancing,
+    message: Message,
+    membership: Membership,
+    value: Any,
+    failure: TaskMeta | None,
 ) -> None:
-    broker, store = await app.connected_broker(), await app.connected_store()
-    counter = _chord_counter(app, broker, store)
+    app, counter = runtime.app, runtime.chord_counter
     part = chord_part(app, message, membership, value, failure) if counter else None
     if counter is not None and part is not None:
         await counter.chord_part_done(part)
     else:
-        await _store_member_done(app, store, membership)
+        await _store_member_done(runtime, membership)
 
 
-def _chord_counter(app: TaskQ, broker: Broker, store: ResultStore) -> ChordCounter | None:
-    if app.conf.task_always_eager:  # the callback must run inline, not be queued
-        return None
+def chord_counter(broker: Broker, store: ResultStore) -> ChordCounter | None:
+    """The broker, when it counts the chords of `store` itself (Redis, on the same server)."""
     counts = getattr(broker, "counts_chords_with", None)  # not isinstance: slow on a Protocol
     return cast(ChordCounter, broker) if counts is not None and counts(store) else None
 
@@ -309,11 +335,9 @@ def _outcome(
     return orjson.dumps({"index": index, "id": message.id, "reason": reason}), True
 
 
-def _chord_error(index: int, task_id: str, reason: str) -> ChordError:
-    return ChordError(f"chord member {index} ({task_id}) failed: {reason}")
-
-
-async def _store_member_done(app: TaskQ, store: ResultStore, membership: Membership) -> None:
+async def _store_member_done(runtime: Advancing, membership: Membership) -> None:
+    app = runtime.app
+    store = await app.connected_store()
     if not await store.chord_part_done(membership.group_id, str(membership.index), membership.size):
         return
     body = membership.chord
@@ -326,19 +350,20 @@ async def _store_member_done(app: TaskQ, store: ResultStore, membership: Members
         ((i, m) for i, m in enumerate(metas) if m is None or m.status != states.SUCCESS), None
     )
     outer = body["options"].get("membership")
+    send = runtime.send_messages
     if failed is None:
         values = [meta.result for meta in metas if meta is not None]
-        await launch(app, body, [values], membership=Membership(**outer) if outer else None)
+        outer_membership = Membership(**outer) if outer else None
+        await launch(app, body, [values], membership=outer_membership, send=send)
         return
     index, meta = failed
     reason = f"{meta.exc_type}: {meta.exc_message}" if meta else "no result"
-    error = _chord_error(index, group.results[index].id, reason)
+    error = ChordError.of_member(index, group.results[index].id, reason)
     failure = TaskMeta.from_exception(group.results[index].id, error)
     await _fail_all(app, body, failure)
+    described = {"type": "ChordError", "message": str(error)}
     for errback in body["options"].get("link_error", []):
-        await launch(
-            app, errback, [result_ids(body)[0], {"type": "ChordError", "message": str(error)}]
-        )
+        await launch(app, errback, [result_ids(body)[0], described], send=send)
 
 
 async def _fail_all(app: TaskQ, element: Element, meta: TaskMeta) -> None:
@@ -348,27 +373,3 @@ async def _fail_all(app: TaskQ, element: Element, meta: TaskMeta) -> None:
         await store.set_state(
             task_id, dataclasses.replace(meta, task_id=task_id), app.conf.result_expires
         )
-
-
-# -- the builtin tasks behind task.map / task.starmap / task.chunks ---------------------
-
-
-def register_builtins(app: TaskQ) -> None:
-    @app.task(name=MAP_TASK)
-    async def run_map(task: str, items: list[Any]) -> list[Any]:
-        return [await _call(app, task, [item]) for item in items]
-
-    @app.task(name=STARMAP_TASK)
-    async def run_starmap(task: str, items: list[list[Any]]) -> list[Any]:
-        return [await _call(app, task, item) for item in items]
-
-    @app.task(name=CHORD_ERROR_TASK)
-    async def chord_error(failure: dict[str, Any]) -> None:
-        raise _chord_error(failure["index"], failure["id"], failure["reason"])
-
-
-async def _call(app: TaskQ, name: str, args: list[Any]) -> Any:
-    task = app.get_task(name)
-    if task.is_coroutine:
-        return await task(*args)
-    return await anyio.to_thread.run_sync(lambda: task(*args))

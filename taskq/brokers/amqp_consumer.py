@@ -33,7 +33,6 @@ from aio_pika.abc import (
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
 from taskq.brokers.amqp_topology import AMQPConfig, declare_queue
-from taskq.brokers.base import DeliveredMessage
 from taskq.errors import ConfigurationError
 
 logger = logging.getLogger("taskq.brokers.amqp")
@@ -117,7 +116,7 @@ def delivery_tag(message: AbstractIncomingMessage) -> int:
     return message.delivery_tag
 
 
-class AMQPDelivery(DeliveredMessage):
+class AMQPDelivery:
     """A consumed message, unacked on its consumer's channel until it is settled once."""
 
     __slots__ = ("_consumer", "_message", "_settled", "body", "delivery_count", "queue")

@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from taskq.message import Message, decode
+from taskq.message import Message
 from taskq.urls import load_backend_class
 
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
@@ -21,7 +21,6 @@ DEFAULT_POLLING_INTERVAL = 0.2
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 DEAD_LETTER_SUFFIX = ".dlq"
-READABLE_CONTENT = frozenset({"json", "msgpack"})  # what `Delivery.message` decodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +65,6 @@ class Delivery(Protocol):
         """Whether it was acked, nacked or dead-lettered (or that was tried) already."""
         ...
 
-    @property
-    def message(self) -> Message:
-        """The envelope, decoded (see `DeliveredMessage`)."""
-        ...
-
     async def ack(self) -> None: ...
 
     async def nack(self, requeue: bool = True, delay: float | None = None) -> None:
@@ -82,20 +76,6 @@ class Delivery(Protocol):
     async def extend(self, seconds: float) -> None:
         """Renew the lease so the message stays ours for `seconds` more."""
         ...
-
-
-class DeliveredMessage:
-    """`message`, the decoded envelope of a delivery's `body`: what every broker's delivery
-    class inherits. It reads JSON and msgpack arguments, never pickle (`MessageError` when the
-    envelope does not decode). The worker does not use it: it decodes `body` itself, against
-    its `accept_content`, and dead-letters the bytes as they came when they do not decode."""
-
-    __slots__ = ()
-    body: bytes
-
-    @property
-    def message(self) -> Message:
-        return decode(self.body, READABLE_CONTENT)
 
 
 class Broker(Protocol):

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import anyio
 
-from taskq.brokers.base import DeliveredMessage, Delivery
+from taskq.brokers.base import Delivery
 from taskq.message import Message, encode
 from taskq.wakeups import Backoff, wake_generation
 
@@ -86,7 +86,7 @@ def queue_names(queues: Sequence[str]) -> list[str]:
     return names
 
 
-class LeasedDelivery(DeliveredMessage):
+class LeasedDelivery:
     """A claimed message, leased to its consumer until it is settled once."""
 
     __slots__ = ("_lease", "_on_settled", "_settled", "_store", "body", "delivery_count", "queue")

@@ -24,7 +24,7 @@ import anyio
 from redis.asyncio.client import PubSub
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from taskq.brokers.base import DeliveredMessage, Delivery
+from taskq.brokers.base import Delivery
 from taskq.brokers.leases import REJECTED
 from taskq.errors import NotConnectedError
 from taskq.redis_db import (
@@ -77,7 +77,7 @@ class _Slots:
             await self._freed.wait()
 
 
-class RedisDelivery(DeliveredMessage):
+class RedisDelivery:
     """A claimed stream entry, leased to its consumer until it is settled once."""
 
     __slots__ = ("_consumer", "_settled", "band", "body", "count", "delivery_count", "id", "queue")

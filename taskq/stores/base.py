@@ -44,16 +44,10 @@ class TaskMeta:
     @classmethod
     def from_exception(cls, task_id: str, exc: BaseException, **fields: Any) -> TaskMeta:
         """A FAILURE that records `exc`'s qualified type, message and traceback text."""
-        kind = type(exc)
-        name = (
-            kind.__qualname__
-            if kind.__module__ == "builtins"
-            else f"{kind.__module__}.{kind.__qualname__}"
-        )
         return cls(
             task_id,
             states.FAILURE,
-            exc_type=name,
+            exc_type=exception_type(exc),
             exc_message=str(exc),
             traceback="".join(traceback.format_exception(exc)),
             date_done=time.time(),
@@ -77,6 +71,14 @@ class TaskMeta:
 
 
 _FIELDS = tuple(TaskMeta.__dataclass_fields__)
+
+
+def exception_type(exc: BaseException) -> str:
+    """How a failure names its exception's type: `ValueError`, `shop.errors.PaymentDeclined`."""
+    kind = type(exc)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 class ResultStore(Protocol):

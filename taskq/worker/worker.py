@@ -2,7 +2,9 @@
 
 `concurrency` long-lived task loops take deliveries from one in-memory queue fed by
 the broker consumer (at most `prefetch` unsettled), so running a task costs no task
-spawn. A task held back by its rate limit waits outside the loops, not in a slot.
+spawn. A loop turns its delivery into a job (`WorkerRuntime.receive`) and runs it through
+the pipeline (`taskq.execution`). A job held back by its rate limit lends its slot: a new
+loop takes its place while it waits, and one loop retires when it comes back.
 
 Shutdown: `stop()` (first SIGTERM/SIGINT) is warm: stop consuming, give reserved
 but unstarted messages back at once, let running tasks finish within
@@ -18,17 +20,19 @@ import math
 import os
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from taskq.brokers.base import Broker, Delivery
 from taskq.control import CONTROL_CHANNEL, decode_command, encode_command
-from taskq.worker.executor import Executor, Job
-from taskq.worker.ratelimit import RateLimits
+from taskq.execution.job import Job
+from taskq.execution.settlement import settle_lost
+from taskq.worker.runtime import WorkerRuntime
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
@@ -41,7 +45,15 @@ GREETING_FIRST_DELAY = 0.05
 GREETING_MAX_DELAY = 5.0
 FINAL_STATES_TIMEOUT = 10.0  # seconds a stopping worker gives its last task states to be written
 
-Work = Delivery | Job  # a fresh delivery, or a job back from its rate-limit wait
+
+class _Retire:
+    """Taken from the work queue by the loop that gives its slot back to a job that lent it."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+
+
+Work = Delivery | _Retire
 
 
 class Worker:
@@ -71,10 +83,11 @@ class Worker:
         self.ready = anyio.Event()
         self._held: set[Delivery] = set()
         self._running: dict[anyio.CancelScope, Job] = {}
-        self._waiting: set[anyio.CancelScope] = set()
+        self._waiting: set[anyio.CancelScope] = set()  # jobs waiting with their slot lent
         self._drained = anyio.Event()
         self._consume_scope = anyio.CancelScope()
-        self._loops_scope = anyio.CancelScope()
+        self._loops: anyio.abc.TaskGroup | None = None
+        self._runtime: WorkerRuntime | None = None
         self._stopping = False
         send, receive = anyio.create_memory_object_stream[Work](max_buffer_size=math.inf)
         self._work_in: MemoryObjectSendStream[Work] = send
@@ -93,14 +106,15 @@ class Worker:
         """Cold shutdown: cancel running tasks now."""
         logger.warning("Cold shutdown: cancelling %d running task(s)", len(self._running))
         self.stop()
-        self._loops_scope.cancel()
+        if self._loops is not None:
+            self._loops.cancel_scope.cancel()
 
     async def run(self) -> None:
         broker = await self.app.connected_broker()
         store = await self.app.connected_store()
         threads = anyio.CapacityLimiter(self.threads)
-        executor = Executor(self.app, broker, store, self.hostname, threads)
-        rates = RateLimits(store)
+        runtime = WorkerRuntime(self.app, broker, store, self.hostname, threads, self._lend_slot)
+        self._runtime = runtime
         logger.info(
             "Worker %s ready: queues %s, concurrency %d, threads %d, prefetch %d, loop %s",
             self.hostname,
@@ -111,31 +125,25 @@ class Worker:
             type(asyncio.get_running_loop()).__module__.partition(".")[0],  # asyncio | uvloop
         )
         async with anyio.create_task_group() as services:
-            services.start_soon(executor.states.run)
+            services.start_soon(runtime.states.run)
             services.start_soon(self._renew_leases)
-            services.start_soon(self._obey_commands, broker, executor)
+            services.start_soon(self._obey_commands, broker, runtime)
             await self.app.middleware.worker_start(self)
             try:
-                await self._serve_until_stopped(broker, executor, rates, services)
+                await self._serve_until_stopped(broker, runtime)
             finally:  # the states written behind the loops, on every way out
                 with anyio.move_on_after(FINAL_STATES_TIMEOUT, shield=True):
-                    await executor.states.flush()
+                    await runtime.states.flush()
             services.cancel_scope.cancel()
         await self.app.middleware.worker_stop(self)
         logger.info("Worker %s stopped", self.hostname)
 
-    async def _serve_until_stopped(
-        self,
-        broker: Broker,
-        executor: Executor,
-        rates: RateLimits,
-        services: anyio.abc.TaskGroup,
-    ) -> None:
+    async def _serve_until_stopped(self, broker: Broker, runtime: WorkerRuntime) -> None:
         """Consume into the task loops until `stop()`, then shut them down (see the module)."""
         async with anyio.create_task_group() as loops:
-            self._loops_scope = loops.cancel_scope
+            self._loops = loops
             for _ in range(self.concurrency):
-                loops.start_soon(self._task_loop, executor, rates, services)
+                loops.start_soon(self._task_loop, runtime)
             self.ready.set()
             try:
                 with self._consume_scope:
@@ -165,13 +173,15 @@ class Worker:
                     work = self._work_out.receive_nowait()
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
-                await self._give_back(work)
+                if isinstance(work, _Retire):
+                    work.done.set()
+                else:
+                    await self._give_back(work)
         self._check_drained()
 
-    async def _task_loop(
-        self, executor: Executor, rates: RateLimits, waiters: anyio.abc.TaskGroup
-    ) -> None:
-        """One slot: take work, run it, repeat until the queue is closed and empty.
+    async def _task_loop(self, runtime: WorkerRuntime) -> None:
+        """One slot: take work, run it, repeat until the queue is closed and empty, or until
+        this loop retires (its slot given back to a job that lent it).
 
         Jobs run in a cancel scope that a revoke with `terminate` cancels. One scope serves
         job after job until that happens: a scope per job cost as much as its ack.
@@ -179,34 +189,26 @@ class Worker:
         serving = True
         while serving:
             with anyio.CancelScope() as scope:
-                serving = await self._serve(scope, executor, rates, waiters)
+                serving = await self._serve(scope, runtime)
 
-    async def _serve(
-        self,
-        scope: anyio.CancelScope,
-        executor: Executor,
-        rates: RateLimits,
-        waiters: anyio.abc.TaskGroup,
-    ) -> bool:
+    async def _serve(self, scope: anyio.CancelScope, runtime: WorkerRuntime) -> bool:
         """Run work in `scope`; True once a job in it was terminated, False at the end."""
         while (work := await self._next_work()) is not None:
+            if isinstance(work, _Retire):
+                work.done.set()
+                return False
             if self._stopping:
                 await self._give_back(work)
                 continue
-            held = False
             try:
-                job = work if isinstance(work, Job) else await executor.receive(work)
-                if job is not None and job is not work and job.task.rate_limit:
-                    waiters.start_soon(self._wait_for_rate, executor, rates, job)
-                    held = True  # the waiter brings it back, or gives it back
-                elif job is not None:
-                    await self._run(scope, executor, job)
+                job = await runtime.receive(work)
+                if job is not None:
+                    await self._run(scope, runtime, job)
             except Exception as exc:
                 logger.exception("Worker %s could not handle a delivery", self.hostname)
-                await executor.unhandled(work.delivery if isinstance(work, Job) else work, exc)
+                await runtime.unhandled(work, exc)
             finally:
-                if not held:
-                    self._release(work)
+                self._release(work)
             if scope.cancel_called:  # the job ended before the cancellation reached it
                 return True
         return False
@@ -225,47 +227,55 @@ class Worker:
         except anyio.EndOfStream:
             return None
 
-    async def _wait_for_rate(self, executor: Executor, rates: RateLimits, job: Job) -> None:
-        """Hold a rate-limited job (RECEIVED, not in a slot) until it may start."""
-        rate = job.task.rate_limit
-        assert rate is not None
+    async def _lend_slot(self, wait: Callable[[], Awaitable[object]]) -> bool:
+        """Await `wait()` while a new loop takes the caller's slot; then take one back (a
+        loop retires). False if the worker stopped meanwhile: the job is to be given back."""
+        assert self._loops is not None and self._runtime is not None
+        self._loops.start_soon(self._task_loop, self._runtime)
         with anyio.CancelScope() as waiting:
             self._waiting.add(waiting)
             if self._stopping:
                 waiting.cancel()
             try:
-                await executor.mark_received(job)
-                await rates.wait(job.task.name, rate, job.task.rate_limit_scope)
-                self._work_in.send_nowait(job)
-                return
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                pass  # shutting down
+                await wait()
             finally:
                 self._waiting.discard(waiting)
-        await self._give_back(job)
+        if waiting.cancelled_caught:
+            return False  # stopping: the loop started above ends with the queue
+        retire = _Retire()
+        try:
+            self._work_in.send_nowait(retire)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return False
+        await retire.done.wait()
+        return True
 
-    async def _run(self, scope: anyio.CancelScope, executor: Executor, job: Job) -> None:
+    async def _run(self, scope: anyio.CancelScope, runtime: WorkerRuntime, job: Job) -> None:
+        """The job through its pipeline; if that is cancelled, the job is settled as lost."""
         self._running[scope] = job
         try:
-            await executor.run(job)
+            await runtime.pipeline.chain(job.task)(job)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await settle_lost(runtime, job)
+            raise
         finally:
             del self._running[scope]
 
-    async def _give_back(self, work: Work) -> None:
-        delivery = work.delivery if isinstance(work, Job) else work
+    async def _give_back(self, delivery: Delivery) -> None:
         with anyio.CancelScope(shield=True):
             await delivery.nack(requeue=True)
-        self._release(work)
+        self._release(delivery)
 
-    def _release(self, work: Work) -> None:
-        self._held.discard(work.delivery if isinstance(work, Job) else work)
+    def _release(self, delivery: Delivery) -> None:
+        self._held.discard(delivery)
         self._check_drained()
 
     def _check_drained(self) -> None:
         if self._stopping and not self._held:
             self._drained.set()
 
-    async def _obey_commands(self, broker: Broker, executor: Executor) -> None:
+    async def _obey_commands(self, broker: Broker, runtime: WorkerRuntime) -> None:
         """Control-plane commands: `revoke` (and with `terminate`, cancel them here).
 
         The worker greets itself on the channel: hearing its greeting proves that broadcasts
@@ -279,15 +289,15 @@ class Worker:
                 if payload == greeting:
                     if not heard.is_set():
                         heard.set()
-                        await _load_revocations(executor)
+                        await _load_revocations(runtime)
                     continue
-                self._obey(decode_command(payload), executor)
+                self._obey(decode_command(payload), runtime)
 
-    def _obey(self, command: dict[str, Any] | None, executor: Executor) -> None:
+    def _obey(self, command: dict[str, Any] | None, runtime: WorkerRuntime) -> None:
         if command is None or command["op"] != "revoke":
             return
         revoked = [task_id for task_id in command.get("ids") or () if isinstance(task_id, str)]
-        executor.revoked.add(revoked)
+        runtime.revoked.add(revoked)
         if command.get("terminate"):
             self._terminate(set(revoked))
 
@@ -320,8 +330,8 @@ async def _greet(broker: Broker, greeting: bytes, heard: anyio.Event) -> None:
         delay = min(delay * 2, GREETING_MAX_DELAY)
 
 
-async def _load_revocations(executor: Executor) -> None:
+async def _load_revocations(runtime: WorkerRuntime) -> None:
     try:
-        await executor.load_revocations()
+        await runtime.load_revocations()
     except Exception:  # messages are still checked in the store, one batch at a time
         logger.exception("Could not load the stored revocations")

@@ -19,7 +19,7 @@ from redis.crc import key_slot
 
 from taskq import ChordError, TaskError, TaskQ, chord, signature
 from taskq.brokers.redis import BANDS, CHORD_RETENTION, RedisBroker
-from taskq.canvas import CHORD_ERROR_TASK
+from taskq.elements import CHORD_ERROR_TASK
 from taskq.message import Message, decode
 from taskq.stores.base import TaskMeta
 from taskq.testing import running_worker

@@ -1,10 +1,12 @@
-"""Time limits for coroutine tasks.
+"""Time limits: a task's `time_limit` and `soft_time_limit` (the call's, else the task's,
+else the app's `task_time_limit` / `task_soft_time_limit`).
 
-The hard limit is a cancel scope: the coroutine is cancelled and the task fails with
-`TimeLimitExceeded`. The soft limit raises `SoftTimeLimitExceeded` *inside* the
-coroutine, at the await it is blocked on, so the task may catch it and clean up.
-asyncio can only interrupt a waiting task by cancelling it, so the coroutine is
-driven by a thin wrapper that turns our own cancellation into that exception.
+For a coroutine the hard limit is a cancel scope: the coroutine is cancelled and the task
+fails with `TimeLimitExceeded`. The soft limit raises `SoftTimeLimitExceeded` *inside* the
+coroutine, at the await it is blocked on, so the task may catch it and clean up. asyncio can
+only interrupt a waiting task by cancelling it, so the coroutine is driven by a thin wrapper
+that turns our own cancellation into that exception. A plain function in a thread cannot be
+interrupted: past its hard limit it is abandoned (its result discarded) and the task fails.
 """
 
 from __future__ import annotations
@@ -17,6 +19,30 @@ from typing import Any
 import anyio
 
 from taskq.errors import SoftTimeLimitExceeded, TimeLimitExceeded
+from taskq.execution.job import CallNext, Job, Outcome
+
+
+class TimeLimits:
+    def applies_to(self, task: Any) -> bool:
+        return True
+
+    def handle(self, job: Job, call_next: CallNext) -> Coroutine[Any, Any, Outcome]:
+        task, message, conf = job.task, job.message, job.task.app.conf
+        hard = message.time_limit or task.time_limit or conf.task_time_limit
+        soft = message.soft_time_limit or task.soft_time_limit or conf.task_soft_time_limit
+        if task.is_coroutine:
+            if hard is None and soft is None:
+                return call_next(job)
+            return run_with_limits(call_next(job), soft, hard)
+        if hard is None:  # a soft limit cannot reach into a thread
+            return call_next(job)
+        return _abandoned_after(hard, call_next(job))
+
+
+async def _abandoned_after(hard: float, run: Coroutine[Any, Any, Outcome]) -> Outcome:
+    with anyio.move_on_after(hard):
+        return await run
+    raise TimeLimitExceeded(f"hard time limit ({hard}s) exceeded; the thread was abandoned")
 
 
 async def run_with_limits(

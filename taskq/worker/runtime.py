@@ -1,0 +1,128 @@
+"""A worker's side of running tasks: its intake (a delivery becomes a job, or a dead letter)
+and the services its pipeline runs against (`taskq.execution.job.Runtime`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+import anyio
+
+from taskq.brokers.base import Broker, Delivery
+from taskq.errors import BadArgumentsError, MessageError, NotRegisteredError, TaskQError
+from taskq.execution.job import Job
+from taskq.execution.pipeline import standard_pipeline
+from taskq.message import Message, decode, peek_id
+from taskq.stores.base import ResultStore, TaskMeta
+from taskq.task import Request
+from taskq.worker.batching import Coalescer, RevokedIds
+from taskq.worker.statewriter import StateWriter
+from taskq.workflow import chord_counter
+
+if TYPE_CHECKING:
+    from taskq.app import TaskQ
+
+logger = logging.getLogger("taskq.worker")
+
+UNHANDLED_TIMEOUT = 10.0  # seconds given to dead-lettering a delivery whose handling failed
+
+LendSlot = Callable[[Callable[[], Awaitable[object]]], Awaitable[bool]]
+
+
+class WorkerRuntime:
+    def __init__(
+        self,
+        app: TaskQ,
+        broker: Broker,
+        store: ResultStore,
+        hostname: str,
+        threads: anyio.CapacityLimiter,
+        lend_slot: LendSlot,
+    ) -> None:
+        self.app = app
+        self.broker = broker
+        self.store = store
+        self.hostname = hostname
+        self.threads: anyio.CapacityLimiter | None = threads
+        self.accept_content = frozenset(app.conf.accept_content)
+        self.states = StateWriter(store, app.conf.result_expires)
+        self.revoked = RevokedIds(app.control.revoke_ttl)
+        self.chord_counter = chord_counter(broker, store)
+        self.pipeline = standard_pipeline(self)
+        self._lend_slot = lend_slot
+        self._stored_revocations = Coalescer(self.store.revoked)
+        self._revocations_loaded = False
+
+    async def receive(self, delivery: Delivery) -> Job | None:
+        """The job of a fresh delivery; a bad one is dead-lettered (and its task marked
+        FAILURE): a malformed message, an unknown task, arguments that do not fit."""
+        try:
+            message = decode(delivery.body, self.accept_content)
+            task = self.app.get_task(message.task)
+            task.bind_arguments(message.args, message.kwargs)
+        except (MessageError, NotRegisteredError) as exc:
+            await self._reject(delivery, exc)
+            return None
+        except TypeError as exc:
+            await self._reject(delivery, BadArgumentsError(f"{message.task}: {exc}"))
+            return None
+        info = {
+            "queue": delivery.queue,
+            "priority": message.priority,
+            "delivery_count": delivery.delivery_count,
+        }
+        return Job(delivery, message, task, Request(message, info, self.hostname))
+
+    async def unhandled(self, delivery: Delivery, error: Exception) -> None:
+        """Settle a delivery whose handling failed unexpectedly: into the dead letters with
+        the reason (its copy, if it was acked already), not left to come back for ever."""
+        reason = f"could not be handled: {type(error).__name__}: {error}"
+        try:
+            with anyio.fail_after(UNHANDLED_TIMEOUT, shield=True):
+                if delivery.settled:
+                    await self.broker.add_dead_letter(delivery.queue, delivery.body, reason)
+                else:
+                    await delivery.dead_letter(reason)
+        except Exception:
+            logger.exception("Could not dead-letter it either: it comes back when its lease ends")
+
+    async def load_revocations(self) -> None:
+        """Take in the store's revocations. Called once broadcasts reach this worker: from
+        then on, `revoked` alone is complete (a revocation is stored, then broadcast)."""
+        self.revoked.add(await self.store.all_revoked())
+        self._revocations_loaded = True
+
+    # -- the Runtime of the pipeline ------------------------------------------------
+
+    def revoked_now(self, task_id: str) -> bool | None:
+        """Known here once the stored revocations are loaded, or if it was broadcast."""
+        if task_id in self.revoked:
+            return True
+        return False if self._revocations_loaded else None
+
+    async def is_revoked(self, task_id: str) -> bool:
+        known = self.revoked_now(task_id)
+        if known is not None:
+            return known
+        return await self._stored_revocations.contains(task_id)  # batched
+
+    async def publish(self, message: Message, queue: str) -> None:
+        await self.broker.publish(message, queue)
+
+    async def send_messages(self, messages: Sequence[Message]) -> None:
+        await self.app.publish_messages(messages)
+
+    async def add_dead_letter(self, queue: str, body: bytes, reason: str) -> None:
+        await self.broker.add_dead_letter(queue, body, reason)
+
+    async def wait_off_slot(self, wait: Callable[[], Awaitable[object]]) -> bool:
+        return await self._lend_slot(wait)
+
+    async def _reject(self, delivery: Delivery, error: TaskQError) -> None:
+        reason = f"{type(error).__name__}: {error}"
+        logger.error("Dead-lettered a message from %r: %s", delivery.queue, reason)
+        await delivery.dead_letter(reason)
+        task_id = peek_id(delivery.body)
+        if task_id is not None:
+            await self.states.write(TaskMeta.from_exception(task_id, error, worker=self.hostname))
