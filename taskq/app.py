@@ -10,17 +10,14 @@ from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, Unpa
 
 import anyio
 
+from taskq import defaults
 from taskq import result as results
+from taskq.backends import Backends
 from taskq.beat.scheduler import BeatEntries
-from taskq.brokers.base import (
-    DEFAULT_POLLING_INTERVAL,
-    DEFAULT_VISIBILITY_TIMEOUT,
-    Broker,
-    BrokerOptions,
-    create_broker,
-)
+from taskq.brokers.base import Broker
 from taskq.builtins import register_builtins
 from taskq.canvas import Signature, as_signatures
+from taskq.chords import ChordCounter
 from taskq.config import Settings
 from taskq.control import Control
 from taskq.elements import new_id
@@ -29,11 +26,8 @@ from taskq.message import Message
 from taskq.middleware import MiddlewareStack
 from taskq.options import CallOptions, OptionTable, check_call
 from taskq.routing import Router, snapshot
-from taskq.stores.base import ResultStore, StoreOptions, create_store
+from taskq.stores.base import ResultStore
 from taskq.task import Task, absolute_time, current_request
-from taskq.urls import DEFAULT_URL
-
-DEFAULT_IDEMPOTENCY_WINDOW = 86400.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -85,8 +79,7 @@ class TaskQ:
         self.control = Control(self)
         self.beat = BeatEntries(self)
         register_builtins(self)
-        self._broker: Broker | None = None
-        self._store: ResultStore | None = None
+        self._backends: Backends | None = None
         self._connecting: anyio.Event | None = None
         self._router: Router | None = None
         self._routes_seen: Any = None  # a copy of the `task_routes` the router was built from
@@ -101,7 +94,7 @@ class TaskQ:
 
     @property
     def broker_url(self) -> str:
-        return self.conf.broker_url or DEFAULT_URL
+        return self.conf.broker_url or defaults.BROKER_URL
 
     @property
     def result_backend_url(self) -> str:
@@ -109,7 +102,7 @@ class TaskQ:
         if self.conf.result_backend:
             return self.conf.result_backend
         url = self.broker_url
-        return DEFAULT_URL if url.startswith(("amqp://", "amqps://")) else url
+        return defaults.BROKER_URL if url.startswith(("amqp://", "amqps://")) else url
 
     @property
     def router(self) -> Router:
@@ -187,15 +180,9 @@ class TaskQ:
         self._connecting = anyio.Event()
         try:
             self.conf.validate()
-            broker = create_broker(self.broker_url, self.broker_options())
-            store = create_store(self.result_backend_url, self._store_options())
-            await broker.connect()
-            try:
-                await store.connect()
-            except BaseException:
-                await broker.close()
-                raise
-            self._broker, self._store = broker, store
+            backends = Backends.build(self.broker_url, self.result_backend_url, self.conf)
+            await backends.connect()
+            self._backends = backends
         except BaseException:
             self._connecting.set()
             self._connecting = None
@@ -203,14 +190,11 @@ class TaskQ:
         self._connecting.set()
 
     async def close(self) -> None:
-        broker, store = self._broker, self._store
-        self._broker = self._store = None
+        backends, self._backends = self._backends, None
         self._connecting = None
-        with anyio.CancelScope(shield=True):
-            if broker is not None:
-                await broker.close()
-            if store is not None:
-                await store.close()
+        if backends is not None:
+            with anyio.CancelScope(shield=True):
+                await backends.close()
 
     async def __aenter__(self) -> TaskQ:
         await self.connect()
@@ -225,37 +209,20 @@ class TaskQ:
         await self.close()
 
     async def connected_broker(self) -> Broker:
-        if self._broker is None:
-            await self.connect()
-        assert self._broker is not None
-        return self._broker
+        return (await self._connected()).broker
 
     async def connected_store(self) -> ResultStore:
-        if self._store is None:
+        return (await self._connected()).store
+
+    async def chord_counter(self) -> ChordCounter | None:
+        """The broker, when it counts chords itself (see `taskq.chords`); else None."""
+        return (await self._connected()).chords
+
+    async def _connected(self) -> Backends:
+        if self._backends is None:
             await self.connect()
-        assert self._store is not None
-        return self._store
-
-    def broker_options(self) -> BrokerOptions:
-        transport = dict(self.conf.broker_transport_options)
-        known = {"visibility_timeout", "polling_interval"}
-        extras = {k: v for k, v in transport.items() if k not in known}
-        # Settings that only the AMQP broker reads travel with its transport options.
-        extras.setdefault("default_exchange", self.conf.task_default_exchange)
-        extras.setdefault("max_priority", self.conf.task_queue_max_priority)
-        return BrokerOptions(
-            visibility_timeout=float(
-                transport.get("visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT)
-            ),
-            polling_interval=float(transport.get("polling_interval", DEFAULT_POLLING_INTERVAL)),
-            max_message_bytes=self.conf.task_max_message_bytes,
-            transport=extras,
-        )
-
-    def _store_options(self) -> StoreOptions:
-        """The store shares the broker's transport options: an SQLite file's, say."""
-        broker = self.broker_options()
-        return StoreOptions(polling_interval=broker.polling_interval, transport=broker.transport)
+        assert self._backends is not None
+        return self._backends
 
     # -- publishing ---------------------------------------------------------------
 
@@ -372,7 +339,7 @@ class TaskQ:
         task = self.tasks.get(name)
         if task is not None and task.unique_for is not None:
             return float(task.unique_for)
-        return self.conf.result_expires or DEFAULT_IDEMPOTENCY_WINDOW
+        return self.conf.result_expires or defaults.RESULT_EXPIRES
 
 
 def _links(value: Signature[Any] | Sequence[Signature[Any]] | None) -> list[dict[str, Any]]:

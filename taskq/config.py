@@ -12,12 +12,13 @@ import difflib
 import importlib
 import os
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
 import orjson
 
+from taskq import defaults
 from taskq.errors import ConfigurationError
 from taskq.serializers import SERIALIZERS
 
@@ -32,14 +33,15 @@ class Settings:
     broker_url: str | None = None
     result_backend: str | None = None
     broker_transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    task_default_queue: str = "default"
+    result_backend_transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    task_default_queue: str = defaults.QUEUE
     task_default_exchange: str = "taskq"
     task_default_priority: int | None = None
     task_queue_max_priority: int | None = None
     task_routes: RouteSpec | list[RouteSpec] | None = None
     task_serializer: str = "json"
     accept_content: list[str] = dataclasses.field(default_factory=lambda: ["json"])
-    task_max_message_bytes: int = 4 * 1024 * 1024
+    task_max_message_bytes: int = defaults.MAX_MESSAGE_BYTES
     task_acks_late: bool = False
     task_reject_on_worker_lost: bool = True
     task_ignore_result: bool = False
@@ -47,7 +49,7 @@ class Settings:
     task_soft_time_limit: float | None = None
     task_always_eager: bool = False
     task_eager_propagates: bool = False
-    result_expires: float | None = 86400.0
+    result_expires: float | None = defaults.RESULT_EXPIRES
     worker_concurrency: int = 100
     worker_threads: int = 10
     worker_prefetch_multiplier: int = 4
@@ -118,9 +120,25 @@ _SECONDS = ("result_expires", "task_time_limit", "task_soft_time_limit")
 
 
 def _unknown(name: str) -> str:
-    close = difflib.get_close_matches(name, _FIELDS, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown setting {name!r}{hint}"
+    return f"unknown setting {name!r}{_hint(name, _FIELDS)}"
+
+
+def _hint(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def checked_options(
+    given: Mapping[str, Any] | None, known: Iterable[str], setting: str
+) -> dict[str, Any]:
+    """A copy of the options `given` in `setting` (a backend's transport options); a name
+    that is not `known` is a `ConfigurationError`, never ignored."""
+    options = dict(given or {})
+    names = set(known)
+    for name in sorted(options):
+        if name not in names:
+            raise ConfigurationError(f"{setting}: unknown option {name!r}{_hint(name, names)}")
+    return options
 
 
 def _normalise(name: str, value: Any) -> Any:

@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from taskq import defaults
+
 if TYPE_CHECKING:
     from taskq.app import TaskQ
 
 CONTROL_CHANNEL = "taskq.control"
-DEFAULT_REVOKE_TTL = 86400.0
 
 
 class Control:
@@ -34,7 +35,7 @@ class Control:
 
     @property
     def revoke_ttl(self) -> float:
-        return self.app.conf.result_expires or DEFAULT_REVOKE_TTL
+        return self.app.conf.result_expires or defaults.RESULT_EXPIRES
 
 
 def encode_command(op: str, **fields: Any) -> bytes:

@@ -51,6 +51,7 @@ DEFAULT_RECONNECT_TIMEOUT = 60.0
 CLUSTER_OPTION = "cluster"
 PREFIX_OPTION = "prefix"
 _OWN_PARAMETERS = frozenset({CLUSTER_OPTION, PREFIX_OPTION})  # taken out of the URL for redis-py
+OPTIONS = frozenset({*_OWN_PARAMETERS, "reconnect_timeout"})  # transport options, broker and store
 CONNECT_TIMEOUT = 5.0
 # A reply slower than this (a hung Redis) is a transient error. Enforced around each round
 # trip here, not as redis-py's socket_timeout, which costs ~70 µs on every read.

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 import anyio
 import orjson
 
-from taskq import states
+from taskq import defaults, states
 from taskq.errors import TaskError, task_error_type
 from taskq.stores.base import TaskMeta
 
@@ -174,7 +174,9 @@ async def save_group(app: TaskQ, group_id: str, ids: list[Any]) -> None:
     """Keep a group's member ids (`{"group": id, "results": [...]}` for a nested group)."""
     store = await app.connected_store()
     await store.set_if_absent(
-        GROUP_KEY.format(group_id), orjson.dumps(ids), app.conf.result_expires or 86400.0
+        GROUP_KEY.format(group_id),
+        orjson.dumps(ids),
+        app.conf.result_expires or defaults.RESULT_EXPIRES,
     )
 
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple
 
 import anyio
 import anyio.to_thread
@@ -27,6 +27,7 @@ Ts = TypeVarTuple("Ts")
 DEFAULT_BUSY_TIMEOUT = 10.0
 DEFAULT_SYNCHRONOUS = "NORMAL"
 SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+OPTIONS = frozenset({"busy_timeout", "synchronous"})  # transport options of broker and store
 
 
 class Database:
@@ -51,6 +52,16 @@ class Database:
             raise ConfigurationError(f"bad SQLite synchronous mode {synchronous!r}")
         self._conn: sqlite3.Connection | None = None
         self._limiter: anyio.CapacityLimiter | None = None
+
+    @classmethod
+    def configured(cls, path: Path, schema: str, options: dict[str, Any]) -> Database:
+        """A database with `busy_timeout` and `synchronous` from transport `options`."""
+        try:
+            busy_timeout = float(options.get("busy_timeout", DEFAULT_BUSY_TIMEOUT))
+        except (TypeError, ValueError):
+            raise ConfigurationError("busy_timeout must be a number of seconds") from None
+        synchronous = str(options.get("synchronous", DEFAULT_SYNCHRONOUS))
+        return cls(path, schema, busy_timeout=busy_timeout, synchronous=synchronous)
 
     async def open(self) -> None:
         if self._conn is None:

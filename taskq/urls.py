@@ -12,8 +12,6 @@ from urllib.parse import urlsplit
 
 from taskq.errors import ConfigurationError
 
-DEFAULT_URL = "sqlite:///taskq.db"
-
 _EXTRAS = {"redis": "redis", "rediss": "redis", "amqp": "amqp", "amqps": "amqp"}
 
 

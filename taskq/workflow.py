@@ -25,12 +25,12 @@ import dataclasses
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from taskq import states
-from taskq.brokers.base import CHORD_RESULTS, Broker, ChordCallback, ChordCounter, ChordPart
+from taskq.chords import CHORD_RESULTS, ChordCallback, ChordCounter, ChordPart
 from taskq.elements import (
     CHAIN,
     CHORD,
@@ -47,7 +47,7 @@ from taskq.errors import ChordError
 from taskq.message import JSON, Message
 from taskq.options import CALL_OPTIONS, CallOptions
 from taskq.result import GroupResult, save_group
-from taskq.stores.base import ResultStore, TaskMeta
+from taskq.stores.base import TaskMeta
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
@@ -261,12 +261,6 @@ async def _member_done(
         await counter.chord_part_done(part)
     else:
         await _store_member_done(runtime, membership)
-
-
-def chord_counter(broker: Broker, store: ResultStore) -> ChordCounter | None:
-    """The broker, when it counts the chords of `store` itself (Redis, on the same server)."""
-    counts = getattr(broker, "counts_chords_with", None)  # not isinstance: slow on a Protocol
-    return cast(ChordCounter, broker) if counts is not None and counts(store) else None
 
 
 def chord_part(

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import anyio
 
-from taskq import states
+from taskq import defaults, states
 from taskq.beat.schedules import Schedule, as_schedule
 from taskq.errors import ConfigurationError
 from taskq.stores.base import ResultStore, TaskMeta
@@ -42,7 +42,7 @@ ENTRIES_LOCK_TTL = 10.0  # a lock whose holder died frees itself after this
 ENTRIES_LOCK_RETRY = 0.01
 STATE_KEY = "beat:state:{}"
 FIRED_KEY = "beat:fired:{}:{}"
-FIRED_KEY_TTL = 7 * 24 * 3600.0
+FIRED_KEY_TTL = defaults.WEEK
 MIN_LOOK_INTERVAL = 0.01
 # A tick later than this is "missed" (downtime), not merely due.
 ON_TIME = 5.0

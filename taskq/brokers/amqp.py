@@ -50,6 +50,9 @@ from taskq.brokers.amqp_consumer import (
     winding_down,
 )
 from taskq.brokers.amqp_topology import (
+    OPTIONS as AMQP_OPTIONS,
+)
+from taskq.brokers.amqp_topology import (
     AMQPConfig,
     bucket_queue,
     bucket_ttl,
@@ -58,8 +61,8 @@ from taskq.brokers.amqp_topology import (
     declare_exchange,
     declare_queue,
 )
-from taskq.brokers.base import BrokerOptions, DeadLetter, Delivery, dead_letter_queue
-from taskq.brokers.leases import queue_names
+from taskq.brokers.base import Broker, DeadLetter, Delivery, dead_letter_queue
+from taskq.config import Settings
 from taskq.errors import ConfigurationError, NotConnectedError
 from taskq.message import Message, encode
 
@@ -97,7 +100,7 @@ def _properties(
     )
 
 
-class AMQPBroker:
+class AMQPBroker(Broker):
     """A broker on RabbitMQ: `amqp://user:pass@host:port/vhost` or `amqps://`.
 
     Transport options (`broker_transport_options`, all optional): `queue_max_priority`,
@@ -105,10 +108,12 @@ class AMQPBroker:
     `publish_timeout`, `reconnect_interval`; see the README's RabbitMQ section.
     """
 
-    def __init__(self, url: str, options: BrokerOptions) -> None:
+    OPTIONS = AMQP_OPTIONS
+
+    def __init__(self, url: str, conf: Settings) -> None:
+        super().__init__(url, conf)
         self._url = url
-        self._options = options
-        self._config = AMQPConfig.from_transport(options.transport)
+        self._config = AMQPConfig.from_settings(self.transport, conf)
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._queues: dict[str, AbstractQueue] = {}  # declared on the publishing channel
@@ -145,9 +150,6 @@ class AMQPBroker:
 
     # -- publishing -----------------------------------------------------------------
 
-    async def publish(self, message: Message, queue: str) -> None:
-        await self.publish_many([(message, queue)])
-
     async def publish_many(self, items: Sequence[tuple[Message, str]]) -> None:
         now = time.time()
         await self._publish(*[self._outgoing(message, queue, now) for message, queue in items])
@@ -182,7 +184,7 @@ class AMQPBroker:
 
     def _outgoing(self, message: Message, queue: str, now: float) -> _Outgoing:
         """Route a message: straight to its queue (or its delay bucket), or through an exchange."""
-        body = encode(message, self._options.max_message_bytes)
+        body = encode(message, self.options.max_message_bytes)
         delay = message.eta - now if message.eta is not None else 0.0
         headers = {ETA_HEADER: to_milliseconds(message.eta)} if message.eta and delay > 0 else {}
         properties = _properties(message.priority, headers)
@@ -302,11 +304,6 @@ class AMQPBroker:
         return [*buckets, await self._queue(queue)]
 
     # -- consuming ------------------------------------------------------------------
-
-    def consume(self, queues: Sequence[str], prefetch: int) -> AsyncGenerator[Delivery, None]:
-        if prefetch < 1:
-            raise ValueError("prefetch must be at least 1")
-        return self._consume(queue_names(queues), prefetch)
 
     async def _consume(self, names: list[str], prefetch: int) -> AsyncGenerator[Delivery, None]:
         consumer = Consumer(self, self._config, self._held, prefetch)

@@ -33,11 +33,11 @@ from aio_pika.abc import (
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
 from taskq.brokers.amqp_topology import AMQPConfig, declare_queue
+from taskq.brokers.base import Delivery
 from taskq.errors import ConfigurationError
 
 logger = logging.getLogger("taskq.brokers.amqp")
 
-REJECTED = "rejected"
 # Times travel as integer epoch milliseconds: AMQP tables carry a Python float as 32 bits.
 ETA_HEADER = "taskq-eta-ms"
 DELIVERIES_HEADER = "taskq-deliveries"  # deliveries before the message was published again
@@ -116,41 +116,35 @@ def delivery_tag(message: AbstractIncomingMessage) -> int:
     return message.delivery_tag
 
 
-class AMQPDelivery:
+class AMQPDelivery(Delivery):
     """A consumed message, unacked on its consumer's channel until it is settled once."""
 
-    __slots__ = ("_consumer", "_message", "_settled", "body", "delivery_count", "queue")
+    __slots__ = ("_consumer", "_message")
+    LOST = LINK_ERRORS
 
     def __init__(self, message: AbstractIncomingMessage, queue: str, consumer: Consumer) -> None:
-        self.body = message.body
-        self.queue = queue
-        self.delivery_count = delivery_count(message)
+        super().__init__(message.body, queue, delivery_count(message))
         self._message = message
         self._consumer = consumer
-        self._settled = False
 
-    @property
-    def settled(self) -> bool:
-        return self._settled
+    async def _ack(self) -> None:
+        await send_ack(self._message)
 
-    async def ack(self) -> None:
-        await self._settle(partial(send_ack, self._message))
-
-    async def nack(self, requeue: bool = True, delay: float | None = None) -> None:
-        if not requeue:
-            await self.dead_letter(REJECTED)
-        elif delay:
-            await self._settle(partial(self._replace, self._park_copy, time.time() + delay))
+    async def _requeue(self, delay: float | None) -> None:
+        if delay:
+            await self._replace(self._park_copy, time.time() + delay)
         else:
-            await self._settle(partial(send_requeue, self._message))
+            await send_requeue(self._message)
 
-    async def dead_letter(self, reason: str) -> None:
-        bury = self._consumer.host.add_dead_letter
-        await self._settle(partial(self._replace, bury, self.queue, self.body, reason))
+    async def _bury(self, reason: str) -> None:
+        await self._replace(self._consumer.host.add_dead_letter, self.queue, self.body, reason)
 
-    async def extend(self, seconds: float) -> None:
+    async def _extend(self, seconds: float) -> None:
         # Nothing to renew: an unacked message stays ours for as long as the channel lives.
         await anyio.lowlevel.checkpoint()
+
+    async def _released(self) -> None:
+        await self._consumer.settled(self)
 
     def stale(self) -> bool:
         """True when the channel it came on has closed: RabbitMQ requeued it then."""
@@ -159,7 +153,7 @@ class AMQPDelivery:
         except ChannelInvalidStateError:
             return True
 
-    async def release(self) -> None:
+    async def give_back(self) -> None:
         """Give back a message that was received but never handed to the consumer."""
         if self.stale():
             await self._settle(anyio.lowlevel.checkpoint)
@@ -178,17 +172,6 @@ class AMQPDelivery:
                 await send_requeue(self._message)
             raise
         await send_ack(self._message)
-
-    async def _settle(self, operation: Callable[[], Awaitable[None]]) -> None:
-        if self._settled:
-            return
-        self._settled = True
-        try:
-            await operation()
-        except LINK_ERRORS as exc:
-            logger.warning("Lost a settlement of a message from %r (%r)", self.queue, exc)
-        finally:
-            await self._consumer.settled(self)
 
 
 class Consumer:
@@ -224,7 +207,7 @@ class Consumer:
         """The next delivery, or None once the broker was closed."""
         async for delivery in self._receive:
             if delivery.stale():
-                await delivery.release()
+                await delivery.give_back()
                 continue
             self._outstanding.add(delivery)
             return delivery
@@ -243,7 +226,7 @@ class Consumer:
                 await queue.cancel(tag)
         self._send.close()
         async for delivery in self._receive:
-            await delivery.release()
+            await delivery.give_back()
         if not self._outstanding:
             await self._close_channel()
 

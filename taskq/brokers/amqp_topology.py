@@ -31,6 +31,7 @@ from aio_pika.abc import AbstractChannel, AbstractQueue, ExchangeType
 from aiormq.exceptions import ChannelPreconditionFailed
 
 from taskq.brokers.base import dead_letter_queue
+from taskq.config import Settings
 from taskq.errors import ConfigurationError
 
 DEFAULT_EXCHANGE = "taskq"
@@ -41,6 +42,11 @@ DEFAULT_RECONNECT_INTERVAL = 1.0
 # goes through the largest bucket as often as it takes.
 DELAY_BUCKETS = 32
 QUORUM = "quorum"
+# The broker_transport_options the AMQP broker reads (see the README's RabbitMQ section).
+OPTIONS = frozenset(
+    {"queue_max_priority", "quorum_queues", "delivery_limit", "queue_arguments", "bindings"}
+    | {"exchange_types", "publish_timeout", "reconnect_interval"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +71,13 @@ class AMQPConfig:
     reconnect_interval: float = DEFAULT_RECONNECT_INTERVAL
 
     @classmethod
-    def from_transport(cls, transport: Mapping[str, Any]) -> AMQPConfig:
+    def from_settings(cls, transport: Mapping[str, Any], conf: Settings) -> AMQPConfig:
+        """From the broker's own transport options, `task_default_exchange` and
+        `task_queue_max_priority`."""
         try:
             config = cls(
-                default_exchange=str(transport.get("default_exchange") or DEFAULT_EXCHANGE),
-                max_priority=_priority(transport.get("max_priority"), "max_priority"),
+                default_exchange=conf.task_default_exchange or DEFAULT_EXCHANGE,
+                max_priority=_priority(conf.task_queue_max_priority, "task_queue_max_priority"),
                 queue_max_priority={
                     str(q): _priority(n, f"queue_max_priority[{q!r}]") or 0
                     for q, n in dict(transport.get("queue_max_priority") or {}).items()

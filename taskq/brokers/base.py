@@ -1,36 +1,46 @@
-"""The broker protocol, what a consumer receives, and the URL -> broker factory.
+"""What every broker is: the base classes of brokers and of what their consumers receive, the
+options they all read, and the URL -> broker factory.
 
 A broker moves encoded envelopes between producers and workers with at-least-once
-delivery: a consumed message is leased to its consumer until it is acked, nacked
-or dead-lettered; a lease that is not renewed (the worker died) expires and the
-message is delivered again.
+delivery: a consumed message is held by its consumer until it is acked, nacked or
+dead-lettered; a lease that is not renewed (the worker died) expires and the message is
+delivered again. `Broker` writes what all of them share once (publishing one message as a
+batch of one, checking what `consume` is asked, reading the common options); a broker
+implements the primitives. `Delivery` settles once and then frees its consumer's prefetch
+slot; a broker's delivery implements the four settlements.
 """
 
 from __future__ import annotations
 
-import uuid
+import logging
+from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, ClassVar
 
+from taskq import defaults
+from taskq.config import Settings, checked_options
+from taskq.defaults import POLLING_INTERVAL, VISIBILITY_TIMEOUT
+from taskq.errors import ConfigurationError
 from taskq.message import Message
 from taskq.urls import load_backend_class
 
-DEFAULT_VISIBILITY_TIMEOUT = 3600.0
-DEFAULT_POLLING_INTERVAL = 0.2
-DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-
 DEAD_LETTER_SUFFIX = ".dlq"
+REJECTED = "rejected"  # the reason of a dead letter nacked without requeue
+COMMON_OPTIONS = frozenset({"visibility_timeout", "polling_interval"})
+
+logger = logging.getLogger("taskq.brokers")
 
 
 @dataclass(frozen=True, slots=True)
 class BrokerOptions:
-    """What every broker is built with; `transport` holds broker-specific extras."""
+    """What every broker reads: `visibility_timeout` and `polling_interval` of
+    `broker_transport_options`, and `task_max_message_bytes`."""
 
-    visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
-    polling_interval: float = DEFAULT_POLLING_INTERVAL
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    transport: dict[str, Any] = field(default_factory=dict)
+    visibility_timeout: float = defaults.VISIBILITY_TIMEOUT
+    polling_interval: float = defaults.POLLING_INTERVAL
+    max_message_bytes: int = defaults.MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,120 +57,178 @@ class DeadLetter:
     failed_at: float
 
 
-@runtime_checkable
-class Delivery(Protocol):
-    """One consumed message, leased to this consumer until it is settled.
+class Delivery(ABC):
+    """One consumed message, held by its consumer until it is settled.
 
-    `body` is the raw envelope: the worker decodes it (and can dead-letter the
-    bytes as they came when they do not decode). Settling a delivery twice is a
-    no-op; settling one whose lease was lost does not touch the new holder's lease.
+    `body` is the raw envelope: the worker decodes it (and can dead-letter the bytes as they
+    came when they do not decode). It is settled once: settling it again is a no-op, and
+    settling one whose lease was lost does not touch the new holder's lease. A settlement
+    that cannot reach the broker (a link error of the broker's, `LOST`) is logged: the message
+    comes back (its lease runs out, its channel closed), the at-least-once answer anyway.
     """
 
-    body: bytes
-    queue: str
-    delivery_count: int
+    __slots__ = ("_settled", "body", "delivery_count", "queue")
+    LOST: ClassVar[tuple[type[Exception], ...]] = ()
+
+    def __init__(self, body: bytes, queue: str, delivery_count: int) -> None:
+        self.body = body
+        self.queue = queue
+        self.delivery_count = delivery_count
+        self._settled = False
 
     @property
     def settled(self) -> bool:
         """Whether it was acked, nacked or dead-lettered (or that was tried) already."""
-        ...
+        return self._settled
 
-    async def ack(self) -> None: ...
+    async def ack(self) -> None:
+        await self._settle(self._ack)
 
     async def nack(self, requeue: bool = True, delay: float | None = None) -> None:
         """Give the message back (after `delay` seconds), or dead-letter it when not `requeue`."""
-        ...
+        if requeue:
+            await self._settle(partial(self._requeue, delay))
+        else:
+            await self.dead_letter(REJECTED)
 
-    async def dead_letter(self, reason: str) -> None: ...
+    async def dead_letter(self, reason: str) -> None:
+        await self._settle(partial(self._bury, reason))
 
     async def extend(self, seconds: float) -> None:
         """Renew the lease so the message stays ours for `seconds` more."""
-        ...
+        if not self._settled:
+            await self._extend(seconds)
+
+    def settle_elsewhere(self) -> bool:
+        """Mark it settled by its consumer, in a batch of its own (given back on stopping);
+        False if it was settled already."""
+        if self._settled:
+            return False
+        self._settled = True
+        return True
+
+    async def _settle(self, operation: Any) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        try:
+            await operation()
+        except self.LOST as exc:
+            logger.warning("Lost the settlement of a message from %r (%r)", self.queue, exc)
+        finally:
+            await self._released()
+
+    @abstractmethod
+    async def _ack(self) -> None: ...
+
+    @abstractmethod
+    async def _requeue(self, delay: float | None) -> None: ...
+
+    @abstractmethod
+    async def _bury(self, reason: str) -> None: ...
+
+    @abstractmethod
+    async def _extend(self, seconds: float) -> None: ...
+
+    @abstractmethod
+    async def _released(self) -> None:
+        """It was settled: its consumer may take another message."""
 
 
-class Broker(Protocol):
+class Broker(ABC):
+    """A broker on `url`, configured by the app's settings.
+
+    `OPTIONS` names the `broker_transport_options` of its own, besides the common ones
+    (`BrokerOptions`); any other name there is a `ConfigurationError`. A subclass reads its
+    own from `self.transport`.
+    """
+
+    OPTIONS: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, url: str, conf: Settings) -> None:
+        transport = checked_options(
+            conf.broker_transport_options, COMMON_OPTIONS | self.OPTIONS, "broker_transport_options"
+        )
+        self.url = url
+        self.options = BrokerOptions(
+            visibility_timeout=_seconds(transport, "visibility_timeout", VISIBILITY_TIMEOUT),
+            polling_interval=_seconds(transport, "polling_interval", POLLING_INTERVAL),
+            max_message_bytes=conf.task_max_message_bytes,
+        )
+        self.transport = {k: v for k, v in transport.items() if k not in COMMON_OPTIONS}
+
+    @abstractmethod
     async def connect(self) -> None: ...
 
+    @abstractmethod
     async def close(self) -> None: ...
 
     async def publish(self, message: Message, queue: str) -> None:
         """Enqueue one message; honours `message.eta` and `message.priority`."""
-        ...
+        await self.publish_many([(message, queue)])
 
-    async def publish_many(self, items: Sequence[tuple[Message, str]]) -> None: ...
+    @abstractmethod
+    async def publish_many(self, items: Sequence[tuple[Message, str]]) -> None:
+        """Enqueue messages in one batch (one round trip where the broker allows); a message
+        over `max_message_bytes` enqueues none of them."""
 
     def consume(self, queues: Sequence[str], prefetch: int) -> AsyncGenerator[Delivery, None]:
         """Deliveries from `queues`, never more than `prefetch` unsettled at once."""
-        ...
+        if isinstance(queues, str):
+            raise TypeError("queues must be a sequence of queue names, not a string")
+        names = list(dict.fromkeys(queues))
+        if not names:
+            raise ValueError("consume needs at least one queue")
+        if prefetch < 1:
+            raise ValueError("prefetch must be at least 1")
+        return self._consume(names, prefetch)
 
+    @abstractmethod
+    def _consume(self, queues: list[str], prefetch: int) -> AsyncGenerator[Delivery, None]: ...
+
+    @abstractmethod
     async def queue_length(self, queue: str) -> int:
         """Messages waiting or leased in `queue`, delayed ones included."""
-        ...
 
+    @abstractmethod
     async def purge(self, queue: str) -> int:
         """Delete the messages waiting in `queue`; returns how many."""
-        ...
 
+    @abstractmethod
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         """The oldest `limit` dead letters of `queue`."""
-        ...
 
+    @abstractmethod
     async def dead_letter_length(self, queue: str) -> int: ...
 
+    @abstractmethod
     async def add_dead_letter(self, queue: str, body: bytes, reason: str) -> None:
         """Keep `body` as a dead letter of `queue` (for a message already acked)."""
-        ...
 
+    @abstractmethod
     async def remove_dead_letters(self, queue: str, ids: Sequence[str]) -> int:
         """Delete these dead letters of `queue`; returns how many were there."""
-        ...
 
+    @abstractmethod
     async def purge_dead_letters(self, queue: str) -> int: ...
 
+    @abstractmethod
     async def broadcast(self, channel: str, payload: bytes) -> None: ...
 
+    @abstractmethod
     def subscribe(self, channel: str) -> AsyncIterator[bytes]: ...
 
 
-# Stands where a chord callback's results (or a member's failure) go in its envelope.
-# Random per process, so no argument of a user's can be taken for it.
-CHORD_RESULTS = f"taskq-chord-results-{uuid.uuid4().hex}"
-
-
-@dataclass(frozen=True, slots=True)
-class ChordCallback:
-    """What the last member of a chord publishes, as JSON envelopes: `callback`, with
-    `CHORD_RESULTS` where the ordered results go (unless its signature is immutable), or,
-    when a member failed, `failure`, with `CHORD_RESULTS` where that member's failure goes."""
-
-    callback: Message
-    failure: Message
-
-
-@dataclass(frozen=True, slots=True)
-class ChordPart:
-    """A finished chord member, for a broker that counts chords itself (`ChordCounter`).
-    `outcome` is JSON: the member's result or, when `failed`, its failure."""
-
-    group_id: str
-    index: int
-    size: int
-    outcome: bytes
-    failed: bool
-    publishes: ChordCallback
-
-
-class ChordCounter(Protocol):
-    """A broker that records a chord member and, with the last one, publishes the callback
-    in one atomic step, so that no crash between the two can lose the callback."""
-
-    def counts_chords_with(self, store: object) -> bool:
-        """Whether it can count the chords of `store` (the same server): else the store does."""
-        ...
-
-    async def chord_part_done(self, part: ChordPart) -> bool:
-        """Record `part`; True for the one call that published the callback (or failure)."""
-        ...
+def _seconds(transport: dict[str, Any], name: str, default: float) -> float:
+    try:
+        value = float(transport.get(name, default))
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"broker_transport_options[{name!r}] must be a number of seconds"
+        ) from None
+    if value <= 0:
+        raise ConfigurationError(f"broker_transport_options[{name!r}] must be positive")
+    return value
 
 
 _BROKERS: dict[str, str] = {
@@ -173,9 +241,9 @@ _BROKERS: dict[str, str] = {
 }
 
 
-def create_broker(url: str, options: BrokerOptions | None = None) -> Broker:
+def create_broker(url: str, conf: Settings | None = None) -> Broker:
     cls = load_backend_class(url, _BROKERS, "broker")
-    broker: Broker = cls(url, options or BrokerOptions())
+    broker: Broker = cls(url, conf or Settings())
     return broker
 
 

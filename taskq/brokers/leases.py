@@ -22,8 +22,6 @@ from taskq.brokers.base import Delivery
 from taskq.message import Message, encode
 from taskq.wakeups import Backoff, wake_generation
 
-REJECTED = "rejected"
-
 
 @dataclass(frozen=True, slots=True)
 class Lease:
@@ -77,63 +75,35 @@ def outgoing(items: Sequence[tuple[Message, str]], max_bytes: int) -> list[Outgo
     ]
 
 
-def queue_names(queues: Sequence[str]) -> list[str]:
-    if isinstance(queues, str):
-        raise TypeError("queues must be a sequence of queue names, not a string")
-    names = list(dict.fromkeys(queues))
-    if not names:
-        raise ValueError("consume needs at least one queue")
-    return names
-
-
-class LeasedDelivery:
+class LeasedDelivery(Delivery):
     """A claimed message, leased to its consumer until it is settled once."""
 
-    __slots__ = ("_lease", "_on_settled", "_settled", "_store", "body", "delivery_count", "queue")
+    __slots__ = ("_lease", "_on_settled", "_store")
 
     def __init__(self, claimed: Claimed, store: LeaseStore, on_settled: Callable[[], None]) -> None:
-        self.body = claimed.body
-        self.queue = claimed.lease.queue
-        self.delivery_count = claimed.delivery_count
+        super().__init__(claimed.body, claimed.lease.queue, claimed.delivery_count)
         self._lease = claimed.lease
         self._store = store
         self._on_settled = on_settled
-        self._settled = False
 
-    @property
-    def settled(self) -> bool:
-        return self._settled
+    async def _ack(self) -> None:
+        await self._store.ack_lease(self._lease)
 
-    async def ack(self) -> None:
-        await self._settle(partial(self._store.ack_lease, self._lease))
+    async def _requeue(self, delay: float | None) -> None:
+        await self._store.requeue_lease(self._lease, delay)
 
-    async def nack(self, requeue: bool = True, delay: float | None = None) -> None:
-        if not requeue:
-            await self.dead_letter(REJECTED)
-            return
-        await self._settle(partial(self._store.requeue_lease, self._lease, delay))
+    async def _bury(self, reason: str) -> None:
+        await self._store.dead_letter_lease(self._lease, reason)
 
-    async def dead_letter(self, reason: str) -> None:
-        await self._settle(partial(self._store.dead_letter_lease, self._lease, reason))
+    async def _extend(self, seconds: float) -> None:
+        await self._store.extend_lease(self._lease, seconds)
 
-    async def extend(self, seconds: float) -> None:
-        if not self._settled:
-            await self._store.extend_lease(self._lease, seconds)
+    async def _released(self) -> None:
+        self._on_settled()
 
-    async def _release(self) -> None:
+    async def give_back(self) -> None:
         """Give back a message that was claimed but never handed to the consumer."""
         await self._settle(partial(self._store.requeue_lease, self._lease, None, delivered=False))
-
-    async def _settle(self, operation: Callable[[], Awaitable[None]]) -> None:
-        # Settled before the call: if it fails, the lease simply runs out and the
-        # message comes back, which is the at-least-once answer to a failed ack anyway.
-        if self._settled:
-            return
-        self._settled = True
-        try:
-            await operation()
-        finally:
-            self._on_settled()
 
 
 class _Slots:
@@ -165,8 +135,6 @@ async def consume_leases(
     store: LeaseStore, claim: Claim, wake_key: str, prefetch: int, polling_interval: float
 ) -> AsyncGenerator[Delivery, None]:
     """Claim in batches of the free prefetch and yield; sleep with backoff when idle."""
-    if prefetch < 1:
-        raise ValueError("prefetch must be at least 1")
     slots = _Slots(prefetch)
     backoff = Backoff(polling_interval)
     pending: deque[LeasedDelivery] = deque()
@@ -188,7 +156,7 @@ async def consume_leases(
     finally:
         with anyio.CancelScope(shield=True):
             for delivery in pending:
-                await delivery._release()
+                await delivery.give_back()
 
 
 class Subscription(AsyncIterator[bytes]):

@@ -19,7 +19,7 @@ from functools import partial
 import anyio
 import anyio.lowlevel
 
-from taskq.brokers.base import BrokerOptions, DeadLetter, Delivery
+from taskq.brokers.base import Broker, DeadLetter, Delivery
 from taskq.brokers.leases import (
     Claimed,
     Lease,
@@ -28,8 +28,8 @@ from taskq.brokers.leases import (
     channel_key,
     consume_leases,
     outgoing,
-    queue_names,
 )
+from taskq.config import Settings
 from taskq.message import Message
 from taskq.wakeups import wake
 
@@ -165,16 +165,16 @@ def _state_for(url: str) -> _MemoryState:
         return _states.setdefault(url, _MemoryState())
 
 
-class MemoryBroker:
+class MemoryBroker(Broker):
     """A broker in this process's memory, shared by every MemoryBroker with the same URL.
 
     For unit tests and eager use: nothing survives the process. Lease expiry is
     noticed when consuming; publishing wakes the consumers of the same event loop.
     """
 
-    def __init__(self, url: str, options: BrokerOptions) -> None:
+    def __init__(self, url: str, conf: Settings) -> None:
+        super().__init__(url, conf)
         self._url = url
-        self._options = options
         self._state = _state_for(url)
 
     async def connect(self) -> None:
@@ -183,20 +183,17 @@ class MemoryBroker:
     async def close(self) -> None:
         await anyio.lowlevel.checkpoint()
 
-    async def publish(self, message: Message, queue: str) -> None:
-        await self.publish_many([(message, queue)])
-
     async def publish_many(self, items: Sequence[tuple[Message, str]]) -> None:
-        messages = outgoing(items, self._options.max_message_bytes)
+        messages = outgoing(items, self.options.max_message_bytes)
         now = time.time()
         with self._state.lock:
             for message in messages:
                 self._state.add(message, now)
         wake(self._url)
 
-    def consume(self, queues: Sequence[str], prefetch: int) -> AsyncGenerator[Delivery, None]:
-        claim = partial(self._claim, queue_names(queues))
-        return consume_leases(self, claim, self._url, prefetch, self._options.polling_interval)
+    def _consume(self, queues: list[str], prefetch: int) -> AsyncGenerator[Delivery, None]:
+        claim = partial(self._claim, queues)
+        return consume_leases(self, claim, self._url, prefetch, self.options.polling_interval)
 
     async def queue_length(self, queue: str) -> int:
         with self._state.lock:
@@ -288,7 +285,7 @@ class MemoryBroker:
 
     async def _claim(self, names: list[str], limit: int) -> tuple[list[Claimed], float | None]:
         with self._state.lock:
-            return self._state.claim(names, limit, self._options.visibility_timeout)
+            return self._state.claim(names, limit, self.options.visibility_timeout)
 
     def _unsubscribe(self, channel: str, subscription: _MemorySubscription) -> None:
         with self._state.lock:
@@ -297,7 +294,7 @@ class MemoryBroker:
 
 class _MemorySubscription(Subscription):
     def __init__(self, broker: MemoryBroker, channel: str) -> None:
-        super().__init__(channel_key(broker._url, channel), broker._options.polling_interval)
+        super().__init__(channel_key(broker._url, channel), broker.options.polling_interval)
         self._broker = broker
         self._channel = channel
         self._inbox: deque[bytes] = deque(maxlen=SUBSCRIBER_BUFFER)

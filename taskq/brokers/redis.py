@@ -11,10 +11,8 @@ delivery count in the group's pending list), so a stale holder cannot touch a ne
 A consumer that finds its queues empty sets an idle marker and sleeps on pub/sub; a
 publisher that sees the marker publishes a wake-up. Busy consumers get no wake-ups.
 
-When the result store is this same Redis, the broker counts chords (`ChordCounter`): a
-finished member's result and, with the last member, the callback's publish are one
-script call, under the hash tag of the callback's queue. The members finishing in one
-event-loop turn share that call.
+When the result store is this same Redis, the broker counts chords itself (see
+`redis_chords.py`).
 """
 
 from __future__ import annotations
@@ -23,25 +21,19 @@ import re
 import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from redis.asyncio.client import PubSub
 
-from taskq.brokers.base import (
-    CHORD_RESULTS,
-    BrokerOptions,
-    ChordPart,
-    DeadLetter,
-    Delivery,
-)
-from taskq.brokers.leases import queue_names
+from taskq.brokers.base import Broker, DeadLetter, Delivery
 from taskq.brokers.redis_consumer import GROUP, Consumer, ms
+from taskq.config import Settings
 from taskq.message import Message, encode
 from taskq.redis_db import (
+    OPTIONS as REDIS_OPTIONS,
+)
+from taskq.redis_db import (
     TRANSIENT_ERRORS,
-    Batcher,
     Command,
     RedisConnection,
     RedisSettings,
@@ -55,11 +47,7 @@ from taskq.redis_db import (
 BANDS = 10
 PURGE_CHUNK = 10_000
 PUBLISH_CHUNK = 1000  # messages per script call, so that no call holds Redis up for long
-# How long a chord's recorded members outlive the latest of them, and its done marker the
-# callback's publish: not `result_expires`, which may be shorter than a chord takes.
-CHORD_RETENTION = 7 * 24 * 3600.0
-_RESULTS_MARK = orjson.dumps(CHORD_RESULTS)
-_SCRIPTS = Scripts("taskq.brokers", "redis.lua")
+SCRIPTS = Scripts("taskq.brokers", "redis.lua")
 _STREAM_ID = re.compile(r"\d+-\d+")
 
 
@@ -68,26 +56,11 @@ def _band(priority: object) -> int:
     return min(max(priority, 0), BANDS - 1) if isinstance(priority, int) else 0
 
 
-def _placement(message: Message, now: float) -> tuple[int, int, str]:
+def placement(message: Message, now: float) -> tuple[int, int, str]:
     """The "publish" script's band, due time (epoch ms, 0: ready now) and unique token."""
     delayed = message.eta is not None and message.eta > now
     due, token = (ms(message.eta or 0), secrets.token_hex(8)) if delayed else (0, "")
     return _band(message.priority), due, token
-
-
-def _split(envelope: bytes) -> tuple[int, bytes, bytes]:
-    """(1, head, tail) around the `CHORD_RESULTS` mark, or (0, envelope, b"") without one.
-    The first mark is the one in `args`: `id` and `task`, before it, cannot hold it."""
-    at = envelope.find(_RESULTS_MARK)
-    if at < 0:
-        return 0, envelope, b""
-    return 1, envelope[:at], envelope[at + len(_RESULTS_MARK) :]
-
-
-@dataclass(slots=True)
-class _Counted:
-    part: ChordPart
-    published: bool = False
 
 
 class QueueKeys:
@@ -118,26 +91,27 @@ class QueueKeys:
         return f"{chord}results", f"{chord}done"
 
 
-class RedisBroker:
+class RedisBroker(Broker):
     """A broker on Redis or Redis Cluster (`redis://host:port/db?cluster=true`, `rediss://`).
 
-    Transport options: `prefix`, `cluster`, `reconnect_timeout` (see `RedisSettings`);
-    `visibility_timeout` is how long a delivery's lease lasts unless renewed.
+    Transport options of its own: `prefix`, `cluster`, `reconnect_timeout` (see
+    `RedisSettings`); `visibility_timeout` is how long a delivery's lease lasts unless renewed.
     """
 
-    def __init__(self, url: str, options: BrokerOptions) -> None:
-        self.settings = RedisSettings.parse(url, options.transport)
-        self.options = options
+    OPTIONS = REDIS_OPTIONS
+
+    def __init__(self, url: str, conf: Settings) -> None:
+        super().__init__(url, conf)
+        self.settings = RedisSettings.parse(url, self.transport)
         self._shared = SharedConnection(self.settings)
         self._keys: dict[str, QueueKeys] = {}
-        self._chord_parts: Batcher[_Counted] = Batcher(self._count_chord_parts)
 
     @property
     def connection(self) -> RedisConnection:
         return self._shared.connection
 
     async def connect(self) -> None:
-        await self._shared.open_with(_SCRIPTS)
+        await self._shared.open_with(SCRIPTS)
 
     async def close(self) -> None:
         await self._shared.close()
@@ -149,11 +123,11 @@ class RedisBroker:
         return keys
 
     def script(self, name: str, queue: str, args: Sequence[Any]) -> Command:
-        return _SCRIPTS.call(name, self.keys(queue).keys, args)
+        return SCRIPTS.call(name, self.keys(queue).keys, args)
 
     async def send(self, commands: Sequence[Command], *, raise_errors: bool = True) -> list[Any]:
         """One pipeline, without retries (see `Scripts.run`)."""
-        return await _SCRIPTS.run(self.connection.client, commands, raise_errors=raise_errors)
+        return await SCRIPTS.run(self.connection.client, commands, raise_errors=raise_errors)
 
     async def run(self, commands: Sequence[Command], what: str) -> list[Any]:
         """One pipeline, retried while Redis is unreachable."""
@@ -162,15 +136,12 @@ class RedisBroker:
             lambda: self.send(commands), self.settings.reconnect_timeout, what, outage
         )
 
-    async def publish(self, message: Message, queue: str) -> None:
-        await self.publish_many([(message, queue)])
-
     async def publish_many(self, items: Sequence[tuple[Message, str]]) -> None:
         now = time.time()
         by_queue: dict[str, list[Any]] = {}
         for message, queue in items:
             body = encode(message, self.options.max_message_bytes)
-            by_queue.setdefault(queue, []).extend((*_placement(message, now), body))
+            by_queue.setdefault(queue, []).extend((*placement(message, now), body))
         step = 4 * PUBLISH_CHUNK  # four arguments per message
         commands = [
             self.script("publish", queue, [self.keys(queue).channel, *fields[i : i + step]])
@@ -180,52 +151,8 @@ class RedisBroker:
         if commands:
             await self.run(commands, "publishing")
 
-    def counts_chords_with(self, store: object) -> bool:
-        """Only a store with the same settings is on this server, database and prefix."""
-        return getattr(store, "settings", None) == self.settings
-
-    async def chord_part_done(self, part: ChordPart) -> bool:
-        counted = _Counted(part)
-        await self._chord_parts.submit(counted)
-        return counted.published
-
-    async def _count_chord_parts(self, counted: list[_Counted]) -> None:
-        """One script call per callback queue for the members of one loop turn."""
-        by_queue: dict[str, dict[str, list[_Counted]]] = {}
-        for item in counted:
-            chords = by_queue.setdefault(item.part.publishes.callback.queue, {})
-            chords.setdefault(item.part.group_id, []).append(item)
-        commands = [self._chord_call(queue, chords) for queue, chords in by_queue.items()]
-        replies = await self.run(commands, "counting chord members")
-        for chords, published in zip(by_queue.values(), replies, strict=True):
-            for items, done in zip(chords.values(), published, strict=True):
-                items[-1].published = bool(done)
-
-    def _chord_call(self, queue: str, chords: dict[str, list[_Counted]]) -> Command:
-        queue_keys = self.keys(queue)
-        keys: list[str] = list(queue_keys.keys)
-        args: list[Any] = [queue_keys.channel, ms(CHORD_RETENTION)]
-        now = time.time()
-        for group_id, items in chords.items():
-            keys += queue_keys.chord(group_id)
-            args += self._chord_fields(items[0].part, now)
-            args.append(len(items))
-            for item in items:
-                args += (item.part.index, (b"f" if item.part.failed else b"s") + item.part.outcome)
-        return _SCRIPTS.call("chord", keys, args)
-
-    def _chord_fields(self, part: ChordPart, now: float) -> list[Any]:
-        limit, publishes = self.options.max_message_bytes, part.publishes
-        splice, head, tail = _split(encode(publishes.callback, limit))
-        _, failure_head, failure_tail = _split(encode(publishes.failure, limit))
-        band, due, token = _placement(publishes.callback, now)
-        return [part.size, band, due, token, splice, head, tail, failure_head, failure_tail]
-
-    def consume(self, queues: Sequence[str], prefetch: int) -> AsyncGenerator[Delivery, None]:
-        names = queue_names(queues)
-        if prefetch < 1:
-            raise ValueError("prefetch must be at least 1")
-        return Consumer(self, names, prefetch).deliveries()
+    def _consume(self, queues: list[str], prefetch: int) -> AsyncGenerator[Delivery, None]:
+        return Consumer(self, queues, prefetch).deliveries()
 
     async def queue_length(self, queue: str) -> int:
         [count] = await self.run([self.script("length", queue, [])], "counting messages")

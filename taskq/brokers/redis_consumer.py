@@ -17,7 +17,7 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -25,7 +25,6 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskq.brokers.base import Delivery
-from taskq.brokers.leases import REJECTED
 from taskq.errors import NotConnectedError
 from taskq.redis_db import (
     SUBSCRIBE_TIMEOUT,
@@ -77,53 +76,37 @@ class _Slots:
             await self._freed.wait()
 
 
-class RedisDelivery:
+class RedisDelivery(Delivery):
     """A claimed stream entry, leased to its consumer until it is settled once."""
 
-    __slots__ = ("_consumer", "_settled", "band", "body", "count", "delivery_count", "id", "queue")
+    __slots__ = ("_consumer", "band", "count", "id")
+    LOST = _GONE
 
     def __init__(self, consumer: Consumer, queue: str, fields: list[Any]) -> None:
-        band, self.id, self.body, deliveries, count = fields
+        band, self.id, body, deliveries, count = fields
+        super().__init__(body, queue, int(deliveries))
         self.band = int(band)
-        self.queue = queue
-        self.delivery_count = int(deliveries)
         self.count = int(count)  # times delivered to the group: with the consumer, the lease token
         self._consumer = consumer
-        self._settled = False
 
     @property
     def token(self) -> list[Any]:
         return [self.band, self.id, self.count]
 
-    @property
-    def settled(self) -> bool:
-        return self._settled
+    async def _ack(self) -> None:
+        await self._consumer.acks.submit(self)
 
-    async def ack(self) -> None:
-        if self._settle():
-            await self._consumer.finish(self._consumer.acks.submit(self))
+    async def _requeue(self, delay: float | None) -> None:
+        await self._consumer.requeue([self], delay, delivered=True)
 
-    async def nack(self, requeue: bool = True, delay: float | None = None) -> None:
-        if not requeue:
-            await self.dead_letter(REJECTED)
-        elif self._settle():
-            await self._consumer.finish(self._consumer.requeue([self], delay, delivered=True))
+    async def _bury(self, reason: str) -> None:
+        await self._consumer.bury(self, reason)
 
-    async def dead_letter(self, reason: str) -> None:
-        if self._settle():
-            await self._consumer.finish(self._consumer.bury(self, reason))
+    async def _extend(self, seconds: float) -> None:
+        await self._consumer.extend(self, seconds)
 
-    async def extend(self, seconds: float) -> None:
-        if not self._settled:
-            await self._consumer.extend(self, seconds)
-
-    def _settle(self) -> bool:
-        # Settled before the call: if it fails, the lease simply runs out and the message
-        # comes back, which is the at-least-once answer to a failed ack anyway.
-        if self._settled:
-            return False
-        self._settled = True
-        return True
+    async def _released(self) -> None:
+        self._consumer.slots.release()
 
 
 class Consumer:
@@ -271,12 +254,6 @@ class Consumer:
         limit = time.monotonic() - self.interval
         return [member for member, seen in self._suspects.get(queue, {}).items() if seen <= limit]
 
-    async def finish(self, settling: Awaitable[None]) -> None:
-        try:
-            await settling
-        finally:
-            self.slots.release()
-
     async def _flush_acks(self, deliveries: list[RedisDelivery]) -> None:
         await self.broker.run(self._per_queue("ack", deliveries), "acknowledging")
 
@@ -328,7 +305,7 @@ class Consumer:
         """Give back what was claimed but never yielded, and leave the groups where we hold
         nothing, in one round trip: no retries, a stopping worker does not wait for Redis."""
         await wakeups.close()
-        unyielded = [delivery for delivery in unyielded if delivery._settle()]
+        unyielded = [delivery for delivery in unyielded if delivery.settle_elsewhere()]
         commands = self._requeue(unyielded, None, delivered=False)
         commands += [self.broker.script("forget", q, [GROUP, self.name]) for q in self.queues]
         try:

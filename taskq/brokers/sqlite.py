@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import TypeVar, TypeVarTuple
 
-from taskq.brokers.base import BrokerOptions, DeadLetter, Delivery
+from taskq.brokers.base import Broker, DeadLetter, Delivery
 from taskq.brokers.leases import (
     Claimed,
     Lease,
@@ -29,10 +29,11 @@ from taskq.brokers.leases import (
     channel_key,
     consume_leases,
     outgoing,
-    queue_names,
 )
+from taskq.config import Settings
 from taskq.message import Message
-from taskq.sqlite_db import DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, Database, transaction
+from taskq.sqlite_db import OPTIONS as SQLITE_OPTIONS
+from taskq.sqlite_db import Database, transaction
 from taskq.urls import sqlite_path
 from taskq.wakeups import wake
 
@@ -238,23 +239,19 @@ def _broadcasts_after(
     return conn.execute(_BROADCASTS_AFTER, (channel, after_id, since)).fetchall()
 
 
-class SQLiteBroker:
+class SQLiteBroker(Broker):
     """A broker in one SQLite file, shared by every process that opens it.
 
-    `options.transport` may set `busy_timeout` (seconds to wait for another
-    process's write lock, default 5) and `synchronous` (SQLite's setting, default
+    Its own transport options (`sqlite_db.OPTIONS`): `busy_timeout` (seconds to wait for
+    another process's write lock, default 10) and `synchronous` (SQLite's setting, default
     NORMAL: in WAL mode durable across process crashes, not power loss; FULL for that).
     """
 
-    def __init__(self, url: str, options: BrokerOptions) -> None:
-        transport = options.transport
-        self._db = Database(
-            sqlite_path(url),
-            _SCHEMA,
-            busy_timeout=float(transport.get("busy_timeout", DEFAULT_BUSY_TIMEOUT)),
-            synchronous=str(transport.get("synchronous", DEFAULT_SYNCHRONOUS)),
-        )
-        self._options = options
+    OPTIONS = SQLITE_OPTIONS
+
+    def __init__(self, url: str, conf: Settings) -> None:
+        super().__init__(url, conf)
+        self._db = Database.configured(sqlite_path(url), _SCHEMA, self.transport)
         self._key = str(self._db.path)
 
     async def connect(self) -> None:
@@ -263,17 +260,14 @@ class SQLiteBroker:
     async def close(self) -> None:
         await self._db.close()
 
-    async def publish(self, message: Message, queue: str) -> None:
-        await self.publish_many([(message, queue)])
-
     async def publish_many(self, items: Sequence[tuple[Message, str]]) -> None:
-        messages = outgoing(items, self._options.max_message_bytes)
+        messages = outgoing(items, self.options.max_message_bytes)
         await self._run(_insert, messages)
         wake(self._key)
 
-    def consume(self, queues: Sequence[str], prefetch: int) -> AsyncGenerator[Delivery, None]:
-        claim = partial(self._claim, queue_names(queues))
-        return consume_leases(self, claim, self._key, prefetch, self._options.polling_interval)
+    def _consume(self, queues: list[str], prefetch: int) -> AsyncGenerator[Delivery, None]:
+        claim = partial(self._claim, queues)
+        return consume_leases(self, claim, self._key, prefetch, self.options.polling_interval)
 
     async def queue_length(self, queue: str) -> int:
         return await self._run(_scalar, _LENGTH, queue)
@@ -322,7 +316,7 @@ class SQLiteBroker:
         await self._run(_extend, lease, seconds)
 
     async def _claim(self, queues: list[str], limit: int) -> tuple[list[Claimed], float | None]:
-        return await self._run(_claim, queues, limit, self._options.visibility_timeout)
+        return await self._run(_claim, queues, limit, self.options.visibility_timeout)
 
     async def _run(self, call: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:
         return await self._db.run(call, *args)
@@ -332,7 +326,7 @@ class _SQLiteSubscription(Subscription):
     """Reads `taskq_broadcasts` from the moment it was created, by row id after that."""
 
     def __init__(self, broker: SQLiteBroker, channel: str) -> None:
-        super().__init__(channel_key(broker._key, channel), broker._options.polling_interval)
+        super().__init__(channel_key(broker._key, channel), broker.options.polling_interval)
         self._broker = broker
         self._channel = channel
         self._since = time.time()

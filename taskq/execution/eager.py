@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from taskq import states
-from taskq.brokers.base import ChordCounter
+from taskq.brokers.base import Delivery
+from taskq.chords import ChordCounter
 from taskq.errors import BadArgumentsError
 from taskq.execution.job import Job, Outcome
 from taskq.execution.pipeline import standard_pipeline
@@ -41,28 +42,28 @@ async def run_eagerly(app: TaskQ, messages: Sequence[Message]) -> list[EagerResu
     return await run.run(messages)
 
 
-class EagerDelivery:
-    """A message handed to an eager run: settling it only marks it settled."""
+class EagerDelivery(Delivery):
+    """A message handed to an eager run: it is only marked settled, or logged when it would
+    have been dead-lettered."""
 
-    __slots__ = ("body", "delivery_count", "queue", "settled")
+    __slots__ = ()
 
     def __init__(self, message: Message) -> None:
-        self.body = encode(message)
-        self.queue = message.queue
-        self.delivery_count = 1
-        self.settled = False
+        super().__init__(encode(message), message.queue, 1)
 
-    async def ack(self) -> None:
-        self.settled = True
+    async def _ack(self) -> None:
+        return None
 
-    async def nack(self, requeue: bool = True, delay: float | None = None) -> None:
-        self.settled = True
+    async def _requeue(self, delay: float | None) -> None:
+        return None
 
-    async def dead_letter(self, reason: str) -> None:
-        self.settled = True
+    async def _bury(self, reason: str) -> None:
         logger.warning("Eager run of a message from %r dead-lettered: %s", self.queue, reason)
 
-    async def extend(self, seconds: float) -> None:
+    async def _extend(self, seconds: float) -> None:
+        return None
+
+    async def _released(self) -> None:
         return None
 
 

@@ -6,7 +6,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from taskq.brokers.base import ChordCounter, Delivery
+from taskq.brokers.base import Delivery
+from taskq.chords import ChordCounter
 from taskq.message import Message
 from taskq.stores.base import ResultStore, TaskMeta
 

@@ -11,18 +11,33 @@ from typing import Any, Protocol
 import anyio
 import orjson
 
-from taskq import states
-from taskq.errors import MessageError, TimeoutError
+from taskq import defaults, states
+from taskq.config import Settings, checked_options
+from taskq.errors import ConfigurationError, MessageError, TimeoutError
 from taskq.urls import load_backend_class
 from taskq.wakeups import Backoff, wake, wake_generation, watching
 
-DEFAULT_POLLING_INTERVAL = 0.2
+SETTING = "result_backend_transport_options"
 
 
 @dataclass(frozen=True, slots=True)
 class StoreOptions:
-    polling_interval: float = DEFAULT_POLLING_INTERVAL
-    transport: dict[str, Any] | None = None
+    """What a store reads of `result_backend_transport_options`: `polling_interval` (how long
+    a `wait()` that must poll sleeps at most), and the options of its own (`transport`), whose
+    names it gives; any other name there is a `ConfigurationError`."""
+
+    polling_interval: float
+    transport: dict[str, Any]
+
+    @classmethod
+    def read(cls, conf: Settings, own: frozenset[str] = frozenset()) -> StoreOptions:
+        options = checked_options(
+            conf.result_backend_transport_options, own | {"polling_interval"}, SETTING
+        )
+        interval = options.pop("polling_interval", defaults.POLLING_INTERVAL)
+        if not isinstance(interval, int | float) or interval <= 0:
+            raise ConfigurationError(f"{SETTING}['polling_interval'] must be positive seconds")
+        return cls(float(interval), options)
 
 
 @dataclass(slots=True)
@@ -172,7 +187,7 @@ _STORES: dict[str, str] = {
 }
 
 
-def create_store(url: str, options: StoreOptions | None = None) -> ResultStore:
+def create_store(url: str, conf: Settings | None = None) -> ResultStore:
     cls = load_backend_class(url, _STORES, "result backend")
-    store: ResultStore = cls(url, options or StoreOptions())
+    store: ResultStore = cls(url, conf or Settings())
     return store

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from taskq.config import Settings
 from taskq.stores.base import StoreOptions, TaskMeta, announce_ready, wait_until_ready
 
 V = TypeVar("V")
@@ -73,9 +74,9 @@ class MemoryStore:
     awaiting, which makes it atomic within the event loop.
     """
 
-    def __init__(self, url: str, options: StoreOptions) -> None:
+    def __init__(self, url: str, conf: Settings) -> None:
         self._url = url
-        self._options = options
+        self._options = StoreOptions.read(conf)
         self._space = _SPACES.setdefault(url, _Space())
 
     async def connect(self) -> None:

@@ -16,7 +16,10 @@ from typing import Any
 import anyio
 from redis.crc import key_slot
 
+from taskq.config import Settings
+from taskq.defaults import CHORD_RETENTION
 from taskq.errors import TimeoutError
+from taskq.redis_db import OPTIONS as REDIS_OPTIONS
 from taskq.redis_db import (
     Batcher,
     Command,
@@ -29,7 +32,6 @@ from taskq.redis_db import (
 from taskq.stores.base import StoreOptions, TaskMeta
 from taskq.stores.redis_listener import Listener
 
-CHORD_DONE_RETENTION = 7 * 24 * 3600.0  # how long a late duplicate member still sees "done"
 _SCRIPTS = Scripts("taskq.stores", "redis.lua")
 
 
@@ -38,11 +40,11 @@ def _ms(seconds: float) -> int:
 
 
 class RedisStore:
-    """A result store on Redis or Redis Cluster; takes the broker's transport options
-    (`prefix`, `cluster`, `reconnect_timeout`)."""
+    """A result store on Redis or Redis Cluster; its own transport options (of
+    `result_backend_transport_options`) are `prefix`, `cluster`, `reconnect_timeout`."""
 
-    def __init__(self, url: str, options: StoreOptions) -> None:
-        self.settings = RedisSettings.parse(url, options.transport)
+    def __init__(self, url: str, conf: Settings) -> None:
+        self.settings = RedisSettings.parse(url, StoreOptions.read(conf, REDIS_OPTIONS).transport)
         self._shared = SharedConnection(self.settings)
         self._writes: Batcher[tuple[str, bytes, float | None, bool]] = Batcher(self._write)
         self._listener = Listener(lambda: self.connection)
@@ -106,7 +108,7 @@ class RedisStore:
     async def chord_part_done(self, group_id: str, task_id: str, size: int) -> bool:
         base = f"{self._prefix}chord:{{{group_id}}}"
         keys = [f"{base}:members", f"{base}:done"]
-        args = [task_id, size, _ms(CHORD_DONE_RETENTION)]
+        args = [task_id, size, _ms(CHORD_RETENTION)]
         [done] = await self._run([_SCRIPTS.call("chord_part_done", keys, args)], "counting a chord")
         return bool(done)
 

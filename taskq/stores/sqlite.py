@@ -19,7 +19,10 @@ from typing import TypeVar
 
 import orjson
 
-from taskq.sqlite_db import DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, Database, transaction
+from taskq.config import Settings
+from taskq.defaults import CHORD_RETENTION
+from taskq.sqlite_db import OPTIONS as SQLITE_OPTIONS
+from taskq.sqlite_db import Database, transaction
 from taskq.stores.base import StoreOptions, TaskMeta, announce_ready, wait_until_ready
 from taskq.urls import sqlite_path
 
@@ -27,7 +30,6 @@ T = TypeVar("T")
 
 PURGE_INTERVAL = 60.0  # seconds between sweeps of expired rows, per store
 PURGE_BATCH = 1000  # rows per sweep, so a sweep never holds the write lock for long
-CHORD_DONE_RETENTION = 7 * 24 * 3600.0  # how long a late duplicate member still sees "done"
 
 _META = "meta"
 _KEY = "key"
@@ -61,16 +63,10 @@ _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 class SQLiteStore:
     """A result store in an SQLite file (`sqlite:///rel.db`, `sqlite:////abs.db`)."""
 
-    def __init__(self, url: str, options: StoreOptions) -> None:
-        transport = options.transport or {}
-        self._db = Database(
-            sqlite_path(url),
-            _SCHEMA,
-            busy_timeout=float(transport.get("busy_timeout", DEFAULT_BUSY_TIMEOUT)),
-            synchronous=str(transport.get("synchronous", DEFAULT_SYNCHRONOUS)),
-        )
+    def __init__(self, url: str, conf: Settings) -> None:
+        self._options = StoreOptions.read(conf, SQLITE_OPTIONS)
+        self._db = Database.configured(sqlite_path(url), _SCHEMA, self._options.transport)
         self._scope = str(self._db.path)
-        self._options = options
         self._next_purge = 0.0
 
     async def connect(self) -> None:
@@ -218,7 +214,7 @@ def _chord_part_done(conn: sqlite3.Connection, group_id: str, task_id: str, size
         if conn.execute(sql, (group_id,)).fetchone()[0] < size:
             return False
         conn.execute("DELETE FROM taskq_chord_members WHERE group_id = ?", (group_id,))
-        _put(conn, [(_CHORD_DONE, group_id, b"")], CHORD_DONE_RETENTION)
+        _put(conn, [(_CHORD_DONE, group_id, b"")], CHORD_RETENTION)
         return True
 
 

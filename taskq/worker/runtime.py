@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from taskq.brokers.base import Broker, Delivery
+from taskq.chords import ChordCounter
 from taskq.errors import BadArgumentsError, MessageError, NotRegisteredError, TaskQError
 from taskq.execution.job import Job
 from taskq.execution.pipeline import standard_pipeline
@@ -18,7 +19,6 @@ from taskq.stores.base import ResultStore, TaskMeta
 from taskq.task import Request
 from taskq.worker.batching import Coalescer, RevokedIds
 from taskq.worker.statewriter import StateWriter
-from taskq.workflow import chord_counter
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
@@ -36,9 +36,9 @@ class WorkerRuntime:
         app: TaskQ,
         broker: Broker,
         store: ResultStore,
+        chord_counter: ChordCounter | None,
         hostname: str,
         threads: anyio.CapacityLimiter,
-        lend_slot: LendSlot,
     ) -> None:
         self.app = app
         self.broker = broker
@@ -48,9 +48,9 @@ class WorkerRuntime:
         self.accept_content = frozenset(app.conf.accept_content)
         self.states = StateWriter(store, app.conf.result_expires)
         self.revoked = RevokedIds(app.control.revoke_ttl)
-        self.chord_counter = chord_counter(broker, store)
+        self.chord_counter = chord_counter
         self.pipeline = standard_pipeline(self)
-        self._lend_slot = lend_slot
+        self.lend_slot: LendSlot | None = None  # the worker's: see `wait_off_slot`
         self._stored_revocations = Coalescer(self.store.revoked)
         self._revocations_loaded = False
 
@@ -117,7 +117,8 @@ class WorkerRuntime:
         await self.broker.add_dead_letter(queue, body, reason)
 
     async def wait_off_slot(self, wait: Callable[[], Awaitable[object]]) -> bool:
-        return await self._lend_slot(wait)
+        assert self.lend_slot is not None
+        return await self.lend_slot(wait)
 
     async def _reject(self, delivery: Delivery, error: TaskQError) -> None:
         reason = f"{type(error).__name__}: {error}"

@@ -113,7 +113,9 @@ class Worker:
         broker = await self.app.connected_broker()
         store = await self.app.connected_store()
         threads = anyio.CapacityLimiter(self.threads)
-        runtime = WorkerRuntime(self.app, broker, store, self.hostname, threads, self._lend_slot)
+        chords = await self.app.chord_counter()
+        runtime = WorkerRuntime(self.app, broker, store, chords, self.hostname, threads)
+        runtime.lend_slot = self._lend_slot
         self._runtime = runtime
         logger.info(
             "Worker %s ready: queues %s, concurrency %d, threads %d, prefetch %d, loop %s",
@@ -126,7 +128,7 @@ class Worker:
         )
         async with anyio.create_task_group() as services:
             services.start_soon(runtime.states.run)
-            services.start_soon(self._renew_leases)
+            services.start_soon(self._renew_leases, broker.options.visibility_timeout)
             services.start_soon(self._obey_commands, broker, runtime)
             await self.app.middleware.worker_start(self)
             try:
@@ -308,8 +310,7 @@ class Worker:
                 job.terminated = True
                 scope.cancel()
 
-    async def _renew_leases(self) -> None:
-        visibility = self.app.broker_options().visibility_timeout
+    async def _renew_leases(self, visibility: float) -> None:
         while True:
             await anyio.sleep(visibility / RENEWALS_PER_TIMEOUT)
             async with anyio.create_task_group() as renewals:  # concurrently: one wait in all

@@ -23,7 +23,8 @@ import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 from servers import RabbitMQServer
 
-from taskq.brokers.base import Broker, BrokerOptions, Delivery, create_broker
+from taskq.brokers.base import Broker, Delivery, create_broker
+from taskq.config import Settings
 from taskq.errors import MessageTooLargeError
 from taskq.message import Message, decode, encode
 
@@ -71,8 +72,8 @@ sqlite_only = pytest.mark.parametrize("broker_url", [sqlite_url], indirect=True,
 lease_brokers = pytest.mark.parametrize(
     "broker_url", [p for p in BROKERS if p.id != "amqp"], indirect=True
 )
-# Transport options a broker needs for the whole suite: AMQP priorities need priority queues.
-TRANSPORT = {"amqp": {"max_priority": 9}}
+# Settings a broker needs for the whole suite: AMQP priorities need priority queues.
+SETTINGS: dict[str, dict[str, Any]] = {"amqp": {"task_queue_max_priority": 9}}
 # The queues the suite uses; a server shared between tests is emptied of them before each.
 SUITE_QUEUES = ("q", "a", "b", "c", "other")
 
@@ -90,9 +91,17 @@ async def open_broker(broker_url: str) -> AsyncIterator[OpenBroker]:
 
     scheme = broker_url.split(":", 1)[0]
 
-    async def open_(**options: Any) -> Broker:
-        options.setdefault("transport", TRANSPORT.get(scheme, {}))
-        broker = create_broker(broker_url, BrokerOptions(**options))
+    async def open_(
+        *,
+        max_message_bytes: int | None = None,
+        transport: dict[str, Any] | None = None,
+        **common: Any,
+    ) -> Broker:
+        conf = Settings(**SETTINGS.get(scheme, {}))
+        conf.broker_transport_options = {**common, **(transport or {})}
+        if max_message_bytes is not None:
+            conf.task_max_message_bytes = max_message_bytes
+        broker = create_broker(broker_url, conf)
         await broker.connect()
         opened.append(broker)
         return broker
@@ -525,11 +534,11 @@ async def test_sqlite_idle_polls_need_no_write_lock(
 
 _PUBLISH_FROM_CHILD = """
 import asyncio, sys
-from taskq.brokers.base import BrokerOptions, create_broker
+from taskq.brokers.base import create_broker
 from taskq.message import Message
 
 async def main():
-    broker = create_broker(sys.argv[1], BrokerOptions())
+    broker = create_broker(sys.argv[1])
     await broker.connect()
     await broker.publish(Message(id="from-child", task="tests.work"), "q")
     await broker.close()

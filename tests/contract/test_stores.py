@@ -19,11 +19,12 @@ import anyio.to_thread
 import pytest
 
 from taskq import states
+from taskq.config import Settings
 from taskq.errors import TimeoutError
-from taskq.stores.base import ResultStore, StoreOptions, TaskMeta, create_store
+from taskq.stores.base import ResultStore, TaskMeta, create_store
 
 # Long enough that a waiter that returns promptly was woken, not polling.
-SLOW_POLLING = StoreOptions(polling_interval=5.0)
+SLOW_POLLING = Settings(result_backend_transport_options={"polling_interval": 5.0})
 
 
 def sqlite_url(tmp_path: Path) -> str:
@@ -58,7 +59,7 @@ async def store(store_url: str) -> AsyncIterator[ResultStore]:
 
 
 @asynccontextmanager
-async def connected(url: str, options: StoreOptions = SLOW_POLLING) -> AsyncIterator[ResultStore]:
+async def connected(url: str, options: Settings = SLOW_POLLING) -> AsyncIterator[ResultStore]:
     """A store on `url`, connected for the block and closed after it."""
     store = create_store(url, options)
     await store.connect()
@@ -423,7 +424,7 @@ async def test_sqlite_wait_sees_state_from_another_process(tmp_path: Path) -> No
         returned_at = time.monotonic()
         assert meta.result == 7
 
-    options = StoreOptions(polling_interval=0.2)
+    options = Settings(result_backend_transport_options={"polling_interval": 0.2})
     async with connected(url, options) as store, anyio.create_task_group() as tg:
         tg.start_soon(waiter, store)
         await run_child(url, "set", task_id)

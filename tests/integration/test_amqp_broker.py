@@ -17,7 +17,8 @@ from support import eventually
 from taskq import TaskQ
 from taskq.brokers.amqp_consumer import ETA_HEADER
 from taskq.brokers.amqp_topology import bucket_queue, bucket_ttls
-from taskq.brokers.base import Broker, BrokerOptions, Delivery, create_broker
+from taskq.brokers.base import Broker, Delivery, create_broker
+from taskq.config import Settings
 from taskq.errors import ConfigurationError
 from taskq.message import Message, decode, encode
 
@@ -37,7 +38,8 @@ async def open_broker(rabbitmq_server: RabbitMQServer) -> AsyncIterator[OpenBrok
     opened: list[Broker] = []
 
     async def open_(**transport: object) -> Broker:
-        broker = create_broker(rabbitmq_server.url, BrokerOptions(transport=transport))
+        conf = Settings(broker_transport_options=dict(transport))
+        broker = create_broker(rabbitmq_server.url, conf)
         await broker.connect()
         opened.append(broker)
         return broker

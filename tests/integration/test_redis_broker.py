@@ -14,8 +14,9 @@ from redis.asyncio.connection import AbstractConnection
 from servers import RedisServer
 
 from taskq import TaskQ, group, signature
-from taskq.brokers.base import Broker, BrokerOptions, Delivery, create_broker
+from taskq.brokers.base import Broker, Delivery, create_broker
 from taskq.brokers.redis import BANDS
+from taskq.config import Settings
 from taskq.message import Message, decode, encode
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,8 @@ async def open_broker(url: str) -> AsyncIterator[Any]:
     opened: list[Broker] = []
 
     async def open_(visibility_timeout: float = 60.0) -> Broker:
-        broker = create_broker(url, BrokerOptions(visibility_timeout=visibility_timeout))
+        conf = Settings(broker_transport_options={"visibility_timeout": visibility_timeout})
+        broker = create_broker(url, conf)
         await broker.connect()
         opened.append(broker)
         return broker

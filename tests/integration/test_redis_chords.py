@@ -18,7 +18,9 @@ import pytest
 from redis.crc import key_slot
 
 from taskq import ChordError, TaskError, TaskQ, chord, signature
-from taskq.brokers.redis import BANDS, CHORD_RETENTION, RedisBroker
+from taskq.brokers.redis import BANDS, RedisBroker
+from taskq.brokers.redis_chords import RedisChords
+from taskq.defaults import CHORD_RETENTION
 from taskq.elements import CHORD_ERROR_TASK
 from taskq.message import Message, decode
 from taskq.stores.base import TaskMeta
@@ -95,10 +97,9 @@ async def finish(
     assert membership is not None
     part = chord_part(app, member, membership, value, failure)
     assert part is not None, "the atomic path applies"
-    broker = await app.connected_broker()
-    assert isinstance(broker, RedisBroker)
-    assert broker.counts_chords_with(await app.connected_store())
-    return await broker.chord_part_done(part)
+    counter = await app.chord_counter()
+    assert isinstance(counter, RedisChords), "the broker counts the store's chords"
+    return await counter.chord_part_done(part)
 
 
 async def queued(app: TaskQ, skip: list[Message]) -> list[Message]:

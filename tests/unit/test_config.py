@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from taskq import TaskQ
+from taskq.brokers.base import create_broker
 from taskq.config import Settings
 from taskq.errors import ConfigurationError
 
@@ -73,7 +74,42 @@ def test_environment_wins_and_is_typed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert app.conf.worker_concurrency == 12
     assert app.conf.task_acks_late is True
     assert app.conf.accept_content == ["json", "msgpack"]
-    assert app.broker_options().visibility_timeout == 5.0
+    assert create_broker(app.broker_url, app.conf).options.visibility_timeout == 5.0
+
+
+@pytest.mark.parametrize(
+    ("setting", "url", "message"),
+    [
+        (
+            "broker_transport_options",
+            "memory://typo",
+            r"broker_transport_options: unknown option 'visibilty_timeout' "
+            r"\(did you mean 'visibility_timeout'\?\)",
+        ),
+        (
+            "result_backend_transport_options",
+            "sqlite:///typo.db",
+            r"result_backend_transport_options: unknown option 'busy_timout' "
+            r"\(did you mean 'busy_timeout'\?\)",
+        ),
+    ],
+)
+async def test_a_misspelt_transport_option_is_an_error(
+    setting: str, url: str, message: str
+) -> None:
+    """Each backend reads its own options and refuses the others, never ignores them."""
+    typo = "visibilty_timeout" if setting.startswith("broker") else "busy_timout"
+    app = TaskQ("shop", broker=url, **{setting: {typo: 5}})
+    with pytest.raises(ConfigurationError, match=message):
+        await app.connect()
+
+
+def test_amqp_options_are_the_amqp_brokers_own() -> None:
+    """A Redis broker refuses an AMQP option: app.py passes none of them around."""
+    with pytest.raises(ConfigurationError, match="unknown option 'quorum_queues'"):
+        create_broker(
+            "redis://localhost/0", Settings(broker_transport_options={"quorum_queues": []})
+        )
 
 
 def test_bad_environment_values_are_errors(monkeypatch: pytest.MonkeyPatch) -> None:
