@@ -171,13 +171,11 @@ class GroupResult:
 
 
 async def save_group(app: TaskQ, group_id: str, ids: list[Any]) -> None:
-    """Keep a group's member ids (`{"group": id, "results": [...]}` for a nested group)."""
+    """Keep a group's member ids (`{"group": id, "results": [...]}` for a nested group), for
+    `result_expires`; saving it again replaces them."""
     store = await app.connected_store()
-    await store.set_if_absent(
-        GROUP_KEY.format(group_id),
-        orjson.dumps(ids),
-        app.conf.result_expires or defaults.RESULT_EXPIRES,
-    )
+    ttl = app.conf.result_expires or defaults.RESULT_EXPIRES
+    await store.set_key(GROUP_KEY.format(group_id), orjson.dumps(ids), ttl)
 
 
 def _ids_of(result: Any) -> Any:

@@ -15,7 +15,6 @@ import logging
 import os
 import secrets
 import socket
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import anyio
+import orjson
 
-from taskq import defaults, states
+from taskq import defaults
 from taskq.beat.schedules import Schedule, as_schedule
 from taskq.errors import ConfigurationError
-from taskq.stores.base import ResultStore, TaskMeta
+from taskq.stores.base import ResultStore
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
@@ -143,7 +143,7 @@ class BeatEntries:
         async with self._editing() as stored:
             removed = stored["dynamic"].pop(name, None) is not None
         if removed:
-            await (await self.app.connected_store()).forget(STATE_KEY.format(name))
+            await (await self.app.connected_store()).delete_key(STATE_KEY.format(name))
 
     async def entries(self) -> list[Entry]:
         """The static entries of `beat_schedule` and the dynamic ones, by name."""
@@ -159,8 +159,8 @@ class BeatEntries:
 
     async def _load(self) -> dict[str, Any]:
         store = await self.app.connected_store()
-        meta = await store.get(ENTRIES_KEY)
-        return meta.result if meta is not None else {"static": [], "dynamic": {}}
+        stored: dict[str, Any] = await _read(store, ENTRIES_KEY) or {"static": [], "dynamic": {}}
+        return stored
 
     @asynccontextmanager
     async def _editing(self) -> AsyncIterator[dict[str, Any]]:
@@ -173,8 +173,7 @@ class BeatEntries:
         try:
             stored = await self._load()
             yield stored
-            meta = TaskMeta(ENTRIES_KEY, states.SUCCESS, result=stored)
-            await store.set_state(ENTRIES_KEY, meta, None)
+            await store.set_key(ENTRIES_KEY, orjson.dumps(stored), None)
         finally:
             with anyio.CancelScope(shield=True):
                 await store.lease(ENTRIES_LOCK, owner, 0)
@@ -185,7 +184,7 @@ class BeatEntries:
         store = await self.app.connected_store()
         async with self._editing() as stored:
             for gone in set(stored["static"]) - set(current):
-                await store.forget(STATE_KEY.format(gone))
+                await store.delete_key(STATE_KEY.format(gone))
             stored["static"] = current
 
 
@@ -278,11 +277,8 @@ class Beat:
         return state
 
     async def _save_state(self, store: ResultStore, entry: Entry, state: EntryState) -> None:
-        result = {"last_run": state.last_run, "total_runs": state.total_runs}
-        key = STATE_KEY.format(entry.name)
-        await store.set_state(
-            key, TaskMeta(key, states.SUCCESS, result=result, date_done=time.time()), None
-        )
+        saved = {"last_run": state.last_run, "total_runs": state.total_runs}
+        await store.set_key(STATE_KEY.format(entry.name), orjson.dumps(saved), None)
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -294,7 +290,21 @@ def _zone(name: str) -> ZoneInfo:
 
 async def read_state(store: ResultStore, name: str) -> EntryState | None:
     """The stored state of entry `name`, if it has run or been seen by a beat."""
-    meta = await store.get(STATE_KEY.format(name))
-    if meta is None or not isinstance(meta.result, dict):
+    saved = await _read(store, STATE_KEY.format(name))
+    if not isinstance(saved, dict):
         return None
-    return EntryState(float(meta.result["last_run"]), int(meta.result["total_runs"]))
+    return EntryState(float(saved["last_run"]), int(saved["total_runs"]))
+
+
+async def _read(store: ResultStore, key: str) -> Any:
+    """The JSON value stored under `key`, or None. Beats before 0.2 kept it as the result of
+    a task of that name: such a value is moved to the key the first time it is read."""
+    raw = await store.get_key(key)
+    if raw is not None:
+        return orjson.loads(raw)
+    legacy = await store.get(key)
+    if legacy is None:
+        return None
+    await store.set_key(key, orjson.dumps(legacy.result), None)
+    await store.forget(key)
+    return legacy.result

@@ -124,11 +124,22 @@ class ResultStore(Protocol):
         """True exactly once per group: when its last distinct member is recorded."""
         ...
 
-    async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool: ...
+    # Plain keys and values, apart from task states: idempotency keys, rate-limit slots, beat's
+    # entries and state, saved groups.
+
+    async def set_key(self, key: str, value: bytes, ttl: float | None) -> None:
+        """Store `value` under `key` (for `ttl` seconds; None: until deleted)."""
+        ...
+
+    async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store `value` under `key` unless a live value is there; True if it stored it."""
+        ...
 
     async def get_key(self, key: str) -> bytes | None:
-        """The live value `set_if_absent` stored under `key`, if any."""
+        """The live value under `key`, if any."""
         ...
+
+    async def delete_key(self, key: str) -> None: ...
 
     async def lease(self, name: str, owner: str, ttl: float) -> bool:
         """Acquire the lease `name` for `owner`, or renew it if `owner` holds it."""

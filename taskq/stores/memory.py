@@ -125,8 +125,14 @@ class MemoryStore:
         self._space.keys.put(key, value, ttl)
         return True
 
+    async def set_key(self, key: str, value: bytes, ttl: float | None) -> None:
+        self._space.keys.put(key, value, ttl)
+
     async def get_key(self, key: str) -> bytes | None:
         return self._space.keys.get(key)
+
+    async def delete_key(self, key: str) -> None:
+        self._space.keys.pop(key)
 
     async def lease(self, name: str, owner: str, ttl: float) -> bool:
         holder = self._space.leases.get(name)

@@ -10,7 +10,8 @@
 --   P lease:<name>             string  the owner of the lease, expiring with it
 --   P revoked                  zset    revoked task ids; score: end of the revocation (Redis TIME, ms)
 --
--- Idempotency keys (P key:<key>) are a plain SET NX PX and need no script.
+-- Plain keys (P key:<key>: idempotency keys, rate-limit slots, beat's entries and state, saved
+-- groups) are plain SET, SET NX PX, GET and DEL, and need no script.
 
 --@ common
 local function server_ms()

@@ -113,13 +113,23 @@ class RedisStore:
         return bool(done)
 
     async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
-        command = ("SET", f"{self._prefix}key:{key}", value, "NX", "PX", _ms(ttl))
+        command = ("SET", self._key(key), value, "NX", "PX", _ms(ttl))
         [stored] = await self._run([command], "setting a key")
         return bool(stored)
 
+    async def set_key(self, key: str, value: bytes, ttl: float | None) -> None:
+        expiry = () if ttl is None else ("PX", _ms(ttl))
+        await self._run([("SET", self._key(key), value, *expiry)], "setting a key")
+
     async def get_key(self, key: str) -> bytes | None:
-        [value] = await self._run([("GET", f"{self._prefix}key:{key}")], "reading a key")
+        [value] = await self._run([("GET", self._key(key))], "reading a key")
         return None if value is None else bytes(value)
+
+    async def delete_key(self, key: str) -> None:
+        await self._run([("DEL", self._key(key))], "deleting a key")
+
+    def _key(self, key: str) -> str:
+        return f"{self._prefix}key:{key}"
 
     async def lease(self, name: str, owner: str, ttl: float) -> bool:
         command = _SCRIPTS.call("lease", [f"{self._prefix}lease:{name}"], [owner, _ms(ttl)])

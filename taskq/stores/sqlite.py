@@ -58,6 +58,7 @@ INSERT INTO taskq_kv (kind, key, value, expires_at) VALUES (?, ?, ?, ?)
 ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
 """
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
+_DELETE = "DELETE FROM taskq_kv WHERE kind = ? AND key = ?"
 
 
 class SQLiteStore:
@@ -98,8 +99,7 @@ class SQLiteStore:
         return await wait_until_ready(self._scope, task_id, self.get, timeout, poll)
 
     async def forget(self, task_id: str) -> None:
-        sql = "DELETE FROM taskq_kv WHERE kind = ? AND key = ?"
-        await self._write(lambda conn: conn.execute(sql, (_META, task_id)))
+        await self._write(lambda conn: conn.execute(_DELETE, (_META, task_id)))
 
     async def chord_part_done(self, group_id: str, task_id: str, size: int) -> bool:
         return await self._write(lambda conn: _chord_part_done(conn, group_id, task_id, size))
@@ -107,8 +107,14 @@ class SQLiteStore:
     async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
         return await self._write(lambda conn: _claim(conn, _KEY, key, value, ttl, renewer=None))
 
+    async def set_key(self, key: str, value: bytes, ttl: float | None) -> None:
+        await self._write(lambda conn: _put(conn, [(_KEY, key, value)], ttl))
+
     async def get_key(self, key: str) -> bytes | None:
         return await self._run(lambda conn: _get_live(conn, _KEY, key))
+
+    async def delete_key(self, key: str) -> None:
+        await self._write(lambda conn: conn.execute(_DELETE, (_KEY, key)))
 
     async def lease(self, name: str, owner: str, ttl: float) -> bool:
         holder = owner.encode()

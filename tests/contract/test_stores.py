@@ -308,6 +308,24 @@ async def test_set_if_absent(store: ResultStore) -> None:
     assert await store.get_key(new_id()) is None
 
 
+async def test_plain_keys_set_replace_expire_and_delete(store: ResultStore) -> None:
+    key, lasting = new_id(), new_id()
+    await store.set_key(key, b"one", 60)
+    await store.set_key(key, b"two", 0.05)  # replaced, with its new expiry
+    await store.set_key(lasting, b"kept", None)
+    assert await store.get_key(key) == b"two"
+    assert await store.set_if_absent(lasting, b"other", 60) is False
+
+    async def expired() -> bool:
+        return await store.get_key(key) is None
+
+    await eventually(expired)
+    await store.delete_key(lasting)
+    await store.delete_key(new_id())  # nothing there: nothing to do
+    assert await store.get_key(lasting) is None
+    assert await store.get(lasting) is None  # keys are not task states
+
+
 async def test_set_if_absent_after_expiry(store: ResultStore) -> None:
     key = new_id()
     assert await store.set_if_absent(key, b"one", 0.05) is True

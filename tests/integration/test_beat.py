@@ -17,9 +17,10 @@ import anyio
 import pytest
 from support import TaskqProcess, wait_for
 
-from taskq import TaskQ, crontab
+from taskq import TaskQ, crontab, states
 from taskq.beat import Beat
 from taskq.beat.scheduler import LEADER_LEASE, read_state
+from taskq.stores.base import TaskMeta
 from taskq.testing import running_worker
 
 pytestmark = pytest.mark.integration
@@ -94,6 +95,22 @@ async def test_dynamic_entries_are_stored_and_config_removals_forget_state(app: 
     assert await read_state(store, "tick") is None
     await app.beat.remove("report")
     assert await app.beat.entries() == []
+    # Beat's bookkeeping is not taken for tasks.
+    assert await app.AsyncResult("beat:entries").status() == states.PENDING
+    assert await app.AsyncResult("beat:state:report").status() == states.PENDING
+
+
+async def test_entries_kept_by_an_older_beat_as_task_results_are_read_and_moved(
+    app: TaskQ,
+) -> None:
+    store = await app.connected_store()
+    legacy = {"static": [], "dynamic": {"old": {"task": "b.tick", "schedule": 60.0}}}
+    await store.set_state(
+        "beat:entries", TaskMeta("beat:entries", states.SUCCESS, result=legacy), None
+    )
+    assert [entry.name for entry in await app.beat.entries()] == ["old", "tick"]
+    assert await store.get("beat:entries") is None  # moved
+    assert [entry.name for entry in await app.beat.entries()] == ["old", "tick"]
 
 
 async def test_concurrent_dynamic_entries_are_all_kept(broker_url: str) -> None:

@@ -94,6 +94,10 @@ async def test_group_results_in_order_and_restore(app: TaskQ) -> None:
         )
         restored = await GroupResult.restore(result.id, app=app)
         assert restored is not None and await restored.get(timeout=10) == [2 * i for i in range(10)]
+        fewer = GroupResult(result.id, result.results[:3], app=app)
+        await fewer.save()  # a group can be saved again: the last save is what is restored
+        again = await GroupResult.restore(result.id, app=app)
+        assert again is not None and await again.get(timeout=10) == [0, 2, 4]
 
 
 async def test_chord_passes_ordered_results_to_the_callback(app: TaskQ) -> None:
