@@ -2,7 +2,7 @@
 
 URL and transport options, one client (and connection pool) per URL and event loop
 in a process, Lua scripts run by SHA with recovery from an emptied script cache,
-retries with backoff while Redis is unreachable, and the batching of round trips.
+and retries with backoff while Redis is unreachable.
 
 Imports nothing of taskq but `errors`.
 """
@@ -16,9 +16,9 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -369,49 +369,3 @@ async def retrying(
         if backoff.failures:
             outage.over()
         return result
-
-
-@dataclass(slots=True)
-class _Batch(Generic[T]):
-    items: list[T] = field(default_factory=list)
-    done: anyio.Event = field(default_factory=anyio.Event)
-    error: Exception | None = None
-
-
-class Batcher(Generic[T]):
-    """Round trips shared by concurrent callers: the items submitted while the previous
-    flush is in flight, and in the event-loop turn after, go out in one `flush` call.
-
-    The first submitter of a batch flushes it (shielded, since others wait on it);
-    the rest wait. Everyone sees the flush's error.
-    """
-
-    def __init__(self, flush: Callable[[list[T]], Awaitable[None]]) -> None:
-        self._flush = flush
-        self._open: _Batch[T] | None = None
-        self._lock: anyio.Lock | None = None
-
-    async def submit(self, item: T) -> None:
-        batch = self._open
-        if batch is None:
-            batch = self._open = _Batch([item])
-            with anyio.CancelScope(shield=True):
-                await self._run(batch)
-        else:
-            batch.items.append(item)
-            await batch.done.wait()
-        if batch.error is not None:
-            raise batch.error
-
-    async def _run(self, batch: _Batch[T]) -> None:
-        if self._lock is None:
-            self._lock = anyio.Lock()
-        try:
-            async with self._lock:
-                await anyio.lowlevel.checkpoint()
-                self._open = None
-                await self._flush(batch.items)
-        except Exception as exc:
-            batch.error = exc
-        finally:
-            batch.done.set()

@@ -14,12 +14,13 @@ from typing import Any
 
 import orjson
 
+from taskq.batching import Batcher
 from taskq.brokers.redis import SCRIPTS, RedisBroker, placement
 from taskq.brokers.redis_consumer import ms
 from taskq.chords import CHORD_RESULTS, ChordPart
 from taskq.defaults import CHORD_RETENTION
 from taskq.message import encode
-from taskq.redis_db import Batcher, Command
+from taskq.redis_db import Command
 
 _RESULTS_MARK = orjson.dumps(CHORD_RESULTS)
 
@@ -40,7 +41,7 @@ class _Counted:
 class RedisChords:
     def __init__(self, broker: RedisBroker) -> None:
         self._broker = broker
-        self._parts: Batcher[_Counted] = Batcher(self._count)
+        self._parts: Batcher[_Counted, None] = Batcher(self._count)
 
     async def chord_part_done(self, part: ChordPart) -> bool:
         counted = _Counted(part)

@@ -24,12 +24,12 @@ import anyio
 from redis.asyncio.client import PubSub
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from taskq.batching import Batcher
 from taskq.brokers.base import Delivery
 from taskq.errors import NotConnectedError
 from taskq.redis_db import (
     SUBSCRIBE_TIMEOUT,
     TRANSIENT_ERRORS,
-    Batcher,
     Command,
     RetryBackoff,
     close_pubsub,
@@ -118,7 +118,7 @@ class Consumer:
         self.queues = queues
         self.name = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.slots = _Slots(prefetch)
-        self.acks = Batcher(self._flush_acks)
+        self.acks: Batcher[RedisDelivery, None] = Batcher(self._flush_acks)
         visibility = broker.options.visibility_timeout
         self.lease_ms = ms(visibility)
         self.interval = min(max(visibility / 4, MIN_MAINTENANCE_INTERVAL), MAX_MAINTENANCE_INTERVAL)

@@ -16,12 +16,12 @@ from typing import Any
 import anyio
 from redis.crc import key_slot
 
+from taskq.batching import Batcher
 from taskq.config import Settings
 from taskq.defaults import CHORD_RETENTION
 from taskq.errors import TimeoutError
 from taskq.redis_db import OPTIONS as REDIS_OPTIONS
 from taskq.redis_db import (
-    Batcher,
     Command,
     RedisConnection,
     RedisSettings,
@@ -46,7 +46,7 @@ class RedisStore:
     def __init__(self, url: str, conf: Settings) -> None:
         self.settings = RedisSettings.parse(url, StoreOptions.read(conf, REDIS_OPTIONS).transport)
         self._shared = SharedConnection(self.settings)
-        self._writes: Batcher[tuple[str, bytes, float | None, bool]] = Batcher(self._write)
+        self._writes: Batcher[tuple[str, bytes, float | None, bool], None] = Batcher(self._write)
         self._listener = Listener(lambda: self.connection)
         self._prefix = self.settings.prefix
         self._cluster = self.settings.cluster

@@ -19,7 +19,8 @@ import anyio
 from redis.asyncio.client import PubSub
 
 from taskq.background import ServiceGroup
-from taskq.redis_db import TRANSIENT_ERRORS, Batcher, RetryBackoff, close_pubsub
+from taskq.batching import Batcher
+from taskq.redis_db import TRANSIENT_ERRORS, RetryBackoff, close_pubsub
 from taskq.stores.base import TaskMeta
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class Listener:
         self._unconfirmed: dict[bytes, int] = {}  # (un)subscribes whose reply is still to come
         self._adding: set[bytes] = set()
         self._dropping: set[bytes] = set()
-        self._sync: Batcher[None] = Batcher(self._send_subscriptions)
+        self._sync: Batcher[None, None] = Batcher(self._send_subscriptions)
 
     async def wait(
         self, channel: bytes, fetch: Callable[[], Awaitable[TaskMeta | None]]

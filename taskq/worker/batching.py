@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 
-import anyio
-import anyio.lowlevel
-
-
-@dataclass(slots=True)
-class _Batch:
-    keys: set[str] = field(default_factory=set)
-    done: anyio.Event = field(default_factory=anyio.Event)
-    found: set[str] = field(default_factory=set)
-    error: BaseException | None = None
+from taskq.batching import Batcher
 
 
 class Coalescer:
@@ -23,28 +13,13 @@ class Coalescer:
 
     def __init__(self, query: Callable[[Sequence[str]], Awaitable[set[str]]]) -> None:
         self._query = query
-        self._batch: _Batch | None = None
+        self._batches: Batcher[str, set[str]] = Batcher(self._ask)
 
     async def contains(self, key: str) -> bool:
-        batch = self._batch
-        if batch is not None:
-            batch.keys.add(key)
-            await batch.done.wait()
-            if batch.error is not None:
-                raise batch.error
-            return key in batch.found
-        batch = self._batch = _Batch({key})
-        try:
-            await anyio.lowlevel.cancel_shielded_checkpoint()  # the others of this turn join here
-            self._batch = None
-            batch.found = await self._query(sorted(batch.keys))
-        except BaseException as exc:
-            batch.error = exc
-            raise
-        finally:
-            self._batch = None
-            batch.done.set()
-        return key in batch.found
+        return key in await self._batches.submit(key)
+
+    async def _ask(self, keys: list[str]) -> set[str]:
+        return await self._query(sorted(set(keys)))
 
 
 class RevokedIds:
