@@ -24,7 +24,8 @@ PIPELINE = 16
 CEILING_LINE = re.compile(r"^(\w+): ([\d.]+) requests per second", re.MULTILINE)
 
 
-def _test_servers() -> ModuleType:
+def load_test_servers() -> ModuleType:
+    """The test suite's tests/servers.py (loaded by path: `tests` is no package)."""
     name = "taskq_test_servers"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "servers.py")
@@ -45,7 +46,7 @@ class Servers:
 
     def reset(self) -> None:
         """Between runs: every run starts on an empty Redis (RabbitMQ queues end empty)."""
-        reply = _test_servers().redis_command(self.redis_port, "FLUSHALL")
+        reply = load_test_servers().redis_command(self.redis_port, "FLUSHALL")
         if reply != b"+OK":
             raise RuntimeError(f"FLUSHALL answered {reply!r}")
 
@@ -53,7 +54,7 @@ class Servers:
 @contextmanager
 def running(directory: Path, *, amqp: bool) -> Iterator[Servers]:
     """Start Redis (always: the completion counter lives there) and RabbitMQ if asked."""
-    servers = _test_servers()
+    servers = load_test_servers()
     with ExitStack() as stack:
         redis = servers.RedisServer(directory / "redis")
         redis.start()
@@ -69,7 +70,7 @@ def running(directory: Path, *, amqp: bool) -> Iterator[Servers]:
 
 def redis_ceiling(port: int, requests: int = CEILING_REQUESTS) -> dict[str, float]:
     """`redis-benchmark -t lpush,rpop` requests/s, without and with `-P 16` pipelining."""
-    binary = _test_servers().require_binary("redis-benchmark", "redis-tools")
+    binary = load_test_servers().require_binary("redis-benchmark", "redis-tools")
     ceiling = {}
     for label, extra in (("", []), (f" -P {PIPELINE}", ["-P", str(PIPELINE)])):
         argv = [binary, "-h", "127.0.0.1", "-p", str(port), "-t", "lpush,rpop", "-q"]

@@ -7,13 +7,12 @@ stopped by pid. Never a system service.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Protocol, cast
 
 import anyio
+
+from benchmarks.servers import load_test_servers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,45 +39,34 @@ class Server(Protocol):
         ...
 
 
-def test_servers() -> ModuleType:
-    name = "taskq_test_servers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "servers.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def not_installed_error() -> type[Exception]:
     """What a server raises when its binary is missing (its message names the package)."""
-    error: type[Exception] = test_servers().ServerNotInstalled
+    error: type[Exception] = load_test_servers().ServerNotInstalled
     return error
 
 
 async def start_redis(directory: Path, *, aof: bool = False) -> Server:
     """A started RedisServer (tests/servers.py) keeping its files under `directory`."""
-    server = cast(Server, test_servers().RedisServer(directory, aof=aof))
+    server = cast(Server, load_test_servers().RedisServer(directory, aof=aof))
     await anyio.to_thread.run_sync(server.start)
     return server
 
 
 async def start_rabbitmq(directory: Path) -> Server:
     """A started RabbitMQServer (5-15 s) keeping its files under `directory`."""
-    server = cast(Server, test_servers().RabbitMQServer(directory))
+    server = cast(Server, load_test_servers().RabbitMQServer(directory))
     await anyio.to_thread.run_sync(server.start)
     return server
 
 
 def redis_answers(server: Server) -> bool:
     """Whether the Redis answers PING with PONG now (blocking, up to 2 s)."""
-    return bool(test_servers().redis_answers_ping(server.port))
+    return bool(load_test_servers().redis_answers_ping(server.port))
 
 
 def rabbitmq_answers(server: Server) -> bool:
     """Whether the RabbitMQ node answers the AMQP handshake now (blocking, up to 3 s)."""
-    return bool(test_servers().amqp_answers(server.port))
+    return bool(load_test_servers().amqp_answers(server.port))
 
 
 class SharedRabbitMQ:
