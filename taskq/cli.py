@@ -20,7 +20,7 @@ import typer
 from taskq import dlq
 from taskq.app import TaskQ
 from taskq.beat.scheduler import Beat, read_state
-from taskq.errors import TaskError, TaskQError
+from taskq.errors import CommandError, TaskError, TaskQError
 from taskq.message import peek_id
 from taskq.stores.base import TaskMeta
 from taskq.worker.worker import Worker
@@ -56,10 +56,6 @@ QueuesOption = Annotated[
 
 # Client libraries whose errors (a server down, refused credentials) are one line, too.
 BROKER_CLIENTS = frozenset({"redis", "aio_pika", "aiormq", "pamqp"})
-
-
-class CommandError(Exception):
-    """A user error: printed as one line, exit status 1."""
 
 
 EVENT_LOOPS = ("auto", "asyncio", "uvloop")

@@ -10,6 +10,10 @@ class TaskQError(Exception):
     """Base of every error raised by taskq itself."""
 
 
+class CommandError(Exception):
+    """A user error on the command line: printed as one line, exit status 1."""
+
+
 class ConfigurationError(TaskQError):
     """A bad setting, URL or app reference."""
 
