@@ -7,16 +7,24 @@ private server with `start_server(RedisServer(tmp_path, aof=True))` instead.
 
 A missing server binary skips the test with an install hint, except in CI (CI=true or 1),
 where it fails: CI is expected to have run `make services`.
+
+Worker subprocesses (`start_worker`, see support.py) are here too, for the integration and the
+contract suites: their `worker_env` takes the fixtures `broker_url` and `transport_options`,
+which the directory's conftest or the test module defines (tests/integration/conftest.py has
+the defaults: an SQLite file, short leases).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from servers import RabbitMQServer, RedisCluster, RedisServer, ServerNotInstalled
+from support import INTEGRATION, WorkerProcess
 
 Server = TypeVar("Server", RedisServer, RedisCluster, RabbitMQServer)
 
@@ -79,3 +87,31 @@ def start_server() -> Iterator[Callable[[Server], Server]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def worker_env(broker_url: str, transport_options: dict[str, object]) -> dict[str, str]:
+    """The environment of a worker subprocess: broker URL and transport options, and
+    tests/integration (itest_tasks) on the path."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TASKQ_")}
+    env["TASKQ_BROKER_URL"] = broker_url
+    env["TASKQ_BROKER_TRANSPORT_OPTIONS"] = json.dumps(transport_options)
+    env["PYTHONPATH"] = os.pathsep.join([str(INTEGRATION), env.get("PYTHONPATH", "")])
+    return env
+
+
+@pytest.fixture
+def start_worker(
+    worker_env: dict[str, str], tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start worker subprocesses; all of them are stopped (by pid) after the test."""
+    started: list[WorkerProcess] = []
+
+    def start(*args: str) -> WorkerProcess:
+        worker = WorkerProcess(worker_env, tmp_path / f"worker-{len(started)}.log", list(args))
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

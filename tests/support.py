@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -84,6 +85,11 @@ class WorkerProcess(TaskqProcess):
 
     def __init__(self, env: dict[str, str], log: Path, args: list[str]) -> None:
         super().__init__(env, log, ["worker", *args], ready_text="ready")
+
+
+def runs(worker: TaskqProcess, task_id: str) -> int:
+    """How many times `worker` finished the task (successfully or not), from its log."""
+    return len(re.findall(rf"\[{task_id}\] (succeeded|raised)", worker.output()))
 
 
 async def kill_a_worker_during_a_chord(

@@ -1,18 +1,15 @@
-"""Fixtures that run the real `taskq worker` command as a subprocess (see support.py)."""
+"""Fixtures of the integration tests: the brokers in-process worker tests run on, and the
+default broker (SQLite) and transport options of the worker subprocesses, whose `worker_env`
+and `start_worker` fixtures live in tests/conftest.py (the contract suite uses them too)."""
 
 from __future__ import annotations
 
-import json
-import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import WorkerProcess
-
-HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture
@@ -61,30 +58,3 @@ def broker_url(sqlite_url: str) -> str:
 def transport_options() -> dict[str, object]:
     """Short leases for crash tests and quick polling; override to add broker-specific ones."""
     return {"visibility_timeout": 2, "polling_interval": 0.05}
-
-
-@pytest.fixture
-def worker_env(broker_url: str, transport_options: dict[str, object]) -> dict[str, str]:
-    """The environment of a worker subprocess: broker URL and transport options."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TASKQ_")}
-    env["TASKQ_BROKER_URL"] = broker_url
-    env["TASKQ_BROKER_TRANSPORT_OPTIONS"] = json.dumps(transport_options)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
-    return env
-
-
-@pytest.fixture
-def start_worker(
-    worker_env: dict[str, str], tmp_path: Path
-) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start worker subprocesses; all of them are stopped (by pid) after the test."""
-    started: list[WorkerProcess] = []
-
-    def start(*args: str) -> WorkerProcess:
-        worker = WorkerProcess(worker_env, tmp_path / f"worker-{len(started)}.log", list(args))
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()

@@ -62,6 +62,12 @@ async def global_limited() -> float:
     return time.time()
 
 
+@app.task(name="itest.ran_at")
+async def ran_at() -> float:
+    """When it ran (epoch seconds): a delayed call's proof that it did not run before its eta."""
+    return time.time()
+
+
 @app.task(name="itest.slow_square", acks_late=True)
 async def slow_square(x: int, seconds: float) -> int:
     await anyio.sleep(seconds)

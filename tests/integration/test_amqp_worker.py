@@ -1,5 +1,6 @@
-"""The real `taskq worker` command on RabbitMQ: crashes, priorities, delays, poison messages,
-topic routing, shutdown and a RabbitMQ restart.
+"""The real `taskq worker` command on RabbitMQ, beyond the worker contract
+(tests/contract/test_worker.py): delay parking, poison messages, topic routing, shutdown and a
+RabbitMQ restart.
 
 Tests share the session's RabbitMQ node with queue names of their own; the restart test
 starts a private node. Results go to an SQLite file per test (the AMQP default store).
@@ -49,15 +50,14 @@ def queue() -> str:
 
 @pytest.fixture
 def transport_options(queue: str) -> dict[str, object]:
-    """Derived queues: `.quorum` (delivery limit 1), `.prio` (priorities), `.math` and
-    `.threads` bound to the topic exchange `.events`."""
+    """Derived queues: `.quorum` (delivery limit 1), `.math` and `.threads` bound to the
+    topic exchange `.events`."""
     events = f"{queue}.events"
     return {
         "polling_interval": 0.05,
         "publish_timeout": 3,
         "quorum_queues": [f"{queue}.quorum"],
         "delivery_limit": 1,
-        "queue_max_priority": {f"{queue}.prio": 9},
         "bindings": {
             f"{queue}.math": [{"exchange": events, "routing_key": "math.*"}],
             f"{queue}.threads": [{"exchange": events, "routing_key": "thread.#"}],
@@ -92,46 +92,6 @@ async def producer(
     )
     async with app:
         yield app
-
-
-async def test_round_trip(producer: TaskQ, start_worker: StartWorker, queue: str) -> None:
-    start_worker("-Q", queue, "-c", "10", "--threads", "2")
-    added = await producer.send_task("itest.slow_square", args=[7, 0], queue=queue)
-    assert await added.get(timeout=20) == 49
-    assert await added.status() == states.SUCCESS
-    broker = await producer.connected_broker()
-    await eventually(lambda: _is(broker.queue_length(queue), 0))
-
-
-async def test_killed_worker_task_is_redelivered_and_completed(
-    producer: TaskQ, start_worker: StartWorker, queue: str, tmp_path: Path
-) -> None:
-    marker = tmp_path / "marker"
-    first = start_worker("-Q", queue, "-c", "2")
-    result = await producer.send_task("itest.marked", args=[str(marker), 1.0], queue=queue)
-    wait_for(lambda: marker.exists() and f"started {first.pid}" in marker.read_text())
-    first.signal(signal.SIGKILL)
-    first.wait()
-    second = start_worker("-Q", queue, "-c", "2")
-    assert await result.get(timeout=30) == second.pid
-
-
-async def test_priorities_run_highest_first(
-    producer: TaskQ, start_worker: StartWorker, queue: str
-) -> None:
-    prio = f"{queue}.prio"
-    priorities = [1, 5, 9, 0, 7, 3]
-    results = [
-        await producer.send_task("itest.slow_square", args=[p, 0], queue=prio, priority=p)
-        for p in priorities
-    ]
-    start_worker("-Q", prio, "-c", "1", "--prefetch-multiplier", "1")
-    for result in results:
-        await result.get(timeout=20)
-    store = await producer.connected_store()
-    done = [(await store.get(r.id), p) for r, p in zip(results, priorities, strict=True)]
-    order = [p for meta, p in sorted(done, key=lambda item: item[0].date_done or 0)]
-    assert order == sorted(priorities, reverse=True)
 
 
 async def test_delays_park_in_rabbitmq_not_in_the_worker(

@@ -1,9 +1,10 @@
-"""The real `taskq worker` command on Redis: crashes, long tasks, delays, priorities, the CLI."""
+"""The real `taskq worker` command on Redis, beyond the worker contract
+(tests/contract/test_worker.py): chords under a kill, long tasks, idle wake-ups, malformed
+stream entries, the CLI."""
 
 from __future__ import annotations
 
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from servers import RedisServer, redis_command
-from support import WorkerProcess, eventually, kill_a_worker_during_a_chord, wait_for
+from support import WorkerProcess, eventually, kill_a_worker_during_a_chord, runs
 
-from taskq import TaskQ, states
+from taskq import TaskQ
 from taskq.brokers.redis import RedisBroker
 
 pytestmark = pytest.mark.integration
@@ -47,11 +48,6 @@ async def producer(broker_url: str) -> AsyncIterator[TaskQ]:
         yield app
 
 
-def runs(worker: WorkerProcess, task_id: str) -> int:
-    """How many times `worker` finished the task (successfully or not)."""
-    return len(re.findall(rf"\[{task_id}\] (succeeded|raised)", worker.output()))
-
-
 async def test_chord_survives_a_killed_worker_through_the_atomic_script(
     producer: TaskQ, start_worker: StartWorker, tmp_path: Path, prefix: str
 ) -> None:
@@ -61,31 +57,6 @@ async def test_chord_survives_a_killed_worker_through_the_atomic_script(
     client = broker.connection.client
     assert len(await client.keys(f"{prefix}{{default}}:chord:*:done")) == 1  # the broker counted
     assert await client.keys(f"{prefix}chord:*") == []  # not the store
-
-
-async def test_results_round_trip(producer: TaskQ, start_worker: StartWorker) -> None:
-    start_worker("-c", "10", "--threads", "2")
-    added = await producer.send_task("itest.add", args=[4, 5])
-    threaded = await producer.send_task("itest.in_thread", args=[21])
-    assert await added.get(timeout=20) == 9
-    assert await threaded.get(timeout=20) == {"double": 42, "main_thread": False}
-    assert await added.status() == states.SUCCESS
-
-
-async def test_killed_worker_task_completes_on_another_after_the_visibility_timeout(
-    producer: TaskQ, start_worker: StartWorker, tmp_path: Path
-) -> None:
-    marker = tmp_path / "marker"
-    first, second = start_worker("-c", "2"), start_worker("-c", "2")
-    result = await producer.send_task("itest.marked", args=[str(marker), 1.0])  # acks_late
-    wait_for(lambda: marker.exists() and "started" in marker.read_text())
-    victim, survivor = (first, second) if str(first.pid) in marker.read_text() else (second, first)
-    victim.signal(signal.SIGKILL)
-    killed_at = time.monotonic()
-    victim.wait()
-    assert await result.get(timeout=30) == survivor.pid
-    assert time.monotonic() - killed_at >= VISIBILITY - 0.5
-    await drained(producer)
 
 
 async def test_a_task_longer_than_the_visibility_timeout_runs_once(
@@ -98,36 +69,6 @@ async def test_a_task_longer_than_the_visibility_timeout_runs_once(
     assert marker.read_text() == f"started {finished_by}\n"
     assert sum(runs(worker, result.id) for worker in workers) == 1
     assert all(result.id not in w.output() for w in workers if w.pid != finished_by)
-
-
-async def test_delayed_tasks_stay_in_redis_and_survive_a_worker_restart(
-    producer: TaskQ, start_worker: StartWorker, redis_server: RedisServer, prefix: str
-) -> None:
-    worker = start_worker()
-    results = [await producer.send_task("itest.add", args=[n, n], countdown=2) for n in range(5)]
-    delayed_key = f"{prefix}{{default}}:delayed"
-    assert redis_command(redis_server.port, "ZCARD", delayed_key) == b":5"  # not prefetched
-    worker.signal(signal.SIGTERM)
-    worker.wait()
-    assert redis_command(redis_server.port, "ZCARD", delayed_key) == b":5"
-    second = start_worker()
-    assert [await r.get(timeout=20) for r in results] == [0, 2, 4, 6, 8]
-    assert all(runs(second, r.id) == 1 for r in results)
-    assert all(r.id not in worker.output() for r in results)
-
-
-async def test_higher_priorities_run_first(producer: TaskQ, start_worker: StartWorker) -> None:
-    priorities = [0, 3, None, 9, 5, 9, 1]
-    results = [
-        await producer.send_task("itest.add", args=[i, 0], priority=p)
-        for i, p in enumerate(priorities)
-    ]
-    worker = start_worker("-c", "1", "--prefetch-multiplier", "1")
-    for result in results:
-        await result.get(timeout=20)
-    order = re.findall(r"Task itest\.add\[(\w+)\] succeeded", worker.output())
-    expected = sorted(range(len(priorities)), key=lambda i: (-(priorities[i] or 0), i))
-    assert order == [results[i].id for i in expected]
 
 
 async def test_cli_status_and_purge(producer: TaskQ, worker_env: dict[str, str]) -> None:

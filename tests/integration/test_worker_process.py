@@ -12,10 +12,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from support import WorkerProcess, eventually, kill_a_worker_during_a_chord, wait_for
+from support import WorkerProcess, kill_a_worker_during_a_chord, wait_for
 
 from taskq import TaskError, TaskQ, states
-from taskq.message import Message
 
 pytestmark = pytest.mark.integration
 
@@ -27,21 +26,6 @@ async def producer(sqlite_url: str) -> AsyncIterator[TaskQ]:
     app = TaskQ("producer", broker=sqlite_url, broker_transport_options={"polling_interval": 0.05})
     async with app:
         yield app
-
-
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-async def test_async_and_sync_tasks_return_results(
-    producer: TaskQ, start_worker: StartWorker, loop: str
-) -> None:
-    worker = start_worker("-c", "10", "--threads", "2", "--loop", loop)
-    added = await producer.send_task("itest.add", args=[4, 5])
-    threaded = await producer.send_task("itest.in_thread", args=[21])
-    assert await added.get(timeout=20) == 9
-    assert await threaded.get(timeout=20) == {"double": 42, "main_thread": False}
-    assert await added.status() == states.SUCCESS
-    assert f"loop {loop}" in worker.output()
-    worker.signal(signal.SIGTERM)
-    assert worker.wait(timeout=30) == 0
 
 
 async def test_concurrency_bound_is_respected(producer: TaskQ, start_worker: StartWorker) -> None:
@@ -76,21 +60,6 @@ async def test_queue_selection(producer: TaskQ, start_worker: StartWorker) -> No
     assert await ignored.status() == states.PENDING
     broker = await producer.connected_broker()
     assert await broker.queue_length("default") == 1
-
-
-async def test_killed_worker_task_is_completed_by_a_second_worker(
-    producer: TaskQ, start_worker: StartWorker, tmp_path: Path
-) -> None:
-    marker = tmp_path / "marker"
-    first = start_worker("-c", "2")
-    result = await producer.send_task("itest.marked", args=[str(marker), 1.0])
-    wait_for(lambda: marker.exists() and f"started {first.pid}" in marker.read_text())
-    first.signal(signal.SIGKILL)
-    first.wait()
-    second = start_worker("-c", "2")
-    assert await result.get(timeout=30) == second.pid
-    broker = await producer.connected_broker()
-    assert await broker.queue_length("default") == 0
 
 
 def _leased(sqlite_url: str) -> int:
@@ -146,55 +115,6 @@ async def test_cold_shutdown_returns_acks_late_task_unless_told_not_to(
         assert await result.status() == states.FAILURE
         with pytest.raises(TaskError, match="WorkerLostError"):
             await result.get(timeout=5)
-
-
-def _insert_raw(sqlite_url: str, body: bytes, queue: str = "default") -> None:
-    """Put bytes straight into the SQLite broker's table, as a corrupt producer would."""
-    path = sqlite_url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as db:
-        columns = {row[1] for row in db.execute("PRAGMA table_info(taskq_messages)")}
-        assert {"queue", "body"} <= columns
-        db.execute("INSERT INTO taskq_messages (queue, body) VALUES (?, ?)", (queue, body))
-
-
-async def test_bad_input_is_dead_lettered_and_the_worker_carries_on(
-    producer: TaskQ, sqlite_url: str, start_worker: StartWorker
-) -> None:
-    worker = start_worker()
-    broker = await producer.connected_broker()
-    await broker.publish(
-        Message(id="pickled", task="itest.add", args=[1, 2], content_type="pickle"), "default"
-    )
-    await broker.publish(Message(id="bad-priority", task="itest.add", priority=42), "default")  # type: ignore[arg-type]
-    unknown = await producer.send_task("itest.nope", args=[1])
-    unbound = await producer.send_task("itest.add", args=[1])
-    _insert_raw(sqlite_url, b"\x00\x01 not json at all")
-    _insert_raw(sqlite_url, orjson.dumps({"v": 1, "id": "no-task-name"}))
-
-    async def all_dead_lettered() -> bool:
-        return await broker.dead_letter_length("default") == 6
-
-    await eventually(all_dead_lettered)
-    letters = await broker.dead_letters("default")
-    reasons = " | ".join(letter.reason for letter in letters)
-    assert len(letters) == 6, reasons
-    for expected in (
-        "refused",
-        "priority",
-        "not registered",
-        "BadArgumentsError",
-        "not JSON",
-        "missing 'task'",
-    ):
-        assert expected in reasons
-    assert {b"\x00\x01 not json at all"} <= {letter.body for letter in letters}
-    for task_id in ("pickled", "bad-priority", unknown.id, unbound.id, "no-task-name"):
-        assert await producer.AsyncResult(task_id).status() == states.FAILURE
-    with pytest.raises(TaskError, match="not registered"):
-        await unknown.get(timeout=1)
-    assert await (await producer.send_task("itest.add", args=[2, 3])).get(timeout=20) == 5
-    assert worker.process.poll() is None
-    assert await broker.queue_length("default") == 0
 
 
 def test_cli_call_result_status_purge_and_dlq(
