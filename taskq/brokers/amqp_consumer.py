@@ -98,15 +98,15 @@ def delivery_count(message: AbstractIncomingMessage) -> int:
     return before + (2 if message.redelivered else 1)
 
 
-# Settlements do not wait for their frame to reach the socket: one lost in a crash means a
-# redelivery, which the crash itself would have caused anyway.
-
-
 async def send_ack(message: AbstractIncomingMessage) -> None:
-    await message.channel.basic_ack(delivery_tag(message), wait=False)
+    """Return once the ack is written to the socket, not merely queued for aiormq's writer: a
+    worker killed with an ack still queued would see the task delivered again, an early-acked
+    one run twice, an `acks_late` one that had finished run again beside those it was running."""
+    await message.channel.basic_ack(delivery_tag(message))
 
 
 async def send_requeue(message: AbstractIncomingMessage) -> None:
+    # Not waited for: a requeue lost in a crash comes back with the channel all the same.
     await message.channel.basic_nack(delivery_tag(message), requeue=True, wait=False)
 
 
