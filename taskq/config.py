@@ -8,8 +8,8 @@ can point the same code at another broker (`TASKQ_BROKER_URL=redis://...`).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
+import logging
 import os
 import types
 from collections.abc import Callable, Iterable, Mapping
@@ -21,8 +21,10 @@ import orjson
 from taskq import defaults
 from taskq.errors import ConfigurationError
 from taskq.serializers import SERIALIZERS
+from taskq.suggest import did_you_mean
 
 ENV_PREFIX = "TASKQ_"
+logger = logging.getLogger("taskq.config")
 RouteSpec = Mapping[str, Any] | Callable[..., Any]
 
 
@@ -87,15 +89,21 @@ class Settings:
         self.update(_settings_of(obj))
 
     def apply_environment(self, environ: Mapping[str, str] | None = None) -> None:
-        """Apply `TASKQ_<SETTING>` variables; an unknown `TASKQ_*` name is an error."""
+        """Apply the `TASKQ_<SETTING>` variables. Other `TASKQ_*` variables belong to someone
+        else (`TASKQ_HOME`, a deployment's `TASKQ_VERSION`) and are left alone, with a
+        warning only when the name is one typo away from a setting."""
         environ = os.environ if environ is None else environ
         for key, raw in environ.items():
             if not key.startswith(ENV_PREFIX):
                 continue
             name = key[len(ENV_PREFIX) :].lower()
-            if name not in _FIELDS:
-                raise ConfigurationError(f"environment variable {key}: {_unknown(name)}")
-            setattr(self, name, _parse_env(key, name, raw))
+            if name in _FIELDS:
+                setattr(self, name, _parse_env(key, name, raw))
+            elif key not in _IGNORED_VARIABLES:
+                _IGNORED_VARIABLES.add(key)
+                hint = did_you_mean(name, _FIELDS)
+                level = logging.WARNING if hint else logging.DEBUG
+                logger.log(level, "environment variable %s names no setting%s; ignored", key, hint)
 
     def validate(self) -> None:
         for name in ("worker_concurrency", "worker_threads", "worker_prefetch_multiplier"):
@@ -116,16 +124,12 @@ class Settings:
 
 _FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
 _PREFIXES = {name.split("_", 1)[0] + "_" for name in _FIELDS}
+_IGNORED_VARIABLES: set[str] = set()  # logged once per process, not at every conf.update()
 _SECONDS = ("result_expires", "task_time_limit", "task_soft_time_limit")
 
 
 def _unknown(name: str) -> str:
-    return f"unknown setting {name!r}{_hint(name, _FIELDS)}"
-
-
-def _hint(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown setting {name!r}{did_you_mean(name, _FIELDS)}"
 
 
 def checked_options(
@@ -137,7 +141,9 @@ def checked_options(
     names = set(known)
     for name in sorted(options):
         if name not in names:
-            raise ConfigurationError(f"{setting}: unknown option {name!r}{_hint(name, names)}")
+            raise ConfigurationError(
+                f"{setting}: unknown option {name!r}{did_you_mean(name, names)}"
+            )
     return options
 
 

@@ -14,7 +14,6 @@ Imports nothing of taskq but `errors` and `defaults`.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from taskq import defaults
 from taskq.errors import ConfigurationError
+from taskq.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -184,11 +184,7 @@ def _refuse_unknown(given: Iterable[str], known: Iterable[str], what: str) -> No
     names = set(known)
     unknown = sorted(set(given) - names)
     if unknown:
-        hints = [difflib.get_close_matches(name, names, n=1) for name in unknown]
-        named = ", ".join(
-            f"{name} (did you mean {hint[0]!r}?)" if hint else name
-            for name, hint in zip(unknown, hints, strict=True)
-        )
+        named = ", ".join(name + did_you_mean(name, names) for name in unknown)
         raise TypeError(f"unknown {what}: {named}")
 
 

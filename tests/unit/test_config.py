@@ -1,15 +1,17 @@
 """Settings: Celery names, every way of loading them, and unknown names refused."""
 
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from taskq import TaskQ
+from taskq import TaskQ, config
 from taskq.brokers.base import create_broker
 from taskq.config import Settings
 from taskq.errors import ConfigurationError
+from taskq.suggest import closest
 
 
 def test_defaults_are_celery_like() -> None:
@@ -116,10 +118,48 @@ def test_bad_environment_values_are_errors(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("TASKQ_WORKER_CONCURRENCY", "many")
     with pytest.raises(ConfigurationError, match="TASKQ_WORKER_CONCURRENCY"):
         TaskQ("shop")
-    monkeypatch.delenv("TASKQ_WORKER_CONCURRENCY")
-    monkeypatch.setenv("TASKQ_NOT_A_SETTING", "1")
-    with pytest.raises(ConfigurationError, match="TASKQ_NOT_A_SETTING"):
-        TaskQ("shop")
+
+
+def test_environment_variables_naming_no_setting_are_left_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A deployment's own `TASKQ_*` variables do not stop the app; a typo of a setting's
+    name is a warning naming the setting, not a silent no-op."""
+    monkeypatch.setattr(config, "_IGNORED_VARIABLES", set())
+    for key in ("TASKQ_CHECKOUT", "TASKQ_HOME", "TASKQ_VERSION"):
+        monkeypatch.setenv(key, "/opt/whatever")
+    monkeypatch.setenv("TASKQ_BROKR_URL", "redis://typo:6379/0")
+    monkeypatch.setenv("TASKQ_TASK_DEFAULT_QUEUE", "orders")
+    with caplog.at_level("DEBUG", logger="taskq.config"):
+        app = TaskQ("shop")
+    assert app.conf.task_default_queue == "orders"
+    assert app.broker_url == "sqlite:///taskq.db"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "environment variable TASKQ_BROKR_URL names no setting"
+        " (did you mean 'broker_url'?); ignored"
+    ]
+    debug = " ".join(r.getMessage() for r in caplog.records if r.levelname == "DEBUG")
+    assert "TASKQ_HOME" in debug and "TASKQ_VERSION" in debug
+
+
+@pytest.mark.parametrize(
+    ("name", "suggestion"),
+    [
+        ("task_ack_late", "task_acks_late"),
+        ("visibilty_timeout", "visibility_timeout"),
+        ("brokre_url", "broker_url"),
+        ("task_serialiser", "task_serializer"),
+        ("home", None),
+        ("checkout", None),
+        ("version", None),
+        ("task_time_limt", "task_time_limit"),
+        ("timeout", None),
+    ],
+)
+def test_did_you_mean_only_suggests_a_typo_away(name: str, suggestion: str | None) -> None:
+    known = [*_fields(), "visibility_timeout"]
+    assert closest(name, known) == suggestion
 
 
 def test_store_follows_the_broker() -> None:
@@ -152,3 +192,7 @@ async def test_bad_urls_fail_with_a_clear_error(url: str) -> None:
     app = TaskQ("a", broker=url, backend="memory://ok")
     with pytest.raises(ConfigurationError, match="URL"):
         await app.connect()
+
+
+def _fields() -> list[str]:
+    return [field.name for field in dataclasses.fields(Settings)]
