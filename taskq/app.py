@@ -15,11 +15,12 @@ from taskq import result as results
 from taskq.backends import Backends
 from taskq.beat.scheduler import BeatEntries
 from taskq.brokers.base import Broker
-from taskq.builtins import register_builtins
+from taskq.builtins import BUILTIN_TASKS, register_builtins
 from taskq.canvas import Signature, as_signatures
 from taskq.chords import ChordCounter
 from taskq.config import Settings
 from taskq.control import Control
+from taskq.discovery import Discovery, Packages, import_task_modules
 from taskq.elements import new_id
 from taskq.errors import NotRegisteredError
 from taskq.message import Message
@@ -73,7 +74,9 @@ class TaskQ:
         if backend is not None:
             self.conf.result_backend = backend
         self.conf.apply_environment()
+        self.conf.observe(self._setting_changed)
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self._discoveries: list[Discovery] = []
         self.options = OptionTable()
         self.middleware = MiddlewareStack(self.options)
         self.control = Control(self)
@@ -91,6 +94,31 @@ class TaskQ:
 
     def config_from_object(self, obj: object | str) -> None:
         self.conf.config_from_object(obj)
+
+    def autodiscover_tasks(
+        self, packages: Packages, related_name: str = "tasks", force: bool = False
+    ) -> None:
+        """Import each package's `tasks` module (`related_name`) when a worker or beat starts,
+        or now with `force`: `app.autodiscover_tasks(["proj.orders", "proj.billing"])`.
+        `packages` may be a callable returning them (`lambda: settings.INSTALLED_APPS`)."""
+        discovery = Discovery(packages, related_name)
+        if force:
+            discovery.modules()
+        else:
+            self._discoveries.append(discovery)
+
+    def import_task_modules(self) -> None:
+        """Import the modules that define tasks: `imports`, `include`, autodiscovered ones."""
+        import_task_modules(self.conf, self._discoveries)
+
+    def user_tasks(self) -> list[str]:
+        """The names of the registered tasks that are not taskq's own."""
+        return sorted(name for name in self.tasks if name not in BUILTIN_TASKS)
+
+    def _setting_changed(self, name: str) -> None:
+        if name == "task_annotations":
+            for task in self.tasks.values():
+                task.configure()
 
     @property
     def broker_url(self) -> str:

@@ -49,7 +49,9 @@ LoopOption = Annotated[
 QueuesOption = Annotated[
     str | None,
     typer.Option(
-        "--queues", "-Q", help="Comma-separated queue names (default: task_default_queue)."
+        "--queues",
+        "-Q",
+        help="Comma-separated queue names (default: task_queues, else task_default_queue).",
     ),
 ]
 
@@ -109,7 +111,7 @@ def run_command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
 
 def split_queues(app: TaskQ, queues: str | None) -> list[str]:
     names = [name.strip() for name in (queues or "").split(",") if name.strip()]
-    return names or [app.conf.task_default_queue]
+    return names or app.conf.default_queues()
 
 
 @cli.command()
@@ -314,8 +316,8 @@ async def status(app: AppOption, queues: QueuesOption = None) -> None:
 
 
 def known_queues(app: TaskQ) -> list[str]:
-    """The default queue plus every queue named by a task or a static route."""
-    names = [app.conf.task_default_queue]
+    """The default queue, `task_queues`, and every queue named by a task or a static route."""
+    names = [app.conf.task_default_queue, *app.conf.task_queues]
     names += [task.queue for task in app.tasks.values() if task.queue]
     routes = app.conf.task_routes
     for table in routes if isinstance(routes, list | tuple) else [routes]:

@@ -113,7 +113,12 @@ BUILTIN_OPTIONS: tuple[Option, ...] = (
     Option("retry_jitter", True),
     Option("acks_late", setting="task_acks_late"),
     Option("reject_on_worker_lost", setting="task_reject_on_worker_lost"),
-    Option("rate_limit", check=lambda rate: rate is None or parse_rate(rate)),
+    Option("track_started", setting="task_track_started"),
+    Option(
+        "rate_limit",
+        check=lambda rate: rate is None or parse_rate(rate),
+        setting="task_default_rate_limit",
+    ),
     Option("rate_limit_scope", "worker", check=_rate_scope),
     Option("unique_for"),
 )

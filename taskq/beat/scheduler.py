@@ -199,6 +199,7 @@ class Beat:
         self.leading = False
 
     async def run(self) -> None:
+        self.app.import_task_modules()
         store = await self.app.connected_store()
         await self.app.beat.sync_static()
         logger.info(

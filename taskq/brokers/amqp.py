@@ -62,7 +62,7 @@ from taskq.brokers.amqp_topology import (
     declare_queue,
 )
 from taskq.brokers.base import Broker, DeadLetter, Delivery, dead_letter_queue
-from taskq.config import Settings
+from taskq.config import QUEUE_OPTIONS, Settings
 from taskq.errors import ConfigurationError, NotConnectedError
 from taskq.message import Message, encode
 
@@ -109,6 +109,7 @@ class AMQPBroker(Broker):
     """
 
     OPTIONS = AMQP_OPTIONS
+    QUEUE_OPTIONS = QUEUE_OPTIONS
 
     def __init__(self, url: str, conf: Settings) -> None:
         super().__init__(url, conf)

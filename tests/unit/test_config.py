@@ -196,3 +196,86 @@ async def test_bad_urls_fail_with_a_clear_error(url: str) -> None:
 
 def _fields() -> list[str]:
     return [field.name for field in dataclasses.fields(Settings)]
+
+
+def test_celery_settings_taskq_does_not_take_say_so() -> None:
+    with pytest.raises(
+        ConfigurationError,
+        match="Celery setting 'worker_max_tasks_per_child' is not supported by taskq: a worker",
+    ):
+        TaskQ("shop", worker_max_tasks_per_child=100)
+    celeryconfig = SimpleNamespace(broker_url="memory://", security_key="/etc/key.pem")
+    with pytest.raises(ConfigurationError, match="'security_key' is not supported"):
+        TaskQ("shop").config_from_object(celeryconfig)
+    with pytest.raises(ConfigurationError, match="enable_utc=False is not supported"):
+        TaskQ("shop", enable_utc=False).conf.validate()
+
+
+def test_a_celeryconfig_module_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "celeryconfig_shop.py").write_text(
+        "import os\n"
+        "broker_url = 'memory://shop'\n"
+        "enable_utc = True\n"
+        "imports = ('shop.tasks',)\n"
+        "include = ['shop.more_tasks']\n"
+        "task_track_started = True\n"
+        "task_default_rate_limit = '10/s'\n"
+        "task_annotations = {'shop.pay': {'rate_limit': '1/s'}, '*': {'max_retries': 2}}\n"
+        "task_queues = ['default', {'name': 'payments', 'max_priority': 9}]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = TaskQ("shop")
+    app.config_from_object("celeryconfig_shop")
+    conf = app.conf
+    assert conf.imports == ["shop.tasks"] and conf.include == ["shop.more_tasks"]
+    assert conf.task_queues == {"default": {}, "payments": {"max_priority": 9}}
+    assert conf.default_queues() == ["default", "payments"]
+    assert conf.annotations_for("shop.pay") == {"rate_limit": "1/s", "max_retries": 2}
+    assert conf.annotations_for("shop.ship") == {"max_retries": 2}
+    conf.validate()
+
+
+def test_task_queues_shapes_and_mistakes() -> None:
+    kombu_like = SimpleNamespace(
+        name="reports",
+        queue_arguments={"x-queue-type": "quorum"},
+        exchange=SimpleNamespace(name="analytics"),
+        routing_key="reports.#",
+        max_priority=None,
+    )
+    conf = Settings()
+    conf.task_queues = {"a": {}, "b": {"queue_type": "quorum"}}
+    assert conf.task_queues == {"a": {}, "b": {"queue_type": "quorum"}}
+    conf.task_queues = [kombu_like]
+    assert conf.task_queues == {
+        "reports": {
+            "queue_arguments": {"x-queue-type": "quorum"},
+            "exchange": "analytics",
+            "routing_key": "reports.#",
+        }
+    }
+    with pytest.raises(ConfigurationError, match=r"'max_priorty' \(did you mean 'max_priority'"):
+        conf.task_queues = [{"name": "a", "max_priorty": 5}]
+    with pytest.raises(ConfigurationError, match="max_priority must be 1-9"):
+        conf.task_queues = [{"name": "a", "max_priority": 10}]
+    with pytest.raises(ConfigurationError, match="a queue without a name"):
+        conf.task_queues = [{"max_priority": 5}]
+    with pytest.raises(ConfigurationError, match="task_queues must be a list"):
+        conf.task_queues = "default"
+
+
+def test_task_annotations_mistakes() -> None:
+    with pytest.raises(ConfigurationError, match="task_annotations must be"):
+        Settings().task_annotations = ["shop.pay"]
+    with pytest.raises(ConfigurationError, match=r"'shop.pay' must map to \{option: value\}"):
+        Settings().task_annotations = {"shop.pay": "1/s"}
+    with pytest.raises(ConfigurationError, match=r"task_annotations: .*rate_limt \(did you mean"):
+        TaskQ("shop", task_annotations={"*": {"rate_limt": "1/s"}})
+    with pytest.raises(ConfigurationError, match="bad rate_limit 'fast'"):
+        TaskQ("shop", task_default_rate_limit="fast").conf.validate()
+
+
+def test_coming_from_celery_lists_every_refused_setting() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "coming-from-celery.md").read_text()
+    missing = [name for name in config.CELERY_UNSUPPORTED if f"`{name}`" not in page]
+    assert missing == []
