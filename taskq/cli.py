@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
 import signal
 import sys
+import sysconfig
+import traceback
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -20,7 +23,7 @@ import typer
 from taskq import dlq
 from taskq.app import TaskQ
 from taskq.beat.scheduler import Beat, read_state
-from taskq.errors import CommandError, TaskError, TaskQError
+from taskq.errors import AppLoadError, CommandError, TaskError, TaskQError
 from taskq.message import peek_id
 from taskq.stores.base import TaskMeta
 from taskq.worker.worker import Worker
@@ -61,6 +64,24 @@ BROKER_CLIENTS = frozenset({"redis", "aio_pika", "aiormq", "pamqp"})
 EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"taskq {importlib.metadata.version('taskq')}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _global_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Options that come before the command: --version."""
+
+
 def event_loop_options(loop: str) -> dict[str, Any]:
     """anyio's backend options for `--loop`: `auto` takes uvloop, usually the faster loop,
     when it is installed (`pip install taskq[uvloop]`)."""
@@ -75,27 +96,72 @@ def event_loop_options(loop: str) -> dict[str, Any]:
 def load_app(spec: str) -> TaskQ:
     """Import `module:attribute` (or `module`, attribute `app`) from the working directory."""
     module_name, _, attribute = spec.partition(":")
+    attribute = attribute or "app"
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise CommandError(f"cannot import {module_name!r}: {exc}") from None
-    app = getattr(module, attribute or "app", None)
+    except Exception as exc:
+        raise AppLoadError(f"cannot import {module_name!r}: {_describe(exc)}") from None
+    if not hasattr(module, attribute):
+        apps = [name for name, value in vars(module).items() if isinstance(value, TaskQ)]
+        found = f"; its TaskQ apps: {', '.join(apps)}" if apps else ", nor any TaskQ app"
+        raise AppLoadError(f"module {module_name!r} has no attribute {attribute!r}{found}")
+    app = getattr(module, attribute)
     if not isinstance(app, TaskQ):
-        raise CommandError(f"{module_name}:{attribute or 'app'} is not a TaskQ app")
+        kind = type(app).__name__
+        raise AppLoadError(f"{module_name}:{attribute} is a {kind}, not a TaskQ app")
     return app
 
 
+def _describe(exc: Exception) -> str:
+    """`exc` on one line, with the file and line in the user's code where it was raised."""
+    if isinstance(exc, SyntaxError):
+        message, where = exc.msg, _place(exc.filename, exc.lineno)
+    else:
+        message, where = str(exc), _raised_in_user_code(exc)
+    text = " ".join(f"{type(exc).__name__}: {message}".split())
+    return f"{text} (at {where})" if where else text
+
+
+def _raised_in_user_code(exc: BaseException) -> str | None:
+    """The innermost frame of `exc`'s traceback outside the standard library, installed
+    packages, importlib and taskq: where in the user's code it happened."""
+    others = {sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    others.add(os.path.dirname(os.path.abspath(__file__)))
+    user_frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<")
+        and not any(os.path.abspath(frame.filename).startswith(d + os.sep) for d in others)
+    ]
+    return _place(user_frames[-1].filename, user_frames[-1].lineno) if user_frames else None
+
+
+def _place(filename: str | None, line: int | None) -> str | None:
+    if filename is None:
+        return None
+    path = os.path.relpath(filename) if filename.startswith(os.getcwd() + os.sep) else filename
+    return f"{path}:{line}" if line is not None else path
+
+
 def run_command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async command; taskq's errors end it with one line and exit status 1."""
+    """Run an async command; taskq's errors end it with one line and a non-zero exit status
+    (1; 2 for an app that does not load)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             options = event_loop_options(kwargs.get("loop", "auto"))
             anyio.run(functools.partial(fn, *args, **kwargs), backend_options=options)
-        except (CommandError, TaskQError, ValueError, OSError) as exc:
+        except BrokenPipeError:
+            # The reader left (`taskq dlq list | head -1`): Click, around every command, sends
+            # the rest of the output nowhere and exits 1 quietly, as the Python docs advise.
+            raise
+        except CommandError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except (TaskQError, ValueError, OSError) as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
         except Exception as exc:

@@ -149,7 +149,7 @@ def test_cli_call_result_status_purge_and_dlq(
     ("args", "message"),
     [
         (["status", "-A", "no_such_module:app"], "cannot import 'no_such_module'"),
-        (["status", "-A", "itest_tasks:nothing"], "is not a TaskQ app"),
+        (["status", "-A", "itest_tasks:nothing"], "has no attribute 'nothing'"),
         (["call", "x", "-A", "itest_tasks:app", "--args", "{bad"], "--args is not valid JSON"),
         (["worker", "-A", "itest_tasks:app", "--loop", "trio"], "--loop must be one of"),
     ],

@@ -1,0 +1,125 @@
+"""The real `taskq` command as a subprocess: what a user sees on stdout and stderr, and the
+exit status. The broker is an SQLite file (tests/integration/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import taskq
+
+pytestmark = pytest.mark.integration
+
+INTEGRATION = Path(__file__).parent
+
+
+def run_taskq(
+    env: dict[str, str], *args: str, cwd: Path = INTEGRATION, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "taskq", *args],
+        env=env,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+    )
+
+
+def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
+    """The single line a failed command printed on stderr."""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    return lines[0]
+
+
+def test_version_prints_the_package_version(worker_env: dict[str, str]) -> None:
+    done = run_taskq(worker_env, "--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"taskq {taskq.__version__}\n"
+
+
+# module name: (its source, the error, where it happened)
+BROKEN_MODULES = {
+    "syntax": (
+        'from taskq import TaskQ\napp = TaskQ("x"\n',
+        "SyntaxError: '(' was never closed",
+        "syntax.py:2",
+    ),
+    "dependency": (
+        "from taskq import TaskQ\n\nimport no_such_dependency_xyz\n",
+        "ModuleNotFoundError: No module named 'no_such_dependency_xyz'",
+        "dependency.py:3",
+    ),
+    # The innermost frame of the user's code is in the module it imports, below importlib's.
+    "raising": ("import settings_of_raising\n", "KeyError: 'API_KEY'", "settings_of_raising.py:2"),
+}
+
+
+@pytest.mark.parametrize("module", sorted(BROKEN_MODULES))
+def test_an_app_module_that_fails_to_import_is_one_line_with_its_place(
+    worker_env: dict[str, str], tmp_path: Path, module: str
+) -> None:
+    source, error, where = BROKEN_MODULES[module]
+    (tmp_path / f"{module}.py").write_text(source)
+    settings = "def read():\n    return {}['API_KEY']\n\n\nread()\n"
+    (tmp_path / "settings_of_raising.py").write_text(settings)
+    done = run_taskq(worker_env, "status", "-A", f"{module}:app", cwd=tmp_path)
+    assert done.returncode == 2
+    assert one_line_error(done) == f"Error: cannot import {module!r}: {error} (at {where})"
+
+
+TWO_APPS_AND_A_FUNCTION = """\
+from taskq import TaskQ
+
+my_app, other_app = TaskQ("x"), TaskQ("y")
+
+
+def helper() -> None: ...
+"""
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("tasks", "module 'tasks' has no attribute 'app'; its TaskQ apps: my_app, other_app"),
+        (
+            "tasks:nothing",
+            "module 'tasks' has no attribute 'nothing'; its TaskQ apps: my_app, other_app",
+        ),
+        ("plain", "module 'plain' has no attribute 'app', nor any TaskQ app"),
+        ("tasks:helper", "tasks:helper is a function, not a TaskQ app"),
+        (
+            "no_such_module",
+            "cannot import 'no_such_module': ModuleNotFoundError: No module named 'no_such_module'",
+        ),
+    ],
+)
+def test_an_app_reference_that_names_no_app_is_one_line(
+    worker_env: dict[str, str], tmp_path: Path, spec: str, message: str
+) -> None:
+    (tmp_path / "tasks.py").write_text(TWO_APPS_AND_A_FUNCTION)
+    (tmp_path / "plain.py").write_text("VALUE = 1\n")
+    done = run_taskq(worker_env, "status", "-A", spec, cwd=tmp_path)
+    assert done.returncode == 2
+    assert one_line_error(done) == f"Error: {message}"
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(worker_env: dict[str, str]) -> None:
+    """`taskq beat --list | head -1`: no "Broken pipe", no BrokenPipeError traceback."""
+    schedule = {f"entry-{n}": {"task": "itest.add", "schedule": 60.0} for n in range(1500)}
+    env = {**worker_env, "TASKQ_BEAT_SCHEDULE": json.dumps(schedule)}
+    command = [sys.executable, "-m", "taskq", "beat", "--list", "-A", "itest_tasks:app"]
+    with subprocess.Popen(
+        command, env=env, cwd=INTEGRATION, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.readline().startswith(b"entry-")
+        process.stdout.close()  # ~120 kB more to write: more than the pipe holds
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=30) == 1
+    assert stderr == ""
