@@ -26,6 +26,7 @@ from taskq.beat.scheduler import Beat, read_state
 from taskq.errors import AppLoadError, CommandError, TaskError, TaskQError
 from taskq.message import peek_id
 from taskq.stores.base import TaskMeta
+from taskq.suggest import did_you_mean
 from taskq.worker.worker import Worker
 
 cli = typer.Typer(
@@ -295,10 +296,16 @@ async def call(
     countdown: Annotated[float | None, typer.Option()] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the result and print it.")] = False,
     timeout: Annotated[float | None, typer.Option(help="Seconds --wait waits.")] = None,
+    force: Annotated[
+        bool, typer.Option(help="Send NAME even if the app does not know it (workers may).")
+    ] = False,
 ) -> None:
     """Publish task NAME by name and print its id (or, with --wait, its result)."""
     call_args, call_kwargs = _json_arg("--args", args, list), _json_arg("--kwargs", kwargs, dict)
     taskq_app = load_app(app)
+    if name not in taskq_app.tasks and not force:
+        hint = did_you_mean(name, taskq_app.tasks)
+        raise CommandError(f"unknown task {name!r}{hint}; --force sends it anyway")
     async with taskq_app:
         result = await taskq_app.send_task(
             name, call_args, call_kwargs, queue=queue, countdown=countdown

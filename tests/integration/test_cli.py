@@ -8,9 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 
 import taskq
+from taskq import TaskQ
+from taskq.message import decode
+from taskq.serializers import SERIALIZERS
 
 pytestmark = pytest.mark.integration
 
@@ -123,3 +127,24 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(worker_env: dict[st
         stderr = process.stderr.read().decode()
         assert process.wait(timeout=30) == 1
     assert stderr == ""
+
+
+async def test_call_refuses_a_task_the_app_does_not_know_unless_forced(
+    worker_env: dict[str, str], sqlite_url: str
+) -> None:
+    async with TaskQ("producer", broker=sqlite_url) as producer:
+        broker = await producer.connected_broker()
+        typo = run_taskq(worker_env, "call", "itest.ad", "-A", "itest_tasks:app")
+        assert typo.returncode == 1
+        assert one_line_error(typo) == (
+            "Error: unknown task 'itest.ad' (did you mean 'itest.add'?); --force sends it anyway"
+        )
+        assert await broker.queue_length("default") == 0
+        forced = run_taskq(worker_env, "call", "workers.only", "--force", "-A", "itest_tasks:app")
+        assert forced.returncode == 0, forced.stderr
+        consumer = broker.consume(["default"], 1)
+        with anyio.fail_after(10):
+            delivery = await anext(consumer)
+        await consumer.aclose()
+        message = decode(delivery.body, frozenset(SERIALIZERS))
+        assert (message.task, message.id) == ("workers.only", forced.stdout.strip())
