@@ -57,6 +57,8 @@ QueuesOption = Annotated[
     ),
 ]
 
+ForceOption = Annotated[bool, typer.Option("--force", "-f", help="Do not ask for confirmation.")]
+
 
 # Client libraries whose errors (a server down, refused credentials) are one line, too.
 BROKER_CLIENTS = frozenset({"redis", "aio_pika", "aiormq", "pamqp"})
@@ -361,14 +363,29 @@ def _public_meta(meta: TaskMeta) -> dict[str, Any]:
 
 @cli.command()
 @run_command
-async def purge(app: AppOption, queues: QueuesOption = None) -> None:
-    """Delete the messages waiting in the queues."""
+async def purge(app: AppOption, queues: QueuesOption = None, force: ForceOption = False) -> None:
+    """Delete the messages waiting in the queues (after asking, unless -f)."""
     taskq_app = load_app(app)
     async with taskq_app:
         broker = await taskq_app.connected_broker()
-        for queue in split_queues(taskq_app, queues):
+        names = split_queues(taskq_app, queues)
+        if not force:
+            total = sum([await broker.queue_length(queue) for queue in names])
+            confirm_purge(f"up to {total} message(s) from queue(s) {', '.join(names)}")
+        for queue in names:
             count = await broker.purge(queue)
             typer.echo(f"Purged {count} message(s) from {queue}")
+
+
+def confirm_purge(what: str) -> None:
+    """Ask before deleting `what`; with no terminal to ask on, refuse: a purge is never
+    silent unless forced."""
+    if not sys.stdin.isatty():
+        raise CommandError(
+            f"refusing to purge {what} unconfirmed: stdin is not a terminal (pass -f/--force)"
+        )
+    if not typer.confirm(f"Purge {what}?", default=False):
+        raise CommandError("nothing purged")
 
 
 @cli.command()
@@ -446,12 +463,18 @@ async def dlq_replay(
 
 @dlq_cli.command("purge")
 @run_command
-async def dlq_purge(app: AppOption, queues: QueuesOption = None) -> None:
-    """Delete the dead letters of the queues."""
+async def dlq_purge(
+    app: AppOption, queues: QueuesOption = None, force: ForceOption = False
+) -> None:
+    """Delete the dead letters of the queues (after asking, unless -f)."""
     taskq_app = load_app(app)
     async with taskq_app:
         broker = await taskq_app.connected_broker()
-        for queue in split_queues(taskq_app, queues):
+        names = split_queues(taskq_app, queues)
+        if not force:
+            total = sum([await broker.dead_letter_length(queue) for queue in names])
+            confirm_purge(f"{total} dead letter(s) of queue(s) {', '.join(names)}")
+        for queue in names:
             typer.echo(
                 f"Purged {await broker.purge_dead_letters(queue)} dead letter(s) from {queue}"
             )

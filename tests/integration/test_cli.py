@@ -4,6 +4,7 @@ exit status. The broker is an SQLite file (tests/integration/conftest.py)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +149,77 @@ async def test_call_refuses_a_task_the_app_does_not_know_unless_forced(
         await consumer.aclose()
         message = decode(delivery.body, frozenset(SERIALIZERS))
         assert (message.task, message.id) == ("workers.only", forced.stdout.strip())
+
+
+def in_a_terminal(env: dict[str, str], *args: str, typed: bytes) -> tuple[int, str, str]:
+    """Run taskq with a terminal as its stdin, `typed` at the keyboard: (exit status,
+    stdout, stderr)."""
+    keyboard, terminal = os.openpty()
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-m", "taskq", *args],
+            env=env,
+            cwd=INTEGRATION,
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as process:
+            os.write(keyboard, typed)
+            out, err = process.communicate(timeout=30)
+    finally:
+        os.close(keyboard)
+        os.close(terminal)
+    return process.returncode, out.decode(), err.decode()
+
+
+PURGES = {
+    "purge": ("up to 2 message(s) from queue(s) default", "Purged 2 message(s) from default"),
+    "dlq purge": ("2 dead letter(s) of queue(s) default", "Purged 2 dead letter(s) from default"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(PURGES))
+async def test_purge_asks_first_and_never_purges_unasked(
+    worker_env: dict[str, str], sqlite_url: str, command: str
+) -> None:
+    what, purged = PURGES[command]
+    args = [*command.split(), "-A", "itest_tasks:app"]
+    async with TaskQ("producer", broker=sqlite_url) as producer:
+        broker = await producer.connected_broker()
+
+        async def held() -> int:
+            if command == "purge":
+                return await broker.queue_length("default")
+            return await broker.dead_letter_length("default")
+
+        async def fill() -> None:
+            for n in range(2 - await held()):
+                if command == "purge":
+                    await producer.send_task("itest.add", args=[n, n])
+                else:
+                    await broker.add_dead_letter("default", b"{}", "retries exhausted")
+
+        await fill()
+        unasked = run_taskq(worker_env, *args)  # stdin is a pipe, not a terminal
+        assert unasked.returncode == 1
+        assert one_line_error(unasked) == (
+            f"Error: refusing to purge {what} unconfirmed: stdin is not a terminal"
+            " (pass -f/--force)"
+        )
+        assert await held() == 2
+
+        status, out, err = in_a_terminal(worker_env, *args, typed=b"\n")  # the default: no
+        assert (status, out, err) == (1, f"Purge {what}? [y/N]: ", "Error: nothing purged\n")
+        assert await held() == 2
+
+        status, out, err = in_a_terminal(worker_env, *args, typed=b"y\n")
+        assert (status, out, err) == (0, f"Purge {what}? [y/N]: {purged}\n", "")
+        assert await held() == 0
+
+        await fill()
+        for force in ("-f", "--force"):
+            forced = run_taskq(worker_env, *args, force)
+            assert forced.returncode == 0, forced.stderr
+            assert forced.stdout == f"{purged}\n"
+            assert await held() == 0
+            await fill()
