@@ -418,20 +418,27 @@ dlq_cli = typer.Typer(help="Dead letters: list, replay, purge.", no_args_is_help
 cli.add_typer(dlq_cli, name="dlq")
 
 
+LetterIdOption = Annotated[
+    str | None,
+    typer.Option("--id", help="A dead letter's letter_id, or a task id (all its letters)."),
+]
+
+
 @dlq_cli.command("list")
 @run_command
 async def dlq_list(
-    app: AppOption,
-    queues: QueuesOption = None,
-    task_id: Annotated[str | None, typer.Option("--id", help="Only this task's letters.")] = None,
+    app: AppOption, queues: QueuesOption = None, wanted: LetterIdOption = None
 ) -> None:
     """Print the dead letters of the queues, one JSON object per line."""
     taskq_app = load_app(app)
     async with taskq_app:
-        for queue in split_queues(taskq_app, queues):
-            for letter in await dlq.dead_letters(taskq_app, queue, task_id):
+        names = split_queues(taskq_app, queues)
+        found = False
+        for queue in names:
+            for letter in await dlq.dead_letters(taskq_app, queue, wanted):
+                found = True
                 line = {
-                    "id": letter.id,
+                    "letter_id": letter.id,
                     "queue": letter.queue,
                     "task_id": peek_id(letter.body),
                     "reason": letter.reason,
@@ -439,6 +446,8 @@ async def dlq_list(
                     "body": letter.body.decode("utf-8", errors="replace"),
                 }
                 typer.echo(orjson.dumps(line).decode())
+        if wanted is not None and not found:
+            raise no_dead_letter(wanted, names)
 
 
 @dlq_cli.command("replay")
@@ -446,19 +455,32 @@ async def dlq_list(
 async def dlq_replay(
     app: AppOption,
     queues: QueuesOption = None,
-    task_id: Annotated[str | None, typer.Option("--id", help="Replay this task's letters.")] = None,
+    wanted: LetterIdOption = None,
     replay_all: Annotated[bool, typer.Option("--all", help="Replay every letter.")] = False,
 ) -> None:
     """Publish dead letters again (retries reset) and remove them from the dead-letter queue."""
-    if (task_id is None) == (not replay_all):
+    if (wanted is None) == (not replay_all):
         raise CommandError("give --id ID or --all")
     taskq_app = load_app(app)
     async with taskq_app:
-        for queue in split_queues(taskq_app, queues):
-            count, problems = await dlq.replay(taskq_app, queue, task_id)
+        names = split_queues(taskq_app, queues)
+        found = False
+        for queue in names:
+            count, problems = await dlq.replay(taskq_app, queue, wanted)
+            if wanted is not None and not count and not problems:
+                continue  # none of this queue's letters
+            found = True
             for problem in problems:
                 typer.echo(f"Skipped {problem}", err=True)
             typer.echo(f"Replayed {count} dead letter(s) from {queue}")
+        if wanted is not None and not found:
+            raise no_dead_letter(wanted, names)
+
+
+def no_dead_letter(wanted: str, queues: list[str]) -> CommandError:
+    return CommandError(
+        f"no dead letter has letter_id or task id {wanted!r} in queue(s) {', '.join(queues)}"
+    )
 
 
 @dlq_cli.command("purge")

@@ -7,19 +7,24 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 import anyio
+import orjson
 import pytest
+from servers import RabbitMQServer, RedisServer
 
 import taskq
 from taskq import TaskQ
-from taskq.message import decode
+from taskq.message import Message, decode, encode
 from taskq.serializers import SERIALIZERS
 
 pytestmark = pytest.mark.integration
 
 INTEGRATION = Path(__file__).parent
+LETTER_FIELDS = {"letter_id", "queue", "task_id", "reason", "failed_at", "body"}
 
 
 def run_taskq(
@@ -223,3 +228,70 @@ async def test_purge_asks_first_and_never_purges_unasked(
             assert forced.stdout == f"{purged}\n"
             assert await held() == 0
             await fill()
+
+
+@pytest.fixture(params=["sqlite", "redis", "amqp"])
+def dlq_broker(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A broker URL; the servers are shared, so each case takes a queue of its own."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/broker.db"
+    if request.param == "redis":
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        return f"{redis.url}?prefix=t{uuid.uuid4().hex[:12]}:"
+    rabbitmq: RabbitMQServer = request.getfixturevalue("rabbitmq_server")
+    return rabbitmq.url
+
+
+async def test_dlq_finds_a_letter_by_its_letter_id_or_its_task_id(
+    worker_env: dict[str, str], dlq_broker: str, tmp_path: Path
+) -> None:
+    queue, other = f"q-{uuid.uuid4().hex[:10]}", f"q-{uuid.uuid4().hex[:10]}"
+    env = {
+        **worker_env,
+        "TASKQ_BROKER_URL": dlq_broker,
+        "TASKQ_RESULT_BACKEND": f"sqlite:///{tmp_path}/results.db",
+    }
+
+    def dlq(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_taskq(env, "dlq", *args, "-Q", f"{queue},{other}", "-A", "itest_tasks:app")
+
+    def listed(*args: str) -> list[dict[str, Any]]:
+        done = dlq("list", *args)
+        assert done.returncode == 0, done.stderr
+        return [orjson.loads(line) for line in done.stdout.splitlines()]
+
+    first, second = (
+        Message(id=uuid.uuid4().hex, task="itest.add", args=[n, n], queue=other) for n in (1, 2)
+    )
+    async with TaskQ("producer", broker=dlq_broker, backend=env["TASKQ_RESULT_BACKEND"]) as app:
+        broker = await app.connected_broker()
+        for message in (first, second):
+            await broker.add_dead_letter(queue, encode(message), "retries exhausted")
+
+        letters = listed()
+        assert [(letter["task_id"], letter["queue"]) for letter in letters] == [
+            (first.id, queue),
+            (second.id, queue),
+        ]
+        assert all(set(letter) == LETTER_FIELDS for letter in letters)
+        second_letter_id = letters[1]["letter_id"]
+        assert listed("--id", second_letter_id) == [letters[1]]
+        assert listed("--id", first.id) == [letters[0]]
+
+        by_letter_id = dlq("replay", "--id", second_letter_id)
+        assert (by_letter_id.returncode, by_letter_id.stdout) == (
+            0,
+            f"Replayed 1 dead letter(s) from {queue}\n",
+        )
+        by_task_id = dlq("replay", "--id", first.id)
+        assert by_task_id.stdout == f"Replayed 1 dead letter(s) from {queue}\n"
+        assert await broker.dead_letter_length(queue) == 0
+        assert await broker.queue_length(other) == 2  # the messages' own queue
+
+        for command in ("list", "replay"):
+            missing = dlq(command, "--id", second.id)  # replayed: no longer a dead letter
+            assert missing.returncode == 1
+            assert one_line_error(missing) == (
+                f"Error: no dead letter has letter_id or task id {second.id!r}"
+                f" in queue(s) {queue}, {other}"
+            )
