@@ -1,5 +1,6 @@
 """The real `taskq` command as a subprocess: what a user sees on stdout and stderr, and the
-exit status. The broker is an SQLite file (tests/integration/conftest.py)."""
+exit status. The broker is an SQLite file (tests/integration/conftest.py); the dead-letter
+commands run on Redis and RabbitMQ too."""
 
 from __future__ import annotations
 
@@ -28,13 +29,14 @@ LETTER_FIELDS = {"letter_id", "queue", "task_id", "reason", "failed_at", "body"}
 
 
 def run_taskq(
-    env: dict[str, str], *args: str, cwd: Path = INTEGRATION, stdin: str | None = None
+    env: dict[str, str], *args: str, cwd: Path = INTEGRATION
 ) -> subprocess.CompletedProcess[str]:
+    """Run taskq with no terminal: stdin is /dev/null, whoever runs the tests."""
     return subprocess.run(
         [sys.executable, "-m", "taskq", *args],
         env=env,
         cwd=cwd,
-        input=stdin,
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
     )
@@ -205,7 +207,7 @@ async def test_purge_asks_first_and_never_purges_unasked(
                     await broker.add_dead_letter("default", b"{}", "retries exhausted")
 
         await fill()
-        unasked = run_taskq(worker_env, *args)  # stdin is a pipe, not a terminal
+        unasked = run_taskq(worker_env, *args)
         assert unasked.returncode == 1
         assert one_line_error(unasked) == (
             f"Error: refusing to purge {what} unconfirmed: stdin is not a terminal"
