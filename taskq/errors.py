@@ -11,7 +11,15 @@ class TaskQError(Exception):
 
 
 class CommandError(Exception):
-    """A user error on the command line: printed as one line, exit status 1."""
+    """A user error on the command line: printed as one line, exit status `exit_code`."""
+
+    exit_code = 1
+
+
+class AppLoadError(CommandError):
+    """`-A` names an app that does not load: a usage error, exit status 2."""
+
+    exit_code = 2
 
 
 class ConfigurationError(TaskQError):

@@ -312,8 +312,7 @@ class Worker:
 
     def _terminate(self, task_ids: set[str]) -> None:
         for scope, job in list(self._running.items()):
-            if job.message.id in task_ids:
-                logger.warning("Task %s[%s] revoked: terminating", job.message.task, job.message.id)
+            if job.message.id in task_ids:  # settle_lost logs the revocation
                 job.terminated = True
                 scope.cancel()
 
