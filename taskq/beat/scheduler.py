@@ -259,9 +259,10 @@ class Beat:
             return None
         due, check = schedule.poll(datetime.fromtimestamp(state.last_run, self.tz))
         if due:
-            await self._fire(store, entry, now, once_key=f"after:{state.last_run}")
+            fired_at = datetime.now(UTC)  # not before is_due said so: the tick began earlier
+            await self._fire(store, entry, fired_at, once_key=f"after:{state.last_run}")
             state.total_runs += 1
-            state.last_run = now.timestamp()
+            state.last_run = fired_at.timestamp()
             await self._save_state(store, entry, state)
         return now + timedelta(seconds=check)
 
