@@ -67,6 +67,13 @@ class Entry:
     start_at: datetime | None = None
     end_at: datetime | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.schedule, Polled) and not self.catch_up:
+            raise ConfigurationError(
+                f"beat entry {self.name!r}: catch_up=False does not apply to an is_due schedule,"
+                " which has no missed runs (it fires when is_due says so)"
+            )
+
     @classmethod
     def from_config(cls, name: str, spec: dict[str, Any]) -> Entry:
         unknown = set(spec) - ENTRY_FIELDS

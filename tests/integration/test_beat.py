@@ -155,6 +155,13 @@ async def test_schedules_written_in_code_send_tasks_and_survive_a_restart(
     assert all(gap >= 0.25 for gap in polled), polled
 
 
+async def test_catch_up_false_on_an_is_due_schedule_is_a_clear_error(app: TaskQ) -> None:
+    schedule = DueAQuarterSecondAfterTheLastRun()
+    app.conf.beat_schedule = {"p": {"task": "b.tick", "schedule": schedule, "catch_up": False}}
+    with pytest.raises(ConfigurationError, match="catch_up=False does not apply to an is_due"):
+        await app.beat.entries()
+
+
 async def test_schedules_in_code_are_not_stored_and_the_others_round_trip(app: TaskQ) -> None:
     with pytest.raises(ConfigurationError, match="defined in code and cannot be stored"):
         await app.beat.add("hourly", "b.tick", lambda last_run: timedelta(hours=1))
