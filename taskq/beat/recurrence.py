@@ -70,7 +70,7 @@ class Recurrence(Schedule):
     def next_after(self, last_run: datetime) -> datetime | None:
         tz = last_run.tzinfo
         assert tz is not None  # beat's moments are aware
-        cursor = last_run.astimezone(tz).replace(tzinfo=None)
+        cursor = last_run.replace(tzinfo=None)
         while (wall := self.rule.after(cursor)) is not None:
             run = localize(wall, tz)
             if run is not None and run > last_run:

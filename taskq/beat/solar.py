@@ -33,8 +33,7 @@ _DEPRESSIONS = {
 EVENTS = (*_DEPRESSIONS, "solar_noon")
 _J2000 = datetime(2000, 1, 1, 12, tzinfo=UTC)
 _REFINEMENTS = 3
-# Past the polar circles an event can stay away for months; near the poles daily steps may
-# miss the day or two it happens on, so look a little over a year ahead.
+# Past the polar circles an event can stay away for months, at a pole for most of a year.
 _SEARCH_DAYS = 400
 
 
@@ -76,12 +75,12 @@ class solar(Schedule):  # named as Celery's, beside crontab
     def next_after(self, last_run: datetime) -> datetime:
         first_day = datetime.combine(last_run.astimezone(UTC).date(), datetime.min.time(), UTC)
         for days in range(-1, _SEARCH_DAYS):
-            moment = self.on(first_day + timedelta(days=days))
+            moment = self._on(first_day + timedelta(days=days))
             if moment is not None and moment > last_run:
                 return moment.astimezone(last_run.tzinfo)
         raise ConfigurationError(f"{self!r} does not happen within {_SEARCH_DAYS} days")
 
-    def on(self, day: datetime) -> datetime | None:
+    def _on(self, day: datetime) -> datetime | None:
         """The event on the UTC date `day` (midnight), or None when it does not happen."""
         noon = day + timedelta(hours=12, minutes=-4 * self.lon)
         moment = noon
@@ -114,13 +113,13 @@ class solar(Schedule):  # named as Celery's, beside crontab
         return self.event.startswith(("dawn", "sunrise"))
 
     def _crossing(self, noon: datetime) -> datetime | None:
-        """Near a pole the sun can go from below the event's depression all day to above it
-        all day (or back) within one day: the event is then the moment it crosses, found by
-        bisection over the day (noon +- 12 h). On a day of polar day or night, None."""
+        """The event on a day the hour angle cannot give it: on the day polar night or day
+        begins or ends, and near a pole, the sun can go from below the event's depression to
+        above it (or back) as its declination changes within the day. The event is then the
+        moment it crosses, found by bisection over the day (noon +- 12 h); otherwise None."""
         low, high = noon - timedelta(hours=12), noon + timedelta(hours=12)
-        if self._sun_is_above(low) == self._sun_is_above(high) or (
-            self._sun_is_above(high) != self._rising
-        ):
+        above_at_end = self._sun_is_above(high)
+        if self._sun_is_above(low) == above_at_end or above_at_end != self._rising:
             return None
         while high - low > timedelta(seconds=1):
             middle = low + (high - low) / 2
