@@ -34,7 +34,15 @@ class Schedule:
         raise not_storable(self)
 
     def __repr__(self) -> str:
-        return f"{type(self).__module__}.{type(self).__qualname__}() (in code)"
+        return f"{code_name(self)} (in code)"
+
+
+def code_name(schedule: object) -> str:
+    """A schedule object's own repr, or `module.Class()` when it has none."""
+    kind = type(schedule)
+    if kind.__repr__ in (object.__repr__, Schedule.__repr__):
+        return f"{kind.__module__}.{kind.__qualname__}()"
+    return repr(schedule)
 
 
 def not_storable(schedule: object) -> ConfigurationError:

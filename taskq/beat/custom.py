@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from taskq.beat.base import Schedule, not_storable
+from taskq.beat.base import Schedule, code_name, not_storable
 from taskq.errors import ConfigurationError
 
 NextRun = timedelta | datetime | None
@@ -71,7 +71,7 @@ class Polled:
         self.schedule = schedule
 
     def __repr__(self) -> str:
-        return f"{self.schedule!r} (is_due, in code)"
+        return f"{code_name(self.schedule)} (is_due, in code)"
 
     def poll(self, last_run: datetime) -> tuple[bool, float]:
         answer: Any = self.schedule.is_due(last_run)

@@ -232,6 +232,9 @@ def test_an_object_with_is_due_is_polled() -> None:
     assert [polled.poll(at("2026-01-01")) for _ in range(2)] == [(False, 30.0), (True, 30.0)]
     subclass = as_schedule(CelerySubclass())
     assert isinstance(subclass, Polled) and subclass.poll(at("2026-01-01")) == (True, 60.0)
+    assert repr(polled) == "test_schedules.DueEveryOtherCheck() (is_due, in code)"
+    assert repr(subclass) == "test_schedules.CelerySubclass() (is_due, in code)"
+    assert repr(as_schedule(EveryTenMinutes())) == "test_schedules.EveryTenMinutes() (in code)"
 
 
 def test_an_is_due_answer_of_another_shape_is_a_clear_error() -> None:
