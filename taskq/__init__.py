@@ -10,6 +10,7 @@ from typing import Any
 from taskq import states
 from taskq.app import TaskQ
 from taskq.beat.schedules import Interval, crontab
+from taskq.beat.solar import solar
 from taskq.canvas import Signature, chain, chord, chunks, group, signature
 from taskq.errors import (
     ChordError,
@@ -61,6 +62,7 @@ __all__ = [
     "crontab",
     "group",
     "signature",
+    "solar",
     "states",
 ]
 __version__ = "0.1.0"

@@ -274,11 +274,11 @@ async def _print_entries(app: TaskQ) -> None:
     now = datetime.now(UTC)
     for entry in await app.beat.entries():
         state = await read_state(store, entry.name)
-        last = state.last_run if state else now.timestamp()
-        upcoming = scheduler.next_run(entry, last)
+        upcoming = scheduler.upcoming(entry, state, now)
         runs = state.total_runs if state else 0
         typer.echo(
-            f"{entry.name}: {entry.task} {entry.schedule!r} next {upcoming.isoformat()} runs {runs}"
+            f"{entry.name}: {entry.task} {entry.schedule!r}"
+            f" next {upcoming.isoformat() if upcoming else 'never'} runs {runs}"
         )
 
 
