@@ -12,9 +12,11 @@ from taskq.app import TaskQ
 from taskq.beat.schedules import Interval, crontab
 from taskq.canvas import Signature, chain, chord, chunks, group, signature
 from taskq.errors import (
+    BrokerUnavailable,
     ChordError,
     ConfigurationError,
     ContentRefusedError,
+    LoginRefusedError,
     MaxRetriesExceededError,
     MessageError,
     MessageTooLargeError,
@@ -33,12 +35,14 @@ from taskq.task import Request, Task
 
 __all__ = [
     "AsyncResult",
+    "BrokerUnavailable",
     "ChordError",
     "ConfigurationError",
     "ContentRefusedError",
     "EagerResult",
     "GroupResult",
     "Interval",
+    "LoginRefusedError",
     "MaxRetriesExceededError",
     "MessageError",
     "MessageTooLargeError",

@@ -20,7 +20,7 @@ import typer
 from taskq import dlq
 from taskq.app import TaskQ
 from taskq.beat.scheduler import Beat, read_state
-from taskq.errors import CommandError, TaskError, TaskQError
+from taskq.errors import CommandError, LoginRefusedError, TaskError, TaskQError
 from taskq.message import peek_id
 from taskq.stores.base import TaskMeta
 from taskq.worker.worker import Worker
@@ -88,13 +88,17 @@ def load_app(spec: str) -> TaskQ:
 
 
 def run_command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async command; taskq's errors end it with one line and exit status 1."""
+    """Run an async command; taskq's errors end it with one line and exit status 1 (2 for a
+    refused login or vhost, which running it again will not mend)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             options = event_loop_options(kwargs.get("loop", "auto"))
             anyio.run(functools.partial(fn, *args, **kwargs), backend_options=options)
+        except LoginRefusedError as exc:  # exit 2: a supervisor need not try again
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(2) from None
         except (CommandError, TaskQError, ValueError, OSError) as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
