@@ -173,10 +173,12 @@ class TaskQ:
     # -- connections --------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Connect the broker and the result store (idempotent)."""
-        if self._connecting is not None:
+        """Connect the broker and the result store (idempotent). Callers that come while
+        another connects wait for it, and try themselves if it failed."""
+        while self._connecting is not None:
             await self._connecting.wait()
-            return
+            if self._backends is not None:
+                return
         self._connecting = anyio.Event()
         try:
             self.conf.validate()

@@ -22,6 +22,7 @@ from taskq.app import TaskQ
 from taskq.beat.scheduler import Beat, read_state
 from taskq.errors import CommandError, LoginRefusedError, TaskError, TaskQError
 from taskq.message import peek_id
+from taskq.startup import connect_at_startup
 from taskq.stores.base import TaskMeta
 from taskq.worker.worker import Worker
 
@@ -154,6 +155,7 @@ async def worker(
         shutdown_timeout=shutdown_timeout,
         hostname=hostname,
     )
+    await connect_at_startup(taskq_app)
     async with taskq_app, anyio.create_task_group() as tg:
         await tg.start(_shutdown_on_signals, runner)
         if beat:
@@ -188,10 +190,12 @@ async def beat_command(
     """Run the periodic-task scheduler (any number may run: one leads, the others stand by)."""
     configure_logging(loglevel)
     taskq_app = load_app(app)
-    async with taskq_app:
-        if list_entries:
+    if list_entries:
+        async with taskq_app:
             await _print_entries(taskq_app)
-            return
+        return
+    await connect_at_startup(taskq_app)
+    async with taskq_app:
         scheduler = Beat(taskq_app)
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with anyio.create_task_group() as tg:

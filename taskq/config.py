@@ -33,6 +33,9 @@ class Settings:
     broker_url: str | None = None
     result_backend: str | None = None
     broker_transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Connecting: a worker or beat retries at startup.
+    broker_connection_retry_on_startup: bool = True
+    broker_connection_max_retries: int | None = 100  # None: for ever
     result_backend_transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     task_default_queue: str = defaults.QUEUE
     task_default_exchange: str = "taskq"
@@ -109,6 +112,13 @@ class Settings:
         priority = self.task_default_priority
         if priority is not None and not 0 <= priority <= 9:
             raise ConfigurationError("task_default_priority must be 0-9")
+        if not isinstance(self.broker_connection_retry_on_startup, bool):
+            raise ConfigurationError("broker_connection_retry_on_startup must be True or False")
+        retries = self.broker_connection_max_retries
+        if retries is not None and (type(retries) is not int or retries < 0):
+            raise ConfigurationError(
+                f"broker_connection_max_retries must be an integer >= 0 or None, not {retries!r}"
+            )
         max_priority = self.task_queue_max_priority
         if max_priority is not None and not 1 <= max_priority <= 9:
             raise ConfigurationError("task_queue_max_priority must be 1-9 (or None)")

@@ -1,8 +1,11 @@
-"""Connecting to Redis and RabbitMQ, as the real `taskq` command shows it: a refused login or
-vhost is one line and exit status 2, with no retries."""
+"""Connecting to Redis and RabbitMQ, as the real `taskq` command shows it: a worker or beat
+started before its broker retries with backoff, one log line per attempt, and then works; out
+of retries (or with none) it exits 1 with one line; a refused login or vhost is one line and
+exit status 2, with no retries."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import uuid
@@ -10,12 +13,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from servers import LOOPBACK, RabbitMQServer, RedisServer
-from support import INTEGRATION
+from servers import LOOPBACK, RabbitMQServer, RedisServer, free_ports
+from support import INTEGRATION, TaskqProcess, wait_for
+
+from taskq import TaskQ
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "s3cret"
+BROKERS = ["redis", "amqp"]
+# What `taskq.startup` logs for each failed attempt, and the last line of a worker that gives up.
+UNREACHABLE = r"(Redis|RabbitMQ) at \S+ is unreachable: .+"
+RETRY_LINE = re.compile(rf"WARNING taskq\.startup\] {UNREACHABLE} \(retry \d+/100 in [\d.]+ s\)")
+Server = RedisServer | RabbitMQServer
 
 
 def taskq(env: dict[str, str], broker_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -75,3 +85,76 @@ def test_a_missing_rabbitmq_vhost_is_one_line_and_exit_2(
         "or the user has no permissions on it"
     ]
     assert refused.returncode == 2
+
+
+def dead_url(kind: str) -> str:
+    """A URL of `kind` on a loopback port where nothing listens."""
+    [port] = free_ports(1)
+    if kind == "redis":
+        return f"redis://{LOOPBACK}:{port}/0"
+    return f"amqp://guest:guest@{LOOPBACK}:{port}/"
+
+
+@pytest.fixture(params=BROKERS)
+def stopped_server(
+    request: pytest.FixtureRequest, start_server: Callable[[Server], Server], tmp_path: Path
+) -> Server:
+    """A private server started once (so its port is known) and stopped again."""
+    server: Server = (
+        RedisServer(tmp_path / "redis")
+        if request.param == "redis"
+        else RabbitMQServer(tmp_path / "rabbitmq")
+    )
+    start_server(server).stop()
+    return server
+
+
+def results_url(server: Server, tmp_path: Path) -> str:
+    """The result store: the Redis itself, or SQLite beside RabbitMQ."""
+    return server.url if isinstance(server, RedisServer) else f"sqlite:///{tmp_path}/results.db"
+
+
+async def test_a_worker_started_before_its_broker_waits_for_it_then_works(
+    stopped_server: Server, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    results = results_url(stopped_server, tmp_path)
+    env = {**worker_env, "TASKQ_BROKER_URL": stopped_server.url, "TASKQ_RESULT_BACKEND": results}
+    worker = TaskqProcess(env, tmp_path / "worker.log", ["worker"], ready_text="(retry 1/100")
+    try:
+        stopped_server.start()
+        wait_for(lambda: " ready: " in worker.output(), timeout=60)
+        async with TaskQ("producer", broker=stopped_server.url, backend=results) as producer:
+            result = await producer.send_task("itest.add", args=[2, 3])
+            assert await result.get(timeout=30) == 5
+    finally:
+        worker.stop()
+    before_ready = worker.output().split(" ready: ")[0].splitlines()[:-1]
+    assert before_ready and all(RETRY_LINE.search(line) for line in before_ready), before_ready
+    assert "guest:guest" not in worker.output()  # the password is masked
+
+
+@pytest.mark.parametrize("kind", BROKERS)
+@pytest.mark.parametrize("command", ["worker", "beat"])
+def test_out_of_retries_a_worker_or_beat_exits_1_with_one_line(
+    worker_env: dict[str, str], kind: str, command: str
+) -> None:
+    env = {**worker_env, "TASKQ_BROKER_CONNECTION_MAX_RETRIES": "2"}
+    done = taskq(env, dead_url(kind), command)
+    *retries, error = done.stdout.splitlines()
+    assert [line.rpartition(" (")[2] for line in retries] == [
+        "retry 1/2 in 0.5 s)",
+        "retry 2/2 in 1 s)",
+    ]
+    assert re.fullmatch(rf"Error: {UNREACHABLE} \(gave up after 2 retries\)", error), error
+    assert done.returncode == 1
+
+
+@pytest.mark.parametrize("kind", BROKERS)
+def test_without_retries_a_worker_exits_1_with_one_line_at_once(
+    worker_env: dict[str, str], kind: str
+) -> None:
+    env = {**worker_env, "TASKQ_BROKER_CONNECTION_RETRY_ON_STARTUP": "false"}
+    done = taskq(env, dead_url(kind), "worker")
+    [error] = done.stdout.splitlines()
+    assert re.fullmatch(f"Error: {UNREACHABLE}", error) and "retry" not in error, error
+    assert done.returncode == 1
