@@ -33,9 +33,11 @@ class Settings:
     broker_url: str | None = None
     result_backend: str | None = None
     broker_transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    # Connecting: a worker or beat retries at startup.
+    # Connecting: a worker or beat retries at startup; how long a publish may wait (None: as
+    # long as the broker's own window, Redis' `reconnect_timeout`, RabbitMQ's `publish_timeout`).
     broker_connection_retry_on_startup: bool = True
     broker_connection_max_retries: int | None = 100  # None: for ever
+    broker_publish_timeout: float | None = None
     result_backend_transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     task_default_queue: str = defaults.QUEUE
     task_default_exchange: str = "taskq"
@@ -119,6 +121,11 @@ class Settings:
             raise ConfigurationError(
                 f"broker_connection_max_retries must be an integer >= 0 or None, not {retries!r}"
             )
+        if not is_timeout(self.broker_publish_timeout):
+            raise ConfigurationError(
+                "broker_publish_timeout must be a positive number of seconds or None, "
+                f"not {self.broker_publish_timeout!r}"
+            )
         max_priority = self.task_queue_max_priority
         if max_priority is not None and not 1 <= max_priority <= 9:
             raise ConfigurationError("task_queue_max_priority must be 1-9 (or None)")
@@ -127,6 +134,13 @@ class Settings:
 _FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
 _PREFIXES = {name.split("_", 1)[0] + "_" for name in _FIELDS}
 _SECONDS = ("result_expires", "task_time_limit", "task_soft_time_limit")
+
+
+def is_timeout(seconds: object) -> bool:
+    """Whether `seconds` is None (no timeout) or a positive number of seconds."""
+    if seconds is None:
+        return True
+    return isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds > 0
 
 
 def _unknown(name: str) -> str:

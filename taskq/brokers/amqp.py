@@ -265,7 +265,9 @@ class AMQPBroker(Broker):
                 f"RabbitMQ at {masked_url(self._url)} did not answer within {timeout:g}s"
             ) from exc
         except (AMQPError, ChannelInvalidStateError) as exc:
-            raise BrokerUnavailable(f"RabbitMQ connection failed: {exc!r}") from exc
+            raise BrokerUnavailable(
+                f"RabbitMQ at {masked_url(self._url)}: the connection failed ({exc})"
+            ) from exc
 
     async def _relinked(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run `operation`, again while it finds its channel closed before sending anything:

@@ -21,7 +21,9 @@ import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aiormq.exceptions import InvalidFrameError, ProbableAuthenticationError
+from yarl import URL
 
+from taskq.brokers.amqp_consumer import winding_down
 from taskq.errors import BrokerUnavailable, LoginRefusedError
 from taskq.urls import masked_url
 
@@ -34,14 +36,20 @@ _OPEN_REFUSED = "Connection.OpenOk"
 async def open_robust_connection(
     url: str, *, reconnect_interval: float, timeout: float
 ) -> AbstractRobustConnection:
-    """The robust connection to `url`, or one line saying why it did not open."""
+    """The robust connection to `url`, or one line saying why it did not open. A connect
+    that fails or is cancelled (a caller's deadline) is closed: left alone, aio-pika would go
+    on connecting in the background."""
+    connection = aio_pika.RobustConnection(URL(url), reconnect_interval=reconnect_interval)
     with _unlogged(_FIRST_CONNECTION_LOGGERS):
         try:
-            return await aio_pika.connect_robust(
-                url, reconnect_interval=reconnect_interval, timeout=timeout
-            )
-        except CONNECTION_EXCEPTIONS as exc:
-            raise _explained(url, exc, timeout) from None
+            await connection.connect(timeout=timeout)
+        except BaseException as exc:
+            with winding_down(timeout):
+                await connection.close()
+            if isinstance(exc, CONNECTION_EXCEPTIONS):
+                raise _explained(url, exc, timeout) from None
+            raise
+    return connection
 
 
 def _explained(url: str, exc: BaseException, timeout: float) -> Exception:

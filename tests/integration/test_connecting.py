@@ -1,22 +1,25 @@
 """Connecting to Redis and RabbitMQ, as the real `taskq` command shows it: a worker or beat
 started before its broker retries with backoff, one log line per attempt, and then works; out
 of retries (or with none) it exits 1 with one line; a refused login or vhost is one line and
-exit status 2, with no retries."""
+exit status 2, with no retries. A producer's publish with the broker down raises
+`BrokerUnavailable` after `publish_timeout`."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
 import pytest
 from servers import LOOPBACK, RabbitMQServer, RedisServer, free_ports
 from support import INTEGRATION, TaskqProcess, wait_for
 
-from taskq import TaskQ
+from taskq import BrokerUnavailable, TaskQ, chain, signature
 
 pytestmark = pytest.mark.integration
 
@@ -96,17 +99,23 @@ def dead_url(kind: str) -> str:
 
 
 @pytest.fixture(params=BROKERS)
-def stopped_server(
+def private_server(
     request: pytest.FixtureRequest, start_server: Callable[[Server], Server], tmp_path: Path
 ) -> Server:
-    """A private server started once (so its port is known) and stopped again."""
+    """A server of the test's own, which it may stop and start again on the same port."""
     server: Server = (
         RedisServer(tmp_path / "redis")
         if request.param == "redis"
         else RabbitMQServer(tmp_path / "rabbitmq")
     )
-    start_server(server).stop()
-    return server
+    return start_server(server)
+
+
+@pytest.fixture
+def stopped_server(private_server: Server) -> Server:
+    """A private server stopped after its first start: its port is known, nothing listens."""
+    private_server.stop()
+    return private_server
 
 
 def results_url(server: Server, tmp_path: Path) -> str:
@@ -158,3 +167,48 @@ def test_without_retries_a_worker_exits_1_with_one_line_at_once(
     [error] = done.stdout.splitlines()
     assert re.fullmatch(f"Error: {UNREACHABLE}", error) and "retry" not in error, error
     assert done.returncode == 1
+
+
+async def test_a_publish_with_the_broker_down_raises_broker_unavailable_after_publish_timeout(
+    private_server: Server, tmp_path: Path
+) -> None:
+    results = results_url(private_server, tmp_path)
+    app = TaskQ("producer", broker=private_server.url, backend=results, broker_publish_timeout=1)
+    add = "itest.add"
+    async with app:
+        await app.send_task(add, args=[1, 1])  # connected while the broker is up
+        private_server.stop()
+        with pytest.raises(BrokerUnavailable):  # RabbitMQ's reset link fails the first at once
+            await app.send_task(add, args=[1, 2])
+        calls = {  # a call's own timeout, a workflow's own, the app's
+            0.5: lambda: app.send_task(add, args=[1, 3], publish_timeout=0.5),
+            0.3: lambda: chain(
+                signature(add, [1, 4], app=app), signature(add, [5], app=app)
+            ).apply_async(publish_timeout=0.3),
+            1.0: lambda: app.send_task(add, args=[1, 5]),
+        }
+        for timeout, call in calls.items():
+            started = time.monotonic()
+            with pytest.raises(
+                BrokerUnavailable, match=rf"within publish_timeout \({timeout:g} s\)"
+            ):
+                await call()
+            assert timeout <= time.monotonic() - started < timeout + 1.5
+
+
+@pytest.mark.parametrize("kind", BROKERS)
+async def test_concurrent_first_calls_of_a_producer_whose_broker_is_down_all_fail_clearly(
+    kind: str, tmp_path: Path
+) -> None:
+    app = TaskQ("producer", broker=dead_url(kind), backend=f"sqlite:///{tmp_path}/results.db")
+    errors: list[str] = []
+
+    async def call() -> None:
+        with pytest.raises(BrokerUnavailable) as raised:
+            await app.send_task("itest.add", args=[1, 1])
+        errors.append(str(raised.value))
+
+    async with anyio.create_task_group() as calls:
+        for _ in range(3):
+            calls.start_soon(call)
+    assert len(errors) == 3 and all(re.fullmatch(UNREACHABLE, error) for error in errors), errors

@@ -146,6 +146,8 @@ def test_store_follows_the_broker() -> None:
         ({"broker_connection_max_retries": -1}, "broker_connection_max_retries"),
         ({"broker_connection_max_retries": 2.5}, "broker_connection_max_retries"),
         ({"broker_connection_retry_on_startup": "no"}, "broker_connection_retry_on_startup"),
+        ({"broker_publish_timeout": 0}, "broker_publish_timeout"),
+        ({"broker_publish_timeout": "5"}, "broker_publish_timeout"),
     ],
 )
 async def test_invalid_values_fail_on_connect(settings: dict[str, object], match: str) -> None:
