@@ -57,6 +57,7 @@ def redis_with_password(
     [
         ("", "Redis requires a password: put it in the URL (redis://:password@host:port/db)"),
         (":wrong@", "Redis refused the login for user 'default'"),
+        ("bob:wrong@", "Redis refused the login for user 'bob'"),  # Redis has no 'bob' either
     ],
 )
 def test_a_redis_login_refused_is_one_line_and_exit_2(
