@@ -167,6 +167,7 @@ def test_without_retries_a_worker_exits_1_with_one_line_at_once(
     done = taskq(env, dead_url(kind), "worker")
     [error] = done.stdout.splitlines()
     assert re.fullmatch(f"Error: {UNREACHABLE}", error) and "retry" not in error, error
+    assert "connection refused" in error.lower()  # the cause, not a frame dump
     assert done.returncode == 1
 
 
