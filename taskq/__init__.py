@@ -13,9 +13,11 @@ from taskq.beat.schedules import Interval, crontab
 from taskq.beat.solar import solar
 from taskq.canvas import Signature, chain, chord, chunks, group, signature
 from taskq.errors import (
+    BrokerUnavailable,
     ChordError,
     ConfigurationError,
     ContentRefusedError,
+    LoginRefusedError,
     MaxRetriesExceededError,
     MessageError,
     MessageTooLargeError,
@@ -34,12 +36,14 @@ from taskq.task import Request, Task
 
 __all__ = [
     "AsyncResult",
+    "BrokerUnavailable",
     "ChordError",
     "ConfigurationError",
     "ContentRefusedError",
     "EagerResult",
     "GroupResult",
     "Interval",
+    "LoginRefusedError",
     "MaxRetriesExceededError",
     "MessageError",
     "MessageTooLargeError",

@@ -18,17 +18,18 @@ from taskq.brokers.base import Broker
 from taskq.builtins import BUILTIN_TASKS, register_builtins
 from taskq.canvas import Signature, as_signatures
 from taskq.chords import ChordCounter
-from taskq.config import Settings
+from taskq.config import Settings, is_timeout
 from taskq.control import Control
 from taskq.discovery import Discovery, Packages, import_task_modules
 from taskq.elements import new_id
-from taskq.errors import NotRegisteredError
+from taskq.errors import BrokerUnavailable, NotRegisteredError
 from taskq.message import Message
 from taskq.middleware import MiddlewareStack
 from taskq.options import CallOptions, OptionTable, check_call
 from taskq.routing import Router, snapshot
 from taskq.stores.base import ResultStore
 from taskq.task import Task, absolute_time, current_request
+from taskq.urls import masked_url
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -201,10 +202,12 @@ class TaskQ:
     # -- connections --------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Connect the broker and the result store (idempotent)."""
-        if self._connecting is not None:
+        """Connect the broker and the result store (idempotent). Callers that come while
+        another connects wait for it, and try themselves if it failed."""
+        while self._connecting is not None:
             await self._connecting.wait()
-            return
+            if self._backends is not None:
+                return
         self._connecting = anyio.Event()
         try:
             self.conf.validate()
@@ -276,7 +279,7 @@ class TaskQ:
             first = await self._claim_idempotency_key(key, message.id, self._key_window(name))
             if first != message.id:
                 return results.AsyncResult(first, app=self)
-        return await self.send_message(message)
+        return await self.send_message(message, options.get("publish_timeout"))
 
     def build_message(
         self,
@@ -323,27 +326,46 @@ class TaskQ:
             or self.conf.task_serializer,
         )
 
-    async def send_messages(self, messages: Sequence[Message]) -> None:
+    async def send_messages(
+        self, messages: Sequence[Message], publish_timeout: float | None = None
+    ) -> None:
         """Publish many messages in one batch (one round trip where the broker allows); with
         `task_always_eager`, run them here instead."""
         if self.conf.task_always_eager:
             await self.run_eagerly(messages)
         else:
-            await self.publish_messages(messages)
+            await self.publish_messages(messages, publish_timeout)
 
-    async def send_message(self, message: Message) -> results.AsyncResult[Any]:
+    async def send_message(
+        self, message: Message, publish_timeout: float | None = None
+    ) -> results.AsyncResult[Any]:
         if self.conf.task_always_eager:
             [result] = await self.run_eagerly([message])
             return result
-        await self.publish_messages([message])
+        await self.publish_messages([message], publish_timeout)
         return results.AsyncResult(message.id, app=self)
 
-    async def publish_messages(self, messages: Sequence[Message]) -> None:
-        """Publish to the broker (never eagerly), with the middleware's publish hooks."""
-        broker = await self.connected_broker()
+    async def publish_messages(
+        self, messages: Sequence[Message], publish_timeout: float | None = None
+    ) -> None:
+        """Publish to the broker (never eagerly), with the middleware's publish hooks.
+
+        Connecting and publishing take at most `publish_timeout` seconds (by default
+        `broker_publish_timeout`; None: as long as the broker's own reconnect window), else
+        `BrokerUnavailable`: whether the broker took the messages is then unknown."""
+        timeout = self.conf.broker_publish_timeout if publish_timeout is None else publish_timeout
+        if not is_timeout(timeout):
+            raise ValueError(f"publish_timeout must be a positive number of seconds: {timeout!r}")
         for message in messages:
             await self.middleware.before_publish(message)
-        await broker.publish_many([(message, message.queue) for message in messages])
+        with anyio.move_on_after(timeout) as deadline:
+            broker = await self.connected_broker()
+            await broker.publish_many([(message, message.queue) for message in messages])
+        if deadline.cancelled_caught:
+            raise BrokerUnavailable(
+                f"the broker at {masked_url(self.broker_url)} took no message within "
+                f"publish_timeout ({timeout:g} s)"
+            )
         for message in messages:
             await self.middleware.after_publish(message)
 

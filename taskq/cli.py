@@ -23,8 +23,9 @@ import typer
 from taskq import dlq
 from taskq.app import TaskQ
 from taskq.beat.scheduler import Beat, read_state
-from taskq.errors import AppLoadError, CommandError, TaskError, TaskQError
+from taskq.errors import AppLoadError, CommandError, LoginRefusedError, TaskError, TaskQError
 from taskq.message import peek_id
+from taskq.startup import connect_at_startup
 from taskq.stores.base import TaskMeta
 from taskq.suggest import did_you_mean
 from taskq.worker.worker import Worker
@@ -151,8 +152,9 @@ def _place(filename: str | None, line: int | None) -> str | None:
 
 
 def run_command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async command; taskq's errors end it with one line and a non-zero exit status
-    (1; 2 for an app that does not load)."""
+    """Run an async command; taskq's errors end it with one line and a non-zero exit status:
+    1, or 2 for an app that does not load and a login or vhost the broker refuses (running it
+    again will not mend either)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
@@ -166,6 +168,9 @@ def run_command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
         except CommandError as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except LoginRefusedError as exc:  # exit 2: a supervisor need not try again
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(2) from None
         except (TaskQError, ValueError, OSError) as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -221,6 +226,7 @@ async def worker(
         shutdown_timeout=shutdown_timeout,
         hostname=hostname,
     )
+    await connect_at_startup(taskq_app)
     async with taskq_app, anyio.create_task_group() as tg:
         await tg.start(_shutdown_on_signals, runner)
         if beat:
@@ -255,10 +261,12 @@ async def beat_command(
     """Run the periodic-task scheduler (any number may run: one leads, the others stand by)."""
     configure_logging(loglevel)
     taskq_app = load_app(app)
-    async with taskq_app:
-        if list_entries:
+    if list_entries:
+        async with taskq_app:
             await _print_entries(taskq_app)
-            return
+        return
+    await connect_at_startup(taskq_app)
+    async with taskq_app:
         scheduler = Beat(taskq_app)
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with anyio.create_task_group() as tg:

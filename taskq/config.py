@@ -89,6 +89,11 @@ class Settings:
     broker_url: str | None = None
     result_backend: str | None = None
     broker_transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Connecting: a worker or beat retries at startup; how long a publish may wait (None: as
+    # long as the broker's own window, Redis' `reconnect_timeout`, RabbitMQ's `publish_timeout`).
+    broker_connection_retry_on_startup: bool = True
+    broker_connection_max_retries: int | None = 100  # None: for ever
+    broker_publish_timeout: float | None = None
     result_backend_transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     task_default_queue: str = defaults.QUEUE
     task_default_exchange: str = "taskq"
@@ -190,6 +195,18 @@ class Settings:
         priority = self.task_default_priority
         if priority is not None and not 0 <= priority <= 9:
             raise ConfigurationError("task_default_priority must be 0-9")
+        if not isinstance(self.broker_connection_retry_on_startup, bool):
+            raise ConfigurationError("broker_connection_retry_on_startup must be True or False")
+        retries = self.broker_connection_max_retries
+        if retries is not None and (type(retries) is not int or retries < 0):
+            raise ConfigurationError(
+                f"broker_connection_max_retries must be an integer >= 0 or None, not {retries!r}"
+            )
+        if not is_timeout(self.broker_publish_timeout):
+            raise ConfigurationError(
+                "broker_publish_timeout must be a positive number of seconds or None, "
+                f"not {self.broker_publish_timeout!r}"
+            )
         max_priority = self.task_queue_max_priority
         if max_priority is not None and not 1 <= max_priority <= 9:
             raise ConfigurationError("task_queue_max_priority must be 1-9 (or None)")
@@ -221,6 +238,13 @@ _PREFIXES = tuple({name.split("_", 1)[0] + "_" for name in _FIELDS})
 _IGNORED_VARIABLES: set[str] = set()  # logged once per process, not at every conf.update()
 _NAME_LISTS = ("accept_content", "include", "imports")
 _SECONDS = ("result_expires", "task_time_limit", "task_soft_time_limit")
+
+
+def is_timeout(seconds: object) -> bool:
+    """Whether `seconds` is None (no timeout) or a positive number of seconds."""
+    if seconds is None:
+        return True
+    return isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds > 0
 
 
 def _unknown(name: str) -> str:

@@ -50,6 +50,17 @@ class NotConnectedError(TaskQError):
     """The app was used before `await app.connect()` (or `async with app`)."""
 
 
+class BrokerUnavailable(TaskQError, builtins.ConnectionError):
+    """The broker (or the result store's server) cannot be reached: down, restarting, nothing
+    listening on the port, or no answer within `publish_timeout`. It may come back: a worker
+    or beat retries at startup (`broker_connection_retry_on_startup`). A `ConnectionError`
+    too, so `autoretry_for=(ConnectionError,)` covers it."""
+
+
+class LoginRefusedError(ConfigurationError):
+    """Redis or RabbitMQ refused the URL's credentials or vhost: retrying cannot help."""
+
+
 class TaskError(TaskQError):
     """A task failed remotely. `get()` raises a subclass named after the original type.
 

@@ -4,7 +4,10 @@ URL and transport options, one client (and connection pool) per URL and event lo
 in a process, Lua scripts run by SHA with recovery from an emptied script cache,
 and retries with backoff while Redis is unreachable.
 
-Imports nothing of taskq but `errors`.
+A first connection that fails is one line: a refused login (`LoginRefusedError`, which
+retrying cannot mend) or Redis unreachable (`BrokerUnavailable`).
+
+Imports nothing of taskq but `errors` and `urls`.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.backoff import NoBackoff
 from redis.exceptions import (
+    AuthenticationError,
     ClusterDownError,
     NoScriptError,
+    RedisClusterException,
     ResponseError,
     TryAgainError,
 )
@@ -42,7 +47,8 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from taskq.errors import ConfigurationError, NotConnectedError
+from taskq.errors import BrokerUnavailable, ConfigurationError, LoginRefusedError, NotConnectedError
+from taskq.urls import masked_url
 
 T = TypeVar("T")
 
@@ -217,13 +223,17 @@ class SharedConnection:
         return self._connection
 
     async def open_with(self, scripts: Scripts) -> None:
-        """`open()`, then load `scripts` on the server (leaving again if that fails)."""
+        """`open()`, then load `scripts` on the server (leaving again if that fails); a
+        refused login or an unreachable Redis is raised as one line (`connect_error`)."""
         connection = self.open()
         try:
             await scripts.load(connection.client)
-        except BaseException:
+        except BaseException as exc:
             await self.close()
-            raise
+            explained = connect_error(self.settings.url, exc)
+            if explained is None:
+                raise
+            raise explained from None
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
@@ -235,6 +245,26 @@ class SharedConnection:
             if shared.get(self.settings) is connection:
                 del shared[self.settings]
             await connection.aclose()
+
+
+def connect_error(url: str, exc: BaseException) -> BrokerUnavailable | LoginRefusedError | None:
+    """What a failed first connection to Redis at `url` means, in one line; None for an
+    error that is not about connecting (it is raised as it is)."""
+    if isinstance(exc, RedisClusterException):  # no node of the cluster answered
+        exc = exc.__cause__ or exc
+    if isinstance(exc, AuthenticationError):
+        parts = urlsplit(url)
+        if parts.password is None:
+            return LoginRefusedError(
+                "Redis requires a password: put it in the URL "
+                f"({parts.scheme}://:password@host:port/db)"
+            )
+        return LoginRefusedError(
+            f"Redis refused the login for user {parts.username or 'default'!r}"
+        )
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return BrokerUnavailable(f"Redis at {masked_url(url)} is unreachable: {exc}")
+    return None
 
 
 class Scripts:

@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from taskq.beat.base import Schedule, localize
-from taskq.config import _hint
 from taskq.errors import ConfigurationError
+from taskq.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from dateutil.rrule import rrule as RRule
@@ -86,7 +86,7 @@ def rrule(freq: str, dtstart: datetime, **rules: Any) -> Recurrence:
     name = freq.lower()
     if name not in _FREQUENCIES:
         raise ConfigurationError(
-            f"unknown rrule frequency {freq!r}{_hint(name, _FREQUENCIES)};"
+            f"unknown rrule frequency {freq!r}{did_you_mean(name, _FREQUENCIES)};"
             f" one of {', '.join(_FREQUENCIES)}"
         )
     try:

@@ -18,8 +18,8 @@ from taskq.beat.base import Schedule, localize
 from taskq.beat.custom import CallableSchedule, Polled
 from taskq.beat.recurrence import Recurrence, is_rrule
 from taskq.beat.solar import solar
-from taskq.config import _hint
 from taskq.errors import ConfigurationError
+from taskq.suggest import did_you_mean
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +231,7 @@ def _from_dict(spec: dict[str, Any]) -> Schedule:
     kind = spec.get("type")
     if kind not in _FROM_DICT:
         raise ConfigurationError(
-            f"bad schedule {spec!r}: unknown type {kind!r}{_hint(str(kind), _FROM_DICT)};"
+            f"bad schedule {spec!r}: unknown type {kind!r}{did_you_mean(str(kind), _FROM_DICT)};"
             f" one of {', '.join(_FROM_DICT)}"
         )
     try:

@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from taskq.beat.base import Schedule
-from taskq.config import _hint
 from taskq.errors import ConfigurationError
+from taskq.suggest import did_you_mean
 
 # Degrees of the sun's centre below the horizon; sunrise and sunset are refraction (34')
 # and the sun's semidiameter (16') below it, as in Celery's `solar`.
@@ -55,7 +55,7 @@ class solar(Schedule):  # named as Celery's, beside crontab
     def __post_init__(self) -> None:
         if self.event not in EVENTS:
             raise ConfigurationError(
-                f"unknown solar event {self.event!r}{_hint(self.event, EVENTS)};"
+                f"unknown solar event {self.event!r}{did_you_mean(self.event, EVENTS)};"
                 f" one of {', '.join(EVENTS)}"
             )
         for name, value in (("latitude", self.lat), ("longitude", self.lon)):

@@ -169,7 +169,10 @@ def test_cli_errors_are_one_line(worker_env: dict[str, str], args: list[str], me
 
 @pytest.mark.parametrize(
     ("url", "message"),
-    [("nosuch://host", "unsupported broker URL"), ("redis://127.0.0.1:1/0", "ConnectionError")],
+    [
+        ("nosuch://host", "unsupported broker URL"),
+        ("redis://127.0.0.1:1/0", "Redis at redis://127.0.0.1:1/0 is unreachable"),
+    ],
 )
 def test_cli_bad_or_unreachable_broker_is_one_line(
     worker_env: dict[str, str], url: str, message: str

@@ -20,6 +20,8 @@ def test_defaults_are_celery_like() -> None:
     assert conf.accept_content == ["json"]
     assert conf.task_acks_late is False
     assert conf.worker_prefetch_multiplier == 4
+    assert conf.broker_connection_retry_on_startup is True
+    assert conf.broker_connection_max_retries == 100
 
 
 def test_keyword_arguments_and_update() -> None:
@@ -69,6 +71,7 @@ def test_environment_wins_and_is_typed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKQ_TASK_ACKS_LATE", "true")
     monkeypatch.setenv("TASKQ_ACCEPT_CONTENT", "json,msgpack")
     monkeypatch.setenv("TASKQ_BROKER_TRANSPORT_OPTIONS", '{"visibility_timeout": 5}')
+    monkeypatch.setenv("TASKQ_BROKER_CONNECTION_MAX_RETRIES", "")  # None: retry for ever
     app = TaskQ("shop", broker="sqlite:///ignored.db", worker_concurrency=3)
     app.conf.update(worker_concurrency=4)
     assert app.broker_url == "memory://env"
@@ -76,6 +79,7 @@ def test_environment_wins_and_is_typed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert app.conf.worker_concurrency == 12
     assert app.conf.task_acks_late is True
     assert app.conf.accept_content == ["json", "msgpack"]
+    assert app.conf.broker_connection_max_retries is None
     assert create_broker(app.broker_url, app.conf).options.visibility_timeout == 5.0
 
 
@@ -179,6 +183,11 @@ def test_store_follows_the_broker() -> None:
         ({"accept_content": ["yaml"]}, "unknown serializers"),
         ({"task_serializer": "yaml"}, "task_serializer"),
         ({"task_default_priority": 12}, "0-9"),
+        ({"broker_connection_max_retries": -1}, "broker_connection_max_retries"),
+        ({"broker_connection_max_retries": 2.5}, "broker_connection_max_retries"),
+        ({"broker_connection_retry_on_startup": "no"}, "broker_connection_retry_on_startup"),
+        ({"broker_publish_timeout": 0}, "broker_publish_timeout"),
+        ({"broker_publish_timeout": "5"}, "broker_publish_timeout"),
     ],
 )
 async def test_invalid_values_fail_on_connect(settings: dict[str, object], match: str) -> None:
