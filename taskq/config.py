@@ -89,6 +89,7 @@ class Settings:
     broker_url: str | None = None
     result_backend: str | None = None
     broker_transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    broker_pool_limit: int | None = None
     # Connecting: a worker or beat retries at startup; how long a publish may wait (None: as
     # long as the broker's own window, Redis' `reconnect_timeout`, RabbitMQ's `publish_timeout`).
     broker_connection_retry_on_startup: bool = True
@@ -210,6 +211,11 @@ class Settings:
         max_priority = self.task_queue_max_priority
         if max_priority is not None and not 1 <= max_priority <= 9:
             raise ConfigurationError("task_queue_max_priority must be 1-9 (or None)")
+        limit = self.broker_pool_limit
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise ConfigurationError(
+                f"broker_pool_limit must be an integer >= 1 or None, not {limit!r}"
+            )
         if self.task_default_rate_limit is not None:
             parse_rate(self.task_default_rate_limit)
         if not self.enable_utc:
@@ -271,6 +277,8 @@ def checked_options(
 def _normalise(name: str, value: Any) -> Any:
     if name in _SECONDS and isinstance(value, timedelta):
         return value.total_seconds()
+    if name == "broker_pool_limit" and value == 0:
+        return None  # Celery's 0: no pool, so no limit on connections either
     if name in _NAME_LISTS and isinstance(value, str | tuple | set | frozenset):
         return [value] if isinstance(value, str) else list(value)
     if name == "task_queues":

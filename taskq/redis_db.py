@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import anyio.lowlevel
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
@@ -104,9 +104,12 @@ class RedisSettings:
     cluster: bool = False
     prefix: str = DEFAULT_PREFIX
     reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT
+    max_connections: int | None = None  # `broker_pool_limit`: None for as many as needed
 
     @classmethod
-    def parse(cls, url: str, transport: dict[str, Any] | None) -> RedisSettings:
+    def parse(
+        cls, url: str, transport: dict[str, Any] | None, max_connections: int | None = None
+    ) -> RedisSettings:
         """Settings from the URL, whose `cluster` and `prefix` parameters win over `transport`."""
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
@@ -119,12 +122,18 @@ class RedisSettings:
             )
         if cluster and parts.path.strip("/") not in ("", "0"):
             raise ConfigurationError(f"Redis Cluster has only database 0: {url!r}")
+        if cluster and max_connections is not None:
+            raise ConfigurationError(
+                "broker_pool_limit is not supported with Redis Cluster: a client there opens"
+                " connections per node as it needs them"
+            )
         rest = urlencode([(k, v) for k, v in query if k not in _OWN_PARAMETERS])
         return cls(
             url=urlunsplit(parts._replace(query=rest)),
             cluster=cluster,
             prefix=prefix,
             reconnect_timeout=float(options.get("reconnect_timeout", DEFAULT_RECONNECT_TIMEOUT)),
+            max_connections=max_connections,
         )
 
 
@@ -172,16 +181,25 @@ def _client_options() -> dict[str, Any]:
 class RedisConnection:
     """A client and its connection pool, shared by every broker and store of one
     process and event loop that use the same settings; `node` serves pub/sub (with
-    Redis Cluster, the node of the URL: a PUBLISH reaches subscribers on every node)."""
+    Redis Cluster, the node of the URL: a PUBLISH reaches subscribers on every node; with a
+    `broker_pool_limit`, a client of its own beside the capped one)."""
 
     def __init__(self, settings: RedisSettings) -> None:
         self.settings = settings
         self.node: Redis = Redis.from_url(settings.url, **_client_options())
-        self.client: Client = (
-            RedisCluster.from_url(settings.url, **_client_options())
-            if settings.cluster
-            else self.node
-        )
+        self.client: Client = self.node
+        if settings.cluster:
+            self.client = RedisCluster.from_url(settings.url, **_client_options())
+        elif settings.max_connections is not None:
+            # Commands wait for one of at most `max_connections` connections; subscriptions
+            # (one connection each, held for good) stay on `node`, so they cannot starve them.
+            pool = BlockingConnectionPool.from_url(
+                settings.url,
+                **{**_client_options(), "max_connections": settings.max_connections},
+                timeout=None,
+            )
+            self.client = Redis(connection_pool=pool)
+            self.client.auto_close_connection_pool = True
         self.users = 0
         self.outage = Outage()
 

@@ -104,7 +104,7 @@ class RedisBroker(Broker):
 
     def __init__(self, url: str, conf: Settings) -> None:
         super().__init__(url, conf)
-        self.settings = RedisSettings.parse(url, self.transport)
+        self.settings = RedisSettings.parse(url, self.transport, conf.broker_pool_limit)
         self._shared = SharedConnection(self.settings)
         self._keys: dict[str, QueueKeys] = {}
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+from redis.asyncio import Redis
 from support import eventually
 
 from taskq import TaskQ, states
@@ -204,3 +205,40 @@ async def test_a_worker_without_tasks_says_where_they_come_from(
             pass
     [warning] = [r.getMessage() for r in caplog.records if "no tasks registered" in r.getMessage()]
     assert "-A" in warning and "`include`" in warning
+
+
+async def test_broker_pool_limit_caps_the_connections_to_redis(redis_server: Any) -> None:
+    """200 results awaited at once would take 200 connections; with the limit they wait for
+    one of 2 (subscriptions, one connection each, are apart)."""
+    name = f"cap{uuid.uuid4().hex[:8]}"
+    url = f"{redis_server.url}?client_name={name}&prefix={name}:"
+    async with TaskQ("pool", broker=url, broker_pool_limit=2) as app:
+
+        @app.task
+        async def nap(i: int) -> int:
+            await anyio.sleep(0.01)
+            return i
+
+        async with running_worker(app, concurrency=20):
+            results = [await nap.delay(i) for i in range(200)]
+            values: list[int] = []
+
+            async def collect(result: Any) -> None:
+                values.append(await result.get(timeout=30))
+
+            async with anyio.create_task_group() as group:
+                for result in results:
+                    group.start_soon(collect, result)
+            clients = await Redis.from_url(redis_server.url).client_list()
+    commands = [
+        c for c in clients if c.get("name") == name and c.get("sub") == c.get("psub") == "0"
+    ]
+    assert sorted(values) == list(range(200))
+    assert 1 <= len(commands) <= 2
+
+
+@pytest.mark.parametrize("limit", [-1, "10", 1.5])
+def test_broker_pool_limit_is_a_positive_integer(limit: object) -> None:
+    with pytest.raises(ConfigurationError, match="broker_pool_limit must be an integer >= 1"):
+        TaskQ("x", broker_pool_limit=limit).conf.validate()
+    assert TaskQ("x", broker_pool_limit=0).conf.broker_pool_limit is None  # Celery's "no pool"

@@ -11,6 +11,7 @@ from taskq import TaskQ, config
 from taskq.brokers.base import create_broker
 from taskq.config import Settings
 from taskq.errors import ConfigurationError
+from taskq.redis_db import RedisSettings
 from taskq.suggest import closest
 
 
@@ -288,3 +289,8 @@ def test_coming_from_celery_lists_every_refused_setting() -> None:
     page = (Path(__file__).parents[2] / "docs" / "coming-from-celery.md").read_text()
     missing = [name for name in config.CELERY_UNSUPPORTED if f"`{name}`" not in page]
     assert missing == []
+
+
+def test_broker_pool_limit_is_refused_with_redis_cluster() -> None:
+    with pytest.raises(ConfigurationError, match="broker_pool_limit is not supported with Redis"):
+        RedisSettings.parse("redis://127.0.0.1:7000/0?cluster=true", {}, 10)
