@@ -36,6 +36,7 @@ from taskq.elements import (
     CHORD,
     CHORD_ERROR_TASK,
     GROUP,
+    GROUP_RESULTS_TASK,
     Element,
     freeze,
     kind_of,
@@ -46,7 +47,7 @@ from taskq.elements import (
 from taskq.errors import ChordError
 from taskq.message import JSON, Message
 from taskq.options import CALL_OPTIONS, CallOptions
-from taskq.result import GroupResult, save_group
+from taskq.result import AsyncResult, GroupResult, save_group
 from taskq.stores.base import TaskMeta
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ class Plan:
 
 
 Send = Callable[[Sequence[Message]], Awaitable[None]]
+
+_LINKS = ("link", "link_error")
 
 
 class Advancing(Protocol):
@@ -122,13 +125,18 @@ def _build(
     parent: Message | None,
 ) -> None:
     kind = kind_of(element)
+    if kind in (CHAIN, CHORD):
+        element = _links_moved_inside(element)
     if kind == CHAIN:
         first, *rest = members(element)
         _build(app, plan, first, prefix, [*rest, *then], membership, parent)
-    elif kind == GROUP and then:  # a group followed by more work is a chord
-        _build_chord(app, plan, element, _as_chain(then), prefix, membership, parent)
     elif kind == GROUP:
-        _build_members(app, plan, element, None, prefix, parent)
+        tail = _after_group(element, then, membership)
+        if tail:  # a group that something waits for is a chord
+            bare = _without_links(element)
+            _build_chord(app, plan, bare, _as_chain(tail), prefix, membership, parent)
+        else:
+            _build_members(app, plan, element, None, prefix, parent)
     elif kind == CHORD:
         body = element["kwargs"]["body"]
         body = _as_chain([body, *then]) if then else body
@@ -194,6 +202,59 @@ def _message(
     if parent is not None:
         message.parent_id, message.root_id = parent.id, parent.root_id or parent.id
     return message
+
+
+def _links_moved_inside(element: Element) -> Element:
+    """A chain's or chord's own links on the tasks that end it, as Celery places them: a
+    chain's `link` on its last member and its `link_error` on every member (the one that
+    fails runs it), a chord's on its body (which fails with `ChordError` when a member does)."""
+    links = _links_of(element)
+    if not links:
+        return element
+    bare, kwargs = _without_links(element), element["kwargs"]
+    if kind_of(element) == CHORD:
+        return {**bare, "kwargs": {**kwargs, "body": _with_links(kwargs["body"], links)}}
+    *tasks, last = members(element)
+    errbacks = {"link_error": links.get("link_error", [])}
+    moved = [*(_with_links(task, errbacks) for task in tasks), _with_links(last, links)]
+    return {**bare, "kwargs": {**kwargs, "tasks": moved}}
+
+
+def _after_group(
+    group: Element, then: list[Element], membership: Membership | None
+) -> list[Element]:
+    """What waits for a group to finish: its own links (run by a `GROUP_RESULTS_TASK`
+    with its results), the rest of a chain, the count of the chord it is a member of
+    (which the same task joins with the group's results); nothing for a plain group."""
+    links = _links_of(group)
+    counted = membership is not None and membership.chord is not None
+    if links or (counted and not then):
+        results = {
+            "task": GROUP_RESULTS_TASK,
+            "args": [],
+            "kwargs": {},
+            "options": links,
+            "immutable": False,
+        }
+        return [freeze(results), *then]
+    return then
+
+
+def _links_of(element: Element) -> dict[str, list[Element]]:
+    return {key: element["options"][key] for key in _LINKS if element["options"].get(key)}
+
+
+def _without_links(element: Element) -> Element:
+    options = {key: value for key, value in element["options"].items() if key not in _LINKS}
+    return {**element, "options": options}
+
+
+def _with_links(element: Element, links: dict[str, list[Element]]) -> Element:
+    options = dict(element["options"])
+    for key, added in links.items():
+        if added:
+            options[key] = [*options.get(key, []), *added]
+    return {**element, "options": options}
 
 
 def _as_chain(elements: list[Element]) -> Element:
@@ -339,25 +400,61 @@ async def _store_member_done(runtime: Advancing, membership: Membership) -> None
     group = await GroupResult.restore(membership.group_id, app=app)
     if group is None:
         raise ChordError(f"chord {membership.group_id}: its group is no longer in the store")
-    metas = await store.get_many([result.id for result in group.results])
+    leaves = [result.id for result in _leaves(group.results)]
+    metas = dict(zip(leaves, await store.get_many(leaves), strict=True))
+    send = runtime.send_messages
     failed = next(
-        ((i, m) for i, m in enumerate(metas) if m is None or m.status != states.SUCCESS), None
+        (
+            (index, leaf)
+            for index, member in enumerate(group.results)
+            for leaf in _leaves([member])
+            if not _succeeded(metas[leaf.id])
+        ),
+        None,
     )
     outer = body["options"].get("membership")
-    send = runtime.send_messages
     if failed is None:
-        values = [meta.result for meta in metas if meta is not None]
+        values = [_value(member, metas) for member in group.results]
         outer_membership = Membership(**outer) if outer else None
         await launch(app, body, [values], membership=outer_membership, send=send)
         return
-    index, meta = failed
+    index, leaf = failed
+    meta = metas[leaf.id]
     reason = f"{meta.exc_type}: {meta.exc_message}" if meta else "no result"
-    error = ChordError.of_member(index, group.results[index].id, reason)
-    failure = TaskMeta.from_exception(group.results[index].id, error)
+    error = ChordError.of_member(index, leaf.id, reason)
+    failure = TaskMeta.from_exception(leaf.id, error)
     await _fail_all(app, body, failure)
     described = {"type": "ChordError", "message": str(error)}
-    for errback in body["options"].get("link_error", []):
-        await launch(app, errback, [result_ids(body)[0], described], send=send)
+    callback = _first_task(body)
+    for errback in callback["options"].get("link_error", []):
+        await launch(app, errback, [callback["options"]["task_id"], described], send=send)
+
+
+def _leaves(results: list[Any]) -> list[AsyncResult[Any]]:
+    """The task results of a saved group's members, nested groups' members included."""
+    return [
+        leaf
+        for result in results
+        for leaf in (_leaves(result.results) if isinstance(result, GroupResult) else [result])
+    ]
+
+
+def _succeeded(meta: TaskMeta | None) -> bool:
+    return meta is not None and meta.status == states.SUCCESS
+
+
+def _value(result: Any, metas: dict[str, TaskMeta | None]) -> Any:
+    """A chord member's value: its task's result, or a list for a group that ends it."""
+    if isinstance(result, GroupResult):
+        return [_value(member, metas) for member in result.results]
+    meta = metas[result.id]
+    assert meta is not None
+    return meta.result
+
+
+def _first_task(element: Element) -> Element:
+    """The task that starts `element` when it is a chain (or the element itself)."""
+    return _first_task(members(element)[0]) if kind_of(element) == CHAIN else element
 
 
 async def _fail_all(app: TaskQ, element: Element, meta: TaskMeta) -> None:
