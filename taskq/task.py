@@ -133,10 +133,10 @@ class Task(Generic[P, R]):
         self.name = name
         self.bind = bind
         self.is_coroutine = inspect.iscoroutinefunction(fn)
-        self.signature = inspect.signature(fn)
+        self.parameters = inspect.signature(fn)  # the function's, to check call arguments
         self._declared = options
         self.configure()
-        self._plain_arity = _plain_arity(self.signature, bind)
+        self._plain_arity = _plain_arity(self.parameters, bind)
         self.has_hooks = any(
             getattr(type(self), hook) is not getattr(Task, hook)
             for hook in ("on_success", "on_failure", "on_retry", "after_return")
@@ -241,6 +241,17 @@ class Task(Generic[P, R]):
         """A signature of this task: `add.s(2, 2)`; in a chain it gets the previous result first."""
         return Signature(self, args, kwargs)
 
+    def signature(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        immutable: bool = False,
+        **options: Unpack[CallOptions],
+    ) -> Signature[R]:
+        """A signature with call options, Celery's `add.signature((2, 2), countdown=10)`."""
+        return Signature(self, args or (), kwargs, dict(options), immutable)
+
     def si(self, *args: Any, **kwargs: Any) -> Signature[R]:
         """An immutable signature: in a chain it ignores the previous result."""
         return Signature(self, args, kwargs, immutable=True)
@@ -315,9 +326,9 @@ class Task(Generic[P, R]):
         if not kwargs and len(args) == self._plain_arity:
             return
         if self.bind:
-            self.signature.bind(self, *args, **kwargs)
+            self.parameters.bind(self, *args, **kwargs)
         else:
-            self.signature.bind(*args, **kwargs)
+            self.parameters.bind(*args, **kwargs)
 
     async def run_async(self, request: Request) -> Any:
         """Await the coroutine function under `request`'s context."""
