@@ -9,12 +9,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, Unpack
 
 import orjson
 
 from taskq.canvas import Signature, chunks, group, starmap, xmap
-from taskq.errors import ConfigurationError, MaxRetriesExceededError, Retry
+from taskq.errors import ConfigurationError, MaxRetriesExceededError, Replace, Retry
 from taskq.message import Message
 from taskq.options import CallOptions, check_call
 from taskq.result import AsyncResult, EagerResult
@@ -288,6 +288,17 @@ class Task(Generic[P, R]):
                 f"{self.name}[{request.id}]: max retries ({limit}) exceeded"
             )
         raise Retry(exc, self.default_retry_delay if countdown is None else countdown)
+
+    def replace(self, sig: Signature[Any]) -> NoReturn:
+        """End this running task by putting `sig` (a task or a workflow) in its place:
+        `return self.replace(sig)` in a bound task. Its result becomes this task's (a
+        group's as the list), in chains and chord headers alike; the rest of this task's
+        chain, its chord and its links continue after it."""
+        if not isinstance(sig, Signature):
+            raise TypeError(f"{self.name}.replace() takes a signature, not {sig!r}")
+        if not self.request.id:
+            raise RuntimeError(f"{self.name}.replace() is for the task while it runs (bind=True)")
+        raise Replace(sig.to_dict())
 
     def retry_countdown(self, retries: int) -> float:
         """The delay before retry number `retries + 1` of an automatic retry."""

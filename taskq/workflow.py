@@ -229,15 +229,14 @@ def _after_group(
     links = _links_of(group)
     counted = membership is not None and membership.chord is not None
     if links or (counted and not then):
-        results = {
-            "task": GROUP_RESULTS_TASK,
-            "args": [],
-            "kwargs": {},
-            "options": links,
-            "immutable": False,
-        }
-        return [freeze(results), *then]
+        return [_group_results(links), *then]
     return then
+
+
+def _group_results(options: dict[str, Any]) -> Element:
+    """A frozen `GROUP_RESULTS_TASK` with these options."""
+    results = {"task": GROUP_RESULTS_TASK, "args": [], "kwargs": {}, "options": options}
+    return freeze({**results, "immutable": False})
 
 
 def _links_of(element: Element) -> dict[str, list[Element]]:
@@ -272,6 +271,32 @@ def _as_chain(elements: list[Element]) -> Element:
 
 
 # -- in the worker, after a task of a workflow finished ---------------------------------
+
+
+async def replace(runtime: Advancing, message: Message, element: Element) -> None:
+    """Launch `element` in the place of the task of `message` (`Task.replace`): its task
+    whose result is the element's takes the message's id (a group's results are gathered
+    by a `GROUP_RESULTS_TASK`), with the message's links, before the rest of its chain, as
+    the member of its group or chord."""
+    found = _result_task(element)
+    if found is None:
+        found = _group_results({})
+        element = _as_chain([element, found])
+    found["options"]["task_id"] = message.id
+    links = {"link": message.callbacks, "link_error": message.errbacks}
+    element = _with_links(element, {key: value for key, value in links.items() if value})
+    membership, send = Membership.of(message), runtime.send_messages
+    await launch(runtime.app, element, [], message.chain, membership, message, send=send)
+
+
+def _result_task(element: Element) -> Element | None:
+    """The task of `element` whose result is the element's; None for a group's."""
+    kind = kind_of(element)
+    if kind == CHAIN:
+        return _result_task(members(element)[-1])
+    if kind == CHORD:
+        return _result_task(element["kwargs"]["body"])
+    return None if kind == GROUP else element
 
 
 def in_workflow(message: Message) -> bool:
