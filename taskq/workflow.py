@@ -449,7 +449,7 @@ async def _store_member_done(runtime: Advancing, membership: Membership) -> None
     error = ChordError.of_member(index, leaf.id, reason)
     failure = TaskMeta.from_exception(leaf.id, error)
     await _fail_all(app, body, failure)
-    described = {"type": "ChordError", "message": str(error)}
+    described = {"type": failure.exc_type, "message": failure.exc_message}
     callback = _first_task(body)
     for errback in callback["options"].get("link_error", []):
         await launch(app, errback, [callback["options"]["task_id"], described], send=send)

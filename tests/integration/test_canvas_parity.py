@@ -253,9 +253,9 @@ async def test_workflow_errbacks_run_once_with_the_failed_task(app: TaskQ, notes
     assert by_label["chain"] == [failing_chain.parent.id, boom, "chain"]
     assert by_label["on_error"] == [failing_on_error.parent.id, boom, "on_error"]
     chord_task_id, chord_error, _ = by_label["chord"]
-    assert chord_task_id == failing_chord.id and chord_error["type"] == "ChordError"
+    assert chord_task_id == failing_chord.id and chord_error["type"] == "taskq.errors.ChordError"
     group_error = by_label["group"][1]
-    assert group_error["type"] == "ChordError"
+    assert group_error["type"] == "taskq.errors.ChordError"
     assert failing_group.results[0].id in group_error["message"]
 
 
