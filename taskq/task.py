@@ -300,6 +300,14 @@ class Task(Generic[P, R]):
             raise RuntimeError(f"{self.name}.replace() is for the task while it runs (bind=True)")
         raise Replace(sig.to_dict())
 
+    def add_to_chord(self, sig: Signature[Any]) -> NoReturn:
+        """Celery's way to grow the chord this task is a member of: not available."""
+        raise RuntimeError(
+            f"{self.name}.add_to_chord(): taskq's chords cannot grow (every member carries "
+            "the chord's size, so that counting it is one atomic step); "
+            "`return self.replace(group(...))` makes this member's result a group's list"
+        )
+
     def retry_countdown(self, retries: int) -> float:
         """The delay before retry number `retries + 1` of an automatic retry."""
         if not self.retry_backoff:

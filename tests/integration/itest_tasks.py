@@ -130,3 +130,8 @@ async def add_replaced(self, x: int, y: int) -> int:  # type: ignore[no-untyped-
 async def spread(self, values: list[int]) -> list[int]:  # type: ignore[no-untyped-def]
     """Each value plus one, by a group it is replaced by."""
     return self.replace(group(add.s(v, 1) for v in values))  # type: ignore[no-any-return]
+
+
+@app.task(name="itest.grow_chord", bind=True)
+async def grow_chord(self) -> None:  # type: ignore[no-untyped-def]
+    self.add_to_chord(add.s(1, 1))

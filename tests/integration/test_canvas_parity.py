@@ -331,3 +331,12 @@ async def test_errors_are_instances_of_their_documented_classes(app: TaskQ) -> N
     failed = await chord([s(app, "fail")], s(app, "tsum"))()
     with pytest.raises(ChordError):
         await failed.get(timeout=TIMEOUT)
+
+
+async def test_add_to_chord_is_refused_with_a_clear_error(app: TaskQ) -> None:
+    grown = await chord([s(app, "add", 1, 1), s(app, "grow_chord")], s(app, "tsum"))()
+    with pytest.raises(
+        ChordError,
+        match=r"RuntimeError: itest\.grow_chord\.add_to_chord\(\): taskq.s chords cannot grow",
+    ):
+        await grown.get(timeout=TIMEOUT)
