@@ -265,6 +265,8 @@ class chord(Signature[Any]):
         self, header: group | Iterable[Signature[Any]], body: Signature[Any] | None = None
     ) -> None:
         self.header = header if isinstance(header, group) else group(list(header))
+        if self.header.options.get("link") or self.header.options.get("link_error"):
+            raise ValueError("a chord's header has no links of its own: link the chord (its body)")
         self.body = body
         super().__init__("taskq.chord", app=self.header.app or (body.app if body else None))
 

@@ -4,8 +4,13 @@ when a task that belongs to a workflow finishes.
 - chain: the envelope's `chain` holds what runs next; on success the worker launches
   it with the result prepended, on failure it marks every later task FAILURE with the
   same error, so `get()` on the chain's last result raises it.
+- links of a chain or chord (`link`, `link_error` in its options) are moved onto its
+  tasks when it is launched: a chain's link on its last member, its link_error on every
+  member; a chord's on its body.
 - group: members carry `group_id`, `group_index`, `group_size`; the member ids are
-  saved in the store (`GroupResult.restore`).
+  saved in the store (`GroupResult.restore`). A group that something waits for (its
+  links, the rest of a chain, the chord it is a member of) is a chord whose callback is
+  `GROUP_RESULTS_TASK`, holding the links and membership: it returns the results.
 - chord: members also carry `chord`, the callback. Each finished member (success or
   failure) counts itself by its index, so a redelivered member is not counted twice.
   When the broker counts chords itself (`ChordCounter`: Redis with the store on the same
