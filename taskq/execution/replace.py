@@ -10,8 +10,10 @@ from typing import Any
 
 import anyio
 
+from taskq import states
 from taskq.errors import Replace
 from taskq.execution.job import REPLACED, CallNext, Job, Outcome, Runtime
+from taskq.execution.meta import state
 from taskq.workflow import replace
 
 logger = logging.getLogger("taskq.worker")
@@ -30,7 +32,9 @@ class Replacement:
         except anyio.get_cancelled_exc_class():
             raise
         except Replace as replaced:
-            message = job.message
-            await replace(self._runtime, message, replaced.element)
+            message, runtime = job.message, self._runtime
+            if job.stores_started:  # stored before the replacement can store its own states
+                await runtime.states.write(state(job, runtime.hostname, states.STARTED))
+            await replace(runtime, message, replaced.element)
             logger.info("Task %s[%s] replaced by %s", message.task, message.id, replaced)
             return Outcome(REPLACED, elapsed=time.perf_counter() - job.run_at)
