@@ -21,7 +21,8 @@ when a task that belongs to a workflow finishes.
   message in the callback's place (same id, chain and errbacks), which fails with
   `ChordError`. Otherwise the store's `chord_part_done(group_id, index, size)` counts,
   and the one call that returns True reads the results from the store and launches the
-  callback, or fails it with `ChordError`.
+  callback, or, after a failed member, the callback with a `taskq.chord_error` in place
+  of its first task, as the broker would.
 """
 
 from __future__ import annotations
@@ -234,14 +235,13 @@ def _after_group(
     links = _links_of(group)
     counted = membership is not None and membership.chord is not None
     if links or (counted and not then):
-        return [_group_results(links), *then]
+        return [_builtin(GROUP_RESULTS_TASK, links), *then]
     return then
 
 
-def _group_results(options: dict[str, Any]) -> Element:
-    """A frozen `GROUP_RESULTS_TASK` with these options."""
-    results = {"task": GROUP_RESULTS_TASK, "args": [], "kwargs": {}, "options": options}
-    return freeze({**results, "immutable": False})
+def _builtin(task: str, options: dict[str, Any]) -> Element:
+    """A frozen call of the builtin `task` with these options."""
+    return freeze({"task": task, "args": [], "kwargs": {}, "options": options, "immutable": False})
 
 
 def _links_of(element: Element) -> dict[str, list[Element]]:
@@ -285,7 +285,7 @@ async def replace(runtime: Advancing, message: Message, element: Element) -> Non
     the member of its group or chord."""
     found = _result_task(element)
     if found is None:
-        found = _group_results({})
+        found = _builtin(GROUP_RESULTS_TASK, {})
         element = _as_chain([element, found])
     found["options"]["task_id"] = message.id
     links = {"link": message.callbacks, "link_error": message.errbacks}
@@ -451,13 +451,22 @@ async def _store_member_done(runtime: Advancing, membership: Membership) -> None
     index, leaf = failed
     meta = metas[leaf.id]
     reason = f"{meta.exc_type}: {meta.exc_message}" if meta else "no result"
-    error = ChordError.of_member(index, leaf.id, reason)
-    failure = TaskMeta.from_exception(leaf.id, error)
-    await _fail_all(app, body, failure)
-    described = {"type": failure.exc_type, "message": failure.exc_message}
-    callback = _first_task(body)
-    for errback in callback["options"].get("link_error", []):
-        await launch(app, errback, [callback["options"]["task_id"], described], send=send)
+    described = {"index": index, "id": leaf.id, "reason": reason}
+    outer_membership = Membership(**outer) if outer else None
+    await launch(app, _failing(body), [described], membership=outer_membership, send=send)
+
+
+def _failing(element: Element) -> Element:
+    """`element` starting with a `CHORD_ERROR_TASK` in place of its first task (or before
+    it, when a group or chord starts it): it fails with the chord's `ChordError`, and what
+    follows, the chord it is a member of and its errbacks go on as after any failure."""
+    kind = kind_of(element)
+    if kind == CHAIN:
+        first, *rest = members(element)
+        return {**element, "kwargs": {**element["kwargs"], "tasks": [_failing(first), *rest]}}
+    if kind is None:
+        return {**element, "task": CHORD_ERROR_TASK, "args": [], "kwargs": {}, "immutable": False}
+    return _as_chain([_builtin(CHORD_ERROR_TASK, {}), element])
 
 
 def _leaves(results: list[Any]) -> list[AsyncResult[Any]]:
@@ -480,11 +489,6 @@ def _value(result: Any, metas: dict[str, TaskMeta | None]) -> Any:
     meta = metas[result.id]
     assert meta is not None
     return meta.result
-
-
-def _first_task(element: Element) -> Element:
-    """The task that starts `element` when it is a chain (or the element itself)."""
-    return _first_task(members(element)[0]) if kind_of(element) == CHAIN else element
 
 
 async def _fail_all(app: TaskQ, element: Element, meta: TaskMeta) -> None:

@@ -201,6 +201,17 @@ async def test_nine_chained_chords(app: TaskQ) -> None:
     assert await result.get(timeout=TIMEOUT) == expected
 
 
+async def test_a_failure_in_a_nested_header_fails_the_outer_chord(app: TaskQ) -> None:
+    in_chord = chord([s(app, "add", 1, 1), chord([s(app, "fail")], s(app, "tsum"))], s(app, "tsum"))
+    in_group = chord(
+        [s(app, "add", 1, 1), s(app, "identity", 1) | group(s(app, "fail"), s(app, "add", 1))],
+        s(app, "tsum"),
+    )
+    for result in [await in_chord(), await in_group()]:
+        with pytest.raises(ChordError, match=r"chord member 1 .* failed: .*ValueError: boom"):
+            await result.get(timeout=TIMEOUT)
+
+
 # -- callbacks and errbacks on whole workflows -----------------------------------------
 
 
