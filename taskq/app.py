@@ -18,6 +18,7 @@ from taskq.brokers.base import Broker
 from taskq.builtins import BUILTIN_TASKS, register_builtins
 from taskq.canvas import Signature, as_signatures
 from taskq.chords import ChordCounter
+from taskq.compression import compression_name
 from taskq.config import Settings, is_timeout
 from taskq.control import Control
 from taskq.discovery import Discovery, Packages, import_task_modules
@@ -324,6 +325,7 @@ class TaskQ:
             content_type=options.get("serializer")
             or route.get("serializer")
             or self.conf.task_serializer,
+            compression=_compression(options.get("compression") or self.conf.task_compression),
         )
 
     async def send_messages(
@@ -404,6 +406,10 @@ def _eta(countdown: float | None, eta: datetime | float | None, now: float) -> f
     if isinstance(eta, datetime):
         return eta.timestamp()
     return eta
+
+
+def _compression(name: str | None) -> str | None:
+    return None if name is None else compression_name(name)
 
 
 def _check_priority(priority: int | None) -> None:

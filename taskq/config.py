@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from taskq import defaults
+from taskq.compression import compression_name
 from taskq.errors import ConfigurationError
 from taskq.options import parse_rate
 from taskq.serializers import SERIALIZERS
@@ -50,7 +51,7 @@ CELERY_UNSUPPORTED: dict[str, str] = {
     "worker_task_log_format": "taskq's CLI configures logging with --loglevel only",
     "worker_redirect_stdouts": "taskq never redirects stdout",
     "result_serializer": "results are always stored as JSON",
-    "result_compression": "results are stored uncompressed",
+    "result_compression": "results are stored uncompressed (task_compression is for arguments)",
     "result_extended": "taskq always stores the task's name, args and kwargs with its state",
     "result_persistent": "persistence is the result store's own (SQLite, Redis)",
     "task_protocol": "taskq has one message format (docs/architecture.md)",
@@ -109,6 +110,7 @@ class Settings:
     task_track_started: bool = True
     task_routes: RouteSpec | list[RouteSpec] | None = None
     task_serializer: str = "json"
+    task_compression: str | None = None
     accept_content: list[str] = dataclasses.field(default_factory=lambda: ["json"])
     task_max_message_bytes: int = defaults.MAX_MESSAGE_BYTES
     task_acks_late: bool = False
@@ -216,6 +218,8 @@ class Settings:
             raise ConfigurationError(
                 f"broker_pool_limit must be an integer >= 1 or None, not {limit!r}"
             )
+        if self.task_compression is not None:
+            compression_name(self.task_compression)
         if self.task_default_rate_limit is not None:
             parse_rate(self.task_default_rate_limit)
         if not self.enable_utc:

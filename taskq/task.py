@@ -173,6 +173,7 @@ class Task(Generic[P, R]):
         self.rate_limit_scope: str = settings.pop("rate_limit_scope")
         self.expires: float | timedelta | datetime | None = settings.pop("expires")
         self.serializer: str | None = settings.pop("serializer")
+        self.compression: str | None = settings.pop("compression")
         self.unique_for: float | None = settings.pop("unique_for")
         self.options: dict[str, Any] = settings  # the options middleware declared
 
