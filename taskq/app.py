@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, Unpack, overload
 
-import anyio
-
-from taskq import defaults
+from taskq import defaults, sync
 from taskq import result as results
 from taskq.backends import Backends
 from taskq.beat.scheduler import BeatEntries
@@ -19,6 +18,7 @@ from taskq.builtins import register_builtins
 from taskq.canvas import Signature, as_signatures
 from taskq.chords import ChordCounter
 from taskq.config import Settings
+from taskq.connections import LoopConnections
 from taskq.control import Control
 from taskq.elements import new_id
 from taskq.errors import NotRegisteredError
@@ -79,8 +79,7 @@ class TaskQ:
         self.control = Control(self)
         self.beat = BeatEntries(self)
         register_builtins(self)
-        self._backends: Backends | None = None
-        self._connecting: anyio.Event | None = None
+        self._connections = LoopConnections(self._build_backends)
         self._router: Router | None = None
         self._routes_seen: Any = None  # a copy of the `task_routes` the router was built from
 
@@ -173,28 +172,18 @@ class TaskQ:
     # -- connections --------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Connect the broker and the result store (idempotent)."""
-        if self._connecting is not None:
-            await self._connecting.wait()
-            return
-        self._connecting = anyio.Event()
-        try:
-            self.conf.validate()
-            backends = Backends.build(self.broker_url, self.result_backend_url, self.conf)
-            await backends.connect()
-            self._backends = backends
-        except BaseException:
-            self._connecting.set()
-            self._connecting = None
-            raise
-        self._connecting.set()
+        """Connect the broker and the result store (idempotent). Connections belong to the
+        running event loop: another loop (a second `asyncio.run`) connects again."""
+        await self._connections.connect()
 
     async def close(self) -> None:
-        backends, self._backends = self._backends, None
-        self._connecting = None
-        if backends is not None:
-            with anyio.CancelScope(shield=True):
-                await backends.close()
+        """Close the running event loop's connections (a finishing `asyncio.run` closes them
+        by itself)."""
+        await self._connections.close()
+
+    def _build_backends(self) -> Backends:
+        self.conf.validate()
+        return Backends.build(self.broker_url, self.result_backend_url, self.conf)
 
     async def __aenter__(self) -> TaskQ:
         await self.connect()
@@ -219,15 +208,26 @@ class TaskQ:
         return (await self._connected()).chords
 
     async def _connected(self) -> Backends:
-        if self._backends is None:
-            await self.connect()
-        assert self._backends is not None
-        return self._backends
+        return await self._connections.get()
 
     # -- publishing ---------------------------------------------------------------
 
     def AsyncResult(self, task_id: str) -> results.AsyncResult[Any]:
         return results.AsyncResult(task_id, app=self)
+
+    def SyncResult(self, task_id: str) -> sync.SyncResult[Any]:
+        return sync.SyncResult(results.AsyncResult(task_id, app=self))
+
+    def send_task_sync(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Unpack[CallOptions],
+    ) -> sync.SyncResult[Any]:
+        """`send_task()` for synchronous code, with the same options; see `taskq.sync`."""
+        work = partial(self.send_task, name, args, kwargs, **options)
+        return sync.SyncResult(sync.run(work, "send_task_sync()", "app.send_task()"))
 
     async def send_task(
         self,
