@@ -88,8 +88,10 @@ class TaskQ:
 
     # -- configuration ------------------------------------------------------------
 
-    def config_from_object(self, obj: object | str) -> None:
-        self.conf.config_from_object(obj)
+    def config_from_object(self, obj: object | str, namespace: str | None = None) -> None:
+        """`conf.config_from_object`: `app.config_from_object("django.conf:settings",
+        namespace="TASKQ")` reads `TASKQ_BROKER_URL` and the other `TASKQ_` settings."""
+        self.conf.config_from_object(obj, namespace)
 
     @property
     def broker_url(self) -> str:
