@@ -200,17 +200,14 @@ class TaskQ:
         await self.close()
 
     async def connected_broker(self) -> Broker:
-        return (await self._connected()).broker
+        return (await self._connections.get()).broker
 
     async def connected_store(self) -> ResultStore:
-        return (await self._connected()).store
+        return (await self._connections.get()).store
 
     async def chord_counter(self) -> ChordCounter | None:
         """The broker, when it counts chords itself (see `taskq.chords`); else None."""
-        return (await self._connected()).chords
-
-    async def _connected(self) -> Backends:
-        return await self._connections.get()
+        return (await self._connections.get()).chords
 
     # -- publishing ---------------------------------------------------------------
 
