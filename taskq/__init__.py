@@ -10,11 +10,14 @@ from typing import Any
 from taskq import states
 from taskq.app import TaskQ
 from taskq.beat.schedules import Interval, crontab
+from taskq.beat.solar import solar
 from taskq.canvas import Signature, chain, chord, chunks, group, signature
 from taskq.errors import (
+    BrokerUnavailable,
     ChordError,
     ConfigurationError,
     ContentRefusedError,
+    LoginRefusedError,
     MaxRetriesExceededError,
     MessageError,
     MessageTooLargeError,
@@ -34,12 +37,14 @@ from taskq.task import Request, Task
 
 __all__ = [
     "AsyncResult",
+    "BrokerUnavailable",
     "ChordError",
     "ConfigurationError",
     "ContentRefusedError",
     "EagerResult",
     "GroupResult",
     "Interval",
+    "LoginRefusedError",
     "MaxRetriesExceededError",
     "MessageError",
     "MessageTooLargeError",
@@ -63,6 +68,7 @@ __all__ = [
     "crontab",
     "group",
     "signature",
+    "solar",
     "states",
 ]
 __version__ = "0.1.0"

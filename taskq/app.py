@@ -9,25 +9,29 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, Unpack, overload
 
+import anyio
+
 from taskq import defaults, sync
 from taskq import result as results
 from taskq.backends import Backends
 from taskq.beat.scheduler import BeatEntries
 from taskq.brokers.base import Broker
-from taskq.builtins import register_builtins
+from taskq.builtins import BUILTIN_TASKS, register_builtins
 from taskq.canvas import Signature, as_signatures
 from taskq.chords import ChordCounter
-from taskq.config import Settings
+from taskq.config import Settings, is_timeout
 from taskq.connections import LoopConnections
 from taskq.control import Control
+from taskq.discovery import Discovery, Packages, import_task_modules
 from taskq.elements import new_id
-from taskq.errors import NotRegisteredError
+from taskq.errors import BrokerUnavailable, NotRegisteredError
 from taskq.message import Message
 from taskq.middleware import MiddlewareStack
 from taskq.options import CallOptions, OptionTable, check_call
 from taskq.routing import Router, snapshot
 from taskq.stores.base import ResultStore
 from taskq.task import Task, absolute_time, current_request
+from taskq.urls import masked_url
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -73,7 +77,9 @@ class TaskQ:
         if backend is not None:
             self.conf.result_backend = backend
         self.conf.apply_environment()
+        self.conf.observe(self._setting_changed)
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self._discoveries: list[Discovery] = []
         self.options = OptionTable()
         self.middleware = MiddlewareStack(self.options)
         self.control = Control(self)
@@ -92,6 +98,31 @@ class TaskQ:
         """`conf.config_from_object`: `app.config_from_object("django.conf:settings",
         namespace="TASKQ")` reads `TASKQ_BROKER_URL` and the other `TASKQ_` settings."""
         self.conf.config_from_object(obj, namespace)
+
+    def autodiscover_tasks(
+        self, packages: Packages, related_name: str = "tasks", force: bool = False
+    ) -> None:
+        """Import each package's `tasks` module (`related_name`) when a worker or beat starts,
+        or now with `force`: `app.autodiscover_tasks(["proj.orders", "proj.billing"])`.
+        `packages` may be a callable returning them (`lambda: settings.INSTALLED_APPS`)."""
+        discovery = Discovery(packages, related_name)
+        if force:
+            discovery.modules()
+        else:
+            self._discoveries.append(discovery)
+
+    def import_task_modules(self) -> None:
+        """Import the modules that define tasks: `imports`, `include`, autodiscovered ones."""
+        import_task_modules(self.conf, self._discoveries)
+
+    def user_tasks(self) -> list[str]:
+        """The names of the registered tasks that are not taskq's own."""
+        return sorted(name for name in self.tasks if name not in BUILTIN_TASKS)
+
+    def _setting_changed(self, name: str) -> None:
+        if name == "task_annotations":
+            for task in self.tasks.values():
+                task.configure()
 
     @property
     def broker_url(self) -> str:
@@ -174,8 +205,9 @@ class TaskQ:
     # -- connections --------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Connect the broker and the result store (idempotent). Connections belong to the
-        running event loop: another loop (a second `asyncio.run`) connects again."""
+        """Connect the broker and the result store (idempotent). Callers that come while
+        another connects wait for it, and try themselves if it failed. Connections belong to
+        the running event loop: another loop (a second `asyncio.run`) connects again."""
         await self._connections.connect()
 
     async def close(self) -> None:
@@ -247,7 +279,7 @@ class TaskQ:
             first = await self._claim_idempotency_key(key, message.id, self._key_window(name))
             if first != message.id:
                 return results.AsyncResult(first, app=self)
-        return await self.send_message(message)
+        return await self.send_message(message, options.get("publish_timeout"))
 
     def build_message(
         self,
@@ -294,27 +326,46 @@ class TaskQ:
             or self.conf.task_serializer,
         )
 
-    async def send_messages(self, messages: Sequence[Message]) -> None:
+    async def send_messages(
+        self, messages: Sequence[Message], publish_timeout: float | None = None
+    ) -> None:
         """Publish many messages in one batch (one round trip where the broker allows); with
         `task_always_eager`, run them here instead."""
         if self.conf.task_always_eager:
             await self.run_eagerly(messages)
         else:
-            await self.publish_messages(messages)
+            await self.publish_messages(messages, publish_timeout)
 
-    async def send_message(self, message: Message) -> results.AsyncResult[Any]:
+    async def send_message(
+        self, message: Message, publish_timeout: float | None = None
+    ) -> results.AsyncResult[Any]:
         if self.conf.task_always_eager:
             [result] = await self.run_eagerly([message])
             return result
-        await self.publish_messages([message])
+        await self.publish_messages([message], publish_timeout)
         return results.AsyncResult(message.id, app=self)
 
-    async def publish_messages(self, messages: Sequence[Message]) -> None:
-        """Publish to the broker (never eagerly), with the middleware's publish hooks."""
-        broker = await self.connected_broker()
+    async def publish_messages(
+        self, messages: Sequence[Message], publish_timeout: float | None = None
+    ) -> None:
+        """Publish to the broker (never eagerly), with the middleware's publish hooks.
+
+        Connecting and publishing take at most `publish_timeout` seconds (by default
+        `broker_publish_timeout`; None: as long as the broker's own reconnect window), else
+        `BrokerUnavailable`: whether the broker took the messages is then unknown."""
+        timeout = self.conf.broker_publish_timeout if publish_timeout is None else publish_timeout
+        if not is_timeout(timeout):
+            raise ValueError(f"publish_timeout must be a positive number of seconds: {timeout!r}")
         for message in messages:
             await self.middleware.before_publish(message)
-        await broker.publish_many([(message, message.queue) for message in messages])
+        with anyio.move_on_after(timeout) as deadline:
+            broker = await self.connected_broker()
+            await broker.publish_many([(message, message.queue) for message in messages])
+        if deadline.cancelled_caught:
+            raise BrokerUnavailable(
+                f"the broker at {masked_url(self.broker_url)} took no message within "
+                f"publish_timeout ({timeout:g} s)"
+            )
         for message in messages:
             await self.middleware.after_publish(message)
 

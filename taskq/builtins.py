@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from taskq.app import TaskQ
 
 
+BUILTIN_TASKS = frozenset({MAP_TASK, STARMAP_TASK, CHORD_ERROR_TASK})
+
+
 def register_builtins(app: TaskQ) -> None:
     @app.task(name=MAP_TASK)
     async def run_map(task: str, items: list[Any]) -> list[Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack
 
 from taskq.elements import (
@@ -58,6 +59,7 @@ class Signature(Generic[R]):
         self.kwargs = dict(kwargs or {})
         self.options = dict(options or {})
         self.immutable = immutable
+        check_call(self.task, self.options, kind="signature")
 
     def __repr__(self) -> str:
         arguments = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
@@ -107,11 +109,14 @@ class Signature(Generic[R]):
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Any:
-        """Publish the workflow: args are prepended, kwargs merged, options override."""
+        """Publish the workflow: args are prepended, kwargs merged, options override
+        (`publish_timeout` bounds this publish, as with `Task.apply_async`)."""
+        check_call(self.task, options)
         app = self._app()
+        publish_timeout = options.pop("publish_timeout", None)
         element = freeze(self.to_dict())
         _merge_call(element, list(args or ()), dict(kwargs or {}), options)
-        await launch(app, element)
+        await launch(app, element, send=partial(app.send_messages, publish_timeout=publish_timeout))
         return result_of(app, element)
 
     def _app(self) -> TaskQ:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
 import signal
 import sys
+import sysconfig
+import traceback
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -20,9 +23,11 @@ import typer
 from taskq import dlq
 from taskq.app import TaskQ
 from taskq.beat.scheduler import Beat, read_state
-from taskq.errors import CommandError, TaskError, TaskQError
+from taskq.errors import AppLoadError, CommandError, LoginRefusedError, TaskError, TaskQError
 from taskq.message import peek_id
+from taskq.startup import connect_at_startup
 from taskq.stores.base import TaskMeta
+from taskq.suggest import did_you_mean
 from taskq.worker.worker import Worker
 
 cli = typer.Typer(
@@ -49,9 +54,13 @@ LoopOption = Annotated[
 QueuesOption = Annotated[
     str | None,
     typer.Option(
-        "--queues", "-Q", help="Comma-separated queue names (default: task_default_queue)."
+        "--queues",
+        "-Q",
+        help="Comma-separated queue names (default: task_queues, else task_default_queue).",
     ),
 ]
+
+ForceOption = Annotated[bool, typer.Option("--force", "-f", help="Do not ask for confirmation.")]
 
 
 # Client libraries whose errors (a server down, refused credentials) are one line, too.
@@ -59,6 +68,24 @@ BROKER_CLIENTS = frozenset({"redis", "aio_pika", "aiormq", "pamqp"})
 
 
 EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"taskq {importlib.metadata.version('taskq')}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _global_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Options that come before the command: --version."""
 
 
 def event_loop_options(loop: str) -> dict[str, Any]:
@@ -75,27 +102,76 @@ def event_loop_options(loop: str) -> dict[str, Any]:
 def load_app(spec: str) -> TaskQ:
     """Import `module:attribute` (or `module`, attribute `app`) from the working directory."""
     module_name, _, attribute = spec.partition(":")
+    attribute = attribute or "app"
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise CommandError(f"cannot import {module_name!r}: {exc}") from None
-    app = getattr(module, attribute or "app", None)
+    except Exception as exc:
+        raise AppLoadError(f"cannot import {module_name!r}: {_describe(exc)}") from None
+    if not hasattr(module, attribute):
+        apps = [name for name, value in vars(module).items() if isinstance(value, TaskQ)]
+        found = f"; its TaskQ apps: {', '.join(apps)}" if apps else ", nor any TaskQ app"
+        raise AppLoadError(f"module {module_name!r} has no attribute {attribute!r}{found}")
+    app = getattr(module, attribute)
     if not isinstance(app, TaskQ):
-        raise CommandError(f"{module_name}:{attribute or 'app'} is not a TaskQ app")
+        kind = type(app).__name__
+        raise AppLoadError(f"{module_name}:{attribute} is a {kind}, not a TaskQ app")
     return app
 
 
+def _describe(exc: Exception) -> str:
+    """`exc` on one line, with the file and line in the user's code where it was raised."""
+    if isinstance(exc, SyntaxError):
+        message, where = exc.msg, _place(exc.filename, exc.lineno)
+    else:
+        message, where = str(exc), _raised_in_user_code(exc)
+    text = " ".join(f"{type(exc).__name__}: {message}".split())
+    return f"{text} (at {where})" if where else text
+
+
+def _raised_in_user_code(exc: BaseException) -> str | None:
+    """The innermost frame of `exc`'s traceback outside the standard library, installed
+    packages, importlib and taskq: where in the user's code it happened."""
+    others = {sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    others.add(os.path.dirname(os.path.abspath(__file__)))
+    user_frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<")
+        and not any(os.path.abspath(frame.filename).startswith(d + os.sep) for d in others)
+    ]
+    return _place(user_frames[-1].filename, user_frames[-1].lineno) if user_frames else None
+
+
+def _place(filename: str | None, line: int | None) -> str | None:
+    if filename is None:
+        return None
+    path = os.path.relpath(filename) if filename.startswith(os.getcwd() + os.sep) else filename
+    return f"{path}:{line}" if line is not None else path
+
+
 def run_command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async command; taskq's errors end it with one line and exit status 1."""
+    """Run an async command; taskq's errors end it with one line and a non-zero exit status:
+    1, or 2 for an app that does not load and a login or vhost the broker refuses (running it
+    again will not mend either)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             options = event_loop_options(kwargs.get("loop", "auto"))
             anyio.run(functools.partial(fn, *args, **kwargs), backend_options=options)
-        except (CommandError, TaskQError, ValueError, OSError) as exc:
+        except BrokenPipeError:
+            # The reader left (`taskq dlq list | head -1`): Click, around every command, sends
+            # the rest of the output nowhere and exits 1 quietly, as the Python docs advise.
+            raise
+        except CommandError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except LoginRefusedError as exc:  # exit 2: a supervisor need not try again
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except (TaskQError, ValueError, OSError) as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
         except Exception as exc:
@@ -109,7 +185,7 @@ def run_command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
 
 def split_queues(app: TaskQ, queues: str | None) -> list[str]:
     names = [name.strip() for name in (queues or "").split(",") if name.strip()]
-    return names or [app.conf.task_default_queue]
+    return names or app.conf.default_queues()
 
 
 @cli.command()
@@ -150,6 +226,7 @@ async def worker(
         shutdown_timeout=shutdown_timeout,
         hostname=hostname,
     )
+    await connect_at_startup(taskq_app)
     async with taskq_app, anyio.create_task_group() as tg:
         await tg.start(_shutdown_on_signals, runner)
         if beat:
@@ -184,10 +261,12 @@ async def beat_command(
     """Run the periodic-task scheduler (any number may run: one leads, the others stand by)."""
     configure_logging(loglevel)
     taskq_app = load_app(app)
-    async with taskq_app:
-        if list_entries:
+    if list_entries:
+        async with taskq_app:
             await _print_entries(taskq_app)
-            return
+        return
+    await connect_at_startup(taskq_app)
+    async with taskq_app:
         scheduler = Beat(taskq_app)
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with anyio.create_task_group() as tg:
@@ -203,11 +282,11 @@ async def _print_entries(app: TaskQ) -> None:
     now = datetime.now(UTC)
     for entry in await app.beat.entries():
         state = await read_state(store, entry.name)
-        last = state.last_run if state else now.timestamp()
-        upcoming = scheduler.next_run(entry, last)
+        upcoming = scheduler.upcoming(entry, state, now)
         runs = state.total_runs if state else 0
         typer.echo(
-            f"{entry.name}: {entry.task} {entry.schedule!r} next {upcoming.isoformat()} runs {runs}"
+            f"{entry.name}: {entry.task} {entry.schedule!r}"
+            f" next {upcoming.isoformat() if upcoming else 'never'} runs {runs}"
         )
 
 
@@ -229,10 +308,16 @@ async def call(
     countdown: Annotated[float | None, typer.Option()] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the result and print it.")] = False,
     timeout: Annotated[float | None, typer.Option(help="Seconds --wait waits.")] = None,
+    force: Annotated[
+        bool, typer.Option(help="Send NAME even if the app does not know it (workers may).")
+    ] = False,
 ) -> None:
     """Publish task NAME by name and print its id (or, with --wait, its result)."""
     call_args, call_kwargs = _json_arg("--args", args, list), _json_arg("--kwargs", kwargs, dict)
     taskq_app = load_app(app)
+    if name not in taskq_app.tasks and not force:
+        hint = did_you_mean(name, taskq_app.tasks)
+        raise CommandError(f"unknown task {name!r}{hint}; --force sends it anyway")
     async with taskq_app:
         result = await taskq_app.send_task(
             name, call_args, call_kwargs, queue=queue, countdown=countdown
@@ -288,14 +373,29 @@ def _public_meta(meta: TaskMeta) -> dict[str, Any]:
 
 @cli.command()
 @run_command
-async def purge(app: AppOption, queues: QueuesOption = None) -> None:
-    """Delete the messages waiting in the queues."""
+async def purge(app: AppOption, queues: QueuesOption = None, force: ForceOption = False) -> None:
+    """Delete the messages waiting in the queues (after asking, unless -f)."""
     taskq_app = load_app(app)
     async with taskq_app:
         broker = await taskq_app.connected_broker()
-        for queue in split_queues(taskq_app, queues):
+        names = split_queues(taskq_app, queues)
+        if not force:
+            total = sum([await broker.queue_length(queue) for queue in names])
+            confirm_purge(f"up to {total} message(s) from queue(s) {', '.join(names)}")
+        for queue in names:
             count = await broker.purge(queue)
             typer.echo(f"Purged {count} message(s) from {queue}")
+
+
+def confirm_purge(what: str) -> None:
+    """Ask before deleting `what`; with no terminal to ask on, refuse: a purge is never
+    silent unless forced."""
+    if not sys.stdin.isatty():
+        raise CommandError(
+            f"refusing to purge {what} unconfirmed: stdin is not a terminal (pass -f/--force)"
+        )
+    if not typer.confirm(f"Purge {what}?", default=False):
+        raise CommandError("nothing purged")
 
 
 @cli.command()
@@ -314,8 +414,8 @@ async def status(app: AppOption, queues: QueuesOption = None) -> None:
 
 
 def known_queues(app: TaskQ) -> list[str]:
-    """The default queue plus every queue named by a task or a static route."""
-    names = [app.conf.task_default_queue]
+    """The default queue, `task_queues`, and every queue named by a task or a static route."""
+    names = [app.conf.task_default_queue, *app.conf.task_queues]
     names += [task.queue for task in app.tasks.values() if task.queue]
     routes = app.conf.task_routes
     for table in routes if isinstance(routes, list | tuple) else [routes]:
@@ -328,20 +428,27 @@ dlq_cli = typer.Typer(help="Dead letters: list, replay, purge.", no_args_is_help
 cli.add_typer(dlq_cli, name="dlq")
 
 
+LetterIdOption = Annotated[
+    str | None,
+    typer.Option("--id", help="A dead letter's letter_id, or a task id (all its letters)."),
+]
+
+
 @dlq_cli.command("list")
 @run_command
 async def dlq_list(
-    app: AppOption,
-    queues: QueuesOption = None,
-    task_id: Annotated[str | None, typer.Option("--id", help="Only this task's letters.")] = None,
+    app: AppOption, queues: QueuesOption = None, wanted: LetterIdOption = None
 ) -> None:
     """Print the dead letters of the queues, one JSON object per line."""
     taskq_app = load_app(app)
     async with taskq_app:
-        for queue in split_queues(taskq_app, queues):
-            for letter in await dlq.dead_letters(taskq_app, queue, task_id):
+        names = split_queues(taskq_app, queues)
+        found = False
+        for queue in names:
+            for letter in await dlq.dead_letters(taskq_app, queue, wanted):
+                found = True
                 line = {
-                    "id": letter.id,
+                    "letter_id": letter.id,
                     "queue": letter.queue,
                     "task_id": peek_id(letter.body),
                     "reason": letter.reason,
@@ -349,6 +456,8 @@ async def dlq_list(
                     "body": letter.body.decode("utf-8", errors="replace"),
                 }
                 typer.echo(orjson.dumps(line).decode())
+        if wanted is not None and not found:
+            raise no_dead_letter(wanted, names)
 
 
 @dlq_cli.command("replay")
@@ -356,29 +465,48 @@ async def dlq_list(
 async def dlq_replay(
     app: AppOption,
     queues: QueuesOption = None,
-    task_id: Annotated[str | None, typer.Option("--id", help="Replay this task's letters.")] = None,
+    wanted: LetterIdOption = None,
     replay_all: Annotated[bool, typer.Option("--all", help="Replay every letter.")] = False,
 ) -> None:
     """Publish dead letters again (retries reset) and remove them from the dead-letter queue."""
-    if (task_id is None) == (not replay_all):
+    if (wanted is None) == (not replay_all):
         raise CommandError("give --id ID or --all")
     taskq_app = load_app(app)
     async with taskq_app:
-        for queue in split_queues(taskq_app, queues):
-            count, problems = await dlq.replay(taskq_app, queue, task_id)
+        names = split_queues(taskq_app, queues)
+        found = False
+        for queue in names:
+            count, problems = await dlq.replay(taskq_app, queue, wanted)
+            if wanted is not None and not count and not problems:
+                continue  # none of this queue's letters
+            found = True
             for problem in problems:
                 typer.echo(f"Skipped {problem}", err=True)
             typer.echo(f"Replayed {count} dead letter(s) from {queue}")
+        if wanted is not None and not found:
+            raise no_dead_letter(wanted, names)
+
+
+def no_dead_letter(wanted: str, queues: list[str]) -> CommandError:
+    return CommandError(
+        f"no dead letter has letter_id or task id {wanted!r} in queue(s) {', '.join(queues)}"
+    )
 
 
 @dlq_cli.command("purge")
 @run_command
-async def dlq_purge(app: AppOption, queues: QueuesOption = None) -> None:
-    """Delete the dead letters of the queues."""
+async def dlq_purge(
+    app: AppOption, queues: QueuesOption = None, force: ForceOption = False
+) -> None:
+    """Delete the dead letters of the queues (after asking, unless -f)."""
     taskq_app = load_app(app)
     async with taskq_app:
         broker = await taskq_app.connected_broker()
-        for queue in split_queues(taskq_app, queues):
+        names = split_queues(taskq_app, queues)
+        if not force:
+            total = sum([await broker.dead_letter_length(queue) for queue in names])
+            confirm_purge(f"{total} dead letter(s) of queue(s) {', '.join(names)}")
+        for queue in names:
             typer.echo(
                 f"Purged {await broker.purge_dead_letters(queue)} dead letter(s) from {queue}"
             )

@@ -16,28 +16,34 @@ if TYPE_CHECKING:
 PAGE = 1000
 
 
-async def dead_letters(app: TaskQ, queue: str, task_id: str | None = None) -> list[DeadLetter]:
-    """Every dead letter of `queue` (or only those of `task_id`), oldest first."""
+async def dead_letters(app: TaskQ, queue: str, wanted: str | None = None) -> list[DeadLetter]:
+    """Every dead letter of `queue`, oldest first; or only those `wanted` names: the letter
+    itself by its letter_id (the broker's id of the entry), or a task's letters by its id."""
     broker = await app.connected_broker()
     letters = await broker.dead_letters(
         queue, limit=max(PAGE, await broker.dead_letter_length(queue))
     )
-    return [letter for letter in letters if task_id is None or peek_id(letter.body) == task_id]
+    return [
+        letter
+        for letter in letters
+        if wanted is None or wanted in (letter.id, peek_id(letter.body))
+    ]
 
 
-async def replay(app: TaskQ, queue: str, task_id: str | None = None) -> tuple[int, list[str]]:
-    """Publish the dead letters of `queue` again with their retries reset, and remove them.
+async def replay(app: TaskQ, queue: str, wanted: str | None = None) -> tuple[int, list[str]]:
+    """Publish the dead letters of `queue` (those `wanted` names, see `dead_letters`) again
+    with their retries reset, and remove them.
 
     Returns how many were replayed and, for each letter left in place, why: a letter
     whose body is not a message cannot be replayed.
     """
     broker = await app.connected_broker()
     replayed, problems = 0, []
-    for letter in await dead_letters(app, queue, task_id):
+    for letter in await dead_letters(app, queue, wanted):
         try:
             message = decode(letter.body, frozenset(SERIALIZERS))
         except MessageError as exc:
-            problems.append(f"dead letter {letter.id}: {exc}")
+            problems.append(f"dead letter with letter_id {letter.id}: {exc}")
             continue
         await broker.publish(dataclasses.replace(message, retries=0, eta=None), message.queue)
         replayed += await broker.remove_dead_letters(queue, [letter.id])

@@ -11,7 +11,15 @@ class TaskQError(Exception):
 
 
 class CommandError(Exception):
-    """A user error on the command line: printed as one line, exit status 1."""
+    """A user error on the command line: printed as one line, exit status `exit_code`."""
+
+    exit_code = 1
+
+
+class AppLoadError(CommandError):
+    """`-A` names an app that does not load: a usage error, exit status 2."""
+
+    exit_code = 2
 
 
 class ConfigurationError(TaskQError):
@@ -40,6 +48,17 @@ class TimeoutError(TaskQError, builtins.TimeoutError):
 
 class NotConnectedError(TaskQError):
     """The app was used before `await app.connect()` (or `async with app`)."""
+
+
+class BrokerUnavailable(TaskQError, builtins.ConnectionError):
+    """The broker (or the result store's server) cannot be reached: down, restarting, nothing
+    listening on the port, or no answer within `publish_timeout`. It may come back: a worker
+    or beat retries at startup (`broker_connection_retry_on_startup`). A `ConnectionError`
+    too, so `autoretry_for=(ConnectionError,)` covers it."""
+
+
+class LoginRefusedError(ConfigurationError):
+    """Redis or RabbitMQ refused the URL's credentials or vhost: retrying cannot help."""
 
 
 class TaskError(TaskQError):

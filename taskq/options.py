@@ -14,7 +14,6 @@ Imports nothing of taskq but `errors` and `defaults`.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from taskq import defaults
 from taskq.errors import ConfigurationError
+from taskq.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -42,6 +42,8 @@ class Option:
     `inherited` call options take the task's value when the call gives none (the producer
     needs them: routing, expiry, serialization); `wire` is the JSON types a call option may
     have inside a signature's options; `check` validates a task's value (it raises).
+    A `publishing` call option is about the publishing call itself, not its message: a
+    signature, which a worker may publish long after, refuses it.
     """
 
     name: str
@@ -52,6 +54,7 @@ class Option:
     wire: tuple[type, ...] = ()
     setting: str | None = None
     check: Callable[[Any], object] | None = None
+    publishing: bool = False
 
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([smh])\s*$")
@@ -103,6 +106,13 @@ BUILTIN_OPTIONS: tuple[Option, ...] = (
     Option("idempotency_key", task=False, call=True, wire=OPTIONAL_STRING),
     Option("link", task=False, call=True),
     Option("link_error", task=False, call=True),
+    Option(
+        "publish_timeout",
+        task=False,
+        call=True,
+        setting="broker_publish_timeout",
+        publishing=True,
+    ),
     # task only
     Option("max_retries", defaults.MAX_RETRIES),
     Option("default_retry_delay", defaults.RETRY_DELAY),
@@ -113,7 +123,12 @@ BUILTIN_OPTIONS: tuple[Option, ...] = (
     Option("retry_jitter", True),
     Option("acks_late", setting="task_acks_late"),
     Option("reject_on_worker_lost", setting="task_reject_on_worker_lost"),
-    Option("rate_limit", check=lambda rate: rate is None or parse_rate(rate)),
+    Option("track_started", setting="task_track_started"),
+    Option(
+        "rate_limit",
+        check=lambda rate: rate is None or parse_rate(rate),
+        setting="task_default_rate_limit",
+    ),
     Option("rate_limit_scope", "worker", check=_rate_scope),
     Option("unique_for"),
 )
@@ -136,6 +151,7 @@ class CallOptions(TypedDict, total=False):
     ignore_result: bool | None
     link: Signature[Any] | Sequence[Signature[Any]] | None
     link_error: Signature[Any] | Sequence[Signature[Any]] | None
+    publish_timeout: float | None
 
 
 class OptionTable:
@@ -177,6 +193,12 @@ class OptionTable:
 def check_call(task: str, given: Mapping[str, Any], kind: str = "call") -> None:
     """`TypeError` naming the options of a call (or a signature) of `task` that are none.
     (Middleware declares task options only: the call options are the built-in ones.)"""
+    publishing = sorted(set(given) & PUBLISHING_OPTIONS) if kind != "call" else []
+    if publishing:
+        raise TypeError(
+            f"{', '.join(publishing)}: an option of the call that publishes "
+            f"(apply_async), not of a {kind} of {task!r}"
+        )
     _refuse_unknown(given, CALL_OPTIONS, f"{kind} option(s) for {task!r}")
 
 
@@ -184,16 +206,13 @@ def _refuse_unknown(given: Iterable[str], known: Iterable[str], what: str) -> No
     names = set(known)
     unknown = sorted(set(given) - names)
     if unknown:
-        hints = [difflib.get_close_matches(name, names, n=1) for name in unknown]
-        named = ", ".join(
-            f"{name} (did you mean {hint[0]!r}?)" if hint else name
-            for name, hint in zip(unknown, hints, strict=True)
-        )
+        named = ", ".join(name + did_you_mean(name, names) for name in unknown)
         raise TypeError(f"unknown {what}: {named}")
 
 
 WIRE_TYPES: dict[str, tuple[type, ...]] = {o.name: o.wire for o in BUILTIN_OPTIONS if o.wire}
 CALL_OPTIONS = frozenset(o.name for o in BUILTIN_OPTIONS if o.call)
+PUBLISHING_OPTIONS = frozenset(o.name for o in BUILTIN_OPTIONS if o.publishing)
 
 if set(CallOptions.__annotations__) != CALL_OPTIONS:  # pragma: no cover - a developer's slip
     raise ImportError("CallOptions and BUILTIN_OPTIONS list different call options")

@@ -4,7 +4,10 @@ URL and transport options, one client (and connection pool) per URL and event lo
 in a process, Lua scripts run by SHA with recovery from an emptied script cache,
 and retries with backoff while Redis is unreachable.
 
-Imports nothing of taskq but `errors`.
+A first connection that fails is one line: a refused login (`LoginRefusedError`, which
+retrying cannot mend) or Redis unreachable (`BrokerUnavailable`).
+
+Imports nothing of taskq but `errors` and `urls`.
 """
 
 from __future__ import annotations
@@ -23,14 +26,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import anyio.lowlevel
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.backoff import NoBackoff
 from redis.exceptions import (
+    AuthenticationError,
     ClusterDownError,
     NoScriptError,
+    RedisClusterException,
     ResponseError,
     TryAgainError,
 )
@@ -42,7 +47,8 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from taskq.errors import ConfigurationError, NotConnectedError
+from taskq.errors import BrokerUnavailable, ConfigurationError, LoginRefusedError, NotConnectedError
+from taskq.urls import masked_url
 
 T = TypeVar("T")
 
@@ -98,9 +104,12 @@ class RedisSettings:
     cluster: bool = False
     prefix: str = DEFAULT_PREFIX
     reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT
+    max_connections: int | None = None  # `broker_pool_limit`: None for as many as needed
 
     @classmethod
-    def parse(cls, url: str, transport: dict[str, Any] | None) -> RedisSettings:
+    def parse(
+        cls, url: str, transport: dict[str, Any] | None, max_connections: int | None = None
+    ) -> RedisSettings:
         """Settings from the URL, whose `cluster` and `prefix` parameters win over `transport`."""
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
@@ -113,12 +122,18 @@ class RedisSettings:
             )
         if cluster and parts.path.strip("/") not in ("", "0"):
             raise ConfigurationError(f"Redis Cluster has only database 0: {url!r}")
+        if cluster and max_connections is not None:
+            raise ConfigurationError(
+                "broker_pool_limit is not supported with Redis Cluster: a client there opens"
+                " connections per node as it needs them"
+            )
         rest = urlencode([(k, v) for k, v in query if k not in _OWN_PARAMETERS])
         return cls(
             url=urlunsplit(parts._replace(query=rest)),
             cluster=cluster,
             prefix=prefix,
             reconnect_timeout=float(options.get("reconnect_timeout", DEFAULT_RECONNECT_TIMEOUT)),
+            max_connections=max_connections,
         )
 
 
@@ -166,16 +181,25 @@ def _client_options() -> dict[str, Any]:
 class RedisConnection:
     """A client and its connection pool, shared by every broker and store of one
     process and event loop that use the same settings; `node` serves pub/sub (with
-    Redis Cluster, the node of the URL: a PUBLISH reaches subscribers on every node)."""
+    Redis Cluster, the node of the URL: a PUBLISH reaches subscribers on every node; with a
+    `broker_pool_limit`, a client of its own beside the capped one)."""
 
     def __init__(self, settings: RedisSettings) -> None:
         self.settings = settings
         self.node: Redis = Redis.from_url(settings.url, **_client_options())
-        self.client: Client = (
-            RedisCluster.from_url(settings.url, **_client_options())
-            if settings.cluster
-            else self.node
-        )
+        self.client: Client = self.node
+        if settings.cluster:
+            self.client = RedisCluster.from_url(settings.url, **_client_options())
+        elif settings.max_connections is not None:
+            # Commands wait for one of at most `max_connections` connections; subscriptions
+            # (one connection each, held for good) stay on `node`, so they cannot starve them.
+            pool = BlockingConnectionPool.from_url(
+                settings.url,
+                **{**_client_options(), "max_connections": settings.max_connections},
+                timeout=None,
+            )
+            self.client = Redis(connection_pool=pool)
+            self.client.auto_close_connection_pool = True
         self.users = 0
         self.outage = Outage()
 
@@ -217,13 +241,17 @@ class SharedConnection:
         return self._connection
 
     async def open_with(self, scripts: Scripts) -> None:
-        """`open()`, then load `scripts` on the server (leaving again if that fails)."""
+        """`open()`, then load `scripts` on the server (leaving again if that fails); a
+        refused login or an unreachable Redis is raised as one line (`connect_error`)."""
         connection = self.open()
         try:
             await scripts.load(connection.client)
-        except BaseException:
+        except BaseException as exc:
             await self.close()
-            raise
+            explained = connect_error(self.settings.url, exc)
+            if explained is None:
+                raise
+            raise explained from None
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
@@ -235,6 +263,26 @@ class SharedConnection:
             if shared.get(self.settings) is connection:
                 del shared[self.settings]
             await connection.aclose()
+
+
+def connect_error(url: str, exc: BaseException) -> BrokerUnavailable | LoginRefusedError | None:
+    """What a failed first connection to Redis at `url` means, in one line; None for an
+    error that is not about connecting (it is raised as it is)."""
+    if isinstance(exc, RedisClusterException):  # no node of the cluster answered
+        exc = exc.__cause__ or exc
+    if isinstance(exc, AuthenticationError):
+        parts = urlsplit(url)
+        if parts.password is None:
+            return LoginRefusedError(
+                "Redis requires a password: put it in the URL "
+                f"({parts.scheme}://:password@host:port/db)"
+            )
+        return LoginRefusedError(
+            f"Redis refused the login for user {parts.username or 'default'!r}"
+        )
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return BrokerUnavailable(f"Redis at {masked_url(url)} is unreachable: {exc}")
+    return None
 
 
 class Scripts:

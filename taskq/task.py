@@ -16,7 +16,7 @@ import orjson
 
 from taskq import sync
 from taskq.canvas import Signature, chunks, group, starmap, xmap
-from taskq.errors import MaxRetriesExceededError, Retry
+from taskq.errors import ConfigurationError, MaxRetriesExceededError, Retry
 from taskq.message import Message
 from taskq.options import CallOptions, check_call
 from taskq.result import AsyncResult, EagerResult
@@ -132,13 +132,32 @@ class Task(Generic[P, R]):
         bind: bool = False,
         **options: Any,
     ) -> None:
-        settings = app.options.task_settings(name, options)
         self.app = app
         self.fn = fn
         self.name = name
         self.bind = bind
         self.is_coroutine = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
+        self._declared = options
+        self.configure()
+        self._plain_arity = _plain_arity(self.signature, bind)
+        self.has_hooks = any(
+            getattr(type(self), hook) is not getattr(Task, hook)
+            for hook in ("on_success", "on_failure", "on_retry", "after_return")
+        )
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def configure(self) -> None:
+        """Set the task's options: those it was declared with, under the app's
+        `task_annotations` for it (which win, as in Celery)."""
+        annotations = self.app.conf.annotations_for(self.name)
+        if annotations:
+            try:
+                self.app.options.task_settings(self.name, annotations)
+            except (TypeError, ValueError, ConfigurationError) as exc:
+                raise ConfigurationError(f"task_annotations: {exc}") from None
+        settings = self.app.options.task_settings(self.name, {**self._declared, **annotations})
         self.queue: str | None = settings.pop("queue")
         self.priority: int | None = settings.pop("priority")
         self.ignore_result: bool | None = settings.pop("ignore_result")
@@ -151,6 +170,7 @@ class Task(Generic[P, R]):
         self.retry_jitter: bool = settings.pop("retry_jitter")
         self.acks_late: bool | None = settings.pop("acks_late")
         self.reject_on_worker_lost: bool | None = settings.pop("reject_on_worker_lost")
+        self.track_started: bool | None = settings.pop("track_started")
         self.time_limit: float | None = settings.pop("time_limit")
         self.soft_time_limit: float | None = settings.pop("soft_time_limit")
         self.rate_limit: str | None = settings.pop("rate_limit")
@@ -159,13 +179,6 @@ class Task(Generic[P, R]):
         self.serializer: str | None = settings.pop("serializer")
         self.unique_for: float | None = settings.pop("unique_for")
         self.options: dict[str, Any] = settings  # the options middleware declared
-        self._plain_arity = _plain_arity(self.signature, bind)
-        self.has_hooks = any(
-            getattr(type(self), hook) is not getattr(Task, hook)
-            for hook in ("on_success", "on_failure", "on_retry", "after_return")
-        )
-        self.__doc__ = fn.__doc__
-        self.__wrapped__ = fn
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from taskq.errors import ConfigurationError
 
@@ -39,3 +39,12 @@ def sqlite_path(url: str) -> Path:
             f"bad SQLite URL {url!r}: expected sqlite:///relative/file.db or sqlite:////abs/file.db"
         )
     return Path(url[len(prefix) :])
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password, if any, as `***`: fit for a log line or an error."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

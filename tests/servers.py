@@ -88,10 +88,12 @@ def redis_command(port: int, *args: str, timeout: float = 2.0) -> bytes:
             return reply.read(length) if length > 0 else b""
 
 
-def redis_answers_ping(port: int) -> bool:
-    """True once Redis answers +PONG (while loading its AOF it answers -LOADING)."""
+def redis_answers_ping(port: int, *, password: str | None = None) -> bool:
+    """True once Redis answers +PONG (while loading its AOF it answers -LOADING); when it
+    wants a `password`, once it asks for it (-NOAUTH)."""
+    expected = b"-NOAUTH" if password else b"+PONG"
     try:
-        return redis_command(port, "PING") == b"+PONG"
+        return redis_command(port, "PING").startswith(expected)
     except OSError:
         return False
 
@@ -163,22 +165,31 @@ class RedisServer:
 
     No persistence by default. `aof=True` writes an append-only file with
     `appendfsync always`, so every write acknowledged to a client survives even kill().
-    `cluster=True` makes it a Redis Cluster node (see RedisCluster).
+    `cluster=True` makes it a Redis Cluster node (see RedisCluster). With a `password`
+    (`requirepass`) its `url` carries it.
     """
 
     def __init__(
-        self, directory: Path, *, aof: bool = False, cluster: bool = False, timeout: float = 15.0
+        self,
+        directory: Path,
+        *,
+        aof: bool = False,
+        cluster: bool = False,
+        password: str | None = None,
+        timeout: float = 15.0,
     ) -> None:
         self.directory = directory.resolve()
         self.aof = aof
         self.cluster = cluster
+        self.password = password
         self.timeout = timeout
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{LOOPBACK}:{self.port}/0"
+        login = f":{self.password}@" if self.password else ""
+        return f"redis://{login}{LOOPBACK}:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -241,7 +252,9 @@ class RedisServer:
             )
         try:
             if wait_until_ready(
-                lambda: redis_answers_ping(self.port), lambda: self.running, self.timeout
+                lambda: redis_answers_ping(self.port, password=self.password),
+                lambda: self.running,
+                self.timeout,
             ):
                 return True
         except TimeoutError as exc:
@@ -270,6 +283,8 @@ class RedisServer:
             f"appendonly {'yes' if self.aof else 'no'}",
             "appendfsync always",
         ]
+        if self.password:
+            lines.append(f"requirepass {self.password}")
         if self.cluster:
             lines += [
                 "cluster-enabled yes",

@@ -26,7 +26,9 @@ import anyio
 import orjson
 
 from taskq import defaults
-from taskq.beat.schedules import Schedule, as_schedule
+from taskq.beat.base import Schedule
+from taskq.beat.custom import Polled
+from taskq.beat.schedules import as_schedule
 from taskq.errors import ConfigurationError
 from taskq.stores.base import ResultStore
 
@@ -57,13 +59,20 @@ class Entry:
 
     name: str
     task: str
-    schedule: Schedule
+    schedule: Schedule | Polled
     args: list[Any] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     catch_up: bool = True
     start_at: datetime | None = None
     end_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.schedule, Polled) and not self.catch_up:
+            raise ConfigurationError(
+                f"beat entry {self.name!r}: catch_up=False does not apply to an is_due schedule,"
+                " which has no missed runs (it fires when is_due says so)"
+            )
 
     @classmethod
     def from_config(cls, name: str, spec: dict[str, Any]) -> Entry:
@@ -199,6 +208,7 @@ class Beat:
         self.leading = False
 
     async def run(self) -> None:
+        self.app.import_task_modules()
         store = await self.app.connected_store()
         await self.app.beat.sync_static()
         logger.info(
@@ -229,13 +239,15 @@ class Beat:
         self, store: ResultStore, entry: Entry, now: datetime
     ) -> datetime | None:
         state = await self._state(store, entry, now)
-        due = self.next_run(entry, state.last_run)
-        if entry.end_at is not None and due > entry.end_at:
+        if isinstance(entry.schedule, Polled):
+            return await self._poll(store, entry, entry.schedule, state, now)
+        due = self.next_run(entry, state.last_run, first=state.total_runs == 0)
+        if due is None or (entry.end_at is not None and due > entry.end_at):
             return None
         if due > now:
             return due
         latest = due
-        while (following := self.next_run(entry, latest.timestamp())) <= now:
+        while (following := self.next_run(entry, latest.timestamp())) and following <= now:
             latest = following
         if entry.catch_up or (now - latest).total_seconds() <= ON_TIME:
             await self._fire(store, entry, latest)
@@ -244,8 +256,28 @@ class Beat:
         await self._save_state(store, entry, state)
         return self.next_run(entry, state.last_run)
 
-    async def _fire(self, store: ResultStore, entry: Entry, scheduled: datetime) -> None:
-        key = FIRED_KEY.format(entry.name, scheduled.timestamp())
+    async def _poll(
+        self, store: ResultStore, entry: Entry, schedule: Polled, state: EntryState, now: datetime
+    ) -> datetime | None:
+        """An `is_due` schedule has no run times to compute: ask it, fire now if it says so,
+        and ask again when it says to. A fire is de-duplicated by the run it follows."""
+        if entry.start_at is not None and now < entry.start_at:
+            return entry.start_at
+        if entry.end_at is not None and now > entry.end_at:
+            return None
+        due, check = schedule.poll(datetime.fromtimestamp(state.last_run, self.tz))
+        if due:
+            fired_at = datetime.now(UTC)  # not before is_due said so: the tick began earlier
+            await self._fire(store, entry, fired_at, once_key=f"after:{state.last_run}")
+            state.total_runs += 1
+            state.last_run = fired_at.timestamp()
+            await self._save_state(store, entry, state)
+        return now + timedelta(seconds=check)
+
+    async def _fire(
+        self, store: ResultStore, entry: Entry, scheduled: datetime, once_key: str | None = None
+    ) -> None:
+        key = FIRED_KEY.format(entry.name, once_key or scheduled.timestamp())
         if not await store.set_if_absent(key, self.name.encode(), FIRED_KEY_TTL):
             return
         headers = {
@@ -263,11 +295,29 @@ class Beat:
             result.id,
         )
 
-    def next_run(self, entry: Entry, after: float) -> datetime:
+    def next_run(self, entry: Entry, after: float, first: bool = False) -> datetime | None:
+        """The run of a computed schedule after the run at `after` (or, `first`, after the
+        moment a beat first saw the entry); None when it will not run again."""
+        assert not isinstance(entry.schedule, Polled)
         moment = datetime.fromtimestamp(after, self.tz)
         if entry.start_at is not None and moment < entry.start_at:
             moment = entry.start_at - timedelta(microseconds=1)
+        if first:
+            return entry.schedule.first_after(moment)
         return entry.schedule.next_after(moment)
+
+    def upcoming(self, entry: Entry, state: EntryState | None, now: datetime) -> datetime | None:
+        """When `entry` runs next as far as one can tell now (an `is_due` schedule: now if it
+        is due, else its next check); None if never again."""
+        last = datetime.fromtimestamp(state.last_run if state else now.timestamp(), self.tz)
+        if isinstance(entry.schedule, Polled):
+            due, check = entry.schedule.poll(last)
+            return now if due else now + timedelta(seconds=check)
+        first = state is None or state.total_runs == 0
+        upcoming = self.next_run(entry, last.timestamp(), first)
+        if upcoming is None or (entry.end_at is not None and upcoming > entry.end_at):
+            return None
+        return upcoming
 
     async def _state(self, store: ResultStore, entry: Entry, now: datetime) -> EntryState:
         state = await read_state(store, entry.name)

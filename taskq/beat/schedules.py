@@ -1,6 +1,6 @@
-"""Schedules: `crontab(...)` with Celery's field syntax, and fixed intervals.
+"""Schedules: `crontab(...)` with Celery's field syntax, fixed intervals, and `as_schedule`,
+which reads every kind an entry may give (see `taskq.beat.base` for what a schedule is).
 
-`next_after(moment)` is the first run strictly after `moment` (an aware datetime).
 A crontab is evaluated on the wall clock of its time zone: a time that does not
 exist (the hour skipped when DST starts) is skipped, and a time that happens twice
 (when DST ends) runs once, at its first occurrence.
@@ -9,21 +9,21 @@ exist (the hour skipped when DST starts) is skipped, and a time that happens twi
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any, Protocol
+from typing import Any
 
+from taskq.beat.base import Schedule, localize
+from taskq.beat.custom import CallableSchedule, Polled
+from taskq.beat.recurrence import Recurrence, is_rrule
+from taskq.beat.solar import solar
 from taskq.errors import ConfigurationError
-
-
-class Schedule(Protocol):
-    def next_after(self, moment: datetime) -> datetime: ...
-
-    def to_dict(self) -> dict[str, Any]: ...
+from taskq.suggest import did_you_mean
 
 
 @dataclass(frozen=True, slots=True)
-class Interval:
+class Interval(Schedule):
     """Every `seconds` seconds, counted from the last run."""
 
     seconds: float
@@ -106,7 +106,7 @@ _FIELDS = {
 }
 
 
-class crontab:
+class crontab(Schedule):
     """`crontab(minute="*/15", hour="9-17", day_of_week="mon-fri")`.
 
     Fields take `*`, numbers, ranges `a-b`, steps `*/n` and `a-b/n`, lists `a,b`, and
@@ -163,7 +163,7 @@ class crontab:
             if step is not None:
                 candidate = step
                 continue
-            real = _localize(candidate, tz)
+            real = localize(candidate, tz)
             if real is not None and real > moment:
                 return real
             candidate += timedelta(minutes=1)
@@ -182,26 +182,59 @@ class crontab:
         return None
 
 
-def _localize(wall: datetime, tz: tzinfo) -> datetime | None:
-    """`wall` in `tz` (its first occurrence), or None when DST skips it."""
-    aware = wall.replace(tzinfo=tz, fold=0)
-    if aware.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != wall:
-        return None
-    return aware
-
-
-def as_schedule(value: Any) -> Schedule:
-    """A schedule from config: a crontab, seconds, a timedelta, or a `to_dict()` form."""
-    if isinstance(value, crontab | Interval):
+def as_schedule(value: Any) -> Schedule | Polled:
+    """A schedule from config: a schedule object, seconds, a timedelta, a dateutil rrule, an
+    object with Celery's `is_due`, a function of the last run, or a `to_dict()` form."""
+    if isinstance(value, Schedule):
+        return _checked_subclass(value)
+    if isinstance(value, Polled):
         return value
     if isinstance(value, timedelta):
         return Interval(value.total_seconds())
     if isinstance(value, int | float) and not isinstance(value, bool):
         return Interval(float(value))
-    if isinstance(value, dict) and value.get("type") == "interval":
-        return Interval(float(value["seconds"]))
-    if isinstance(value, dict) and value.get("type") == "crontab":
-        return crontab(**{name: value[name] for name in _FIELDS})
+    if isinstance(value, dict):
+        return _from_dict(value)
+    if is_rrule(value):
+        return Recurrence(value)
+    if callable(getattr(value, "is_due", None)) and not isinstance(value, type):
+        return Polled(value)
+    if callable(value) and not isinstance(value, type):
+        return CallableSchedule(value)
     raise ConfigurationError(
-        f"bad schedule {value!r}: expected crontab(...), seconds or a timedelta"
+        f"bad schedule {value!r}: expected crontab(...), solar(...), an rrule, seconds, a"
+        " timedelta, a Schedule instance or a function of the last run"
     )
+
+
+def _checked_subclass(schedule: Schedule) -> Schedule | Polled:
+    """A user's Schedule subclass overrides next_after, or has Celery's is_due instead."""
+    if type(schedule).next_after is not Schedule.next_after:
+        return schedule
+    if callable(getattr(schedule, "is_due", None)):
+        return Polled(schedule)  # type: ignore[arg-type]
+    raise ConfigurationError(
+        f"{type(schedule).__qualname__} must override next_after(last_run) or define"
+        " is_due(last_run_at)"
+    )
+
+
+_FROM_DICT: dict[str, Callable[[dict[str, Any]], Schedule]] = {
+    "interval": lambda spec: Interval(float(spec["seconds"])),
+    "crontab": lambda spec: crontab(**{name: spec[name] for name in _FIELDS}),
+    "solar": lambda spec: solar(spec["event"], spec["lat"], spec["lon"]),
+    "rrule": lambda spec: Recurrence.from_text(spec["rule"]),
+}
+
+
+def _from_dict(spec: dict[str, Any]) -> Schedule:
+    kind = spec.get("type")
+    if kind not in _FROM_DICT:
+        raise ConfigurationError(
+            f"bad schedule {spec!r}: unknown type {kind!r}{did_you_mean(str(kind), _FROM_DICT)};"
+            f" one of {', '.join(_FROM_DICT)}"
+        )
+    try:
+        return _FROM_DICT[kind](spec)
+    except KeyError as exc:
+        raise ConfigurationError(f"bad schedule {spec!r}: no {exc.args[0]!r}") from exc

@@ -27,7 +27,6 @@ from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar, cast
 
-import aio_pika
 import aiormq
 import anyio
 from aio_pika.abc import (
@@ -41,6 +40,7 @@ from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
 from anyio.streams.memory import MemoryObjectSendStream
 from pamqp.commands import Basic
 
+from taskq.brokers.amqp_connection import open_robust_connection
 from taskq.brokers.amqp_consumer import (
     DELIVERIES_HEADER,
     ETA_HEADER,
@@ -62,9 +62,10 @@ from taskq.brokers.amqp_topology import (
     declare_queue,
 )
 from taskq.brokers.base import Broker, DeadLetter, Delivery, dead_letter_queue
-from taskq.config import Settings
-from taskq.errors import ConfigurationError, NotConnectedError
+from taskq.config import QUEUE_OPTIONS, Settings
+from taskq.errors import BrokerUnavailable, ConfigurationError, NotConnectedError
 from taskq.message import Message, encode
+from taskq.urls import masked_url
 
 REASON_HEADER = "taskq-reason"
 FAILED_AT_HEADER = "taskq-failed-at-ms"
@@ -109,6 +110,7 @@ class AMQPBroker(Broker):
     """
 
     OPTIONS = AMQP_OPTIONS
+    QUEUE_OPTIONS = QUEUE_OPTIONS
 
     def __init__(self, url: str, conf: Settings) -> None:
         super().__init__(url, conf)
@@ -125,8 +127,10 @@ class AMQPBroker(Broker):
     async def connect(self) -> None:
         if self._connection is not None:
             return
-        connection = await aio_pika.connect_robust(
-            self._url, reconnect_interval=self._config.reconnect_interval
+        connection = await open_robust_connection(
+            self._url,
+            reconnect_interval=self._config.reconnect_interval,
+            timeout=self._config.publish_timeout,
         )
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -258,9 +262,13 @@ class AMQPBroker(Broker):
         except DeliveryError as exc:
             raise ConnectionError(f"RabbitMQ refused the message ({exc})") from exc
         except TimeoutError as exc:
-            raise ConnectionError(f"RabbitMQ did not answer within {timeout:g}s") from exc
+            raise BrokerUnavailable(
+                f"RabbitMQ at {masked_url(self._url)} did not answer within {timeout:g}s"
+            ) from exc
         except (AMQPError, ChannelInvalidStateError) as exc:
-            raise ConnectionError(f"RabbitMQ connection failed: {exc!r}") from exc
+            raise BrokerUnavailable(
+                f"RabbitMQ at {masked_url(self._url)}: the connection failed ({exc})"
+            ) from exc
 
     async def _relinked(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run `operation`, again while it finds its channel closed before sending anything:

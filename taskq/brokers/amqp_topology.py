@@ -72,8 +72,10 @@ class AMQPConfig:
 
     @classmethod
     def from_settings(cls, transport: Mapping[str, Any], conf: Settings) -> AMQPConfig:
-        """From the broker's own transport options, `task_default_exchange` and
-        `task_queue_max_priority`."""
+        """From the broker's own transport options, `task_default_exchange`,
+        `task_queue_max_priority` and the queues' options in `task_queues` (the transport
+        options win where both name one)."""
+        transport = _with_declared_queues(transport, conf)
         try:
             config = cls(
                 default_exchange=conf.task_default_exchange or DEFAULT_EXCHANGE,
@@ -148,6 +150,36 @@ class AMQPConfig:
 
     def queues_bound_to(self, exchange: str) -> list[str]:
         return [q for q, bs in self.bindings.items() if any(b.exchange == exchange for b in bs)]
+
+
+def _with_declared_queues(transport: Mapping[str, Any], conf: Settings) -> dict[str, Any]:
+    """The transport options with what `task_queues` says of each queue folded in."""
+    merged = dict(transport)
+    priorities = dict(merged.get("queue_max_priority") or {})
+    quorum = list(merged.get("quorum_queues") or ())
+    arguments = {q: dict(a) for q, a in dict(merged.get("queue_arguments") or {}).items()}
+    bindings = {q: list(b) for q, b in dict(merged.get("bindings") or {}).items()}
+    default_exchange = conf.task_default_exchange or DEFAULT_EXCHANGE
+    for queue, options in conf.task_queues.items():
+        if "max_priority" in options:
+            priorities.setdefault(queue, options["max_priority"])
+        if options.get("queue_type") == QUORUM and queue not in quorum:
+            quorum.append(queue)
+        if "queue_arguments" in options:
+            arguments[queue] = {**dict(options["queue_arguments"]), **arguments.get(queue, {})}
+        exchange = options.get("exchange", default_exchange)
+        routing_key = options.get("routing_key", queue)
+        if (exchange, routing_key) != (default_exchange, queue):
+            bindings.setdefault(queue, []).append(
+                {"exchange": exchange, "routing_key": routing_key}
+            )
+    merged.update(
+        queue_max_priority=priorities,
+        quorum_queues=quorum,
+        queue_arguments=arguments,
+        bindings=bindings,
+    )
+    return merged
 
 
 def _binding(spec: Mapping[str, Any]) -> Binding:

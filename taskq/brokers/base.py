@@ -144,11 +144,20 @@ class Broker(ABC):
     """
 
     OPTIONS: ClassVar[frozenset[str]] = frozenset()
+    # What the broker makes of a queue's options in `task_queues`. Every queue of the brokers
+    # but RabbitMQ's has priorities 0-9, so max_priority holds there as it is.
+    QUEUE_OPTIONS: ClassVar[frozenset[str]] = frozenset({"max_priority"})
 
     def __init__(self, url: str, conf: Settings) -> None:
         transport = checked_options(
             conf.broker_transport_options, COMMON_OPTIONS | self.OPTIONS, "broker_transport_options"
         )
+        for queue, queue_options in conf.task_queues.items():
+            for name in sorted(set(queue_options) - self.QUEUE_OPTIONS):
+                raise ConfigurationError(
+                    f"task_queues[{queue!r}]: {name!r} is an option of RabbitMQ's queues;"
+                    f" the {url.partition(':')[0]} broker has none"
+                )
         self.url = url
         self.options = BrokerOptions(
             visibility_timeout=_seconds(transport, "visibility_timeout", VISIBILITY_TIMEOUT),

@@ -28,6 +28,7 @@ from redis.asyncio.client import PubSub
 from taskq.brokers.base import Broker, DeadLetter, Delivery
 from taskq.brokers.redis_consumer import GROUP, Consumer, ms
 from taskq.config import Settings
+from taskq.errors import BrokerUnavailable
 from taskq.message import Message, encode
 from taskq.redis_db import (
     OPTIONS as REDIS_OPTIONS,
@@ -43,6 +44,7 @@ from taskq.redis_db import (
     close_pubsub,
     retrying,
 )
+from taskq.urls import masked_url
 
 BANDS = 10
 PURGE_CHUNK = 10_000
@@ -102,7 +104,7 @@ class RedisBroker(Broker):
 
     def __init__(self, url: str, conf: Settings) -> None:
         super().__init__(url, conf)
-        self.settings = RedisSettings.parse(url, self.transport)
+        self.settings = RedisSettings.parse(url, self.transport, conf.broker_pool_limit)
         self._shared = SharedConnection(self.settings)
         self._keys: dict[str, QueueKeys] = {}
 
@@ -148,8 +150,15 @@ class RedisBroker(Broker):
             for queue, fields in by_queue.items()
             for i in range(0, len(fields), step)
         ]
-        if commands:
+        if not commands:
+            return
+        try:
             await self.run(commands, "publishing")
+        except TRANSIENT_ERRORS as exc:
+            raise BrokerUnavailable(
+                f"Redis at {masked_url(self.url)} took no message within reconnect_timeout "
+                f"({self.settings.reconnect_timeout:g} s): {exc}"
+            ) from exc
 
     def _consume(self, queues: list[str], prefetch: int) -> AsyncGenerator[Delivery, None]:
         return Consumer(self, queues, prefetch).deliveries()

@@ -38,8 +38,13 @@ class Guard:
 
 
 async def skip(runtime: Runtime, job: Job, reason: str) -> Outcome:
-    """Settle a job that must not run (any more): REVOKED with `reason`, acked."""
-    logger.info("Task %s[%s] %s: not run", job.message.task, job.message.id, reason)
+    """Settle a job that must not run (any more): REVOKED with `reason`, acked. Its one log
+    line says whether it was cut short or never started."""
+    task, task_id = job.message.task, job.message.id
+    if job.started:
+        logger.warning("Task %s[%s] %s: terminated while running", task, task_id, reason)
+    else:
+        logger.info("Task %s[%s] %s: discarded before it ran", task, task_id, reason)
     error = TaskRevokedError(reason)
     meta = failure(job, runtime.hostname, error, status=states.REVOKED)
     await runtime.states.write(meta)

@@ -31,11 +31,13 @@ class Job:
     run_at: float = 0.0  # perf_counter() when the function was called
     acks_late: bool = field(init=False)
     stores_result: bool = field(init=False)
+    stores_started: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.acks_late = self._flag("acks_late")
         ignored = self.message.ignore_result  # the call's, else the task's, else the app's
         self.stores_result = not (self._flag("ignore_result") if ignored is None else ignored)
+        self.stores_started = self.stores_result and self._flag("track_started")
 
     @property
     def requeued_when_lost(self) -> bool:

@@ -1,4 +1,5 @@
-"""Rate limits: `rate_limit="10/s" | "100/m" | "1000/h"` per task.
+"""Rate limits: `rate_limit="10/s" | "100/m" | "1000/h"` per task (else the app's
+`task_default_rate_limit`).
 
 A limited task waits, still reserved but with its concurrency slot lent to other work, until
 it may start. `rate_limit_scope="worker"` is a token bucket in this worker; `"global"` holds
@@ -74,7 +75,7 @@ class RateLimit:
         self._limiters: dict[str, TokenBucket | GlobalSlots] = {}
 
     def applies_to(self, task: Any) -> bool:
-        return task.rate_limit is not None
+        return rate_of(task) is not None
 
     async def handle(self, job: Job, call_next: CallNext) -> Outcome:
         limiter = self._limiter(job)
@@ -91,11 +92,17 @@ class RateLimit:
         task = job.task
         limiter = self._limiters.get(task.name)
         if limiter is None:
-            assert task.rate_limit is not None  # the stage applies to rate-limited tasks only
-            interval = parse_rate(task.rate_limit)
+            rate = rate_of(task)
+            assert rate is not None  # the stage applies to rate-limited tasks only
+            interval = parse_rate(rate)
             limiter = self._limiters[task.name] = (
                 GlobalSlots(self._runtime.store, task.name, interval)
                 if task.rate_limit_scope == "global"
                 else TokenBucket(interval)
             )
         return limiter
+
+
+def rate_of(task: Any) -> str | None:
+    rate: str | None = task.rate_limit or task.app.conf.task_default_rate_limit
+    return rate

@@ -1,4 +1,5 @@
-"""Result recording: STARTED while the task runs, then the outcome's state.
+"""Result recording: STARTED while the task runs (unless `track_started` is off), then the
+outcome's state.
 
 A task's SUCCESS may be written behind it (its slot goes on to the next task while the write
 is in flight), unless something relies on it being stored first: the ack of an `acks_late`
@@ -36,7 +37,7 @@ class Record:
 
     async def handle(self, job: Job, call_next: CallNext) -> Outcome:
         hostname, writer = self._runtime.hostname, self._runtime.states
-        if job.stores_result:
+        if job.stores_started:
             writer.put(state(job, hostname, states.STARTED))  # written while the task runs
         outcome = await call_next(job)
         message = job.message

@@ -44,7 +44,8 @@ class RedisStore:
     `result_backend_transport_options`) are `prefix`, `cluster`, `reconnect_timeout`."""
 
     def __init__(self, url: str, conf: Settings) -> None:
-        self.settings = RedisSettings.parse(url, StoreOptions.read(conf, REDIS_OPTIONS).transport)
+        transport = StoreOptions.read(conf, REDIS_OPTIONS).transport
+        self.settings = RedisSettings.parse(url, transport, conf.broker_pool_limit)
         self._shared = SharedConnection(self.settings)
         self._writes: Batcher[tuple[str, bytes, float | None, bool], None] = Batcher(self._write)
         self._listener = Listener(lambda: self.connection)

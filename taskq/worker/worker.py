@@ -72,7 +72,7 @@ class Worker:
     ) -> None:
         conf = app.conf
         self.app = app
-        self.queues = list(queues or [conf.task_default_queue])
+        self.queues = list(queues or conf.default_queues())
         self.concurrency = concurrency or conf.worker_concurrency
         self.threads = threads or conf.worker_threads
         self.prefetch = self.concurrency * (prefetch_multiplier or conf.worker_prefetch_multiplier)
@@ -110,6 +110,13 @@ class Worker:
             self._loops.cancel_scope.cancel()
 
     async def run(self) -> None:
+        self.app.import_task_modules()
+        if not self.app.user_tasks():
+            logger.warning(
+                "Worker %s has no tasks registered: point -A at the module that defines them,"
+                " or list their modules in the `include` setting",
+                self.hostname,
+            )
         broker = await self.app.connected_broker()
         store = await self.app.connected_store()
         threads = anyio.CapacityLimiter(self.threads)
@@ -305,8 +312,7 @@ class Worker:
 
     def _terminate(self, task_ids: set[str]) -> None:
         for scope, job in list(self._running.items()):
-            if job.message.id in task_ids:
-                logger.warning("Task %s[%s] revoked: terminating", job.message.task, job.message.id)
+            if job.message.id in task_ids:  # settle_lost logs the revocation
                 job.terminated = True
                 scope.cancel()
 

@@ -1,5 +1,5 @@
-"""Beat: firing into a worker, state kept across restarts, dynamic entries, and
-several beat processes with the leader killed."""
+"""Beat: firing into a worker, state kept across restarts, dynamic entries, schedules
+written in code, and several beat processes with the leader killed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,10 @@ import anyio
 import pytest
 from support import TaskqProcess, wait_for
 
-from taskq import TaskQ, crontab, states
-from taskq.beat import Beat
+from taskq import TaskQ, crontab, solar, states
+from taskq.beat import Beat, Schedule, rrule
 from taskq.beat.scheduler import LEADER_LEASE, read_state
+from taskq.errors import ConfigurationError
 from taskq.stores.base import TaskMeta
 from taskq.testing import running_worker
 
@@ -100,6 +103,76 @@ async def test_dynamic_entries_are_stored_and_config_removals_forget_state(app: 
     assert await app.AsyncResult("beat:state:report").status() == states.PENDING
 
 
+class QuarterSecond(Schedule):
+    def next_after(self, last_run: datetime) -> datetime:
+        return last_run + timedelta(seconds=0.25)
+
+
+class DueAQuarterSecondAfterTheLastRun:
+    """Celery's shape: is_due(last_run_at) -> (is_due, seconds until the next check)."""
+
+    def is_due(self, last_run_at: datetime) -> tuple[bool, float]:
+        elapsed = (datetime.now(UTC) - last_run_at).total_seconds()
+        return (True, 0.25) if elapsed >= 0.25 else (False, 0.25 - elapsed)
+
+
+async def test_schedules_written_in_code_send_tasks_and_survive_a_restart(
+    app_settings: dict[str, Any],
+) -> None:
+    calls: list[datetime | None] = []
+
+    def at_once_then_every_fifth(last_run: datetime | None) -> timedelta:
+        calls.append(last_run)
+        return timedelta(0) if last_run is None else timedelta(seconds=0.2)
+
+    app = TaskQ("beat", **app_settings)
+    fired: dict[str, list[float]] = defaultdict(list)
+
+    @app.task(name="b.record", bind=True)
+    async def record(self: Any) -> None:
+        fired[self.request.headers["beat_entry"]].append(self.request.headers["beat_scheduled_at"])
+
+    app.conf.beat_schedule = {
+        "function": {"task": "b.record", "schedule": at_once_then_every_fifth},
+        "subclass": {"task": "b.record", "schedule": QuarterSecond()},
+        "is_due": {"task": "b.record", "schedule": DueAQuarterSecondAfterTheLastRun()},
+    }
+    started = datetime.now(UTC).timestamp()
+    async with app, running_worker(app):
+        await run_beat_until(app, lambda: len(fired) == 3 and min(map(len, fired.values())) >= 3)
+        store = await app.connected_store()
+        runs = {name: await read_state(store, name) for name in fired}
+        wanted = {name: state.total_runs + 2 for name, state in runs.items() if state}
+        assert len(wanted) == 3
+        await run_beat_until(app, lambda: all(len(fired[n]) >= k for n, k in wanted.items()))
+    assert fired["function"][0] - started < 0.5  # None before the first run: at once
+    assert calls.count(None) == 1  # the restarted beat was given the stored last run
+    for name, period in (("function", 0.2), ("subclass", 0.25)):
+        gaps = [round(b - a, 3) for a, b in itertools.pairwise(fired[name])]
+        assert all(round(gap / period, 3).is_integer() for gap in gaps), (name, gaps)
+        assert len(fired[name]) == len(set(fired[name])), name
+    polled = [round(b - a, 3) for a, b in itertools.pairwise(fired["is_due"])]
+    assert all(gap >= 0.25 for gap in polled), polled
+
+
+async def test_catch_up_false_on_an_is_due_schedule_is_a_clear_error(app: TaskQ) -> None:
+    schedule = DueAQuarterSecondAfterTheLastRun()
+    app.conf.beat_schedule = {"p": {"task": "b.tick", "schedule": schedule, "catch_up": False}}
+    with pytest.raises(ConfigurationError, match="catch_up=False does not apply to an is_due"):
+        await app.beat.entries()
+
+
+async def test_schedules_in_code_are_not_stored_and_the_others_round_trip(app: TaskQ) -> None:
+    with pytest.raises(ConfigurationError, match="defined in code and cannot be stored"):
+        await app.beat.add("hourly", "b.tick", lambda last_run: timedelta(hours=1))
+    dusk = solar("dusk_civil", 48.85, 2.35)
+    weekly = rrule("weekly", dtstart=datetime(2026, 1, 5, 9))
+    await app.beat.add("dusk", "b.tick", dusk)
+    await app.beat.add("weekly", "b.tick", weekly)
+    stored = {entry.name: entry.schedule for entry in await app.beat.entries()}
+    assert stored == {"dusk": dusk, "weekly": weekly, "tick": stored["tick"]}
+
+
 async def test_entries_kept_by_an_older_beat_as_task_results_are_read_and_moved(
     app: TaskQ,
 ) -> None:
@@ -126,8 +199,6 @@ async def test_concurrent_dynamic_entries_are_all_kept(broker_url: str) -> None:
 
 
 async def test_a_bad_entry_is_a_clear_error(app: TaskQ) -> None:
-    from taskq.errors import ConfigurationError
-
     app.conf.beat_schedule = {"broken": {"task": "b.tick", "every": 5}}
     with pytest.raises(ConfigurationError, match="needs 'task' and 'schedule'"):
         await app.beat.entries()
@@ -217,3 +288,35 @@ def test_beat_list_and_worker_with_beat(
     worker_env.update(env)
     start_worker("--beat")
     wait_for(lambda: marker.exists() and len(marker.read_text().split()) >= 2)
+
+
+def test_beat_list_names_the_next_run_of_every_kind_of_schedule(
+    worker_env: dict[str, str],
+) -> None:
+    before = datetime.now(UTC)
+    listed = subprocess.run(
+        [sys.executable, "-m", "taskq", "beat", "-A", "beat_list_app:app", "--list"],
+        env=worker_env, cwd=Path(__file__).parent, capture_output=True, text=True,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    lines = {line.split(":")[0]: line for line in listed.stdout.splitlines()}
+    assert sorted(lines) == sorted(
+        ["cron", "sunset", "monthly", "used-up", "function", "subclass", "is-due"]
+    )
+
+    def next_run(name: str) -> datetime:
+        return datetime.fromisoformat(lines[name].split(" next ")[1].split()[0])
+
+    assert "crontab(minute=15, hour=2," in lines["cron"]
+    assert next_run("cron").strftime("%H:%M") == "02:15"
+    assert lines["sunset"].startswith("sunset: noop solar('sunset', 51.5074, -0.1278) next ")
+    assert before < next_run("sunset") < before + timedelta(days=1)
+    assert "rrule('DTSTART:20300131T090000 RRULE:FREQ=MONTHLY')" in lines["monthly"]
+    assert next_run("monthly") == datetime(2030, 1, 31, 9, tzinfo=UTC)
+    assert lines["used-up"].endswith(" next never runs 0")
+    assert "beat_list_app.<lambda> (in code)" in lines["function"]
+    assert timedelta(minutes=59) < next_run("function") - before < timedelta(minutes=61)
+    assert "beat_list_app.NewYear2031() (in code)" in lines["subclass"]
+    assert next_run("subclass") == datetime(2031, 1, 1, tzinfo=UTC)
+    assert "CheckHourly() (is_due, in code)" in lines["is-due"]
+    assert timedelta(minutes=59) < next_run("is-due") - before < timedelta(minutes=61)

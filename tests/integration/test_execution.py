@@ -4,6 +4,7 @@ rate limits, expiry, revocation, idempotency keys, hooks and middleware, dead le
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,6 +31,15 @@ async def app(app_settings: dict[str, Any]) -> AsyncIterator[TaskQ]:
     app = TaskQ("exec", **app_settings)
     async with app:
         yield app
+
+
+def worker_lines(caplog: pytest.LogCaptureFixture, task_id: str) -> list[str]:
+    """What the worker logged about the task `task_id`."""
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "taskq.worker" and f"[{task_id}]" in record.getMessage()
+    ]
 
 
 async def test_autoretry_backoff_grows_then_fails_with_the_original_error(app: TaskQ) -> None:
@@ -148,7 +158,10 @@ async def test_rate_limit_delays_without_holding_a_slot(app: TaskQ) -> None:
     assert starts[-1] - starts[0] >= 4 * 0.2  # 5 intervals of 0.2 s, less start-up jitter
 
 
-async def test_expired_task_is_revoked_not_run(app: TaskQ) -> None:
+async def test_expired_task_is_revoked_not_run(
+    app: TaskQ, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="taskq.worker")
     ran: list[int] = []
 
     @app.task
@@ -161,9 +174,14 @@ async def test_expired_task_is_revoked_not_run(app: TaskQ) -> None:
             await result.get(timeout=10)
     assert caught.value.exc_type == f"{TaskRevokedError.__module__}.TaskRevokedError"
     assert await result.status() == states.REVOKED and not ran
+    expected = f"Task {late.name}[{result.id}] expired: discarded before it ran"
+    assert worker_lines(caplog, result.id) == [expected]
 
 
-async def test_revoke_before_a_worker_exists_is_honoured(app: TaskQ) -> None:
+async def test_revoke_before_a_worker_exists_is_honoured(
+    app: TaskQ, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="taskq.worker")
     ran: list[str] = []
 
     @app.task
@@ -179,9 +197,14 @@ async def test_revoke_before_a_worker_exists_is_honoured(app: TaskQ) -> None:
         with pytest.raises(TaskError, match="revoked"):
             await skipped.get(timeout=10)
     assert ran == ["kept"]
+    expected = f"Task {job.name}[{skipped.id}] revoked: discarded before it ran"
+    assert worker_lines(caplog, skipped.id) == [expected]
 
 
-async def test_revoke_with_terminate_cancels_a_running_task(app: TaskQ) -> None:
+async def test_revoke_with_terminate_cancels_a_running_task(
+    app: TaskQ, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="taskq.worker")
     started = anyio.Event()
 
     @app.task(acks_late=True)
@@ -197,6 +220,8 @@ async def test_revoke_with_terminate_cancels_a_running_task(app: TaskQ) -> None:
             await result.get(timeout=10)
     broker = await app.connected_broker()
     assert await broker.queue_length(app.conf.task_default_queue) == 0
+    expected = f"Task {long.name}[{result.id}] revoked: terminated while running"
+    assert worker_lines(caplog, result.id) == [expected]
 
 
 async def test_a_slot_whose_task_was_terminated_runs_the_next_tasks(app: TaskQ) -> None:

@@ -130,7 +130,7 @@ def test_cli_call_result_status_purge_and_dlq(
     assert queued.returncode == 0 and len(queued.stdout.strip()) == 32
     status = taskq("status")
     assert status.returncode == 0 and "default" in status.stdout and " 1 " in status.stdout
-    assert "Purged 1 message(s) from default" in taskq("purge", "-Q", "default").stdout
+    assert "Purged 1 message(s) from default" in taskq("purge", "-f", "-Q", "default").stdout
     start_worker()
     waited = taskq("call", "itest.add", "--args", "[2, 3]", "--wait", "--timeout", "20")
     assert waited.returncode == 0 and waited.stdout.strip() == "5"
@@ -142,14 +142,14 @@ def test_cli_call_result_status_purge_and_dlq(
     assert len(letters) == 1 and "BadArgumentsError" in orjson.loads(letters[0])["reason"]
     assert taskq("dlq", "replay").returncode == 1
     assert "Replayed 1 dead letter(s) from default" in taskq("dlq", "replay", "--all").stdout
-    assert "Purged" in taskq("dlq", "purge").stdout
+    assert "Purged" in taskq("dlq", "purge", "-f").stdout
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["status", "-A", "no_such_module:app"], "cannot import 'no_such_module'"),
-        (["status", "-A", "itest_tasks:nothing"], "is not a TaskQ app"),
+        (["status", "-A", "itest_tasks:nothing"], "has no attribute 'nothing'"),
         (["call", "x", "-A", "itest_tasks:app", "--args", "{bad"], "--args is not valid JSON"),
         (["worker", "-A", "itest_tasks:app", "--loop", "trio"], "--loop must be one of"),
     ],
@@ -169,7 +169,10 @@ def test_cli_errors_are_one_line(worker_env: dict[str, str], args: list[str], me
 
 @pytest.mark.parametrize(
     ("url", "message"),
-    [("nosuch://host", "unsupported broker URL"), ("redis://127.0.0.1:1/0", "ConnectionError")],
+    [
+        ("nosuch://host", "unsupported broker URL"),
+        ("redis://127.0.0.1:1/0", "Redis at redis://127.0.0.1:1/0 is unreachable"),
+    ],
 )
 def test_cli_bad_or_unreachable_broker_is_one_line(
     worker_env: dict[str, str], url: str, message: str

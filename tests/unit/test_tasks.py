@@ -5,7 +5,7 @@ import time
 import anyio
 import pytest
 
-from taskq import AsyncResult, TaskError, states
+from taskq import AsyncResult, TaskError, chain, signature, states
 from taskq.errors import MessageTooLargeError, NotRegisteredError, TimeoutError
 from taskq.message import decode
 from taskq.middleware import Middleware
@@ -219,7 +219,31 @@ async def test_unknown_call_options_are_a_type_error_naming_them() -> None:
             await local.send_task("calls.anything", bogus=1)  # type: ignore[call-arg]
         with pytest.raises(TypeError, match=r"unknown signature option.*: prio"):
             anything.s().set(prio=1)
+        with pytest.raises(TypeError, match=r"unknown signature option.*: prio"):
+            signature("calls.anything", app=local, prio=1)  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match=r"unknown call option.*: bogus"):
+            await chain(anything.s(), anything.si()).apply_async(bogus=1)
         assert await (await local.connected_broker()).queue_length("default") == 0
+
+
+async def test_publish_timeout_is_an_option_of_the_call_that_publishes() -> None:
+    local = memory_app("timeouts")
+
+    @local.task
+    async def double(x: int) -> int:
+        return x * 2
+
+    refused = r"publish_timeout: an option of the call that publishes \(apply_async\)"
+    with pytest.raises(TypeError, match=refused):
+        double.s(1).set(publish_timeout=1)
+    with pytest.raises(TypeError, match=refused):
+        signature(double, [1], publish_timeout=1)
+    async with local, running_worker(local):
+        assert await (await double.apply_async([2], publish_timeout=5)).get(timeout=5) == 4
+        assert await (await double.s(3).apply_async(publish_timeout=5)).get(timeout=5) == 6
+        for bad in (0, -1, "5", True):
+            with pytest.raises(ValueError, match="publish_timeout must be a positive number"):
+                await double.apply_async([1], publish_timeout=bad)  # type: ignore[arg-type]
 
 
 async def test_ignore_result_per_call_and_links_on_send_task() -> None:

@@ -1,5 +1,5 @@
 """The project's taskq app, as Celery's proj/celery.py: its settings are the TASKQ_ names of
-Django's settings.
+Django's settings, its tasks the `tasks` modules of the installed apps.
 
 Worker (from this folder):  taskq worker -A proj.taskq_app:app
 """
@@ -7,6 +7,7 @@ Worker (from this folder):  taskq worker -A proj.taskq_app:app
 import os
 
 import django
+from django.conf import settings
 
 from taskq import TaskQ
 
@@ -15,5 +16,4 @@ django.setup()  # a worker imports this module first; in the site it is set up a
 
 app = TaskQ("proj")
 app.config_from_object("django.conf:settings", namespace="TASKQ")
-
-import orders.tasks  # noqa: E402, F401 - registers the tasks, as Celery's autodiscover_tasks
+app.autodiscover_tasks(lambda: settings.INSTALLED_APPS)  # imported when a worker starts
