@@ -1,6 +1,7 @@
-"""Producing from synchronous code (`taskq.sync`) and from a new event loop per call, on SQLite,
-Redis and RabbitMQ: `delay_sync`, `apply_async_sync`, `send_task_sync` and `SyncResult` from
-plain threads against an in-process worker, many threads at once over reused connections,
+"""Producing from synchronous code (`taskq.sync`) and from a new event loop per call, on the
+memory broker, SQLite, Redis and RabbitMQ (one store each: memory, SQLite, Redis, SQLite):
+`delay_sync`, `apply_async_sync`, `send_task_sync` and `SyncResult` from plain threads against
+an in-process worker, many threads at once over reused connections, a forked child,
 `asyncio.run(task.delay())` again and again, and a script that exits cleanly."""
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from taskq.testing import memory_app, running_worker
 pytestmark = pytest.mark.integration
 
 on_every_broker = pytest.mark.parametrize(
+    "app_settings", ["memory", "sqlite", "redis", "amqp"], indirect=True
+)
+# A broker another process can reach: not the memory broker, which lives in this one.
+on_every_server_broker = pytest.mark.parametrize(
     "app_settings", ["sqlite", "redis", "amqp"], indirect=True
 )
 THREADS, CALLS_PER_THREAD = 8, 50
@@ -213,7 +218,7 @@ print(add.delay_sync(2, 3).get(timeout=20))
 """
 
 
-@on_every_broker
+@on_every_server_broker
 async def test_a_script_producing_synchronously_exits_cleanly(
     app: TaskQ, app_settings: dict[str, Any]
 ) -> None:
