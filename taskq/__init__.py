@@ -32,6 +32,7 @@ from taskq.errors import (
 )
 from taskq.middleware import Middleware
 from taskq.result import AsyncResult, EagerResult, GroupResult
+from taskq.sync import SyncResult
 from taskq.task import Request, Task
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "Retry",
     "Signature",
     "SoftTimeLimitExceeded",
+    "SyncResult",
     "Task",
     "TaskError",
     "TaskQ",
