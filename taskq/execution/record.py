@@ -14,9 +14,7 @@ import logging
 import time
 from typing import Any
 
-import orjson
-
-from taskq import states
+from taskq import states, typed_json
 from taskq.errors import MessageError
 from taskq.execution.job import REPLACED, CallNext, Job, Outcome, Runtime
 from taskq.execution.meta import failure, state
@@ -77,7 +75,7 @@ def _unserializable(value: Any) -> str | None:
     if type(value) in _PLAIN:
         return None
     try:
-        orjson.dumps(value)
+        typed_json.dumps(value)
     except TypeError as exc:
         return str(exc)
     return None

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
-import orjson
 
-from taskq import defaults, states
+from taskq import defaults, states, typed_json
 from taskq.config import Settings, checked_options
 from taskq.errors import ConfigurationError, MessageError, TimeoutError
 from taskq.urls import load_backend_class
@@ -74,14 +73,15 @@ class TaskMeta:
         return self.status in states.READY_STATES
 
     def encode(self) -> bytes:
+        """JSON with the result's datetimes, UUIDs, decimals... tagged (`typed_json`)."""
         try:
-            return orjson.dumps(self)  # orjson writes a dataclass's fields in their order
+            return typed_json.dumps(self)  # orjson writes a dataclass's fields in their order
         except TypeError as exc:
             raise MessageError(f"task {self.task_id}: result is not serializable: {exc}") from exc
 
     @classmethod
     def decode(cls, raw: bytes) -> TaskMeta:
-        data = orjson.loads(raw)
+        data = typed_json.loads(raw)
         return cls(**{name: data.get(name) for name in _FIELDS if name in data})
 
 
