@@ -5,8 +5,8 @@ Tuples are written as lists and read back as lists.
 
 orjson writes the plain values in C, and asks `_write_tagged` only for the types it cannot
 (or, for the datetimes, is told not to) write itself. A UUID it always writes as a bare
-string without asking: only when the text holds a string of that shape is the value
-searched for UUIDs, and written again with them tagged if it holds any. Reading walks the
+string without asking: only when the text holds what looks like one is the value searched
+for UUIDs, and written again with them tagged if it holds any. Reading walks the
 structure only when the text holds a tag. Either way plain values cost a byte search.
 
 Imports nothing of taskq but `errors`.
@@ -31,7 +31,8 @@ T = TypeVar("T")
 TYPE, VALUE = "__type__", "__value__"
 _MARK = b'"__type__"'
 _DASH = ord("-")  # `int in bytes`: `bytes in bytes` first tries the bytes as an int, slowly
-_UUID_TEXT = re.compile(rb'"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"')
+# The middle of a UUID's text: the search starts only at dashes, found by memchr.
+_UUID_TEXT = re.compile(rb"-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-")
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME
 _SCALARS: frozenset[type] = frozenset({str, int, float, bool, type(None)})
 
