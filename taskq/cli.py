@@ -20,7 +20,7 @@ import anyio
 import orjson
 import typer
 
-from taskq import dlq
+from taskq import dlq, typed_json
 from taskq.app import TaskQ
 from taskq.beat.scheduler import Beat, read_state
 from taskq.errors import AppLoadError, CommandError, LoginRefusedError, TaskError, TaskQError
@@ -329,7 +329,7 @@ async def call(
             value = await result.get(timeout=timeout)
         except TaskError as exc:
             raise CommandError(f"task {result.id} failed: {exc}") from None
-        typer.echo(orjson.dumps(value).decode())
+        typer.echo(typed_json.dumps(value).decode())
 
 
 def _json_arg(option: str, text: str, kind: type[T]) -> T:
@@ -359,7 +359,7 @@ async def result(
             if wait
             else await store.get(task_id) or TaskMeta(task_id)
         )
-        typer.echo(orjson.dumps(_public_meta(meta)).decode())
+        typer.echo(typed_json.dumps(_public_meta(meta)).decode())
 
 
 def _public_meta(meta: TaskMeta) -> dict[str, Any]:

@@ -23,6 +23,11 @@ async def add(x: int, y: int) -> int:
     return x + y
 
 
+@app.task(name="itest.same")
+async def same(value: object) -> object:
+    return value
+
+
 @app.task(name="itest.concurrent")
 async def concurrent(seconds: float) -> int:
     """Returns the peak number of these tasks seen running at once in this worker."""
