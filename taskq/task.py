@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, Un
 
 import orjson
 
-from taskq import sync
+from taskq import sync, typed_json
 from taskq.canvas import Signature, chunks, group, starmap, xmap
 from taskq.errors import ConfigurationError, MaxRetriesExceededError, Replace, Retry
 from taskq.message import Message
@@ -416,5 +416,5 @@ def _exception_types(value: Any) -> tuple[type[BaseException], ...]:
 
 def unique_key(name: str, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None) -> str:
     """The idempotency key of `unique_for`: the task name and its arguments."""
-    payload = orjson.dumps([list(args or ()), dict(kwargs or {})], option=orjson.OPT_SORT_KEYS)
+    payload = typed_json.dumps([list(args or ()), dict(kwargs or {})], orjson.OPT_SORT_KEYS)
     return f"unique:{name}:{hashlib.sha256(payload).hexdigest()}"

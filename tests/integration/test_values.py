@@ -107,6 +107,17 @@ async def test_a_chord_callback_gets_typed_results(app: TaskQ) -> None:
         assert_same(await result.get(timeout=30))
 
 
+async def test_unique_for_tells_typed_arguments_apart(app: TaskQ) -> None:
+    @app.task(unique_for=60)
+    async def bill(amount: Decimal, due: dt.date) -> None: ...
+
+    first = await bill.delay(Decimal("9.90"), dt.date(2026, 12, 2))
+    again = await bill.delay(Decimal("9.90"), dt.date(2026, 12, 2))
+    as_text = await bill.delay("9.90", "2026-12-02")
+    assert first.id == again.id != as_text.id
+    assert await (await app.connected_broker()).queue_length(app.conf.task_default_queue) == 2
+
+
 async def test_eager_runs_hand_over_the_objects_and_store_typed_results() -> None:
     app = memory_app("values", task_always_eager=True)
     add_tasks(app)
