@@ -24,7 +24,7 @@ class Serializer:
     loads: Callable[[bytes], Any]
 
 
-def _orjson_dumps(value: Any) -> bytes:
+def _json_dumps(value: Any) -> bytes:
     return typed_json.dumps(value, orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -48,7 +48,7 @@ def _msgpack_loads(data: bytes) -> Any:
 
 
 SERIALIZERS: dict[str, Serializer] = {
-    "json": Serializer("json", _orjson_dumps, typed_json.loads),
+    "json": Serializer("json", _json_dumps, typed_json.loads),
     "msgpack": Serializer("msgpack", _msgpack_dumps, _msgpack_loads),
     "pickle": Serializer("pickle", pickle.dumps, pickle.loads),
 }

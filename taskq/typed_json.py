@@ -1,7 +1,7 @@
 """JSON that keeps `datetime`, `date`, `time`, `timedelta`, `UUID` and `Decimal`: each is
 written as `{"__type__": TAG, "__value__": ...}` and read back as its type. The tags are
-kombu's (Celery 5.3+), so a mixed fleet reads and writes the same; kombu has no timedelta.
-Tuples are written as lists and read back as lists.
+kombu's (Celery 5.3+), so a mixed fleet reads and writes the same; kombu has no timedelta
+(and refuses the tag). Tuples are written as lists and read back as lists.
 
 orjson writes the plain values in C, and asks `_write_tagged` only for the types it cannot
 (or, for the datetimes, is told not to) write itself. A UUID it always writes as a bare
