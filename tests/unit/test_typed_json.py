@@ -193,6 +193,12 @@ def test_arguments_and_results_keep_their_types_in_the_envelope_and_the_meta() -
         same(back, value)
 
 
+def test_compressed_json_arguments_keep_their_types() -> None:
+    raw = encode(Message(id="m", task="t", args=list(TYPED), compression="gzip"))
+    for back, value in zip(decode(raw, {"json"}).args, TYPED, strict=True):
+        same(back, value)
+
+
 def test_the_json_serializer_keeps_the_types() -> None:
     json = get_serializer("json")
     assert json.loads(json.dumps([Decimal("2.50"), {1: dt.date(2026, 1, 1)}])) == [
