@@ -298,6 +298,8 @@ class TaskQ:
         parent = current_request()
         now = time.time()
         message_id = options.get("task_id") or new_id()
+        if parent is not None:
+            parent.children.append(message_id)
         headers = dict(options.get("headers") or {})
         if options.get("idempotency_key") is not None:
             headers["idempotency_key"] = options["idempotency_key"]

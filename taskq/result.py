@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import nullcontext
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import anyio
@@ -72,9 +73,48 @@ class AsyncResult(Generic[R]):
             return None
         return cast(R | TaskError, self._value(meta, propagate=False))
 
+    info = result
+
+    async def wait(self, timeout: float | None = None, propagate: bool = True) -> R:
+        """`get()`, by Celery's other name."""
+        return await self.get(timeout, propagate)
+
     async def traceback(self) -> str | None:
         """The remote traceback text of a failed task."""
         return (await self._meta()).traceback
+
+    async def name(self) -> str | None:
+        """The task's registered name, once a worker has recorded a state."""
+        return (await self._meta()).task
+
+    async def args(self) -> list[Any] | None:
+        """The positional arguments of the call (None for a msgpack or pickle message)."""
+        return (await self._meta()).args
+
+    async def kwargs(self) -> dict[str, Any] | None:
+        """The keyword arguments of the call (None for a msgpack or pickle message)."""
+        return (await self._meta()).kwargs
+
+    async def queue(self) -> str | None:
+        """The queue the call was routed to."""
+        return (await self._meta()).queue
+
+    async def worker(self) -> str | None:
+        """The hostname of the worker that ran it (`eager` for an eager run)."""
+        return (await self._meta()).worker
+
+    async def retries(self) -> int:
+        """How many times it was retried so far."""
+        return (await self._meta()).retries
+
+    async def date_done(self) -> datetime | None:
+        """When it finished (UTC), or None while it is not ready."""
+        done = (await self._meta()).date_done
+        return None if done is None else datetime.fromtimestamp(done, UTC)
+
+    async def children(self) -> list[Any]:
+        """The results of the tasks it published while it ran, in order (AsyncResults)."""
+        return [_from_ids(child, self.app) for child in (await self._meta()).children or ()]
 
     async def revoke(self, terminate: bool = False) -> None:
         """Never run this task (see `app.control.revoke`)."""

@@ -30,9 +30,17 @@ class Request:
     """What a running task knows about its own invocation (`self.request` in a bound task):
     its message's fields (`id`, `task`, `args`, `kwargs`, `retries`, `root_id`, `parent_id`,
     `group_id`, `group_index`, `eta`, `expires`, `headers`, `time_limit`, `soft_time_limit`),
-    read from the message itself, and where it runs (`delivery_info`, `hostname`)."""
+    read from the message itself, where it runs (`delivery_info`, `hostname`), and the ids of
+    the tasks it published while it ran (`children`)."""
 
-    __slots__ = ("delivery_info", "hostname", "is_eager", "message", "retries_exhausted")
+    __slots__ = (
+        "children",
+        "delivery_info",
+        "hostname",
+        "is_eager",
+        "message",
+        "retries_exhausted",
+    )
 
     def __init__(
         self,
@@ -47,6 +55,7 @@ class Request:
         self.hostname = hostname
         self.is_eager = is_eager
         self.retries_exhausted = False
+        self.children: list[str] = []
 
     @property
     def id(self) -> str:
