@@ -31,7 +31,7 @@ from taskq.errors import (
     TimeoutError,
 )
 from taskq.middleware import Middleware
-from taskq.result import AsyncResult, EagerResult, GroupResult
+from taskq.result import AsyncResult, EagerResult, GroupResult, ResultSet
 from taskq.task import Request, Task
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "Middleware",
     "NotRegisteredError",
     "Request",
+    "ResultSet",
     "Retry",
     "Signature",
     "SoftTimeLimitExceeded",

@@ -1,9 +1,11 @@
-"""Every exception taskq raises. Imports nothing of taskq."""
+"""Every exception taskq raises. Imports nothing of taskq but `tagging`."""
 
 from __future__ import annotations
 
 import builtins
 from typing import Any
+
+from taskq.tagging import tag
 
 
 class TaskQError(Exception):
@@ -78,6 +80,14 @@ class TaskError(TaskQError):
 
     def __str__(self) -> str:
         return f"{self.exc_type}: {self.exc_message}"
+
+    def tagged_json(self) -> dict[str, Any]:
+        """As a task's result holds it (`taskq.tagging`); read back by `taskq.result.restore`."""
+        details = {"type": self.exc_type, "message": self.exc_message}
+        return tag(TASK_ERROR_TAG, {**details, "traceback": self.remote_traceback})
+
+
+TASK_ERROR_TAG = "taskerror"
 
 
 _task_error_types: dict[str, type[TaskError]] = {}

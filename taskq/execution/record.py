@@ -14,9 +14,7 @@ import logging
 import time
 from typing import Any
 
-import orjson
-
-from taskq import states
+from taskq import states, tagging
 from taskq.errors import MessageError
 from taskq.execution.job import CallNext, Job, Outcome, Runtime
 from taskq.execution.meta import failure, state
@@ -75,7 +73,7 @@ def _unserializable(value: Any) -> str | None:
     if type(value) in _PLAIN:
         return None
     try:
-        orjson.dumps(value)
+        tagging.dumps(value)
     except TypeError as exc:
         return str(exc)
     return None

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import anyio
 import orjson
 
-from taskq import defaults, states
+from taskq import defaults, states, tagging
 from taskq.config import Settings, checked_options
 from taskq.errors import ConfigurationError, MessageError, TimeoutError
 from taskq.urls import load_backend_class
@@ -74,7 +74,7 @@ class TaskMeta:
 
     def encode(self) -> bytes:
         try:
-            return orjson.dumps(self)  # orjson writes a dataclass's fields in their order
+            return tagging.dumps(self)  # orjson writes a dataclass's fields in their order
         except TypeError as exc:
             raise MessageError(f"task {self.task_id}: result is not serializable: {exc}") from exc
 

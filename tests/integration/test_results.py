@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import pytest
 
-from taskq import TaskQ
+from taskq import AsyncResult, GroupResult, ResultSet, TaskError, TaskQ, group
 from taskq.task import Task
 from taskq.testing import running_worker
 
@@ -73,3 +74,92 @@ async def test_an_unknown_result_knows_nothing(app: TaskQ) -> None:
     assert await result.args() is None
     assert await result.date_done() is None
     assert await result.children() == []
+
+
+async def test_a_group_or_result_a_task_returns_comes_back_as_one(app: TaskQ) -> None:
+    @app.task
+    async def square(value: int) -> int:
+        return value * value
+
+    @app.task
+    async def start_squares(count: int) -> GroupResult:
+        result: GroupResult = await group(square.s(i) for i in range(count)).apply_async()
+        return result
+
+    @app.task
+    async def start_chain(value: int) -> AsyncResult[int]:
+        result: AsyncResult[int] = await (square.s(value) | square.s()).apply_async()
+        return result
+
+    async with running_worker(app):
+        returned = await (await start_squares.delay(3)).get(timeout=20)
+        assert isinstance(returned, GroupResult) and returned.app is app
+        assert await returned.join(timeout=20) == [0, 1, 4]
+        assert returned == await GroupResult.restore(returned.id, app=app)
+        chained = await (await start_chain.delay(3)).get(timeout=20)
+        assert isinstance(chained, AsyncResult) and chained.parent is not None
+        assert await chained.get(timeout=20) == 81
+        assert await chained.parent.get(timeout=20) == 9
+
+
+async def test_collect_follows_what_each_task_returned_and_published(app: TaskQ) -> None:
+    @app.task
+    async def pow2(i: int) -> int:
+        return i**2
+
+    @app.task
+    async def b(i: int) -> AsyncResult[int]:
+        return await pow2.delay(i)
+
+    @app.task
+    async def a(how_many: int) -> GroupResult:
+        result: GroupResult = await group(b.s(i) for i in range(how_many)).apply_async()
+        return result
+
+    async with running_worker(app):
+        result = await a.delay(4)
+        pairs = [pair async for pair in result.collect(timeout=20)]
+    values = [value for _, value in pairs if not isinstance(value, AsyncResult | ResultSet)]
+    assert values[-4:] == [0, 1, 4, 9]
+    handles = [handle for handle, _ in pairs]
+    assert handles[0] == result and isinstance(handles[1], GroupResult)
+    assert len(handles) == 1 + 1 + 4 + 4  # a, its group, each b, each pow2: each once
+
+
+async def test_group_and_result_set_queries(app: TaskQ) -> None:
+    gate = anyio.Event()
+
+    @app.task
+    async def held(value: int) -> int:
+        await gate.wait()
+        if value < 0:
+            raise ValueError("negative")
+        return value
+
+    async with running_worker(app):
+        group_result = await group(held.s(1), held.s(-1)).apply_async()
+        assert await group_result.waiting() and not await group_result.ready()
+        gate.set()
+        assert await group_result.join(timeout=20, propagate=False) == [1, ANY_ERROR]
+        assert not await group_result.waiting()
+        assert await group_result.failed() and not await group_result.successful()
+        assert await group_result.completed_count() == 1
+        assert group_result.parent is None and len(group_result.results) == 2
+
+        results = ResultSet([await held.delay(2)])
+        results.add(await held.delay(3))
+        results.add(results[0])  # a member already: not added twice
+        assert await results.get(timeout=20) == [2, 3]
+        assert await results.successful() and await results.completed_count() == 2
+        results.remove(results[0].id)
+        assert await results.join(timeout=20) == [3]
+        with pytest.raises(KeyError):
+            results.remove("not-a-member")
+
+
+class _AnyError:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TaskError) and isinstance(other, ValueError)
+
+
+ANY_ERROR = _AnyError()
