@@ -183,6 +183,7 @@ class Task(Generic[P, R]):
         self.expires: float | timedelta | datetime | None = settings.pop("expires")
         self.serializer: str | None = settings.pop("serializer")
         self.unique_for: float | None = settings.pop("unique_for")
+        self.typing: bool = settings.pop("typing")
         self.options: dict[str, Any] = settings  # the options middleware declared
 
     def __repr__(self) -> str:
@@ -217,9 +218,12 @@ class Task(Generic[P, R]):
         Options (`taskq.options.CallOptions`): task_id, queue, priority, countdown, eta,
         expires, headers, serializer, time_limit, soft_time_limit, idempotency_key,
         ignore_result, and `link` / `link_error` signatures, run with the result / with
-        (task id, error) afterwards. An unknown option is a `TypeError`.
+        (task id, error) afterwards. An unknown option is a `TypeError`, and so are arguments
+        that do not fit the function's signature (unless the task has `typing=False`).
         """
         self._complete(options)
+        if self.typing:
+            self._check_arguments(args or (), kwargs or {})
         if self.unique_for is not None and options.get("idempotency_key") is None:
             options["idempotency_key"] = unique_key(self.name, args, kwargs)
         return await self.app.send_task(self.name, args, kwargs, **options)
@@ -327,6 +331,15 @@ class Task(Generic[P, R]):
             self.signature.bind(self, *args, **kwargs)
         else:
             self.signature.bind(*args, **kwargs)
+
+    def _check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """`TypeError` in the caller for arguments that do not fit (the `typing` option)."""
+        try:
+            self.bind_arguments(args, kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"{self.name}: {exc} (typing=False on the task skips this check)"
+            ) from None
 
     async def run_async(self, request: Request) -> Any:
         """Await the coroutine function under `request`'s context."""
