@@ -127,10 +127,20 @@ def _known_type(exc_type: str) -> type[Exception] | None:
 class Retry(TaskQError):
     """Raised by `task.retry()`: the worker publishes the task again, later."""
 
-    def __init__(self, exc: BaseException | None = None, countdown: float | None = None) -> None:
-        super().__init__(f"retry in {countdown}s" + (f": {exc!r}" if exc is not None else ""))
+    def __init__(
+        self,
+        exc: BaseException | None = None,
+        countdown: float | None = None,
+        *,
+        eta: float | None = None,
+        expires: float | None = None,
+    ) -> None:
+        when = f"retry in {countdown}s" if eta is None else f"retry at {eta}"
+        super().__init__(when + (f": {exc!r}" if exc is not None else ""))
         self.exc = exc
         self.countdown = countdown
+        self.eta = eta  # epoch seconds, instead of the countdown
+        self.expires = expires  # epoch seconds: the retry's own, over the call's
 
 
 class MaxRetriesExceededError(TaskQError):

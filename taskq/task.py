@@ -275,11 +275,20 @@ class Task(Generic[P, R]):
         exc: BaseException | None = None,
         countdown: float | None = None,
         max_retries: int | None = None,
+        *,
+        eta: datetime | float | None = None,
+        expires: float | timedelta | datetime | None = None,
     ) -> Retry:
         """Ask the worker to run this task again later: `raise self.retry(exc=exc, countdown=5)`.
 
-        Past `max_retries`, raises `exc` (or `MaxRetriesExceededError` without one) instead.
+        Due after `countdown` seconds (`default_retry_delay` by default) or at `eta` (a datetime
+        or epoch seconds, not both); `expires` (seconds from now or a datetime) revokes the
+        retry if it has not started by then, instead of the call's own expiry. Past
+        `max_retries` (this call's, else the task's), raises `exc` (or
+        `MaxRetriesExceededError` without one) instead.
         """
+        if countdown is not None and eta is not None:
+            raise ValueError("give countdown or eta, not both")
         request = self.request
         limit = max_retries if max_retries is not None else self.max_retries
         if limit is not None and request.retries >= limit:
@@ -289,7 +298,10 @@ class Task(Generic[P, R]):
             raise MaxRetriesExceededError(
                 f"{self.name}[{request.id}]: max retries ({limit}) exceeded"
             )
-        raise Retry(exc, self.default_retry_delay if countdown is None else countdown)
+        due = eta.timestamp() if isinstance(eta, datetime) else eta
+        if due is None and countdown is None:
+            countdown = self.default_retry_delay
+        raise Retry(exc, countdown, eta=due, expires=absolute_time(expires))
 
     def retry_countdown(self, retries: int) -> float:
         """The delay before retry number `retries + 1` of an automatic retry."""

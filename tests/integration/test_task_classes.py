@@ -3,13 +3,16 @@ checks at publish, retries with an eta or expiry, what a task knows of its deliv
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from taskq import TaskQ
+from taskq import TaskQ, TaskRevokedError, states
 from taskq.errors import BadArgumentsError
+from taskq.task import Task
 from taskq.testing import running_worker
 
 pytestmark = pytest.mark.integration
@@ -43,3 +46,29 @@ async def test_arguments_that_do_not_fit_are_refused_before_publishing(app: Task
         with pytest.raises(BadArgumentsError):
             await unchecked.get(timeout=20)
         assert await (await add.delay(2, y=3)).get(timeout=20) == 5
+
+
+async def test_a_retry_at_an_eta_runs_then_and_one_that_expires_is_revoked(app: TaskQ) -> None:
+    runs: list[float] = []
+
+    @app.task(bind=True)
+    async def later(self: Task[Any, Any]) -> int:
+        runs.append(time.time())
+        if self.request.retries == 0:
+            raise self.retry(eta=datetime.now(UTC) + timedelta(seconds=0.6))
+        return self.request.retries
+
+    @app.task(bind=True)
+    async def too_late(self: Task[Any, Any]) -> None:
+        raise self.retry(countdown=0.5, expires=0.1, max_retries=5)
+
+    with pytest.raises(ValueError, match="countdown or eta, not both"):
+        later.retry(countdown=1, eta=time.time())
+    async with running_worker(app):
+        assert await (await later.delay()).get(timeout=20) == 1
+        expired = await too_late.delay()
+        with pytest.raises(TaskRevokedError):
+            await expired.get(timeout=20)
+    assert runs[1] - runs[0] >= 0.5
+    assert await expired.status() == states.REVOKED
+    assert await expired.retries() == 1  # the retry was published, and never ran
