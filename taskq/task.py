@@ -30,8 +30,9 @@ class Request:
     """What a running task knows about its own invocation (`self.request` in a bound task):
     its message's fields (`id`, `task`, `args`, `kwargs`, `retries`, `root_id`, `parent_id`,
     `group_id`, `group_index`, `eta`, `expires`, `headers`, `time_limit`, `soft_time_limit`),
-    read from the message itself, where it runs (`delivery_info`, `hostname`), and the ids of
-    the tasks it published while it ran (`children`)."""
+    read from the message itself (`properties` too, in Celery's shape), where it runs
+    (`delivery_info`, `hostname`), and the ids of the tasks it published while it ran
+    (`children`)."""
 
     __slots__ = (
         "children",
@@ -112,6 +113,33 @@ class Request:
     @property
     def soft_time_limit(self) -> float | None:
         return self.message.soft_time_limit
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        """The message's properties, in Celery's shape."""
+        message = self.message
+        return {
+            "correlation_id": message.id,
+            "content_type": message.content_type,
+            "priority": message.priority,
+            "delivery_info": self.delivery_info,
+        }
+
+
+def delivery_info(
+    message: Message, queue: str, delivery_count: int, default_exchange: str
+) -> dict[str, Any]:
+    """`request.delivery_info`: Celery's keys (`exchange`, `routing_key` — the queue's name
+    unless the call routed it by another —, `priority`, `redelivered`) and taskq's `queue`
+    (the one it was consumed from) and `delivery_count`."""
+    return {
+        "exchange": message.exchange or default_exchange,
+        "routing_key": message.routing_key or queue,
+        "priority": message.priority,
+        "redelivered": delivery_count > 1,
+        "queue": queue,
+        "delivery_count": delivery_count,
+    }
 
 
 _current_request: ContextVar[Request | None] = ContextVar("taskq_request", default=None)

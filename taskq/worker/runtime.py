@@ -16,7 +16,7 @@ from taskq.execution.job import Job
 from taskq.execution.pipeline import standard_pipeline
 from taskq.message import Message, decode, peek_id
 from taskq.stores.base import ResultStore, TaskMeta
-from taskq.task import Request
+from taskq.task import Request, delivery_info
 from taskq.worker.batching import Coalescer, RevokedIds
 from taskq.worker.statewriter import StateWriter
 
@@ -53,6 +53,7 @@ class WorkerRuntime:
         self.lend_slot: LendSlot | None = None  # the worker's: see `wait_off_slot`
         self._stored_revocations = Coalescer(self.store.revoked)
         self._revocations_loaded = False
+        self._exchange = app.conf.task_default_exchange
 
     async def receive(self, delivery: Delivery) -> Job | None:
         """The job of a fresh delivery; a bad one is dead-lettered (and its task marked
@@ -67,11 +68,7 @@ class WorkerRuntime:
         except TypeError as exc:
             await self._reject(delivery, BadArgumentsError(f"{message.task}: {exc}"))
             return None
-        info = {
-            "queue": delivery.queue,
-            "priority": message.priority,
-            "delivery_count": delivery.delivery_count,
-        }
+        info = delivery_info(message, delivery.queue, delivery.delivery_count, self._exchange)
         return Job(delivery, message, task, Request(message, info, self.hostname))
 
     async def unhandled(self, delivery: Delivery, error: Exception) -> None:

@@ -72,3 +72,31 @@ async def test_a_retry_at_an_eta_runs_then_and_one_that_expires_is_revoked(app: 
     assert runs[1] - runs[0] >= 0.5
     assert await expired.status() == states.REVOKED
     assert await expired.retries() == 1  # the retry was published, and never ran
+
+
+async def test_a_task_sees_its_delivery_info_and_properties(app: TaskQ) -> None:
+    @app.task(bind=True)
+    async def where(self: Task[Any, Any]) -> dict[str, Any]:
+        return {"delivery_info": self.request.delivery_info, "properties": self.request.properties}
+
+    async with running_worker(app):
+        result = await where.apply_async(priority=5)
+        seen = await result.get(timeout=20)
+    queue = app.conf.task_default_queue
+    info = {
+        "exchange": "taskq",
+        "routing_key": queue,
+        "priority": 5,
+        "redelivered": False,
+        "queue": queue,
+        "delivery_count": 1,
+    }
+    assert seen["delivery_info"] == info
+    assert seen["properties"] == {
+        "correlation_id": result.id,
+        "content_type": "json",
+        "priority": 5,
+        "delivery_info": info,
+    }
+    eager = await where.apply(priority=3)
+    assert (await eager.get())["delivery_info"]["priority"] == 3
