@@ -151,7 +151,8 @@ def current_request() -> Request | None:
 
 
 class Task(Generic[P, R]):
-    """A function registered with `@app.task`.
+    """A function registered with `@app.task`, or a class-based task: a subclass with a `run`
+    method and options as class attributes, registered with `app.register_task`.
 
     `await task.delay(...)` / `await task.apply_async(...)` publish it; calling the
     task directly runs the function inline, with no broker.
@@ -159,12 +160,16 @@ class Task(Generic[P, R]):
 
     def __init__(
         self,
-        app: TaskQ,
-        fn: Callable[..., Any],
-        name: str,
+        app: TaskQ | None = None,
+        fn: Callable[..., Any] | None = None,
+        name: str | None = None,
         bind: bool = False,
         **options: Any,
     ) -> None:
+        if app is None and fn is None and name is None and not bind and not options:
+            return  # a class-based task's instance: `app.register_task` completes it
+        if app is None or fn is None or name is None:
+            raise TypeError("Task(app, fn, name, ...) needs all three")
         self.app = app
         self.fn = fn
         self.name = name

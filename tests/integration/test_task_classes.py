@@ -100,3 +100,66 @@ async def test_a_task_sees_its_delivery_info_and_properties(app: TaskQ) -> None:
     }
     eager = await where.apply(priority=3)
     assert (await eager.get())["delivery_info"]["priority"] == 3
+
+
+async def test_class_based_tasks_run_with_their_class_options(app: TaskQ) -> None:
+    class Resize(app.Task):  # type: ignore[misc,name-defined]
+        name = "images.resize"
+        max_retries = 1
+        default_retry_delay = 0
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def run(self, path: str, size: int) -> str:
+            self.calls += 1
+            if self.calls == 1:
+                raise self.retry()
+            return f"{path}@{size}"
+
+    class Thumbnail(Resize):
+        name = None  # the class's own name
+        queue = f"{app.conf.task_default_queue}-thumbs"
+
+        def run(self, path: str, size: int = 64) -> str:  # a plain function, in a thread
+            return f"thumb:{path}@{size}"
+
+    resize = app.register_task(Resize())
+    thumbnail = app.register_task(Thumbnail)
+    assert app.tasks["images.resize"] is resize and resize.max_retries == 1
+    assert thumbnail.name == f"{__name__}.{Thumbnail.__qualname__}"
+    assert thumbnail.max_retries == 1 and thumbnail.queue.endswith("-thumbs")
+    with pytest.raises(TypeError, match="missing a required argument: 'size'"):
+        await resize.delay("a.png")
+    async with running_worker(app, queues=[app.conf.task_default_queue, thumbnail.queue]):
+        first = await resize.delay("a.png", 128)
+        assert await first.get(timeout=20) == "a.png@128"
+        assert await first.retries() == 1
+        second = await thumbnail.delay("b.png")
+        assert await second.get(timeout=20) == "thumb:b.png@64"
+        assert await second.queue() == thumbnail.queue
+
+
+def test_class_options_are_checked_as_the_decorators_are(app: TaskQ) -> None:
+    class Typo(app.Task):  # type: ignore[misc,name-defined]
+        max_retires = 3
+
+        async def run(self) -> None: ...
+
+    class BadPriority(app.Task):  # type: ignore[misc,name-defined]
+        priority = 12
+
+        async def run(self) -> None: ...
+
+    class NoRun(app.Task):  # type: ignore[misc,name-defined]
+        queue = "q"
+
+    with pytest.raises(
+        TypeError, match=r"Typo.max_retires: not a task option \(did you mean 'max_retries'"
+    ):
+        app.register_task(Typo)
+    with pytest.raises(ValueError, match="priority must be an integer 0-9, not 12"):
+        app.register_task(BadPriority)
+    with pytest.raises(TypeError, match="NoRun has no run"):
+        app.register_task(NoRun)
+    assert not {"Typo", "BadPriority", "NoRun"} & {name.rsplit(".", 1)[-1] for name in app.tasks}
