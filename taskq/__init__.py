@@ -33,6 +33,7 @@ from taskq.errors import (
 from taskq.middleware import Middleware
 from taskq.result import AsyncResult, EagerResult, GroupResult, ResultSet
 from taskq.task import Request, Task
+from taskq.tolerant import tolerant_map
 
 __all__ = [
     "AsyncResult",
@@ -69,6 +70,7 @@ __all__ = [
     "signature",
     "solar",
     "states",
+    "tolerant_map",
 ]
 __version__ = "0.1.0"
 
