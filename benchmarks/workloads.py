@@ -138,6 +138,22 @@ async def enqueue(adapter: Adapter, n: int, log: Path) -> Figures:
         await adapter.purge()
 
 
+async def enqueue_sync(adapter: Adapter, n: int, log: Path) -> Figures:
+    """`enqueue` from synchronous code (a Django view, a script): one thread publishing through
+    the library's blocking API, one call at a time. Its first call (taskq: starting the loop
+    thread and connecting it) is not timed, as `open()` connects the awaited producer."""
+
+    def one_by_one() -> None:
+        for _ in range(n):
+            adapter.publish_sync(Kind.NOOP)
+
+    try:
+        await asyncio.to_thread(adapter.publish_sync, Kind.NOOP)
+        return await _publish_timed(n, lambda: asyncio.to_thread(one_by_one))
+    finally:
+        await adapter.purge()
+
+
 async def enqueue_bulk(adapter: Adapter, n: int, log: Path) -> Figures:
     """One producer through the library's bulk API (see each adapter's `batch_method`)."""
     try:
@@ -194,6 +210,9 @@ WORKLOADS = {
     w.name: w
     for w in [
         Workload("enqueue", "enqueue, one at a time", 10_000, 500, enqueue),
+        Workload(
+            "enqueue_sync", "enqueue from sync code, one at a time", 10_000, 500, enqueue_sync
+        ),
         Workload("enqueue_bulk", "enqueue, bulk", 10_000, 500, enqueue_bulk),
         Workload("drain", "drain no-op tasks", 5_000, 500, drain),
         Workload("idle", "worker at idle", 1, 1, idle),

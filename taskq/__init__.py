@@ -32,6 +32,7 @@ from taskq.errors import (
 )
 from taskq.middleware import Middleware
 from taskq.result import AsyncResult, EagerResult, GroupResult, ResultSet
+from taskq.sync import SyncResult
 from taskq.task import Request, Task
 from taskq.tolerant import tolerant_map
 
@@ -55,6 +56,7 @@ __all__ = [
     "Retry",
     "Signature",
     "SoftTimeLimitExceeded",
+    "SyncResult",
     "Task",
     "TaskError",
     "TaskQ",

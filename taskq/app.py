@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, Unpack, overload
 
 import anyio
 
-from taskq import defaults
+from taskq import defaults, sync
 from taskq import result as results
 from taskq.backends import Backends
 from taskq.beat.scheduler import BeatEntries
@@ -19,7 +20,9 @@ from taskq.builtins import BUILTIN_TASKS, register_builtins
 from taskq.canvas import Signature, as_signatures
 from taskq.chords import ChordCounter
 from taskq.classtasks import register_task
+from taskq.compression import compression_name
 from taskq.config import Settings, is_timeout
+from taskq.connections import LoopConnections
 from taskq.control import Control
 from taskq.discovery import Discovery, Packages, import_task_modules
 from taskq.elements import new_id
@@ -88,8 +91,7 @@ class TaskQ:
         self.control = Control(self)
         self.beat = BeatEntries(self)
         register_builtins(self)
-        self._backends: Backends | None = None
-        self._connecting: anyio.Event | None = None
+        self._connections = LoopConnections(self._build_backends)
         self._router: Router | None = None
         self._routes_seen: Any = None  # a copy of the `task_routes` the router was built from
 
@@ -98,8 +100,10 @@ class TaskQ:
 
     # -- configuration ------------------------------------------------------------
 
-    def config_from_object(self, obj: object | str) -> None:
-        self.conf.config_from_object(obj)
+    def config_from_object(self, obj: object | str, namespace: str | None = None) -> None:
+        """`conf.config_from_object`: `app.config_from_object("django.conf:settings",
+        namespace="TASKQ")` reads `TASKQ_BROKER_URL` and the other `TASKQ_` settings."""
+        self.conf.config_from_object(obj, namespace)
 
     def autodiscover_tasks(
         self, packages: Packages, related_name: str = "tasks", force: bool = False
@@ -216,29 +220,18 @@ class TaskQ:
 
     async def connect(self) -> None:
         """Connect the broker and the result store (idempotent). Callers that come while
-        another connects wait for it, and try themselves if it failed."""
-        while self._connecting is not None:
-            await self._connecting.wait()
-            if self._backends is not None:
-                return
-        self._connecting = anyio.Event()
-        try:
-            self.conf.validate()
-            backends = Backends.build(self.broker_url, self.result_backend_url, self.conf)
-            await backends.connect()
-            self._backends = backends
-        except BaseException:
-            self._connecting.set()
-            self._connecting = None
-            raise
-        self._connecting.set()
+        another connects wait for it, and try themselves if it failed. Connections belong to
+        the running event loop: another loop (a second `asyncio.run`) connects again."""
+        await self._connections.connect()
 
     async def close(self) -> None:
-        backends, self._backends = self._backends, None
-        self._connecting = None
-        if backends is not None:
-            with anyio.CancelScope(shield=True):
-                await backends.close()
+        """Close the running event loop's connections (a finishing `asyncio.run` closes them
+        by itself)."""
+        await self._connections.close()
+
+    def _build_backends(self) -> Backends:
+        self.conf.validate()
+        return Backends.build(self.broker_url, self.result_backend_url, self.conf)
 
     async def __aenter__(self) -> TaskQ:
         await self.connect()
@@ -253,25 +246,33 @@ class TaskQ:
         await self.close()
 
     async def connected_broker(self) -> Broker:
-        return (await self._connected()).broker
+        return (await self._connections.get()).broker
 
     async def connected_store(self) -> ResultStore:
-        return (await self._connected()).store
+        return (await self._connections.get()).store
 
     async def chord_counter(self) -> ChordCounter | None:
         """The broker, when it counts chords itself (see `taskq.chords`); else None."""
-        return (await self._connected()).chords
-
-    async def _connected(self) -> Backends:
-        if self._backends is None:
-            await self.connect()
-        assert self._backends is not None
-        return self._backends
+        return (await self._connections.get()).chords
 
     # -- publishing ---------------------------------------------------------------
 
     def AsyncResult(self, task_id: str) -> results.AsyncResult[Any]:
         return results.AsyncResult(task_id, app=self)
+
+    def SyncResult(self, task_id: str) -> sync.SyncResult[Any]:
+        return sync.SyncResult(results.AsyncResult(task_id, app=self))
+
+    def send_task_sync(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Unpack[CallOptions],
+    ) -> sync.SyncResult[Any]:
+        """`send_task()` for synchronous code, with the same options; see `taskq.sync`."""
+        work = partial(self.send_task, name, args, kwargs, **options)
+        return sync.SyncResult(sync.run(work, "send_task_sync()", "app.send_task()"))
 
     async def send_task(
         self,
@@ -339,6 +340,7 @@ class TaskQ:
             content_type=options.get("serializer")
             or route.get("serializer")
             or self.conf.task_serializer,
+            compression=_compression(options.get("compression") or self.conf.task_compression),
         )
 
     async def send_messages(
@@ -419,6 +421,10 @@ def _eta(countdown: float | None, eta: datetime | float | None, now: float) -> f
     if isinstance(eta, datetime):
         return eta.timestamp()
     return eta
+
+
+def _compression(name: str | None) -> str | None:
+    return None if name is None else compression_name(name)
 
 
 def _check_priority(priority: int | None) -> None:

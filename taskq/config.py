@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from taskq import defaults
+from taskq.compression import compression_name
 from taskq.errors import ConfigurationError
 from taskq.options import parse_rate
 from taskq.serializers import SERIALIZERS
@@ -50,7 +51,7 @@ CELERY_UNSUPPORTED: dict[str, str] = {
     "worker_task_log_format": "taskq's CLI configures logging with --loglevel only",
     "worker_redirect_stdouts": "taskq never redirects stdout",
     "result_serializer": "results are always stored as JSON",
-    "result_compression": "results are stored uncompressed",
+    "result_compression": "results are stored uncompressed (task_compression is for arguments)",
     "result_extended": "taskq always stores the task's name, args and kwargs with its state",
     "result_persistent": "persistence is the result store's own (SQLite, Redis)",
     "task_protocol": "taskq has one message format (docs/architecture.md)",
@@ -109,6 +110,7 @@ class Settings:
     task_track_started: bool = True
     task_routes: RouteSpec | list[RouteSpec] | None = None
     task_serializer: str = "json"
+    task_compression: str | None = None
     accept_content: list[str] = dataclasses.field(default_factory=lambda: ["json"])
     task_max_message_bytes: int = defaults.MAX_MESSAGE_BYTES
     task_acks_late: bool = False
@@ -155,17 +157,22 @@ class Settings:
             setattr(self, name, value)
         self.apply_environment()
 
-    def config_from_object(self, obj: object | str) -> None:
-        """Load the settings named as attributes (or keys) of a module, class or mapping."""
+    def config_from_object(self, obj: object | str, namespace: str | None = None) -> None:
+        """Load the settings named as attributes (or keys) of a module, class or mapping, or of
+        the object a string names: `"module"` or `"module:attribute"` (`"django.conf:settings"`).
+
+        Without a namespace they are the lowercase names of settings. With `namespace="TASKQ"`
+        only the uppercase `TASKQ_` ones are read, `TASKQ_BROKER_URL` as `broker_url`; an
+        unknown `TASKQ_` name is an error, the object's other names are not taskq's.
+        """
         if isinstance(obj, str):
-            try:
-                obj = importlib.import_module(obj)
-            except ImportError as exc:
-                raise ConfigurationError(f"cannot import config module {obj!r}: {exc}") from exc
-        if isinstance(obj, Mapping):
+            obj = _import_object(obj)
+        if namespace is not None:
+            self.update(_namespaced_settings_of(obj, namespace))
+        elif isinstance(obj, Mapping):
             self.update(obj)
-            return
-        self.update(_settings_of(obj))
+        else:
+            self.update(_settings_of(obj))
 
     def apply_environment(self, environ: Mapping[str, str] | None = None) -> None:
         """Apply the `TASKQ_<SETTING>` variables. Other `TASKQ_*` variables belong to someone
@@ -216,6 +223,8 @@ class Settings:
             raise ConfigurationError(
                 f"broker_pool_limit must be an integer >= 1 or None, not {limit!r}"
             )
+        if self.task_compression is not None:
+            compression_name(self.task_compression)
         if self.task_default_rate_limit is not None:
             parse_rate(self.task_default_rate_limit)
         if not self.enable_utc:
@@ -368,6 +377,39 @@ def _settings_of(obj: object) -> dict[str, Any]:
             continue
         if name in _FIELDS or name in CELERY_UNSUPPORTED or name.startswith(_PREFIXES):
             found[name] = value
+    return found
+
+
+def _import_object(path: str) -> object:
+    """The module `path` names, or the attribute of one: `"module:attribute.attribute"`."""
+    module_name, _, attributes = path.partition(":")
+    try:
+        obj: object = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import config module {module_name!r}: {exc}") from exc
+    for attribute in attributes.split(".") if attributes else ():
+        try:
+            obj = getattr(obj, attribute)
+        except AttributeError:
+            raise ConfigurationError(f"{path!r}: no attribute {attribute!r}") from None
+    return obj
+
+
+def _namespaced_settings_of(obj: object, namespace: str) -> dict[str, Any]:
+    """The `NAMESPACE_<SETTING>` attributes (or keys) of `obj`, by setting name."""
+    if not namespace.isidentifier() or not namespace.isupper():
+        raise ConfigurationError(f"namespace must be uppercase, such as 'TASKQ', not {namespace!r}")
+    prefix = f"{namespace}_"
+    names = {prefix + name.upper() for name in _FIELDS}
+    keys = list(obj) if isinstance(obj, Mapping) else dir(obj)
+    found: dict[str, Any] = {}
+    for key in keys:
+        if not isinstance(key, str) or not key.startswith(prefix):
+            continue
+        name = key[len(prefix) :].lower()
+        if key not in names and name not in CELERY_UNSUPPORTED:  # those: update() says why
+            raise ConfigurationError(f"{key}: unknown setting{did_you_mean(key.upper(), names)}")
+        found[name] = obj[key] if isinstance(obj, Mapping) else getattr(obj, key)
     return found
 
 

@@ -41,7 +41,7 @@ async def replay(app: TaskQ, queue: str, wanted: str | None = None) -> tuple[int
     replayed, problems = 0, []
     for letter in await dead_letters(app, queue, wanted):
         try:
-            message = decode(letter.body, frozenset(SERIALIZERS))
+            message = decode(letter.body, frozenset(SERIALIZERS), app.conf.task_max_message_bytes)
         except MessageError as exc:
             problems.append(f"dead letter with letter_id {letter.id}: {exc}")
             continue

@@ -8,7 +8,9 @@ pickle) the envelope stays JSON and carries `content_type` plus `body`, the
 base64 text of the serialized `[args, kwargs]`, so that a worker can refuse the
 content type before it deserializes anything.
 
-Imports nothing of taskq but `errors`, `serializers` and `elements`.
+With `compression` (gzip), the body is used for JSON arguments too, compressed.
+
+Imports nothing of taskq but `errors`, `serializers`, `compression` and `elements`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import orjson
 
 from taskq import defaults
+from taskq.compression import compress, decompress
 from taskq.elements import check_element, check_elements
 from taskq.errors import MessageError, MessageTooLargeError
 from taskq.serializers import check_accepted, get_serializer
@@ -93,6 +96,7 @@ class Message:
         default=None, metadata=_wire(_OPTIONAL_BOOL, "true, false or null")
     )
     content_type: str = field(default=JSON, metadata=_TEXT)
+    compression: str | None = field(default=None, metadata=_OPTIONAL_TEXT)
     v: int = field(default=ENVELOPE_VERSION, metadata=_wire(_INTEGER, "an integer", required=True))
 
 
@@ -133,22 +137,37 @@ _envelope = _compile_envelope()
 
 
 def encode(message: Message, max_bytes: int | None = None) -> bytes:
-    """The envelope's bytes; `MessageTooLargeError` past `max_bytes`."""
+    """The envelope's bytes; `MessageTooLargeError` past `max_bytes` (which bounds the
+    arguments before compression too: a worker refuses to inflate a body past it)."""
     data = _envelope(message)
-    if message.content_type != JSON:
-        payload = get_serializer(message.content_type).dumps([message.args, message.kwargs])
+    if message.content_type != JSON or message.compression is not None:
+        try:
+            payload = get_serializer(message.content_type).dumps([message.args, message.kwargs])
+        except TypeError as exc:
+            raise _unserializable(message, exc) from exc
+        if message.compression is not None:
+            _check_size(message, len(payload), max_bytes, "arguments before compression")
+            payload = compress(payload)
         data["args"], data["kwargs"] = [], {}
         data["body"] = base64.b64encode(payload).decode("ascii")
     try:
         raw = orjson.dumps(data)
     except TypeError as exc:
-        raise MessageError(f"task {message.task!r}: arguments are not serializable: {exc}") from exc
-    if max_bytes is not None and len(raw) > max_bytes:
+        raise _unserializable(message, exc) from exc
+    _check_size(message, len(raw), max_bytes, "message")
+    return raw
+
+
+def _unserializable(message: Message, exc: TypeError) -> MessageError:
+    return MessageError(f"task {message.task!r}: arguments are not serializable: {exc}")
+
+
+def _check_size(message: Message, size: int, max_bytes: int | None, what: str) -> None:
+    if max_bytes is not None and size > max_bytes:
         raise MessageTooLargeError(
-            f"task {message.task!r}: message is {len(raw)} bytes, over the limit of "
+            f"task {message.task!r}: {what} is {size} bytes, over the limit of "
             f"{max_bytes} (task_max_message_bytes)"
         )
-    return raw
 
 
 def peek_id(raw: bytes) -> str | None:
@@ -161,8 +180,13 @@ def peek_id(raw: bytes) -> str | None:
     return task_id if isinstance(task_id, str) and task_id else None
 
 
-def decode(raw: bytes, accept_content: frozenset[str] | set[str] | list[str]) -> Message:
-    """Parse and validate an envelope; `MessageError` (or `ContentRefusedError`) says why not."""
+def decode(
+    raw: bytes,
+    accept_content: frozenset[str] | set[str] | list[str],
+    max_bytes: int = defaults.MAX_MESSAGE_BYTES,
+) -> Message:
+    """Parse and validate an envelope; `MessageError` (or `ContentRefusedError`) says why not.
+    A compressed body may not inflate past `max_bytes`."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -184,8 +208,11 @@ def decode(raw: bytes, accept_content: frozenset[str] | set[str] | list[str]) ->
     if message.chain or message.chord is not None or message.callbacks or message.errbacks:
         _check_workflow(message)
     serializer = check_accepted(message.content_type, accept_content)
-    if message.content_type != JSON:
-        message.args, message.kwargs = _decode_body(data, serializer.loads)
+    if message.content_type != JSON or message.compression is not None:
+        payload = _body(data)
+        if message.compression is not None:
+            payload = decompress(message.compression, payload, max_bytes)
+        message.args, message.kwargs = _decode_body(payload, serializer.loads)
     return message
 
 
@@ -227,13 +254,20 @@ def _check_workflow(message: Message) -> None:
         check_element(message.chord, "chord")
 
 
-def _decode_body(data: dict[str, Any], loads: Any) -> tuple[list[Any], dict[str, Any]]:
+def _body(data: dict[str, Any]) -> bytes:
     body = data.get("body")
     if not isinstance(body, str):
         raise MessageError("malformed message: body is missing")
     try:
-        args, kwargs = loads(base64.b64decode(body, validate=True))
-    except (binascii.Error, ValueError, TypeError) as exc:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise MessageError(f"malformed message: body is not base64 ({exc})") from None
+
+
+def _decode_body(payload: bytes, loads: Any) -> tuple[list[Any], dict[str, Any]]:
+    try:
+        args, kwargs = loads(payload)
+    except (ValueError, TypeError) as exc:
         raise MessageError(f"malformed message: body does not decode ({exc})") from None
     except Exception as exc:  # a deserializer may raise anything on garbage
         raise MessageError(f"malformed message: body does not decode ({exc!r})") from None

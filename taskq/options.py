@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from taskq import defaults
+from taskq.compression import compression_name
 from taskq.errors import ConfigurationError
 from taskq.suggest import did_you_mean
 
@@ -110,6 +111,14 @@ BUILTIN_OPTIONS: tuple[Option, ...] = (
     Option("priority", call=True, inherited=True, wire=(int, NONE), check=_priority),
     Option("expires", call=True, inherited=True, wire=NUMBER),
     Option("serializer", call=True, inherited=True, wire=OPTIONAL_STRING),
+    Option(
+        "compression",
+        call=True,
+        inherited=True,
+        wire=OPTIONAL_STRING,
+        setting="task_compression",
+        check=lambda name: name is None or compression_name(name),
+    ),
     Option("time_limit", call=True, inherited=True, wire=NUMBER, setting="task_time_limit"),
     Option(
         "soft_time_limit", call=True, inherited=True, wire=NUMBER, setting="task_soft_time_limit"
@@ -163,6 +172,7 @@ class CallOptions(TypedDict, total=False):
     expires: float | timedelta | datetime | None
     headers: Mapping[str, Any] | None
     serializer: str | None
+    compression: str | None
     time_limit: float | None
     soft_time_limit: float | None
     idempotency_key: str | None

@@ -9,15 +9,18 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack
 
 import orjson
 
+from taskq import sync
 from taskq.canvas import Signature, chunks, group, starmap, xmap
 from taskq.errors import ConfigurationError, MaxRetriesExceededError, Retry
 from taskq.message import Message
 from taskq.options import CallOptions, check_call
 from taskq.result import AsyncResult, EagerResult
+from taskq.sync import SyncResult
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
@@ -154,8 +157,9 @@ class Task(Generic[P, R]):
     """A function registered with `@app.task`, or a class-based task: a subclass with a `run`
     method and options as class attributes, registered with `app.register_task`.
 
-    `await task.delay(...)` / `await task.apply_async(...)` publish it; calling the
-    task directly runs the function inline, with no broker.
+    `await task.delay(...)` / `await task.apply_async(...)` publish it (`delay_sync` /
+    `apply_async_sync` from synchronous code); calling the task directly runs the function
+    inline, with no broker.
     """
 
     def __init__(
@@ -215,6 +219,7 @@ class Task(Generic[P, R]):
         self.rate_limit_scope: str = settings.pop("rate_limit_scope")
         self.expires: float | timedelta | datetime | None = settings.pop("expires")
         self.serializer: str | None = settings.pop("serializer")
+        self.compression: str | None = settings.pop("compression")
         self.unique_for: float | None = settings.pop("unique_for")
         self.typing: bool = settings.pop("typing")
         self.options: dict[str, Any] = settings  # the options middleware declared
@@ -260,6 +265,23 @@ class Task(Generic[P, R]):
         if self.unique_for is not None and options.get("idempotency_key") is None:
             options["idempotency_key"] = unique_key(self.name, args, kwargs)
         return await self.app.send_task(self.name, args, kwargs, **options)
+
+    def delay_sync(self, *args: P.args, **kwargs: P.kwargs) -> SyncResult[R]:
+        """`delay()` for synchronous code (a Django or Flask view, a script): blocks until the
+        message is published; see `taskq.sync`."""
+        work = partial(self.delay, *args, **kwargs)
+        return SyncResult(sync.run(work, f"{self.name}.delay_sync()", f"{self.name}.delay()"))
+
+    def apply_async_sync(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Unpack[CallOptions],
+    ) -> SyncResult[R]:
+        """`apply_async()` for synchronous code, with the same options; see `taskq.sync`."""
+        work = partial(self.apply_async, args, kwargs, **options)
+        call, awaited = f"{self.name}.apply_async_sync()", f"{self.name}.apply_async()"
+        return SyncResult(sync.run(work, call, awaited))
 
     async def apply(
         self,

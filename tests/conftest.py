@@ -20,7 +20,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from servers import RabbitMQServer, RedisCluster, RedisServer, ServerNotInstalled
@@ -104,11 +104,13 @@ def worker_env(broker_url: str, transport_options: dict[str, object]) -> dict[st
 def start_worker(
     worker_env: dict[str, str], tmp_path: Path
 ) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start worker subprocesses; all of them are stopped (by pid) after the test."""
+    """Start worker subprocesses; all of them are stopped (by pid) after the test.
+    `start("-c", "10")` runs itest_tasks' app; `start(app="tasks:app", cwd=example)` another."""
     started: list[WorkerProcess] = []
 
-    def start(*args: str) -> WorkerProcess:
-        worker = WorkerProcess(worker_env, tmp_path / f"worker-{len(started)}.log", list(args))
+    def start(*args: str, **where: Any) -> WorkerProcess:
+        log = tmp_path / f"worker-{len(started)}.log"
+        worker = WorkerProcess(worker_env, log, list(args), **where)
         started.append(worker)
         return worker
 

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -34,25 +35,24 @@ async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 
 
 
 class TaskqProcess:
-    """One `taskq <command> -A itest_tasks:app` process with its log in a file; started
-    when its log shows `ready_text`."""
+    """One `taskq <command> -A itest_tasks:app` process (or another app, run in another
+    directory: an example's) with its log in a file; started when its log shows `ready_text`."""
 
-    def __init__(self, env: dict[str, str], log: Path, args: list[str], ready_text: str) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        args: list[str],
+        ready_text: str,
+        app: str = "itest_tasks:app",
+        cwd: Path = INTEGRATION,
+    ) -> None:
         self.log = log
         command, *rest = args
-        argv = [
-            sys.executable,
-            "-m",
-            "taskq",
-            command,
-            "-A",
-            "itest_tasks:app",
-            "--loglevel",
-            "info",
-        ]
+        argv = [sys.executable, "-m", "taskq", command, "-A", app, "--loglevel", "info"]
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                [*argv, *rest], env=env, cwd=INTEGRATION, stdout=out, stderr=subprocess.STDOUT
+                [*argv, *rest], env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT
             )
         wait_for(lambda: ready_text in self.output() or self.process.poll() is not None)
         assert self.process.poll() is None, f"taskq {command} did not start:\n{self.output()}"
@@ -83,8 +83,8 @@ class TaskqProcess:
 class WorkerProcess(TaskqProcess):
     """One `taskq worker` process."""
 
-    def __init__(self, env: dict[str, str], log: Path, args: list[str]) -> None:
-        super().__init__(env, log, ["worker", *args], ready_text="ready")
+    def __init__(self, env: dict[str, str], log: Path, args: list[str], **where: Any) -> None:
+        super().__init__(env, log, ["worker", *args], ready_text="ready", **where)
 
 
 def runs(worker: TaskqProcess, task_id: str) -> int:

@@ -1,6 +1,7 @@
 """The benchmark harness end to end on its smallest setting: `python -m benchmarks --quick
 --only memory` starts its throwaway Redis, runs taskq's drain and round trip, and reports;
-`--only idle --only redis` measures an idle `taskq worker` process.
+`--only idle --only redis` measures an idle `taskq worker` process, `--only enqueue_sync`
+publishes from a thread through `delay_sync()`.
 
 No figures are checked (timings belong to benchmarks/RESULTS.md, not to tests), only that a
 table comes out. Needs redis-server, like the integration tests; no peers.
@@ -53,3 +54,8 @@ def test_idle_worker_rss_on_redis(tmp_path: Path) -> None:
     table = _bench(tmp_path / "RESULTS.md", "--only", "idle", "--only", "redis")
     assert "| worker at idle | redis | taskq |" in table
     assert "idle RSS MB" in table
+
+
+def test_enqueue_from_sync_code_on_redis(tmp_path: Path) -> None:
+    table = _bench(tmp_path / "RESULTS.md", "--only", "enqueue_sync", "--only", "redis")
+    assert "| enqueue from sync code, one at a time | redis | taskq |" in table

@@ -147,11 +147,14 @@ class Adapter:
     def unsupported(self, workload: str) -> str | None:
         """Why this library cannot run `workload` (asked before any worker starts), or None.
 
-        By default a library lacks chord or chain when its adapter does not override them.
+        By default a library lacks chord, chain or a blocking publish (`enqueue_sync`) when its
+        adapter does not override them.
         """
         canvas = {"chord": Adapter.chord, "chain": Adapter.chain}
         if workload in canvas and canvas[workload] is getattr(type(self), workload):
             return f"{self.library} has no {workload}"
+        if workload == "enqueue_sync" and type(self).publish_sync is Adapter.publish_sync:
+            return f"the {self.library} adapter has no blocking publish"
         return None
 
     async def open(self) -> None:
@@ -163,6 +166,11 @@ class Adapter:
     async def publish(self, kind: Kind) -> None:
         """Publish one task of `kind`, awaited."""
         raise NotImplementedError
+
+    def publish_sync(self, kind: Kind) -> None:
+        """Publish one task of `kind` through the library's blocking API, from a thread that
+        runs no event loop."""
+        raise NotAvailable(self.unsupported("enqueue_sync"))
 
     async def publish_batch(self, kind: Kind, count: int) -> None:
         """Publish `count` tasks of `kind` through the bulk API (see `batch_method`)."""

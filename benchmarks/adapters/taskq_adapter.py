@@ -3,8 +3,9 @@
 The memory broker lives in one process, so its worker runs in the timer's process (the
 figures are that process's). The result store follows the broker, as by default, except on
 RabbitMQ, where it is the same Redis that the other libraries' AMQP rows store results in.
-Bulk publishing is a `group`, which sends its members in one `publish_many`. Chord and chain
-are reported as not available while `taskq` has no `chord` / `chain`.
+The blocking publish is `delay_sync()`, run on `taskq.sync`'s loop thread. Bulk publishing is
+a `group`, which sends its members in one `publish_many`. Chord and chain are reported as not
+available while `taskq` has no `chord` / `chain`.
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ class TaskqAdapter(Adapter):
 
     async def publish(self, kind: Kind) -> None:
         await TASKS[kind].delay()
+
+    def publish_sync(self, kind: Kind) -> None:
+        TASKS[kind].delay_sync()
 
     async def publish_batch(self, kind: Kind, count: int) -> None:
         for size in batches(count):

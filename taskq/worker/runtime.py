@@ -46,6 +46,7 @@ class WorkerRuntime:
         self.hostname = hostname
         self.threads: anyio.CapacityLimiter | None = threads
         self.accept_content = frozenset(app.conf.accept_content)
+        self.max_message_bytes = app.conf.task_max_message_bytes
         self.states = StateWriter(store, app.conf.result_expires)
         self.revoked = RevokedIds(app.control.revoke_ttl)
         self.chord_counter = chord_counter
@@ -59,7 +60,7 @@ class WorkerRuntime:
         """The job of a fresh delivery; a bad one is dead-lettered (and its task marked
         FAILURE): a malformed message, an unknown task, arguments that do not fit."""
         try:
-            message = decode(delivery.body, self.accept_content)
+            message = decode(delivery.body, self.accept_content, self.max_message_bytes)
             task = self.app.get_task(message.task)
             task.bind_arguments(message.args, message.kwargs)
         except (MessageError, NotRegisteredError) as exc:

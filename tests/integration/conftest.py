@@ -5,11 +5,21 @@ and `start_worker` fixtures live in tests/conftest.py (the contract suite uses t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from taskq import sync
+
+
+@pytest.fixture(autouse=True)
+def sync_loop_shut_down() -> Iterator[None]:
+    """After each test, the background loop of `taskq.sync` closes the connections the test's
+    blocking calls made, while the servers they talk to are still up."""
+    yield
+    sync.shutdown()
 
 
 @pytest.fixture

@@ -242,3 +242,37 @@ def test_broker_pool_limit_is_a_positive_integer(limit: object) -> None:
     with pytest.raises(ConfigurationError, match="broker_pool_limit must be an integer >= 1"):
         TaskQ("x", broker_pool_limit=limit).conf.validate()
     assert TaskQ("x", broker_pool_limit=0).conf.broker_pool_limit is None  # Celery's "no pool"
+
+
+async def test_task_compression_round_trips_on_every_broker(app_settings: dict[str, Any]) -> None:
+    async with TaskQ("gz", task_compression="gzip", **app_settings) as app:
+
+        @app.task
+        async def size(text: str, *, repeat: int) -> int:
+            return len(text) * repeat
+
+        @app.task(compression=None)
+        async def plain(n: int) -> int:
+            return n
+
+        async with running_worker(app):
+            assert await (await size.delay("ab" * 50_000, repeat=2)).get(timeout=15) == 200_000
+            assert await (await plain.delay(3)).get(timeout=15) == 3
+            sent = await size.apply_async(["x"], {"repeat": 1}, compression="zlib")
+            assert await sent.get(timeout=15) == 1
+
+
+async def test_an_unknown_compression_is_refused_before_anything_is_sent(
+    app_settings: dict[str, Any],
+) -> None:
+    with pytest.raises(ConfigurationError, match="unknown compression 'zstd'"):
+        await TaskQ("gz", task_compression="zstd", **app_settings).connect()
+    async with TaskQ("gz", **app_settings) as app:
+
+        @app.task
+        async def noop() -> None: ...
+
+        with pytest.raises(ConfigurationError, match="unknown compression 'brotli'"):
+            await noop.apply_async(compression="brotli")
+        broker = await app.connected_broker()
+        assert await broker.queue_length(app.conf.task_default_queue) == 0

@@ -204,6 +204,41 @@ async def test_bad_urls_fail_with_a_clear_error(url: str) -> None:
         await app.connect()
 
 
+def test_config_from_module_attribute_with_a_namespace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Django's way: `config_from_object("django.conf:settings", namespace="TASKQ")` reads the
+    uppercase TASKQ_ settings and leaves the project's own names alone."""
+    (tmp_path / "shop_settings_for_test.py").write_text(
+        "class settings:\n"
+        "    DEBUG = True\n"
+        "    TASKQ_BROKER_URL = 'memory://from-django'\n"
+        "    TASKQ_TASK_DEFAULT_QUEUE = 'orders'\n"
+        "    task_acks_late = True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = TaskQ("shop")
+    app.config_from_object("shop_settings_for_test:settings", namespace="TASKQ")
+    assert (app.broker_url, app.conf.task_default_queue) == ("memory://from-django", "orders")
+    assert app.conf.task_acks_late is False  # lowercase: not in the namespace
+    with pytest.raises(ConfigurationError, match="no attribute 'setings'"):
+        app.config_from_object("shop_settings_for_test:setings", namespace="TASKQ")
+
+
+def test_namespaced_typos_and_bad_namespaces_are_errors() -> None:
+    conf = Settings()
+    with pytest.raises(ConfigurationError, match="did you mean 'TASKQ_BROKER_URL'"):
+        conf.config_from_object(SimpleNamespace(TASKQ_BROKR_URL="memory://x"), namespace="TASKQ")
+    with pytest.raises(ConfigurationError, match="did you mean 'TASKQ_RESULT_EXPIRES'"):
+        conf.config_from_object({"TASKQ_result_expires": 5}, namespace="TASKQ")
+    with pytest.raises(ConfigurationError, match="namespace must be uppercase"):
+        conf.config_from_object({"taskq_broker_url": "memory://x"}, namespace="taskq")
+    with pytest.raises(ConfigurationError, match="'worker_max_tasks_per_child' is not supported"):
+        conf.config_from_object({"TASKQ_WORKER_MAX_TASKS_PER_CHILD": 9}, namespace="TASKQ")
+    conf.config_from_object({"TASKQ_WORKER_CONCURRENCY": 7, "OTHER": 1}, namespace="TASKQ")
+    assert conf.worker_concurrency == 7
+
+
 def _fields() -> list[str]:
     return [field.name for field in dataclasses.fields(Settings)]
 

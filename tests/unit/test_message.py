@@ -1,6 +1,7 @@
 """The envelope: encode/decode round trips, and every kind of garbage refused with a reason."""
 
 import base64
+import gzip
 import pickle
 import re
 
@@ -178,3 +179,47 @@ def test_workflow_fields_that_could_not_be_advanced_are_refused(
     data = {**orjson.loads(encode(make())), **fields}
     with pytest.raises(MessageError, match="malformed message: " + re.escape(reason)):
         decode(orjson.dumps(data), ACCEPT_JSON)
+
+
+def test_gzip_compresses_the_arguments_and_round_trips() -> None:
+    message = Message(id="a", task="t", args=["x" * 100_000], kwargs={"n": 1}, compression="gzip")
+    raw = encode(message)
+    assert len(raw) < 2_000  # 100 kB of one letter squeezes to almost nothing
+    data = orjson.loads(raw)
+    assert data["compression"] == "gzip" and data["args"] == [] and "body" in data
+    assert decode(raw, ACCEPT_JSON) == message
+    msgpack = Message(id="b", task="t", args=[1], content_type="msgpack", compression="zlib")
+    assert decode(encode(msgpack), {"msgpack"}).args == [1]
+
+
+def _with_body(compression: str, payload: bytes) -> bytes:
+    data = orjson.loads(encode(make(compression="gzip")))
+    data["compression"] = compression
+    data["body"] = base64.b64encode(payload).decode()
+    return orjson.dumps(data)
+
+
+def test_a_compressed_body_may_not_inflate_past_the_limit() -> None:
+    bomb = gzip.compress(b"[[" + b" " * 50_000_000 + b"],{}]")  # 50 MB of spaces in 50 kB
+    assert len(bomb) < 100_000
+    with pytest.raises(MessageError, match="decompresses to over 1000 bytes"):
+        decode(_with_body("gzip", bomb), ACCEPT_JSON, max_bytes=1000)
+    with pytest.raises(MessageError, match="decompresses to over 4194304 bytes"):
+        decode(_with_body("gzip", bomb), ACCEPT_JSON)
+    big = Message(id="a", task="t", args=["x" * 5000], compression="gzip")
+    with pytest.raises(MessageTooLargeError, match="arguments before compression is 5"):
+        encode(big, max_bytes=1000)
+
+
+@pytest.mark.parametrize(
+    ("compression", "payload", "reason"),
+    [
+        ("zstd", gzip.compress(b"[[],{}]"), "unknown compression 'zstd'"),
+        ("gzip", b"not gzip at all", "body does not decompress"),
+        ("gzip", gzip.compress(b"[[1],{}]")[:-12], "compressed body is cut short"),
+        ("gzip", gzip.compress(b"not json"), "body does not decode"),
+    ],
+)
+def test_bad_compressed_bodies_are_refused(compression: str, payload: bytes, reason: str) -> None:
+    with pytest.raises(MessageError, match=reason):
+        decode(_with_body(compression, payload), ACCEPT_JSON)

@@ -25,7 +25,8 @@ def test_a_producer_does_not_import_the_worker() -> None:
 def test_what_users_write_and_catch_is_exported() -> None:
     for name in ("Middleware", "Retry", "SoftTimeLimitExceeded", "TimeLimitExceeded",
                  "MaxRetriesExceededError", "TaskRevokedError", "ChordError", "crontab",
-                 "Interval", "TaskQ", "AsyncResult", "chain", "group", "chord"):  # fmt: skip
+                 "Interval", "TaskQ", "AsyncResult", "SyncResult", "chain", "group",
+                 "chord"):  # fmt: skip
         assert name in taskq.__all__ and hasattr(taskq, name)
     assert taskq.Worker.__module__ == "taskq.worker.worker"  # still there, loaded on use
 
