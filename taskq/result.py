@@ -60,7 +60,8 @@ class AsyncResult(Generic[R]):
         (or returned, when `propagate` is false); `taskq.errors.TimeoutError` after `timeout`.
         A result handle or error the task returned comes back as one (see `restore`).
         """
-        return cast(R, self._value(await self._ready_meta(timeout), propagate))
+        store = await self.app.connected_store()  # not `_ready_meta`: one coroutine less
+        return cast(R, self._value(await store.wait(self.id, timeout), propagate))
 
     async def status(self) -> str:
         """PENDING (unknown), RECEIVED, STARTED, RETRY, SUCCESS, FAILURE or REVOKED."""
@@ -145,7 +146,8 @@ class AsyncResult(Generic[R]):
 
     def _value(self, meta: TaskMeta, propagate: bool) -> Any:
         if meta.status == states.SUCCESS:
-            return restore(meta.result, self.app)
+            value = meta.result
+            return restore(value, self.app) if type(value) in _CONTAINERS else value
         error = error_from_meta(meta)
         if propagate:
             raise error
@@ -169,6 +171,9 @@ class EagerResult(AsyncResult[R]):
 
     async def _ready_meta(self, timeout: float | None) -> TaskMeta:
         return self._eager_meta
+
+    async def get(self, timeout: float | None = None, propagate: bool = True) -> R:
+        return cast(R, self._value(self._eager_meta, propagate))
 
     async def forget(self) -> None:
         return None
@@ -344,6 +349,9 @@ def _from_ids(member: Any, app: TaskQ) -> Any:
 
 
 # -- tagged values: result handles and errors a task returned ----------------------------
+
+
+_CONTAINERS = frozenset({dict, list})  # what `restore` looks into
 
 
 def restore(value: Any, app: TaskQ) -> Any:

@@ -39,24 +39,30 @@ class Request:
 
     __slots__ = (
         "children",
-        "delivery_info",
+        "default_exchange",
+        "delivery_count",
         "hostname",
         "is_eager",
         "message",
+        "queue",
         "retries_exhausted",
     )
 
     def __init__(
         self,
         message: Message,
-        delivery_info: dict[str, Any] | None = None,
         hostname: str | None = None,
+        queue: str | None = None,
+        delivery_count: int = 1,
+        default_exchange: str = "",
         *,
         is_eager: bool = False,
     ) -> None:
         self.message = message
-        self.delivery_info = delivery_info if delivery_info is not None else {}
         self.hostname = hostname
+        self.queue = queue if queue is not None else message.queue  # the one it came from
+        self.delivery_count = delivery_count
+        self.default_exchange = default_exchange
         self.is_eager = is_eager
         self.retries_exhausted = False
         self.children: list[str] = []
@@ -118,6 +124,21 @@ class Request:
         return self.message.soft_time_limit
 
     @property
+    def delivery_info(self) -> dict[str, Any]:
+        """Celery's keys (`exchange`, `routing_key` — the queue's name unless the call routed
+        it by another —, `priority`, `redelivered`) and taskq's `queue` (the one it was
+        consumed from) and `delivery_count`. Built when asked for: most tasks never do."""
+        message = self.message
+        return {
+            "exchange": message.exchange or self.default_exchange,
+            "routing_key": message.routing_key or self.queue,
+            "priority": message.priority,
+            "redelivered": self.delivery_count > 1,
+            "queue": self.queue,
+            "delivery_count": self.delivery_count,
+        }
+
+    @property
     def properties(self) -> dict[str, Any]:
         """The message's properties, in Celery's shape."""
         message = self.message
@@ -127,22 +148,6 @@ class Request:
             "priority": message.priority,
             "delivery_info": self.delivery_info,
         }
-
-
-def delivery_info(
-    message: Message, queue: str, delivery_count: int, default_exchange: str
-) -> dict[str, Any]:
-    """`request.delivery_info`: Celery's keys (`exchange`, `routing_key` — the queue's name
-    unless the call routed it by another —, `priority`, `redelivered`) and taskq's `queue`
-    (the one it was consumed from) and `delivery_count`."""
-    return {
-        "exchange": message.exchange or default_exchange,
-        "routing_key": message.routing_key or queue,
-        "priority": message.priority,
-        "redelivered": delivery_count > 1,
-        "queue": queue,
-        "delivery_count": delivery_count,
-    }
 
 
 _current_request: ContextVar[Request | None] = ContextVar("taskq_request", default=None)

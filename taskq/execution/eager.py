@@ -24,7 +24,7 @@ from taskq.execution.pipeline import standard_pipeline
 from taskq.message import Message, encode
 from taskq.result import EagerResult
 from taskq.stores.base import ResultStore, TaskMeta
-from taskq.task import Request, delivery_info
+from taskq.task import Request
 
 if TYPE_CHECKING:
     import anyio
@@ -126,8 +126,8 @@ class EagerRun:
             meta = TaskMeta.from_exception(message.id, error, task=message.task, worker=HOSTNAME)
             await self.states.write(meta)
             return Outcome(states.FAILURE, error=error, meta=meta)
-        info = delivery_info(message, message.queue, 1, self.app.conf.task_default_exchange)
-        request = Request(message, info, HOSTNAME, is_eager=True)
+        exchange = self.app.conf.task_default_exchange
+        request = Request(message, HOSTNAME, message.queue, 1, exchange, is_eager=True)
         job = Job(EagerDelivery(message), message, task, request)
         return await self._pipeline.chain(task)(job)
 

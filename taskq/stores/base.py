@@ -74,7 +74,8 @@ class TaskMeta:
 
     def encode(self) -> bytes:
         try:
-            return tagging.dumps(self)  # orjson writes a dataclass's fields in their order
+            # orjson writes a dataclass's fields in their order
+            return orjson.dumps(self, default=tagging.write_tagged)
         except TypeError as exc:
             raise MessageError(f"task {self.task_id}: result is not serializable: {exc}") from exc
 

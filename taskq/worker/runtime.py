@@ -16,7 +16,7 @@ from taskq.execution.job import Job
 from taskq.execution.pipeline import standard_pipeline
 from taskq.message import Message, decode, peek_id
 from taskq.stores.base import ResultStore, TaskMeta
-from taskq.task import Request, delivery_info
+from taskq.task import Request
 from taskq.worker.batching import Coalescer, RevokedIds
 from taskq.worker.statewriter import StateWriter
 
@@ -69,8 +69,10 @@ class WorkerRuntime:
         except TypeError as exc:
             await self._reject(delivery, BadArgumentsError(f"{message.task}: {exc}"))
             return None
-        info = delivery_info(message, delivery.queue, delivery.delivery_count, self._exchange)
-        return Job(delivery, message, task, Request(message, info, self.hostname))
+        request = Request(
+            message, self.hostname, delivery.queue, delivery.delivery_count, self._exchange
+        )
+        return Job(delivery, message, task, request)
 
     async def unhandled(self, delivery: Delivery, error: Exception) -> None:
         """Settle a delivery whose handling failed unexpectedly: into the dead letters with
