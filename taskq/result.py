@@ -198,11 +198,8 @@ class ResultSet:
     def __getitem__(self, index: int) -> Any:
         return self.results[index]
 
-    def __eq__(self, other: object) -> bool:
+    def __eq__(self, other: object) -> bool:  # a set changes: it has no hash
         return type(other) is type(self) and other.results == self.results
-
-    def __hash__(self) -> int:
-        return hash(tuple(self.results))
 
     def tagged_json(self) -> dict[str, Any]:
         """As a task's result holds it (`taskq.tagging`): read back by `restore`."""
