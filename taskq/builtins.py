@@ -1,5 +1,6 @@
 """The tasks every app has: those behind `task.map`, `task.starmap`, `task.chunks` and
-`tolerant_map`, and the one that fails a chord's callback when a member of its header failed."""
+`tolerant_map`, the one that ends a group something waits for, and the one that fails a
+chord's callback when a member of its header failed."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from taskq.elements import CHORD_ERROR_TASK, MAP_TASK, STARMAP_TASK, TOLERANT_MAP_TASK
+from taskq.elements import (
+    CHORD_ERROR_TASK,
+    GROUP_RESULTS_TASK,
+    MAP_TASK,
+    STARMAP_TASK,
+    TOLERANT_MAP_TASK,
+)
 from taskq.errors import ChordError, TaskError, task_error_type
 from taskq.stores.base import exception_type
 
@@ -16,7 +23,9 @@ if TYPE_CHECKING:
     from taskq.app import TaskQ
 
 
-BUILTIN_TASKS = frozenset({MAP_TASK, STARMAP_TASK, TOLERANT_MAP_TASK, CHORD_ERROR_TASK})
+BUILTIN_TASKS = frozenset(
+    {MAP_TASK, STARMAP_TASK, TOLERANT_MAP_TASK, CHORD_ERROR_TASK, GROUP_RESULTS_TASK}
+)
 
 
 def register_builtins(app: TaskQ) -> None:
@@ -41,6 +50,12 @@ def register_builtins(app: TaskQ) -> None:
             await _settled(app, task, [item, *args], kwargs, max_retries, countdown)
             for item in items
         ]
+
+    @app.task(name=GROUP_RESULTS_TASK)
+    async def group_results(results: list[Any]) -> list[Any]:
+        """The results of the group it follows, for what waits for the group: its links,
+        the chord it is a member of."""
+        return results
 
     @app.task(name=CHORD_ERROR_TASK)
     async def chord_error(failure: dict[str, Any]) -> None:
