@@ -10,8 +10,9 @@ from typing import Any
 
 import anyio
 import pytest
+from support import eventually
 
-from taskq import AsyncResult, GroupResult, ResultSet, TaskError, TaskQ, group
+from taskq import AsyncResult, GroupResult, ResultSet, TaskError, TaskQ, group, states
 from taskq.task import Task
 from taskq.testing import running_worker
 
@@ -163,3 +164,21 @@ class _AnyError:
 
 
 ANY_ERROR = _AnyError()
+
+
+async def test_a_result_set_revokes_and_forgets_its_members(app: TaskQ) -> None:
+    @app.task
+    async def later(value: int) -> int:
+        return value
+
+    results = ResultSet([await later.delay(i) for i in range(2)])  # no worker yet
+    await results.revoke()
+    async with running_worker(app):
+        await eventually(lambda: _all_revoked(results), timeout=20)
+        assert [await r.status() for r in results] == [states.REVOKED] * 2
+    await results.forget()
+    assert [await r.status() for r in results] == [states.PENDING] * 2
+
+
+async def _all_revoked(results: ResultSet) -> bool:
+    return all([await result.status() == states.REVOKED for result in results])

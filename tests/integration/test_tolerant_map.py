@@ -3,6 +3,8 @@ the result in item order, not failing the map."""
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -69,3 +71,19 @@ def test_tolerant_map_refuses_what_it_could_not_honour(app: TaskQ) -> None:
         tolerant_map(process.s(), [1], max_retries=-1)
     with pytest.raises(ValueError, match="countdown must be seconds"):
         tolerant_map(process.s(), [1], countdown=-2)
+
+
+async def test_retries_of_an_item_wait_their_countdown(app: TaskQ) -> None:
+    tried: list[float] = []
+
+    @app.task
+    async def flaky(item: int) -> int:
+        tried.append(time.monotonic())
+        if len(tried) < 3:
+            raise ConnectionError("not yet")
+        return item
+
+    async with running_worker(app):
+        result = await tolerant_map(flaky.s(), [7], countdown=0.2).apply_async()
+        assert await result.get(timeout=20) == [7]
+    assert [later - earlier >= 0.2 for earlier, later in itertools.pairwise(tried)] == [True] * 2
