@@ -9,7 +9,10 @@ string without asking: only when the text holds what looks like one is the value
 for UUIDs, and written again with them tagged if it holds any. Reading walks the
 structure only when the text holds a tag. Either way plain values cost a byte search.
 
-Imports nothing of taskq but `errors`.
+Objects that write their own tagged form (`taskq.tagging`: result handles, remote errors)
+are written too; reading them back needs an app (`taskq.result.restore`).
+
+Imports nothing of taskq but `errors` and `tagging`.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ from uuid import UUID
 import orjson
 
 from taskq.errors import MessageError
+from taskq.tagging import TYPE, VALUE
 
 T = TypeVar("T")
 
-TYPE, VALUE = "__type__", "__value__"
 _MARK = b'"__type__"'
 _DASH = ord("-")  # `int in bytes`: `bytes in bytes` first tries the bytes as an int, slowly
 # The middle of a UUID's text: the search starts only at dashes, found by memchr.
@@ -108,9 +111,19 @@ def _write_tagged(value: Any) -> dict[str, Any]:
     if written is None:
         written = next((w for kind, w in _WRITERS.items() if isinstance(value, kind)), None)
         if written is None:
-            raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+            return _self_tagged(value)
     tag, write = written
     return {TYPE: tag, VALUE: write(value)}
+
+
+def _self_tagged(value: Any) -> dict[str, Any]:
+    """The tagged form an object writes of itself (a result handle, a remote error: see
+    `taskq.tagging`); orjson's `TypeError` for any other."""
+    tagged = getattr(value, "tagged_json", None)
+    if tagged is None:
+        raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+    written: dict[str, Any] = tagged()
+    return written
 
 
 def _holds_uuid(value: Any) -> bool:

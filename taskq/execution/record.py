@@ -47,9 +47,7 @@ class Record:
             outcome = Outcome(states.FAILURE, error=error, elapsed=outcome.elapsed)
         if outcome.status == states.SUCCESS:
             logger.info("Task %s[%s] succeeded in %.3fs", message.task, message.id, outcome.elapsed)
-            outcome.meta = state(
-                job, hostname, states.SUCCESS, result=outcome.value, date_done=time.time()
-            )
+            outcome.meta = state(job, hostname, states.SUCCESS, outcome.value, time.time())
             if job.stores_result:
                 stored_first = job.acks_late or job.task.has_hooks or reads_results_next(message)
                 await writer.record(outcome.meta, wait=stored_first)

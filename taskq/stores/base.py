@@ -42,7 +42,10 @@ class StoreOptions:
 @dataclass(slots=True)
 class TaskMeta:
     """What the store knows of one task. A failure keeps the exception's type,
-    message and traceback text; no exception object is ever pickled."""
+    message and traceback text; no exception object is ever pickled. `args` and `kwargs`
+    are those of a JSON message (None for another serializer's, which JSON may not hold);
+    `children` the results the task published while it ran, as saved groups hold them
+    (a task id, or `{"group": id, "results": [...]}`)."""
 
     task_id: str
     status: str = states.PENDING
@@ -54,19 +57,15 @@ class TaskMeta:
     retries: int = 0
     worker: str | None = None
     date_done: float | None = None
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+    queue: str | None = None
+    children: list[Any] | None = None
 
     @classmethod
     def from_exception(cls, task_id: str, exc: BaseException, **fields: Any) -> TaskMeta:
         """A FAILURE that records `exc`'s qualified type, message and traceback text."""
-        return cls(
-            task_id,
-            states.FAILURE,
-            exc_type=exception_type(exc),
-            exc_message=str(exc),
-            traceback="".join(traceback.format_exception(exc)),
-            date_done=time.time(),
-            **fields,
-        )
+        return cls(task_id, states.FAILURE, **failure_fields(exc), **fields)
 
     @property
     def ready(self) -> bool:
@@ -86,6 +85,16 @@ class TaskMeta:
 
 
 _FIELDS = tuple(TaskMeta.__dataclass_fields__)
+
+
+def failure_fields(exc: BaseException) -> dict[str, Any]:
+    """What a failure records of `exc`: its qualified type, message and traceback text."""
+    return {
+        "exc_type": exception_type(exc),
+        "exc_message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+        "date_done": time.time(),
+    }
 
 
 def exception_type(exc: BaseException) -> str:

@@ -54,6 +54,7 @@ class WorkerRuntime:
         self.lend_slot: LendSlot | None = None  # the worker's: see `wait_off_slot`
         self._stored_revocations = Coalescer(self.store.revoked)
         self._revocations_loaded = False
+        self._exchange = app.conf.task_default_exchange
 
     async def receive(self, delivery: Delivery) -> Job | None:
         """The job of a fresh delivery; a bad one is dead-lettered (and its task marked
@@ -68,12 +69,10 @@ class WorkerRuntime:
         except TypeError as exc:
             await self._reject(delivery, BadArgumentsError(f"{message.task}: {exc}"))
             return None
-        info = {
-            "queue": delivery.queue,
-            "priority": message.priority,
-            "delivery_count": delivery.delivery_count,
-        }
-        return Job(delivery, message, task, Request(message, info, self.hostname))
+        request = Request(
+            message, self.hostname, delivery.queue, delivery.delivery_count, self._exchange
+        )
+        return Job(delivery, message, task, request)
 
     async def unhandled(self, delivery: Delivery, error: Exception) -> None:
         """Settle a delivery whose handling failed unexpectedly: into the dead letters with
