@@ -1,4 +1,4 @@
-"""The `taskq` command: worker, call, result, purge, status, dlq."""
+"""The `taskq` command: worker, call, result, purge, status, inspect, dlq."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import typer
 from taskq import dlq
 from taskq.app import TaskQ
 from taskq.beat.scheduler import Beat, read_state
+from taskq.control import DEFAULT_TIMEOUT, INSPECT_COMMANDS, Replies
 from taskq.errors import AppLoadError, CommandError, LoginRefusedError, TaskError, TaskQError
 from taskq.message import peek_id
 from taskq.startup import connect_at_startup
@@ -422,6 +423,63 @@ def known_queues(app: TaskQ) -> list[str]:
         if isinstance(table, dict):
             names += [r if isinstance(r, str) else r.get("queue") for r in table.values()]
     return sorted({name for name in names if isinstance(name, str)})
+
+
+DestinationOption = Annotated[
+    str | None,
+    typer.Option(
+        "--destination", "-d", help="Comma-separated worker names (default: every worker)."
+    ),
+]
+TimeoutOption = Annotated[
+    float, typer.Option(min=0.001, help="Seconds to wait for the workers' replies.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the replies as one JSON object.")]
+
+
+@cli.command("inspect")
+@run_command
+async def inspect_command(
+    command: Annotated[str, typer.Argument(help=f"One of: {', '.join(INSPECT_COMMANDS)}.")],
+    app: AppOption,
+    destination: DestinationOption = None,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask the workers (Celery's `inspect`); exits 1 unless every known (or named) worker
+    answered: `taskq inspect ping -d NAME` is a liveness probe."""
+    taskq_app = load_app(app)
+    async with taskq_app:
+        inspector = taskq_app.control.inspect(split_names(destination), timeout)
+        print_replies(await inspector.ask(command), timeout, as_json)
+
+
+def split_names(names: str | None) -> list[str] | None:
+    listed = [name.strip() for name in (names or "").split(",") if name.strip()]
+    return listed or None
+
+
+def print_replies(replies: Replies, timeout: float, as_json: bool) -> None:
+    """Each worker's answer (or error); then an error, exit 1, if a worker of the destination
+    (or a known live one) did not answer, if none did, or if one could not apply it."""
+    if as_json:
+        typer.echo(orjson.dumps(replies.to_json()).decode())
+    else:
+        for worker, answer in sorted(replies.answers.items()):
+            if isinstance(answer, str):
+                typer.echo(f"-> {worker}: {answer}")
+            else:
+                typer.echo(f"-> {worker}:")
+                typer.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+        for worker, error in sorted(replies.errors.items()):
+            typer.echo(f"-> {worker}: error: {error}")
+    if replies.missing:
+        names = ", ".join(replies.missing)
+        raise CommandError(f"no answer within {timeout} s from: {names}")
+    if not replies.answered:
+        raise CommandError(f"no worker answered within {timeout} s")
+    if replies.errors:
+        raise CommandError(f"{len(replies.errors)} worker(s) could not apply it")
 
 
 dlq_cli = typer.Typer(help="Dead letters: list, replay, purge.", no_args_is_help=True)

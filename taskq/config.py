@@ -125,6 +125,7 @@ class Settings:
     worker_threads: int = 10
     worker_prefetch_multiplier: int = 4
     worker_shutdown_timeout: float = 30.0
+    worker_heartbeat_interval: float = 2.0
     beat_schedule: dict[str, Any] = dataclasses.field(default_factory=dict)
     beat_max_loop_interval: float = 300.0
     beat_lease_ttl: float = 10.0
@@ -195,6 +196,11 @@ class Settings:
         for name in ("worker_concurrency", "worker_threads", "worker_prefetch_multiplier"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1")
+        heartbeat = self.worker_heartbeat_interval
+        if not isinstance(heartbeat, int | float) or isinstance(heartbeat, bool) or heartbeat <= 0:
+            raise ConfigurationError(
+                f"worker_heartbeat_interval must be a positive number of seconds, not {heartbeat!r}"
+            )
         unknown = set(self.accept_content) - set(SERIALIZERS)
         if unknown:
             raise ConfigurationError(f"accept_content names unknown serializers: {sorted(unknown)}")

@@ -61,7 +61,7 @@ from taskq.brokers.amqp_topology import (
     declare_exchange,
     declare_queue,
 )
-from taskq.brokers.base import Broker, DeadLetter, Delivery, dead_letter_queue
+from taskq.brokers.base import Broadcasts, Broker, DeadLetter, Delivery, dead_letter_queue
 from taskq.config import QUEUE_OPTIONS, Settings
 from taskq.errors import BrokerUnavailable, ConfigurationError, NotConnectedError
 from taskq.message import Message, encode
@@ -326,7 +326,7 @@ class AMQPBroker(Broker):
             with winding_down(self._config.publish_timeout):
                 await consumer.stop()
 
-    def subscribe(self, channel: str) -> AsyncIterator[bytes]:
+    def subscribe(self, channel: str) -> Broadcasts:
         return self._subscribe(channel)
 
     async def _subscribe(self, name: str) -> AsyncGenerator[bytes, None]:

@@ -12,14 +12,14 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 import anyio
 import anyio.lowlevel
 
-from taskq.brokers.base import Broker, DeadLetter, Delivery
+from taskq.brokers.base import Broadcasts, Broker, DeadLetter, Delivery
 from taskq.brokers.leases import (
     Claimed,
     Lease,
@@ -236,7 +236,7 @@ class MemoryBroker(Broker):
             subscriber.deliver(payload)
         wake(channel_key(self._url, channel))
 
-    def subscribe(self, channel: str) -> AsyncIterator[bytes]:
+    def subscribe(self, channel: str) -> Broadcasts:
         subscription = _MemorySubscription(self, channel)
         with self._state.lock:
             self._state.subscribers.setdefault(channel, weakref.WeakSet()).add(subscription)

@@ -25,7 +25,7 @@ from typing import Any
 
 from redis.asyncio.client import PubSub
 
-from taskq.brokers.base import Broker, DeadLetter, Delivery
+from taskq.brokers.base import Broadcasts, Broker, DeadLetter, Delivery
 from taskq.brokers.redis_consumer import GROUP, Consumer, ms
 from taskq.config import Settings
 from taskq.errors import BrokerUnavailable
@@ -210,7 +210,7 @@ class RedisBroker(Broker):
     async def broadcast(self, channel: str, payload: bytes) -> None:
         await self.run([("PUBLISH", self._broadcast_channel(channel), payload)], "broadcasting")
 
-    def subscribe(self, channel: str) -> AsyncIterator[bytes]:
+    def subscribe(self, channel: str) -> Broadcasts:
         return _Broadcasts(self, self._broadcast_channel(channel))
 
     def _broadcast_channel(self, channel: str) -> str:

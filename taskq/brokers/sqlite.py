@@ -16,11 +16,11 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from functools import partial
 from typing import TypeVar, TypeVarTuple
 
-from taskq.brokers.base import Broker, DeadLetter, Delivery
+from taskq.brokers.base import Broadcasts, Broker, DeadLetter, Delivery
 from taskq.brokers.leases import (
     Claimed,
     Lease,
@@ -295,7 +295,7 @@ class SQLiteBroker(Broker):
         await self._run(_broadcast, channel, payload)
         wake(channel_key(self._key, channel))
 
-    def subscribe(self, channel: str) -> AsyncIterator[bytes]:
+    def subscribe(self, channel: str) -> Broadcasts:
         return _SQLiteSubscription(self, channel)
 
     # LeaseStore

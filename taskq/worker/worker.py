@@ -18,20 +18,21 @@ import asyncio
 import logging
 import math
 import os
-import secrets
 import socket
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from taskq.brokers.base import Broker, Delivery
-from taskq.control import CONTROL_CHANNEL, decode_command, encode_command
 from taskq.execution.job import Job
 from taskq.execution.settlement import settle_lost
+from taskq.worker.remote import RemoteControl
 from taskq.worker.runtime import WorkerRuntime
 
 if TYPE_CHECKING:
@@ -41,8 +42,6 @@ logger = logging.getLogger("taskq.worker")
 
 # Leases are renewed this many times per visibility timeout, so one late renewal is harmless.
 RENEWALS_PER_TIMEOUT = 4
-GREETING_FIRST_DELAY = 0.05
-GREETING_MAX_DELAY = 5.0
 FINAL_STATES_TIMEOUT = 10.0  # seconds a stopping worker gives its last task states to be written
 
 
@@ -88,6 +87,8 @@ class Worker:
         self._consume_scope = anyio.CancelScope()
         self._loops: anyio.abc.TaskGroup | None = None
         self._runtime: WorkerRuntime | None = None
+        self.outcomes: Counter[str] = Counter()  # how the jobs run here ended, by status
+        self.started_at = time.monotonic()
         self._stopping = False
         send, receive = anyio.create_memory_object_stream[Work](max_buffer_size=math.inf)
         self._work_in: MemoryObjectSendStream[Work] = send
@@ -136,7 +137,7 @@ class Worker:
         async with anyio.create_task_group() as services:
             services.start_soon(runtime.states.run)
             services.start_soon(self._renew_leases, broker.options.visibility_timeout)
-            services.start_soon(self._obey_commands, broker, runtime)
+            services.start_soon(RemoteControl(self, broker, runtime).run)
             await self.app.middleware.worker_start(self)
             try:
                 await self._serve_until_stopped(broker, runtime)
@@ -263,7 +264,8 @@ class Worker:
         """The job through its pipeline; if that is cancelled, the job is settled as lost."""
         self._running[scope] = job
         try:
-            await runtime.pipeline.chain(job.task)(job)
+            outcome = await runtime.pipeline.chain(job.task)(job)
+            self.outcomes[outcome.status] += 1
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await settle_lost(runtime, job)
@@ -284,33 +286,13 @@ class Worker:
         if self._stopping and not self._held:
             self._drained.set()
 
-    async def _obey_commands(self, broker: Broker, runtime: WorkerRuntime) -> None:
-        """Control-plane commands: `revoke` (and with `terminate`, cancel them here).
+    # -- what the control plane reads and changes (taskq.worker.remote) ----------------
 
-        The worker greets itself on the channel: hearing its greeting proves that broadcasts
-        reach it, so it loads the stored revocations then, and needs no store lookups after.
-        """
-        greeting = encode_command("hello", worker=self.hostname, token=secrets.token_hex(8))
-        heard = anyio.Event()
-        async with anyio.create_task_group() as greeter:
-            greeter.start_soon(_greet, broker, greeting, heard)
-            async for payload in broker.subscribe(CONTROL_CHANNEL):
-                if payload == greeting:
-                    if not heard.is_set():
-                        heard.set()
-                        await _load_revocations(runtime)
-                    continue
-                self._obey(decode_command(payload), runtime)
+    def running_jobs(self) -> list[Job]:
+        return list(self._running.values())
 
-    def _obey(self, command: dict[str, Any] | None, runtime: WorkerRuntime) -> None:
-        if command is None or command["op"] != "revoke":
-            return
-        revoked = [task_id for task_id in command.get("ids") or () if isinstance(task_id, str)]
-        runtime.revoked.add(revoked)
-        if command.get("terminate"):
-            self._terminate(set(revoked))
-
-    def _terminate(self, task_ids: set[str]) -> None:
+    def terminate_tasks(self, task_ids: set[str]) -> None:
+        """Cancel these tasks where they run (revoked with `terminate`)."""
         for scope, job in list(self._running.items()):
             if job.message.id in task_ids:  # settle_lost logs the revocation
                 job.terminated = True
@@ -322,23 +304,3 @@ class Worker:
             async with anyio.create_task_group() as renewals:  # concurrently: one wait in all
                 for delivery in list(self._held):
                     renewals.start_soon(delivery.extend, visibility)
-
-
-async def _greet(broker: Broker, greeting: bytes, heard: anyio.Event) -> None:
-    """Broadcast `greeting` until it is heard: the first may precede the subscription."""
-    delay = GREETING_FIRST_DELAY
-    while not heard.is_set():
-        try:
-            await broker.broadcast(CONTROL_CHANNEL, greeting)
-        except Exception as exc:  # the broker is down: messages are checked in the store meanwhile
-            logger.warning("Could not broadcast on the control channel: %s", exc)
-        with anyio.move_on_after(delay):
-            await heard.wait()
-        delay = min(delay * 2, GREETING_MAX_DELAY)
-
-
-async def _load_revocations(runtime: WorkerRuntime) -> None:
-    try:
-        await runtime.load_revocations()
-    except Exception:  # messages are still checked in the store, one batch at a time
-        logger.exception("Could not load the stored revocations")

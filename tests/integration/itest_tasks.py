@@ -10,6 +10,7 @@ import time
 import anyio
 
 from taskq import TaskQ
+from taskq.worker.worker import Worker
 
 app = TaskQ("itest")
 
@@ -89,3 +90,11 @@ async def record_tick(self, marker: str) -> None:  # type: ignore[no-untyped-def
     """Appends the beat tick it was published for to `marker`."""
     async with await anyio.open_file(marker, "a") as out:
         await out.write(f"{self.request.headers['beat_scheduled_at']}\n")
+
+
+@app.control.command
+async def nap(worker: Worker, seconds: dict[str, float]) -> str:
+    """A control command answering with the worker's name after `seconds[its name]` (none if
+    not named): a worker slow to answer, on demand."""
+    await anyio.sleep(seconds.get(worker.hostname, 0.0))
+    return worker.hostname

@@ -1,0 +1,93 @@
+"""The built-in commands a worker answers on the control plane, by Celery's names: each is
+`await command(worker, runtime, **arguments)` and returns what is replied (JSON)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from taskq import states
+from taskq.control import BUILTIN_COMMANDS
+from taskq.urls import masked_url
+from taskq.worker.runtime import WorkerRuntime
+
+if TYPE_CHECKING:
+    from taskq.worker.worker import Worker
+
+Command = Callable[..., Awaitable[Any]]
+
+
+async def ping(worker: Worker, runtime: WorkerRuntime) -> str:
+    return "pong"
+
+
+async def stats(worker: Worker, runtime: WorkerRuntime) -> dict[str, Any]:
+    outcomes = worker.outcomes
+    return {
+        "pid": os.getpid(),
+        "uptime": time.monotonic() - worker.started_at,
+        "processed": sum(outcomes.values()),
+        "failed": outcomes[states.FAILURE],
+        "outcomes": dict(outcomes),
+        "concurrency": worker.concurrency,
+        "prefetch": worker.prefetch,
+        "broker": masked_url(runtime.broker.url),
+        "loop": type(asyncio.get_running_loop()).__module__.partition(".")[0],
+        "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+
+
+async def active(worker: Worker, runtime: WorkerRuntime) -> list[dict[str, Any]]:
+    now, clock = time.time(), time.perf_counter()
+    return [
+        {
+            "id": job.message.id,
+            "name": job.message.task,
+            "args": job.message.args,
+            "kwargs": job.message.kwargs,
+            "started_at": now - (clock - job.run_at) if job.run_at else None,
+            "worker": worker.hostname,
+        }
+        for job in worker.running_jobs()
+    ]
+
+
+async def registered(worker: Worker, runtime: WorkerRuntime) -> dict[str, dict[str, Any]]:
+    tasks = [worker.app.tasks[name] for name in worker.app.user_tasks()]
+    return {
+        task.name: {
+            "queue": task.queue,
+            "rate_limit": task.rate_limit,
+            "time_limit": task.time_limit,
+            "soft_time_limit": task.soft_time_limit,
+            "max_retries": task.max_retries,
+            "acks_late": task.acks_late,
+        }
+        for task in tasks
+    }
+
+
+async def revoke(
+    worker: Worker, runtime: WorkerRuntime, ids: list[str], terminate: bool = False
+) -> list[str]:
+    """Revoke `ids` here (and with `terminate`, cancel them if they run); returns the ids."""
+    if not isinstance(ids, list) or not all(isinstance(task_id, str) for task_id in ids):
+        raise ValueError("ids must be a list of task ids")
+    runtime.revoked.add(ids)
+    if terminate:
+        worker.terminate_tasks(set(ids))
+    return ids
+
+
+BUILTIN: dict[str, Command] = {
+    "ping": ping,
+    "stats": stats,
+    "active": active,
+    "registered": registered,
+    "revoke": revoke,
+}
+assert set(BUILTIN) == BUILTIN_COMMANDS, "taskq.control names the same commands"

@@ -1,0 +1,188 @@
+"""Worker presence and remote control (`app.control`, `taskq inspect`) on every broker: two
+`taskq worker` processes (SQLite, Redis, RabbitMQ) or two in-process workers (memory), one
+of them slow to answer on demand (itest_tasks' `nap` command)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import orjson
+import pytest
+from itest_tasks import add, concurrent, nap
+from support import INTEGRATION, WorkerProcess, eventually
+
+from taskq import TaskQ
+from taskq.testing import memory_app, running_worker
+
+pytestmark = pytest.mark.integration
+
+StartWorker = Callable[..., WorkerProcess]
+FAST, SLOW = "fast@test", "slow@test"
+HEARTBEAT = 0.2
+
+
+@pytest.fixture(params=["sqlite", "redis", "amqp"])
+def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_server").url
+        return f"{url}?prefix=t{uuid.uuid4().hex[:12]}:"
+    if request.param == "amqp":
+        amqp: str = request.getfixturevalue("rabbitmq_server").url
+        return amqp
+    return f"sqlite:///{tmp_path}/broker.db"
+
+
+@pytest.fixture
+def backend_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/results.db"
+
+
+@pytest.fixture
+def worker_env(worker_env: dict[str, str], backend_url: str) -> dict[str, str]:
+    return {
+        **worker_env,
+        "TASKQ_RESULT_BACKEND": backend_url,
+        "TASKQ_WORKER_HEARTBEAT_INTERVAL": str(HEARTBEAT),
+        # a queue of the test's own: the RabbitMQ and Redis servers are shared
+        "TASKQ_TASK_DEFAULT_QUEUE": f"q-{uuid.uuid4().hex[:12]}",
+    }
+
+
+@pytest.fixture
+async def client(
+    broker_url: str, backend_url: str, worker_env: dict[str, str]
+) -> AsyncIterator[TaskQ]:
+    app = TaskQ(
+        "client",
+        broker=broker_url,
+        backend=backend_url,
+        task_default_queue=worker_env["TASKQ_TASK_DEFAULT_QUEUE"],
+        broker_transport_options={"polling_interval": 0.05},
+    )
+    async with app:
+        yield app
+
+
+async def both_known(client: TaskQ) -> None:
+    """Until both workers answer a ping and each is known to be online."""
+
+    async def known() -> bool:
+        replies = await client.control.ping(timeout=2)
+        online = {name for name, presence in replies.workers.items() if presence.online}
+        return set(replies.answers) == online == {FAST, SLOW}
+
+    await eventually(known)
+
+
+async def check_round_trips(client: TaskQ) -> None:
+    """What two workers, FAST and SLOW, answer: the slow one is waited for until every known
+    worker answered, and named when it is too slow; a destination asks one worker only."""
+    await both_known(client)
+    started = time.monotonic()
+    replies = await client.control.broadcast("nap", {"seconds": {SLOW: 0.5}}, timeout=10)
+    assert replies is not None
+    assert replies.answers == {FAST: FAST, SLOW: SLOW}
+    assert 0.5 <= time.monotonic() - started < 5  # it did not wait for the timeout
+
+    replies = await client.control.broadcast("nap", {"seconds": {SLOW: 3}}, timeout=0.5)
+    assert replies is not None
+    assert replies.answers == {FAST: FAST}
+    assert replies.missing == [SLOW]
+
+    stats = await client.control.inspect(destination=FAST).stats()
+    assert set(stats.answers) == {FAST}
+    assert stats.answers[FAST]["concurrency"] == 4
+
+    registered = await client.control.inspect().registered()
+    assert "itest.add" in registered.answers[FAST]
+    assert "itest.add" in registered.answers[SLOW]
+
+    running = await client.send_task("itest.concurrent", args=[30])
+
+    async def active_somewhere() -> bool:
+        active = await client.control.inspect().active()
+        tasks = [task for tasks in active.answers.values() for task in tasks]
+        return [(t["id"], t["name"], t["args"]) for t in tasks] == [
+            (running.id, "itest.concurrent", [30])
+        ]
+
+    await eventually(active_somewhere)
+    revoked = await client.control.revoke(running.id, terminate=True, reply=True)
+    assert revoked is not None
+    assert revoked.answers == {FAST: [running.id], SLOW: [running.id]}
+
+    async def revoked_state() -> bool:
+        return await running.status() == "REVOKED"
+
+    await eventually(revoked_state)
+
+
+async def test_inspect_and_control_round_trips(client: TaskQ, start_worker: StartWorker) -> None:
+    start_worker("-n", FAST, "-c", "4")
+    start_worker("-n", SLOW, "-c", "4")
+    await check_round_trips(client)
+
+
+async def test_inspect_and_control_round_trips_in_memory() -> None:
+    app = memory_app(worker_heartbeat_interval=HEARTBEAT)
+    app.control.command(nap)
+    app.task(name="itest.add")(add)
+    app.task(name="itest.concurrent")(concurrent)
+    async with (
+        running_worker(app, hostname=FAST, concurrency=4),
+        running_worker(app, hostname=SLOW, concurrency=4),
+    ):
+        await check_round_trips(app)
+
+
+def taskq_inspect(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "taskq", "inspect", *args, "-A", "itest_tasks:app"]
+    return subprocess.run(
+        argv, env=env, cwd=INTEGRATION, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("broker_url", ["sqlite"], indirect=True)  # the CLI is the same on all
+async def test_inspect_ping_is_a_probe(
+    client: TaskQ, start_worker: StartWorker, worker_env: dict[str, str]
+) -> None:
+    """`taskq inspect ping` exits 0 when the named (or every known) worker answers, else 1
+    with who did not; `--json` prints the replies."""
+    start_worker("-n", FAST)
+    start_worker("-n", SLOW)
+    await both_known(client)
+    named = taskq_inspect(worker_env, "ping", "-d", FAST)
+    assert (named.returncode, named.stdout) == (0, f"-> {FAST}: pong\n")
+    nobody = taskq_inspect(worker_env, "ping", "-d", "nobody@test", "--timeout", "0.3")
+    assert nobody.returncode == 1
+    assert nobody.stderr == "Error: no answer within 0.3 s from: nobody@test\n"
+    stats = taskq_inspect(worker_env, "stats", "--json")
+    assert stats.returncode == 0, stats.stderr
+    assert set(orjson.loads(stats.stdout)["answers"]) == {FAST, SLOW}
+    typo = taskq_inspect(worker_env, "pnig")
+    assert typo.returncode == 1
+    assert "unknown inspect command 'pnig' (did you mean 'ping'?)" in typo.stderr
+
+
+async def test_a_killed_worker_is_shown_offline(client: TaskQ, start_worker: StartWorker) -> None:
+    """Its heartbeats stop: after three missed beats the other worker knows it offline, and
+    a command no longer waits for it."""
+    start_worker("-n", FAST)
+    slow = start_worker("-n", SLOW)
+    await both_known(client)
+    slow.signal(signal.SIGKILL)
+    slow.wait()
+
+    async def offline() -> bool:
+        replies = await client.control.ping()
+        return replies.answers == {FAST: "pong"} and not replies.workers[SLOW].online
+
+    await eventually(offline)
+    replies = await client.control.ping()
+    assert replies.missing == []
