@@ -218,8 +218,33 @@ class Inspect:
         """The task names the worker knows, with their options."""
         return await self.ask("registered")
 
+    async def reserved(self) -> Replies:
+        """The messages a worker prefetched and has not started: id, name, args, queue."""
+        return await self.ask("reserved")
 
-INSPECT_COMMANDS = ("ping", "stats", "active", "registered")
+    async def active_queues(self) -> Replies:
+        """The queues a worker consumes, with their options of `task_queues`."""
+        return await self.ask("active_queues")
+
+    async def revoked(self) -> Replies:
+        """The task ids a worker holds revoked."""
+        return await self.ask("revoked")
+
+    async def conf(self) -> Replies:
+        """A worker's settings (passwords in URLs masked)."""
+        return await self.ask("conf")
+
+
+INSPECT_COMMANDS = (
+    "ping",
+    "stats",
+    "active",
+    "reserved",
+    "registered",
+    "active_queues",
+    "revoked",
+    "conf",
+)
 BUILTIN_COMMANDS = frozenset({*INSPECT_COMMANDS, "revoke"})
 
 

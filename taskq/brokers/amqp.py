@@ -415,8 +415,11 @@ class AMQPBroker(Broker):
 
 
 async def _offer(send: MemoryObjectSendStream[bytes], message: AbstractIncomingMessage) -> None:
-    with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
-        send.send_nowait(message.body)  # a subscriber SUBSCRIBER_BUFFER behind loses the newest
+    # A subscriber SUBSCRIBER_BUFFER behind loses the newest; one that left, what comes after.
+    with contextlib.suppress(
+        anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
+    ):
+        send.send_nowait(message.body)
 
 
 async def _ready(queues: list[AbstractQueue]) -> int:

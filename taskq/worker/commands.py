@@ -8,10 +8,14 @@ import os
 import resource
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from taskq import states
+from taskq.config import Settings
 from taskq.control import BUILTIN_COMMANDS
+from taskq.errors import MessageError
+from taskq.message import decode, peek_id
 from taskq.urls import masked_url
 from taskq.worker.runtime import WorkerRuntime
 
@@ -71,6 +75,51 @@ async def registered(worker: Worker, runtime: WorkerRuntime) -> dict[str, dict[s
     }
 
 
+async def reserved(worker: Worker, runtime: WorkerRuntime) -> list[dict[str, Any]]:
+    """The messages prefetched here that no task loop has started."""
+    described: list[dict[str, Any]] = []
+    for delivery in worker.reserved_deliveries():
+        try:
+            message = decode(delivery.body, runtime.accept_content, runtime.max_message_bytes)
+        except MessageError as exc:  # dead-lettered when a loop takes it
+            described.append({"id": peek_id(delivery.body), "error": str(exc)})
+            continue
+        described.append(
+            {
+                "id": message.id,
+                "name": message.task,
+                "args": message.args,
+                "kwargs": message.kwargs,
+                "queue": delivery.queue,
+                "worker": worker.hostname,
+            }
+        )
+    return described
+
+
+async def active_queues(worker: Worker, runtime: WorkerRuntime) -> list[dict[str, Any]]:
+    """The queues consumed here, with their options of `task_queues`."""
+    options = worker.app.conf.task_queues
+    return [{"name": queue, **options.get(queue, {})} for queue in worker.queues]
+
+
+async def revoked(worker: Worker, runtime: WorkerRuntime) -> list[str]:
+    """The task ids this worker holds revoked."""
+    return sorted(runtime.revoked.ids())
+
+
+async def conf(worker: Worker, runtime: WorkerRuntime) -> dict[str, Any]:
+    """The worker's settings, passwords in URLs masked."""
+    conf = worker.app.conf
+    settings = {
+        f.name: getattr(conf, f.name) for f in fields(Settings) if not f.name.startswith("_")
+    }
+    for name in ("broker_url", "result_backend"):
+        if settings[name] is not None:
+            settings[name] = masked_url(settings[name])
+    return settings
+
+
 async def revoke(
     worker: Worker, runtime: WorkerRuntime, ids: list[str], terminate: bool = False
 ) -> list[str]:
@@ -88,6 +137,10 @@ BUILTIN: dict[str, Command] = {
     "stats": stats,
     "active": active,
     "registered": registered,
+    "reserved": reserved,
+    "active_queues": active_queues,
+    "revoked": revoked,
+    "conf": conf,
     "revoke": revoke,
 }
 assert set(BUILTIN) == BUILTIN_COMMANDS, "taskq.control names the same commands"

@@ -291,6 +291,11 @@ class Worker:
     def running_jobs(self) -> list[Job]:
         return list(self._running.values())
 
+    def reserved_deliveries(self) -> list[Delivery]:
+        """The deliveries held here that no task loop has started."""
+        started = {job.delivery for job in self._running.values()}
+        return [delivery for delivery in self._held if delivery not in started]
+
     def terminate_tasks(self, task_ids: set[str]) -> None:
         """Cancel these tasks where they run (revoked with `terminate`)."""
         for scope, job in list(self._running.items()):

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -121,6 +122,15 @@ async def check_round_trips(client: TaskQ) -> None:
         return await running.status() == "REVOKED"
 
     await eventually(revoked_state)
+    held_revoked = await client.control.inspect().revoked()
+    assert held_revoked.answers == {FAST: [running.id], SLOW: [running.id]}
+
+    queues = await client.control.inspect().active_queues()
+    queue = client.conf.task_default_queue
+    assert queues.answers == {FAST: [{"name": queue}], SLOW: [{"name": queue}]}
+    settings = await client.control.inspect(destination=[SLOW]).conf()
+    assert settings.answers[SLOW]["worker_heartbeat_interval"] == HEARTBEAT
+    assert settings.answers[SLOW]["task_default_queue"] == queue
 
 
 async def test_inspect_and_control_round_trips(client: TaskQ, start_worker: StartWorker) -> None:
@@ -132,13 +142,32 @@ async def test_inspect_and_control_round_trips(client: TaskQ, start_worker: Star
 async def test_inspect_and_control_round_trips_in_memory() -> None:
     app = memory_app(worker_heartbeat_interval=HEARTBEAT)
     app.control.command(nap)
-    app.task(name="itest.add")(add)
-    app.task(name="itest.concurrent")(concurrent)
+    app.task(name="itest.add")(add.fn)
+    app.task(name="itest.concurrent")(concurrent.fn)
     async with (
         running_worker(app, hostname=FAST, concurrency=4),
         running_worker(app, hostname=SLOW, concurrency=4),
     ):
         await check_round_trips(app)
+
+
+async def test_reserved_are_the_prefetched_messages_not_started(
+    app_settings: dict[str, Any],
+) -> None:
+    app = TaskQ("reserved", **app_settings)
+    app.task(name="itest.concurrent")(concurrent.fn)
+    async with app, running_worker(app, concurrency=1, prefetch_multiplier=3) as worker:
+        sent = [await app.send_task("itest.concurrent", args=[30]) for _ in range(3)]
+
+        async def one_running_two_reserved() -> bool:
+            inspect = app.control.inspect()
+            active, reserved = await inspect.active(), await inspect.reserved()
+            running = {task["id"] for task in active.answers[worker.hostname]}
+            waiting = {task["id"] for task in reserved.answers[worker.hostname]}
+            return len(running) == 1 and running | waiting == {result.id for result in sent}
+
+        await eventually(one_running_two_reserved)
+        await app.control.revoke([result.id for result in sent], terminate=True)
 
 
 def taskq_inspect(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
