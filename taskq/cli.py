@@ -1,4 +1,4 @@
-"""The `taskq` command: worker, call, result, purge, status, inspect, dlq."""
+"""The `taskq` command: worker, call, result, purge, status, inspect, control, dlq."""
 
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ import typer
 from taskq import dlq
 from taskq.app import TaskQ
 from taskq.beat.scheduler import Beat, read_state
-from taskq.control import DEFAULT_TIMEOUT, INSPECT_COMMANDS, Replies
+from taskq.control import DEFAULT_TIMEOUT, INSPECT_COMMANDS, CommandOptions, Replies
 from taskq.errors import AppLoadError, CommandError, LoginRefusedError, TaskError, TaskQError
 from taskq.message import peek_id
+from taskq.options import parse_rate
 from taskq.startup import connect_at_startup
 from taskq.stores.base import TaskMeta
 from taskq.suggest import did_you_mean
@@ -452,6 +453,99 @@ async def inspect_command(
     async with taskq_app:
         inspector = taskq_app.control.inspect(split_names(destination), timeout)
         print_replies(await inspector.ask(command), timeout, as_json)
+
+
+CONTROL_USAGE = {
+    "rate_limit": "TASK RATE (e.g. 10/s; none: no limit)",
+    "time_limit": "TASK SOFT HARD (seconds; none: no limit)",
+    "shutdown": "",
+    "pool_grow": "[N]",
+    "pool_shrink": "[N]",
+    "revoke": "ID... [--terminate]",
+}
+
+
+@cli.command("control")
+@run_command
+async def control_command(
+    command: Annotated[
+        str,
+        typer.Argument(help=f"One of: {', '.join(CONTROL_USAGE)}, or a command of the app's."),
+    ],
+    app: AppOption,
+    args: Annotated[list[str] | None, typer.Argument(help="The command's arguments.")] = None,
+    terminate: Annotated[
+        bool, typer.Option(help="revoke: also cancel the tasks where they run.")
+    ] = False,
+    arguments: Annotated[
+        str | None, typer.Option(help="A command of the app's: its arguments, a JSON object.")
+    ] = None,
+    destination: DestinationOption = None,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
+    as_json: JsonOption = False,
+) -> None:
+    """Tell the workers (Celery's `control`) and print who applied it; exits 1 unless every
+    known (or named) worker did."""
+    values = args or []
+    if (terminate and command != "revoke") or (arguments is not None and command in CONTROL_USAGE):
+        raise CommandError(f"{command}: takes {CONTROL_USAGE[command] or 'no arguments'}")
+    taskq_app = load_app(app)
+    options: CommandOptions = {
+        "destination": split_names(destination),
+        "timeout": timeout,
+        "reply": True,
+    }
+    control = taskq_app.control
+    async with taskq_app:
+        if command == "revoke":
+            if not values:
+                raise CommandError(f"revoke: takes {CONTROL_USAGE['revoke']}")
+            replies = await control.revoke(values, terminate, **options)
+        elif command in CONTROL_USAGE:
+            replies = await control.broadcast(
+                command, _control_arguments(command, values), **options
+            )
+        elif values:
+            raise CommandError(f"{command}: give its arguments as --arguments '{{...}}'")
+        else:
+            replies = await control.broadcast(
+                command, _json_arg("--arguments", arguments or "{}", dict), **options
+            )
+        assert replies is not None
+        print_replies(replies, timeout, as_json)
+
+
+def _control_arguments(command: str, values: list[str]) -> dict[str, Any]:
+    """The arguments of a built-in control command, from the command line."""
+    usage = CommandError(f"{command}: takes {CONTROL_USAGE[command] or 'no arguments'}")
+    if command == "rate_limit":
+        if len(values) != 2:
+            raise usage
+        rate = None if values[1].lower() == "none" else values[1]
+        if rate is not None:
+            parse_rate(rate)
+        return {"task_name": values[0], "rate_limit": rate}
+    if command == "time_limit":
+        if len(values) != 3:
+            raise usage
+        soft, hard = (_seconds_or_none(command, value) for value in values[1:])
+        return {"task_name": values[0], "soft": soft, "hard": hard}
+    if command in ("pool_grow", "pool_shrink"):
+        if len(values) > 1 or not all(value.isdigit() for value in values):
+            raise usage
+        return {"n": int(values[0]) if values else 1}
+    if values:  # shutdown
+        raise usage
+    return {}
+
+
+def _seconds_or_none(command: str, value: str) -> float | None:
+    if value.lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise CommandError(f"{command}: {value!r} is not a number of seconds (nor none)") from None
 
 
 def split_names(names: str | None) -> list[str] | None:

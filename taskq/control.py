@@ -15,13 +15,14 @@ import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
 import anyio
 import orjson
 
 from taskq import defaults
 from taskq.brokers.base import Broker
+from taskq.options import parse_rate
 from taskq.suggest import did_you_mean
 
 if TYPE_CHECKING:
@@ -37,6 +38,14 @@ logger = logging.getLogger("taskq.control")
 
 F = TypeVar("F", bound=Callable[..., Any])
 Destination = str | Sequence[str] | None
+
+
+class CommandOptions(TypedDict, total=False):
+    """Whom a command is for and how its replies are awaited: see `Control.broadcast`."""
+
+    destination: Destination
+    reply: bool
+    timeout: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,21 +170,51 @@ class Control:
         self,
         task_ids: str | Sequence[str],
         terminate: bool = False,
-        *,
-        destination: Destination = None,
-        reply: bool = False,
-        timeout: float = DEFAULT_TIMEOUT,
+        **options: Unpack[CommandOptions],
     ) -> Replies | None:
         """Never run these tasks. The revocation is kept in the result store (for
         `result_expires`), so workers started later honour it too, and broadcast to the
-        running workers; `terminate=True` also cancels them where they run now."""
+        running workers; `terminate=True` also cancels them where they run now. Replies
+        only when asked (`reply=True`): the store has it anyway."""
         ids = [task_ids] if isinstance(task_ids, str) else list(task_ids)
         store = await self.app.connected_store()
         await store.revoke(ids, self.revoke_ttl)
         arguments = {"ids": ids, "terminate": terminate}
-        return await self.broadcast(
-            "revoke", arguments, destination=destination, reply=reply, timeout=timeout
-        )
+        wanted: CommandOptions = {"reply": False, **options}
+        return await self.broadcast("revoke", arguments, **wanted)
+
+    async def rate_limit(
+        self, task_name: str, rate_limit: str | None, **options: Unpack[CommandOptions]
+    ) -> Replies | None:
+        """Change the task's rate limit ("10/s", "100/m", "1000/h"; None: none) on the workers,
+        until they restart."""
+        if rate_limit is not None:
+            parse_rate(rate_limit)
+        arguments = {"task_name": task_name, "rate_limit": rate_limit}
+        return await self.broadcast("rate_limit", arguments, **options)
+
+    async def time_limit(
+        self,
+        task_name: str,
+        soft: float | None = None,
+        hard: float | None = None,
+        **options: Unpack[CommandOptions],
+    ) -> Replies | None:
+        """Change the task's soft and hard time limits (seconds; None: none) on the workers."""
+        arguments = {"task_name": task_name, "soft": soft, "hard": hard}
+        return await self.broadcast("time_limit", arguments, **options)
+
+    async def shutdown(self, **options: Unpack[CommandOptions]) -> Replies | None:
+        """A warm shutdown of the workers, as on SIGTERM."""
+        return await self.broadcast("shutdown", **options)
+
+    async def pool_grow(self, n: int = 1, **options: Unpack[CommandOptions]) -> Replies | None:
+        """Raise the workers' concurrency by `n` (within the prefetch they started with)."""
+        return await self.broadcast("pool_grow", {"n": n}, **options)
+
+    async def pool_shrink(self, n: int = 1, **options: Unpack[CommandOptions]) -> Replies | None:
+        """Lower the workers' concurrency by `n` (running tasks finish first)."""
+        return await self.broadcast("pool_shrink", {"n": n}, **options)
 
     @property
     def revoke_ttl(self) -> float:
@@ -245,7 +284,8 @@ INSPECT_COMMANDS = (
     "revoked",
     "conf",
 )
-BUILTIN_COMMANDS = frozenset({*INSPECT_COMMANDS, "revoke"})
+CONTROL_COMMANDS = ("rate_limit", "time_limit", "shutdown", "pool_grow", "pool_shrink", "revoke")
+BUILTIN_COMMANDS = frozenset({*INSPECT_COMMANDS, *CONTROL_COMMANDS})
 
 
 def destinations(destination: Destination) -> list[str] | None:

@@ -16,10 +16,12 @@ from taskq.config import Settings
 from taskq.control import BUILTIN_COMMANDS
 from taskq.errors import MessageError
 from taskq.message import decode, peek_id
+from taskq.options import parse_rate
 from taskq.urls import masked_url
 from taskq.worker.runtime import WorkerRuntime
 
 if TYPE_CHECKING:
+    from taskq.task import Task
     from taskq.worker.worker import Worker
 
 Command = Callable[..., Awaitable[Any]]
@@ -132,6 +134,66 @@ async def revoke(
     return ids
 
 
+def _task(worker: Worker, name: object) -> Task[Any, Any]:
+    if not isinstance(name, str) or name not in worker.app.user_tasks():
+        raise LookupError(f"no task {name!r} is registered here")
+    return worker.app.tasks[name]
+
+
+async def rate_limit(
+    worker: Worker, runtime: WorkerRuntime, task_name: str, rate_limit: str | None
+) -> dict[str, Any]:
+    """Set the task's rate limit here (None: none), from its next message on."""
+    task = _task(worker, task_name)
+    if rate_limit is not None:
+        parse_rate(rate_limit)
+    task.rate_limit = rate_limit
+    runtime.pipeline.rebuild(task.name)
+    return {"task": task.name, "rate_limit": rate_limit}
+
+
+async def time_limit(
+    worker: Worker,
+    runtime: WorkerRuntime,
+    task_name: str,
+    soft: float | None = None,
+    hard: float | None = None,
+) -> dict[str, Any]:
+    """Set the task's soft and hard time limits here (None: none), from its next run on."""
+    task = _task(worker, task_name)
+    for name, value in (("soft", soft), ("hard", hard)):
+        if value is not None and (not isinstance(value, int | float) or value <= 0):
+            raise ValueError(f"the {name} time limit must be positive seconds, not {value!r}")
+    if soft is not None and hard is not None and soft > hard:
+        raise ValueError(f"the soft time limit ({soft}) is above the hard one ({hard})")
+    task.soft_time_limit, task.time_limit = soft, hard
+    return {"task": task.name, "soft_time_limit": soft, "time_limit": hard}
+
+
+async def shutdown(worker: Worker, runtime: WorkerRuntime) -> str:
+    """A warm shutdown, as on SIGTERM."""
+    worker.stop()
+    return "shutting down"
+
+
+async def pool_grow(worker: Worker, runtime: WorkerRuntime, n: int = 1) -> dict[str, int]:
+    """Run `n` more tasks at once."""
+    worker.grow(_count(n))
+    return {"concurrency": worker.concurrency}
+
+
+async def pool_shrink(worker: Worker, runtime: WorkerRuntime, n: int = 1) -> dict[str, int]:
+    """Run `n` fewer tasks at once (running ones finish first)."""
+    worker.shrink(_count(n))
+    return {"concurrency": worker.concurrency}
+
+
+def _count(n: object) -> int:
+    if type(n) is not int or n < 1:
+        raise ValueError(f"n must be a whole number of at least 1, not {n!r}")
+    return n
+
+
 BUILTIN: dict[str, Command] = {
     "ping": ping,
     "stats": stats,
@@ -142,5 +204,10 @@ BUILTIN: dict[str, Command] = {
     "revoked": revoked,
     "conf": conf,
     "revoke": revoke,
+    "rate_limit": rate_limit,
+    "time_limit": time_limit,
+    "shutdown": shutdown,
+    "pool_grow": pool_grow,
+    "pool_shrink": pool_shrink,
 }
 assert set(BUILTIN) == BUILTIN_COMMANDS, "taskq.control names the same commands"

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("taskq.worker")
 
 GREETING = "hello"
+REPLY_TIMEOUT = 5.0  # seconds a reply is given, even when the worker is stopping
 
 
 class RemoteControl:
@@ -90,8 +91,9 @@ class RemoteControl:
         if message.get("reply_to") is None:
             return
         reply["peers"] = self.presence.peers()
-        try:
-            await self.broker.broadcast(REPLY_CHANNEL, orjson.dumps(reply, default=str))
+        try:  # shielded: `shutdown` is replied to while the worker stops
+            with anyio.move_on_after(REPLY_TIMEOUT, shield=True):
+                await self.broker.broadcast(REPLY_CHANNEL, orjson.dumps(reply, default=str))
         except Exception as exc:
             logger.warning("Could not reply to control command %r: %s", op, exc)
 

@@ -296,6 +296,27 @@ class Worker:
         started = {job.delivery for job in self._running.values()}
         return [delivery for delivery in self._held if delivery not in started]
 
+    def grow(self, n: int) -> None:
+        """`n` more task loops; within the prefetch fixed when consuming began."""
+        if self._loops is None or self._runtime is None:
+            raise RuntimeError("the worker is not running tasks yet")
+        if self.concurrency + n > self.prefetch:
+            raise ValueError(
+                f"concurrency {self.concurrency + n} would exceed the prefetch ({self.prefetch})"
+                " this worker started with; restart it with a higher --prefetch-multiplier"
+            )
+        self.concurrency += n
+        for _ in range(n):
+            self._loops.start_soon(self._task_loop, self._runtime)
+
+    def shrink(self, n: int) -> None:
+        """`n` fewer task loops: each retires when it next takes work, after its job."""
+        if n >= self.concurrency:
+            raise ValueError(f"cannot shrink concurrency {self.concurrency} by {n}: at least 1")
+        self.concurrency -= n
+        for _ in range(n):
+            self._work_in.send_nowait(_Retire())
+
     def terminate_tasks(self, task_ids: set[str]) -> None:
         """Cancel these tasks where they run (revoked with `terminate`)."""
         for scope, job in list(self._running.items()):

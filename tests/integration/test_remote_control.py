@@ -18,7 +18,8 @@ import pytest
 from itest_tasks import add, concurrent, nap
 from support import INTEGRATION, WorkerProcess, eventually
 
-from taskq import TaskQ
+from taskq import TaskError, TaskQ
+from taskq.errors import ConfigurationError
 from taskq.testing import memory_app, running_worker
 
 pytestmark = pytest.mark.integration
@@ -215,3 +216,113 @@ async def test_a_killed_worker_is_shown_offline(client: TaskQ, start_worker: Sta
     await eventually(offline)
     replies = await client.control.ping()
     assert replies.missing == []
+
+
+ON_SQLITE = pytest.mark.parametrize("broker_url", ["sqlite"], indirect=True)
+
+
+@ON_SQLITE
+async def test_pool_grow_raises_the_tasks_run_at_once(
+    client: TaskQ, start_worker: StartWorker
+) -> None:
+    start_worker("-n", FAST, "-c", "2", "--prefetch-multiplier", "4")
+
+    async def peak() -> int:
+        results = [await client.send_task("itest.concurrent", args=[0.3]) for _ in range(8)]
+        return max([await result.get(timeout=20) for result in results])
+
+    assert await peak() == 2
+    grown = await client.control.pool_grow(2)
+    assert grown is not None and grown.answers == {FAST: {"concurrency": 4}}
+    assert await peak() == 4
+    too_far = await client.control.pool_grow(5)
+    assert too_far is not None
+    assert too_far.errors == {
+        FAST: "ValueError: concurrency 9 would exceed the prefetch (8) this worker started"
+        " with; restart it with a higher --prefetch-multiplier"
+    }
+    shrunk = await client.control.pool_shrink(3)
+    assert shrunk is not None and shrunk.answers == {FAST: {"concurrency": 1}}
+    stats = await client.control.inspect().stats()
+    assert stats.answers[FAST]["concurrency"] == 1
+
+
+@ON_SQLITE
+async def test_rate_limit_and_time_limit_changed_at_runtime(
+    client: TaskQ, start_worker: StartWorker
+) -> None:
+    start_worker("-n", FAST)
+
+    async def spread() -> float:
+        results = [await client.send_task("itest.ran_at") for _ in range(5)]
+        starts = [await result.get(timeout=20) for result in results]
+        return max(starts) - min(starts)
+
+    assert await spread() < 0.4
+    limited = await client.control.rate_limit("itest.ran_at", "5/s")
+    assert limited is not None
+    assert limited.answers == {FAST: {"task": "itest.ran_at", "rate_limit": "5/s"}}
+    assert await spread() >= 0.7  # one start per 0.2 s
+    await client.control.rate_limit("itest.ran_at", None)
+    assert await spread() < 0.4
+
+    unknown = await client.control.rate_limit("itest.nope", "5/s")
+    assert unknown is not None
+    assert unknown.errors == {FAST: "LookupError: no task 'itest.nope' is registered here"}
+    with pytest.raises(ConfigurationError, match="bad rate_limit 'fast'"):
+        await client.control.rate_limit("itest.ran_at", "fast")
+
+    await client.control.time_limit("itest.concurrent", hard=0.2)
+    with pytest.raises(TaskError, match="TimeLimitExceeded"):
+        await (await client.send_task("itest.concurrent", args=[5])).get(timeout=20)
+
+
+@ON_SQLITE
+async def test_shutdown_stops_the_named_worker_warmly(
+    client: TaskQ, start_worker: StartWorker
+) -> None:
+    start_worker("-n", FAST)
+    slow = start_worker("-n", SLOW)
+    await both_known(client)
+    stopped = await client.control.shutdown(destination=SLOW)
+    assert stopped is not None and stopped.answers == {SLOW: "shutting down"}
+    assert slow.wait() == 0
+    replies = await client.control.ping()  # it said goodbye: nobody waits for it
+    assert replies.answers == {FAST: "pong"}
+    assert not replies.workers[SLOW].online
+
+
+def taskq_control(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "taskq", "control", *args, "-A", "itest_tasks:app"]
+    return subprocess.run(
+        argv, env=env, cwd=INTEGRATION, capture_output=True, text=True, timeout=60
+    )
+
+
+@ON_SQLITE
+async def test_taskq_control(
+    client: TaskQ, start_worker: StartWorker, worker_env: dict[str, str]
+) -> None:
+    start_worker("-n", FAST)
+    start_worker("-n", SLOW)
+    await both_known(client)
+    limited = taskq_control(worker_env, "rate_limit", "itest.add", "10/m", "-d", FAST, "--json")
+    assert limited.returncode == 0, limited.stderr
+    answers = orjson.loads(limited.stdout)["answers"]
+    assert answers == {FAST: {"task": "itest.add", "rate_limit": "10/m"}}
+    napped = taskq_control(worker_env, "nap", "--arguments", '{"seconds": {}}')
+    assert (napped.returncode, napped.stdout) == (0, f"-> {FAST}: {FAST}\n-> {SLOW}: {SLOW}\n")
+    for args, error in [
+        (["pool_grow", "two"], "Error: pool_grow: takes [N]\n"),
+        (
+            ["rate_limit", "itest.add"],
+            "Error: rate_limit: takes TASK RATE (e.g. 10/s; none: no limit)\n",
+        ),
+        (["shutdown", "--terminate"], "Error: shutdown: takes no arguments\n"),
+        (["nap", "x"], "Error: nap: give its arguments as --arguments '{...}'\n"),
+    ]:
+        wrong = taskq_control(worker_env, *args)
+        assert (wrong.returncode, wrong.stderr) == (1, error)
+    unknown = taskq_control(worker_env, "nope", "-d", FAST)
+    assert unknown.returncode == 1
+    assert unknown.stdout == f"-> {FAST}: error: LookupError: unknown control command 'nope'\n"
