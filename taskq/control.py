@@ -261,6 +261,11 @@ class Inspect:
         """The messages a worker prefetched and has not started: id, name, args, queue."""
         return await self.ask("reserved")
 
+    async def scheduled(self) -> Replies:
+        """The messages of a worker's queues the broker holds until they are due: id, name,
+        args, queue, due_at (not on RabbitMQ, which cannot list them: an error says so)."""
+        return await self.ask("scheduled")
+
     async def active_queues(self) -> Replies:
         """The queues a worker consumes, with their options of `task_queues`."""
         return await self.ask("active_queues")
@@ -279,6 +284,7 @@ INSPECT_COMMANDS = (
     "stats",
     "active",
     "reserved",
+    "scheduled",
     "registered",
     "active_queues",
     "revoked",

@@ -61,9 +61,21 @@ from taskq.brokers.amqp_topology import (
     declare_exchange,
     declare_queue,
 )
-from taskq.brokers.base import Broadcasts, Broker, DeadLetter, Delivery, dead_letter_queue
+from taskq.brokers.base import (
+    Broadcasts,
+    Broker,
+    DeadLetter,
+    Delivery,
+    Scheduled,
+    dead_letter_queue,
+)
 from taskq.config import QUEUE_OPTIONS, Settings
-from taskq.errors import BrokerUnavailable, ConfigurationError, NotConnectedError
+from taskq.errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    NotConnectedError,
+    UnsupportedError,
+)
 from taskq.message import Message, encode
 from taskq.urls import masked_url
 
@@ -357,6 +369,18 @@ class AMQPBroker(Broker):
             queues = await self._relinked(partial(self._with_buckets, queue))
             ready = await self._relinked(partial(_ready, queues))
         return ready + self._held[queue]
+
+    async def scheduled(self, queue: str, limit: int = 100) -> list[Scheduled]:
+        raise UnsupportedError(
+            "RabbitMQ cannot list the delayed messages without taking them from their delay"
+            " buckets; scheduled_length (taskq status) counts them"
+        )
+
+    async def scheduled_length(self, queue: str) -> int:
+        """Ready in the queue's delay buckets."""
+        async with self._talking():
+            *buckets, _ = await self._relinked(partial(self._with_buckets, queue))
+            return await self._relinked(partial(_ready, buckets))
 
     async def purge(self, queue: str) -> int:
         async with self._talking():

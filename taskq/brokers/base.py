@@ -57,6 +57,14 @@ class DeadLetter:
     failed_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """A message the broker holds until it is due (an eta or countdown, a retry's delay)."""
+
+    body: bytes
+    due_at: float  # epoch seconds
+
+
 class Delivery(ABC):
     """One consumed message, held by its consumer until it is settled.
 
@@ -208,6 +216,14 @@ class Broker(ABC):
     @abstractmethod
     async def queue_length(self, queue: str) -> int:
         """Messages waiting or leased in `queue`, delayed ones included."""
+
+    @abstractmethod
+    async def scheduled(self, queue: str, limit: int = 100) -> list[Scheduled]:
+        """The `limit` messages of `queue` due soonest that are not due yet."""
+
+    @abstractmethod
+    async def scheduled_length(self, queue: str) -> int:
+        """How many messages of `queue` are not due yet."""
 
     @abstractmethod
     async def purge(self, queue: str) -> int:

@@ -19,7 +19,7 @@ from functools import partial
 import anyio
 import anyio.lowlevel
 
-from taskq.brokers.base import Broadcasts, Broker, DeadLetter, Delivery
+from taskq.brokers.base import Broadcasts, Broker, DeadLetter, Delivery, Scheduled
 from taskq.brokers.leases import (
     Claimed,
     Lease,
@@ -83,6 +83,11 @@ class _Queue:
         while self._scheduled and not self._current(*self._scheduled[0][1:]):
             heapq.heappop(self._scheduled)
         return self._scheduled[0][0] if self._scheduled else None
+
+    def not_due(self, now: float) -> list[_Entry]:
+        """The unleased entries due after `now`, soonest first."""
+        waiting = [e for e in self.entries.values() if e.token is None and e.available_at > now]
+        return sorted(waiting, key=lambda entry: (entry.available_at, entry.id))
 
     def purge(self, now: float) -> int:
         doomed = [e.id for e in self.entries.values() if e.token is None or e.available_at <= now]
@@ -199,6 +204,17 @@ class MemoryBroker(Broker):
         with self._state.lock:
             found = self._state.queues.get(queue)
             return len(found.entries) if found else 0
+
+    async def scheduled(self, queue: str, limit: int = 100) -> list[Scheduled]:
+        with self._state.lock:
+            found = self._state.queues.get(queue)
+            waiting = found.not_due(time.time()) if found else []
+        return [Scheduled(entry.body, entry.available_at) for entry in waiting[:limit]]
+
+    async def scheduled_length(self, queue: str) -> int:
+        with self._state.lock:
+            found = self._state.queues.get(queue)
+            return len(found.not_due(time.time())) if found else 0
 
     async def purge(self, queue: str) -> int:
         with self._state.lock:

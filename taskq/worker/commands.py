@@ -79,24 +79,32 @@ async def registered(worker: Worker, runtime: WorkerRuntime) -> dict[str, dict[s
 
 async def reserved(worker: Worker, runtime: WorkerRuntime) -> list[dict[str, Any]]:
     """The messages prefetched here that no task loop has started."""
-    described: list[dict[str, Any]] = []
-    for delivery in worker.reserved_deliveries():
-        try:
-            message = decode(delivery.body, runtime.accept_content, runtime.max_message_bytes)
-        except MessageError as exc:  # dead-lettered when a loop takes it
-            described.append({"id": peek_id(delivery.body), "error": str(exc)})
-            continue
-        described.append(
-            {
-                "id": message.id,
-                "name": message.task,
-                "args": message.args,
-                "kwargs": message.kwargs,
-                "queue": delivery.queue,
-                "worker": worker.hostname,
-            }
-        )
-    return described
+    return [
+        _described(runtime, delivery.body, queue=delivery.queue, worker=worker.hostname)
+        for delivery in worker.reserved_deliveries()
+    ]
+
+
+async def scheduled(
+    worker: Worker, runtime: WorkerRuntime, limit: int = 100
+) -> list[dict[str, Any]]:
+    """The messages of the queues consumed here that the broker holds until they are due,
+    soonest first (the `limit` soonest of each queue)."""
+    found = []
+    for queue in worker.queues:
+        for item in await runtime.broker.scheduled(queue, _count(limit)):
+            found.append(_described(runtime, item.body, queue=queue, due_at=item.due_at))
+    return sorted(found, key=lambda message: message["due_at"])
+
+
+def _described(runtime: WorkerRuntime, body: bytes, **where: Any) -> dict[str, Any]:
+    """A message's id, task name and arguments (or why it does not decode), and `where`."""
+    try:
+        message = decode(body, runtime.accept_content, runtime.max_message_bytes)
+    except MessageError as exc:  # dead-lettered when a worker takes it
+        return {"id": peek_id(body), "error": str(exc), **where}
+    what = {"name": message.task, "args": message.args, "kwargs": message.kwargs}
+    return {"id": message.id, **what, **where}
 
 
 async def active_queues(worker: Worker, runtime: WorkerRuntime) -> list[dict[str, Any]]:
@@ -200,6 +208,7 @@ BUILTIN: dict[str, Command] = {
     "active": active,
     "registered": registered,
     "reserved": reserved,
+    "scheduled": scheduled,
     "active_queues": active_queues,
     "revoked": revoked,
     "conf": conf,

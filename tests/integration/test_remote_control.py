@@ -152,7 +152,7 @@ async def test_inspect_and_control_round_trips_in_memory() -> None:
         await check_round_trips(app)
 
 
-async def test_reserved_are_the_prefetched_messages_not_started(
+async def test_reserved_and_scheduled_messages(
     app_settings: dict[str, Any],
 ) -> None:
     app = TaskQ("reserved", **app_settings)
@@ -169,6 +169,16 @@ async def test_reserved_are_the_prefetched_messages_not_started(
 
         await eventually(one_running_two_reserved)
         await app.control.revoke([result.id for result in sent], terminate=True)
+
+        due_at = time.time() + 60
+        later = await app.send_task("itest.concurrent", args=[1], eta=due_at)
+        scheduled = await app.control.inspect().scheduled()
+        if app_settings["broker"].startswith("amqp"):
+            assert scheduled.errors[worker.hostname].startswith("UnsupportedError: RabbitMQ")
+            return
+        [message] = scheduled.answers[worker.hostname]
+        assert (message["id"], message["args"]) == (later.id, [1])
+        assert message["due_at"] == pytest.approx(due_at, abs=0.01)
 
 
 def taskq_inspect(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
