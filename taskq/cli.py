@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import sysconfig
+import time
 import traceback
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -402,17 +403,71 @@ def confirm_purge(what: str) -> None:
 
 @cli.command()
 @run_command
-async def status(app: AppOption, queues: QueuesOption = None) -> None:
-    """Print each queue's depth and dead-letter count."""
+async def status(
+    app: AppOption,
+    queues: QueuesOption = None,
+    timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds to wait for the workers' answers.")
+    ] = DEFAULT_TIMEOUT,
+) -> None:
+    """Print the workers (name, state, queues, active tasks, last heartbeat), then each
+    queue's depth, delayed messages and dead letters."""
     taskq_app = load_app(app)
     async with taskq_app:
+        print_workers(await taskq_app.control.ping(timeout=timeout), timeout)
+        typer.echo()
         broker = await taskq_app.connected_broker()
         names = split_queues(taskq_app, queues) if queues else known_queues(taskq_app)
-        width = max(len(name) for name in [*names, "queue"])
-        typer.echo(f"{'queue':<{width}}  {'messages':>10}  {'dead letters':>12}")
-        for name in names:
-            depth, dead = await broker.queue_length(name), await broker.dead_letter_length(name)
-            typer.echo(f"{name:<{width}}  {depth:>10}  {dead:>12}")
+        rows = [
+            [
+                name,
+                await broker.queue_length(name),
+                await broker.scheduled_length(name),
+                await broker.dead_letter_length(name),
+            ]
+            for name in names
+        ]
+        print_table(["queue", "messages", "delayed", "dead letters"], rows)
+
+
+def print_workers(replies: Replies, timeout: float) -> None:
+    """The workers known by heartbeat, and any that answered before its first one."""
+    now = time.time()
+    rows: list[list[object]] = []
+    for name in sorted(replies.workers.keys() | replies.answered):
+        presence = replies.workers.get(name)
+        if presence is None:
+            rows.append([name, "online", "", "", "none yet"])
+            continue
+        state = "no answer" if name in replies.missing else "online"
+        rows.append(
+            [
+                name,
+                state if presence.online else "offline",
+                ",".join(presence.queues),
+                presence.active,
+                f"{now - presence.last_heartbeat:.1f} s ago",
+            ]
+        )
+    if not rows:
+        typer.echo(f"No worker answered within {timeout} s.")
+        return
+    print_table(["worker", "state", "queues", "active", "last heartbeat"], rows)
+
+
+def print_table(header: list[str], rows: list[list[object]]) -> None:
+    """Text left-aligned, numbers right-aligned, columns as wide as their widest cell."""
+    cells = [header, *[[str(cell) for cell in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    numeric = [
+        bool(rows) and all(isinstance(row[i], int) for row in rows) for i in range(len(header))
+    ]
+    for row in cells:
+        aligned = [
+            cell.rjust(width) if right else cell.ljust(width)
+            for cell, width, right in zip(row, widths, numeric, strict=True)
+        ]
+        typer.echo("  ".join(aligned).rstrip())
 
 
 def known_queues(app: TaskQ) -> list[str]:

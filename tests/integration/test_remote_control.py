@@ -181,8 +181,8 @@ async def test_reserved_and_scheduled_messages(
         assert message["due_at"] == pytest.approx(due_at, abs=0.01)
 
 
-def taskq_inspect(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "taskq", "inspect", *args, "-A", "itest_tasks:app"]
+def taskq(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "taskq", *args, "-A", "itest_tasks:app"]
     return subprocess.run(
         argv, env=env, cwd=INTEGRATION, capture_output=True, text=True, timeout=60
     )
@@ -197,22 +197,24 @@ async def test_inspect_ping_is_a_probe(
     start_worker("-n", FAST)
     start_worker("-n", SLOW)
     await both_known(client)
-    named = taskq_inspect(worker_env, "ping", "-d", FAST)
+    named = taskq(worker_env, "inspect", "ping", "-d", FAST)
     assert (named.returncode, named.stdout) == (0, f"-> {FAST}: pong\n")
-    nobody = taskq_inspect(worker_env, "ping", "-d", "nobody@test", "--timeout", "0.3")
+    nobody = taskq(worker_env, "inspect", "ping", "-d", "nobody@test", "--timeout", "0.3")
     assert nobody.returncode == 1
     assert nobody.stderr == "Error: no answer within 0.3 s from: nobody@test\n"
-    stats = taskq_inspect(worker_env, "stats", "--json")
+    stats = taskq(worker_env, "inspect", "stats", "--json")
     assert stats.returncode == 0, stats.stderr
     assert set(orjson.loads(stats.stdout)["answers"]) == {FAST, SLOW}
-    typo = taskq_inspect(worker_env, "pnig")
+    typo = taskq(worker_env, "inspect", "pnig")
     assert typo.returncode == 1
     assert "unknown inspect command 'pnig' (did you mean 'ping'?)" in typo.stderr
 
 
-async def test_a_killed_worker_is_shown_offline(client: TaskQ, start_worker: StartWorker) -> None:
-    """Its heartbeats stop: after three missed beats the other worker knows it offline, and
-    a command no longer waits for it."""
+async def test_a_killed_worker_is_shown_offline(
+    client: TaskQ, start_worker: StartWorker, worker_env: dict[str, str]
+) -> None:
+    """Its heartbeats stop: after three missed beats the other worker knows it offline, a
+    command no longer waits for it, and `taskq status` shows it so."""
     start_worker("-n", FAST)
     slow = start_worker("-n", SLOW)
     await both_known(client)
@@ -226,6 +228,21 @@ async def test_a_killed_worker_is_shown_offline(client: TaskQ, start_worker: Sta
     await eventually(offline)
     replies = await client.control.ping()
     assert replies.missing == []
+
+    await client.send_task("itest.add", args=[1, 2], countdown=60)
+    env = {**worker_env, "TASKQ_TASK_ROUTES": '{"itest.add": {"queue": "adds"}}'}
+    shown = taskq(env, "status")
+    assert shown.returncode == 0, shown.stderr
+    workers, queues = shown.stdout.split("\n\n")
+    header, fast, slow = workers.splitlines()
+    assert header.split() == ["worker", "state", "queues", "active", "last", "heartbeat"]
+    queue = client.conf.task_default_queue
+    assert fast.split()[:4] == [FAST, "online", queue, "0"]
+    assert slow.split()[:4] == [SLOW, "offline", queue, "0"]
+    assert [line.split() for line in queues.splitlines()] == [
+        ["queue", "messages", "delayed", "dead", "letters"],
+        *sorted([["adds", "0", "0", "0"], [queue, "1", "1", "0"]]),
+    ]
 
 
 ON_SQLITE = pytest.mark.parametrize("broker_url", ["sqlite"], indirect=True)
@@ -302,13 +319,6 @@ async def test_shutdown_stops_the_named_worker_warmly(
     assert not replies.workers[SLOW].online
 
 
-def taskq_control(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "taskq", "control", *args, "-A", "itest_tasks:app"]
-    return subprocess.run(
-        argv, env=env, cwd=INTEGRATION, capture_output=True, text=True, timeout=60
-    )
-
-
 @ON_SQLITE
 async def test_taskq_control(
     client: TaskQ, start_worker: StartWorker, worker_env: dict[str, str]
@@ -316,11 +326,11 @@ async def test_taskq_control(
     start_worker("-n", FAST)
     start_worker("-n", SLOW)
     await both_known(client)
-    limited = taskq_control(worker_env, "rate_limit", "itest.add", "10/m", "-d", FAST, "--json")
+    limited = taskq(worker_env, "control", "rate_limit", "itest.add", "10/m", "-d", FAST, "--json")
     assert limited.returncode == 0, limited.stderr
     answers = orjson.loads(limited.stdout)["answers"]
     assert answers == {FAST: {"task": "itest.add", "rate_limit": "10/m"}}
-    napped = taskq_control(worker_env, "nap", "--arguments", '{"seconds": {}}')
+    napped = taskq(worker_env, "control", "nap", "--arguments", '{"seconds": {}}')
     assert (napped.returncode, napped.stdout) == (0, f"-> {FAST}: {FAST}\n-> {SLOW}: {SLOW}\n")
     for args, error in [
         (["pool_grow", "two"], "Error: pool_grow: takes [N]\n"),
@@ -331,8 +341,8 @@ async def test_taskq_control(
         (["shutdown", "--terminate"], "Error: shutdown: takes no arguments\n"),
         (["nap", "x"], "Error: nap: give its arguments as --arguments '{...}'\n"),
     ]:
-        wrong = taskq_control(worker_env, *args)
+        wrong = taskq(worker_env, "control", *args)
         assert (wrong.returncode, wrong.stderr) == (1, error)
-    unknown = taskq_control(worker_env, "nope", "-d", FAST)
+    unknown = taskq(worker_env, "control", "nope", "-d", FAST)
     assert unknown.returncode == 1
     assert unknown.stdout == f"-> {FAST}: error: LookupError: unknown control command 'nope'\n"
