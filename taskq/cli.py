@@ -516,6 +516,8 @@ CONTROL_USAGE = {
     "shutdown": "",
     "pool_grow": "[N]",
     "pool_shrink": "[N]",
+    "add_consumer": "QUEUE",
+    "cancel_consumer": "QUEUE",
     "revoke": "ID... [--terminate]",
 }
 
@@ -589,6 +591,10 @@ def _control_arguments(command: str, values: list[str]) -> dict[str, Any]:
         if len(values) > 1 or not all(value.isdigit() for value in values):
             raise usage
         return {"n": int(values[0]) if values else 1}
+    if command in ("add_consumer", "cancel_consumer"):
+        if len(values) != 1:
+            raise usage
+        return {"queue": values[0]}
     if values:  # shutdown
         raise usage
     return {}

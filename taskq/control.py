@@ -216,6 +216,16 @@ class Control:
         """Lower the workers' concurrency by `n` (running tasks finish first)."""
         return await self.broadcast("pool_shrink", {"n": n}, **options)
 
+    async def add_consumer(self, queue: str, **options: Unpack[CommandOptions]) -> Replies | None:
+        """Have the workers consume `queue` too, until they restart."""
+        return await self.broadcast("add_consumer", {"queue": queue}, **options)
+
+    async def cancel_consumer(
+        self, queue: str, **options: Unpack[CommandOptions]
+    ) -> Replies | None:
+        """Have the workers stop consuming `queue` (what they prefetched from it still runs)."""
+        return await self.broadcast("cancel_consumer", {"queue": queue}, **options)
+
     @property
     def revoke_ttl(self) -> float:
         return self.app.conf.result_expires or defaults.RESULT_EXPIRES
@@ -290,7 +300,16 @@ INSPECT_COMMANDS = (
     "revoked",
     "conf",
 )
-CONTROL_COMMANDS = ("rate_limit", "time_limit", "shutdown", "pool_grow", "pool_shrink", "revoke")
+CONTROL_COMMANDS = (
+    "rate_limit",
+    "time_limit",
+    "shutdown",
+    "pool_grow",
+    "pool_shrink",
+    "add_consumer",
+    "cancel_consumer",
+    "revoke",
+)
 BUILTIN_COMMANDS = frozenset({*INSPECT_COMMANDS, *CONTROL_COMMANDS})
 
 

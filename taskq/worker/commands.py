@@ -196,6 +196,18 @@ async def pool_shrink(worker: Worker, runtime: WorkerRuntime, n: int = 1) -> dic
     return {"concurrency": worker.concurrency}
 
 
+async def add_consumer(worker: Worker, runtime: WorkerRuntime, queue: str) -> list[str]:
+    """Consume `queue` too; returns the queues consumed now."""
+    worker.add_consumer(queue)
+    return list(worker.queues)
+
+
+async def cancel_consumer(worker: Worker, runtime: WorkerRuntime, queue: str) -> list[str]:
+    """Stop consuming `queue`; returns the queues consumed now."""
+    worker.cancel_consumer(queue)
+    return list(worker.queues)
+
+
 def _count(n: object) -> int:
     if type(n) is not int or n < 1:
         raise ValueError(f"n must be a whole number of at least 1, not {n!r}")
@@ -218,5 +230,7 @@ BUILTIN: dict[str, Command] = {
     "shutdown": shutdown,
     "pool_grow": pool_grow,
     "pool_shrink": pool_shrink,
+    "add_consumer": add_consumer,
+    "cancel_consumer": cancel_consumer,
 }
 assert set(BUILTIN) == BUILTIN_COMMANDS, "taskq.control names the same commands"

@@ -6,6 +6,9 @@ spawn. A loop turns its delivery into a job (`WorkerRuntime.receive`) and runs i
 the pipeline (`taskq.execution`). A job held back by its rate limit lends its slot: a new
 loop takes its place while it waits, and one loop retires when it comes back.
 
+The control plane (`taskq.worker.remote`) may change the queues, which starts consuming again
+(what is held from the consumer before is settled as ever), and the number of task loops.
+
 Shutdown: `stop()` (first SIGTERM/SIGINT) is warm: stop consuming, give reserved
 but unstarted messages back at once, let running tasks finish within
 `shutdown_timeout`, then cancel what is left. `terminate()` (a second signal) is
@@ -85,6 +88,7 @@ class Worker:
         self._waiting: set[anyio.CancelScope] = set()  # jobs waiting with their slot lent
         self._drained = anyio.Event()
         self._consume_scope = anyio.CancelScope()
+        self._restart_consumer = anyio.CancelScope()
         self._loops: anyio.abc.TaskGroup | None = None
         self._runtime: WorkerRuntime | None = None
         self.outcomes: Counter[str] = Counter()  # how the jobs run here ended, by status
@@ -169,10 +173,17 @@ class Worker:
             loops.cancel_scope.cancel()
 
     async def _consume(self, broker: Broker) -> None:
-        async with aclosing(broker.consume(self.queues, self.prefetch)) as deliveries:
-            async for delivery in deliveries:
-                self._held.add(delivery)
-                self._work_in.send_nowait(delivery)
+        """Consume `queues`; again from the start when they change (`_restart_consumer`).
+        Deliveries held from the consumer that ended are settled as ever."""
+        while True:
+            with anyio.CancelScope() as self._restart_consumer:
+                consumer = broker.consume(list(self.queues), self.prefetch)
+                async with aclosing(consumer) as deliveries:
+                    async for delivery in deliveries:
+                        self._held.add(delivery)
+                        self._work_in.send_nowait(delivery)
+            if not self._restart_consumer.cancel_called:
+                return
 
     async def _give_back_reserved(self) -> None:
         """On shutdown: nack what no loop has started, then let the loops end when idle."""
@@ -316,6 +327,24 @@ class Worker:
         self.concurrency -= n
         for _ in range(n):
             self._work_in.send_nowait(_Retire())
+
+    def add_consumer(self, queue: str) -> None:
+        """Consume `queue` too, from now on."""
+        if not isinstance(queue, str) or not queue:
+            raise ValueError(f"a queue is a name, not {queue!r}")
+        if queue in self.queues:
+            raise ValueError(f"already consuming {queue!r}")
+        self.queues.append(queue)
+        self._restart_consumer.cancel()
+
+    def cancel_consumer(self, queue: str) -> None:
+        """Stop consuming `queue`; what was prefetched from it still runs."""
+        if queue not in self.queues:
+            raise ValueError(f"not consuming {queue!r}: {', '.join(self.queues)}")
+        if len(self.queues) == 1:
+            raise ValueError(f"{queue!r} is the only queue consumed; shutdown stops the worker")
+        self.queues.remove(queue)
+        self._restart_consumer.cancel()
 
     def terminate_tasks(self, task_ids: set[str]) -> None:
         """Cancel these tasks where they run (revoked with `terminate`)."""

@@ -181,6 +181,37 @@ async def test_reserved_and_scheduled_messages(
         assert message["due_at"] == pytest.approx(due_at, abs=0.01)
 
 
+async def test_add_and_cancel_consumer(app_settings: dict[str, Any]) -> None:
+    """A queue added is consumed at once; a task running across the change still finishes;
+    a queue cancelled is left alone."""
+    app = TaskQ("consumers", **app_settings)
+    app.task(name="itest.concurrent")(concurrent.fn)
+    extra = f"{app.conf.task_default_queue}-extra"
+    async with app, running_worker(app, hostname=FAST) as worker:
+        running = await app.send_task("itest.concurrent", args=[0.5])
+        waiting = await app.send_task("itest.concurrent", args=[0], queue=extra)
+        added = await app.control.add_consumer(extra)
+        assert added is not None
+        assert added.answers == {FAST: [app.conf.task_default_queue, extra]}
+        await waiting.get(timeout=20)  # it ran
+        await running.get(timeout=20)  # and the one held across the change was settled
+
+        cancelled = await app.control.cancel_consumer(extra)
+        assert cancelled is not None and cancelled.answers == {FAST: [app.conf.task_default_queue]}
+        left = await app.send_task("itest.concurrent", args=[0], queue=extra)
+        done = await app.send_task("itest.concurrent", args=[0])
+        await done.get(timeout=20)
+        assert await left.status() == "PENDING"
+        assert worker.queues == [app.conf.task_default_queue]
+
+        refused = await app.control.cancel_consumer(app.conf.task_default_queue)
+        assert refused is not None
+        assert refused.errors == {
+            FAST: f"ValueError: {app.conf.task_default_queue!r} is the only queue consumed;"
+            " shutdown stops the worker"
+        }
+
+
 def taskq(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "taskq", *args, "-A", "itest_tasks:app"]
     return subprocess.run(
@@ -334,6 +365,7 @@ async def test_taskq_control(
     assert (napped.returncode, napped.stdout) == (0, f"-> {FAST}: {FAST}\n-> {SLOW}: {SLOW}\n")
     for args, error in [
         (["pool_grow", "two"], "Error: pool_grow: takes [N]\n"),
+        (["add_consumer"], "Error: add_consumer: takes QUEUE\n"),
         (
             ["rate_limit", "itest.add"],
             "Error: rate_limit: takes TASK RATE (e.g. 10/s; none: no limit)\n",
