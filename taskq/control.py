@@ -11,6 +11,7 @@ the known ones that did not answer are named in `Replies.missing`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from collections.abc import Callable, Sequence
@@ -62,7 +63,10 @@ class WorkerPresence:
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> WorkerPresence:
         return cls(
-            list(data["queues"]), int(data["active"]), float(data["last_heartbeat"]), data["online"]
+            list(data["queues"]),
+            int(data["active"]),
+            float(data["last_heartbeat"]),
+            bool(data["online"]),
         )
 
 
@@ -82,13 +86,20 @@ class Replies:
         return set(self.answers) | set(self.errors)
 
     def add(self, reply: dict[str, Any]) -> None:
-        worker = reply["worker"]
+        """Take in one worker's reply (`reply_to`, `worker`, `result` or `error`, `peers`)."""
+        worker, peers = reply.get("worker"), reply.get("peers")
+        try:
+            if not isinstance(worker, str) or not isinstance(peers, dict):
+                raise TypeError("no worker name or peers")
+            presences = {str(name): WorkerPresence.from_wire(data) for name, data in peers.items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.warning("Ignored a malformed control reply (%s): %r", exc, reply)
+            return
         if "error" in reply:
             self.errors[worker] = str(reply["error"])
         else:
             self.answers[worker] = reply.get("result")
-        for name, data in reply.get("peers", {}).items():
-            presence = WorkerPresence.from_wire(data)
+        for name, presence in presences.items():
             known = self.workers.get(name)
             if known is None or known.last_heartbeat < presence.last_heartbeat:
                 self.workers[name] = presence
@@ -100,16 +111,7 @@ class Replies:
         return {name for name, presence in self.workers.items() if presence.online}
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "answers": self.answers,
-            "errors": self.errors,
-            "missing": self.missing,
-            "workers": {name: vars_of(presence) for name, presence in self.workers.items()},
-        }
-
-
-def vars_of(presence: WorkerPresence) -> dict[str, Any]:
-    return {name: getattr(presence, name) for name in WorkerPresence.__slots__}
+        return dataclasses.asdict(self)
 
 
 class Control:

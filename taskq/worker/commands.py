@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import resource
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import fields
@@ -18,7 +18,7 @@ from taskq.errors import MessageError
 from taskq.message import decode, peek_id
 from taskq.options import parse_rate
 from taskq.urls import masked_url
-from taskq.worker.runtime import WorkerRuntime
+from taskq.worker.runtime import WorkerRuntime, event_loop_name
 
 if TYPE_CHECKING:
     from taskq.task import Task
@@ -42,9 +42,15 @@ async def stats(worker: Worker, runtime: WorkerRuntime) -> dict[str, Any]:
         "concurrency": worker.concurrency,
         "prefetch": worker.prefetch,
         "broker": masked_url(runtime.broker.url),
-        "loop": type(asyncio.get_running_loop()).__module__.partition(".")[0],
-        "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "loop": event_loop_name(),
+        "max_rss_kb": _max_rss_kb(),
     }
+
+
+def _max_rss_kb() -> int:
+    """The most memory this process has had resident, in KiB (macOS counts bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak
 
 
 async def active(worker: Worker, runtime: WorkerRuntime) -> list[dict[str, Any]]:

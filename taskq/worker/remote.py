@@ -8,12 +8,12 @@ reach it, so it loads the stored revocations then, and needs no store lookups af
 
 from __future__ import annotations
 
+import inspect
 import logging
 import secrets
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.abc
 import orjson
 
 from taskq.brokers.base import Broker
@@ -105,7 +105,7 @@ class RemoteControl:
         if custom is None:
             raise LookupError(f"unknown control command {op!r}")
         result = custom(self.worker, **arguments)
-        return await result if hasattr(result, "__await__") else result
+        return await result if inspect.isawaitable(result) else result
 
 
 async def _load_revocations(runtime: WorkerRuntime) -> None:

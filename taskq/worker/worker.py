@@ -17,7 +17,6 @@ cold: cancel running tasks now. A cancelled `acks_late` task goes back to the qu
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
@@ -36,7 +35,7 @@ from taskq.brokers.base import Broker, Delivery
 from taskq.execution.job import Job
 from taskq.execution.settlement import settle_lost
 from taskq.worker.remote import RemoteControl
-from taskq.worker.runtime import WorkerRuntime
+from taskq.worker.runtime import WorkerRuntime, event_loop_name
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
@@ -136,7 +135,7 @@ class Worker:
             self.concurrency,
             self.threads,
             self.prefetch,
-            type(asyncio.get_running_loop()).__module__.partition(".")[0],  # asyncio | uvloop
+            event_loop_name(),
         )
         async with anyio.create_task_group() as services:
             services.start_soon(runtime.states.run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from taskq.config import Settings
+from taskq.control import Replies, WorkerPresence
 from taskq.errors import ConfigurationError
 from taskq.testing import memory_app
 
@@ -44,3 +45,15 @@ def test_the_heartbeat_interval_is_positive_seconds(interval: object) -> None:
     conf = Settings(worker_heartbeat_interval=interval)
     with pytest.raises(ConfigurationError, match="worker_heartbeat_interval must be a positive"):
         conf.validate()
+
+
+def test_a_malformed_reply_is_ignored_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    replies = Replies()
+    replies.add({"reply_to": "r", "worker": "w1", "result": "pong", "peers": {"w2": {}}})
+    replies.add({"reply_to": "r", "result": "pong", "peers": {}})
+    assert replies.answered == set()
+    assert caplog.text.count("Ignored a malformed control reply") == 2
+    peer = {"queues": ["q"], "active": 2, "last_heartbeat": 10.0, "online": True}
+    replies.add({"reply_to": "r", "worker": "w1", "result": "pong", "peers": {"w1": peer}})
+    assert replies.answers == {"w1": "pong"}
+    assert replies.workers == {"w1": WorkerPresence(["q"], 2, 10.0, True)}
