@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+from base64 import b64encode
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
@@ -23,6 +24,7 @@ import orjson
 
 from taskq import defaults
 from taskq.brokers.base import Broker
+from taskq.message import Message, encode
 from taskq.options import parse_rate
 from taskq.suggest import did_you_mean
 
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 
 CONTROL_CHANNEL = "taskq.control"
 REPLY_CHANNEL = "taskq.control.replies"
+BROADCAST_TASK = "broadcast-task"  # not a command: run by every worker of the queue
 DEFAULT_TIMEOUT = 1.0
 GREETING_FIRST_DELAY = 0.05
 GREETING_MAX_DELAY = 5.0
@@ -227,6 +230,27 @@ class Control:
     ) -> Replies | None:
         """Have the workers stop consuming `queue` (what they prefetched from it still runs)."""
         return await self.broadcast("cancel_consumer", {"queue": queue}, **options)
+
+    async def broadcast_task(self, message: Message) -> None:
+        """Run `message` once on every live worker consuming its queue (`broadcast=True`):
+        sent on the control channel, so a worker that is not running now never runs it."""
+        refused = [
+            what
+            for what, given in [
+                ("an eta or countdown", message.eta),
+                ("an idempotency_key", message.headers.get("idempotency_key")),
+                ("link or link_error", message.callbacks or message.errbacks),
+            ]
+            if given
+        ]
+        if refused:
+            raise ValueError(f"a broadcast task runs now, on every worker: no {', '.join(refused)}")
+        body = encode(message, self.app.conf.task_max_message_bytes)
+        await self.app.middleware.before_publish(message)
+        broker = await self.app.connected_broker()
+        request = {"op": BROADCAST_TASK, "queue": message.queue, "body": b64encode(body).decode()}
+        await broker.broadcast(CONTROL_CHANNEL, orjson.dumps(request))
+        await self.app.middleware.after_publish(message)
 
     @property
     def revoke_ttl(self) -> float:

@@ -11,14 +11,23 @@ from __future__ import annotations
 import inspect
 import logging
 import secrets
+from base64 import b64decode
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
 
 from taskq.brokers.base import Broker
-from taskq.control import CONTROL_CHANNEL, REPLY_CHANNEL, decode_payload, greet_until_heard
+from taskq.control import (
+    BROADCAST_TASK,
+    CONTROL_CHANNEL,
+    REPLY_CHANNEL,
+    decode_payload,
+    greet_until_heard,
+)
+from taskq.message import peek_id
 from taskq.worker import commands
+from taskq.worker.broadcasts import BroadcastDelivery
 from taskq.worker.presence import EVENTS, Presence
 from taskq.worker.runtime import WorkerRuntime
 
@@ -65,8 +74,27 @@ class RemoteControl:
                     continue  # another worker's
                 elif message.get("op") in EVENTS:
                     self.presence.hear(message)
+                elif message.get("op") == BROADCAST_TASK:
+                    self._take_broadcast_task(message)
                 elif self._meant_for_me(message):
                     tasks.start_soon(self._apply, message)
+
+    def _take_broadcast_task(self, message: dict[str, Any]) -> None:
+        """Run a broadcast task's message here if this worker consumes its queue."""
+        queue, body = message.get("queue"), message.get("body")
+        if queue not in self.worker.queues:
+            return
+        try:
+            raw = b64decode(body if isinstance(body, str) else "", validate=True)
+        except ValueError:
+            raw = b""
+        if not raw:
+            logger.warning("Ignored a broadcast task without a message body: %r", message)
+            return
+        try:
+            self.worker.take(BroadcastDelivery(raw, queue, self.broker))
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            logger.warning("Dropped broadcast task %s: the worker is stopping", peek_id(raw))
 
     def _meant_for_me(self, message: dict[str, Any]) -> bool:
         destination = message.get("destination")

@@ -179,8 +179,7 @@ class Worker:
                 consumer = broker.consume(list(self.queues), self.prefetch)
                 async with aclosing(consumer) as deliveries:
                     async for delivery in deliveries:
-                        self._held.add(delivery)
-                        self._work_in.send_nowait(delivery)
+                        self.take(delivery)
             if not self._restart_consumer.cancel_called:
                 return
 
@@ -297,6 +296,12 @@ class Worker:
             self._drained.set()
 
     # -- what the control plane reads and changes (taskq.worker.remote) ----------------
+
+    def take(self, delivery: Delivery) -> None:
+        """Hold `delivery` and queue it for the task loops (a consumer's, or a broadcast
+        task's); one taken while stopping is given back by the loop that meets it."""
+        self._held.add(delivery)
+        self._work_in.send_nowait(delivery)
 
     def running_jobs(self) -> list[Job]:
         return list(self._running.values())

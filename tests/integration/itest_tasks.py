@@ -92,6 +92,14 @@ async def record_tick(self, marker: str) -> None:  # type: ignore[no-untyped-def
         await out.write(f"{self.request.headers['beat_scheduled_at']}\n")
 
 
+@app.task(name="itest.touch")
+async def touch(directory: str) -> int:
+    """Appends a line to the file named after this worker's pid in `directory`."""
+    async with await anyio.open_file(os.path.join(directory, str(os.getpid())), "a") as out:
+        await out.write("ran\n")
+    return os.getpid()
+
+
 @app.control.command
 async def nap(worker: Worker, seconds: dict[str, float]) -> str:
     """A control command answering with the worker's name after `seconds[its name]` (none if

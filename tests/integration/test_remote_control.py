@@ -18,7 +18,7 @@ import pytest
 from itest_tasks import add, concurrent, nap
 from support import INTEGRATION, WorkerProcess, eventually
 
-from taskq import TaskError, TaskQ
+from taskq import TaskError, TaskQ, signature
 from taskq.errors import ConfigurationError
 from taskq.testing import memory_app, running_worker
 
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 StartWorker = Callable[..., WorkerProcess]
 FAST, SLOW = "fast@test", "slow@test"
 HEARTBEAT = 0.2
+ON_SQLITE = pytest.mark.parametrize("broker_url", ["sqlite"], indirect=True)  # broker-agnostic
 
 
 @pytest.fixture(params=["sqlite", "redis", "amqp"])
@@ -212,6 +213,43 @@ async def test_add_and_cancel_consumer(app_settings: dict[str, Any]) -> None:
         }
 
 
+@ON_SQLITE
+async def test_a_broadcast_task_runs_once_on_every_worker_of_its_queue(
+    client: TaskQ, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    fast, slow = start_worker("-n", FAST), start_worker("-n", SLOW)
+    elsewhere = start_worker("-n", "elsewhere@test", "-Q", "other")
+
+    async def all_known() -> bool:
+        replies = await client.control.ping(timeout=2)
+        return set(replies.answers) == {FAST, SLOW, "elsewhere@test"}
+
+    await eventually(all_known)
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    await client.send_task("itest.touch", args=[str(ran)], broadcast=True)
+
+    async def ran_on_both() -> bool:
+        return sorted(path.name for path in ran.iterdir()) == sorted([str(fast.pid), str(slow.pid)])
+
+    await eventually(ran_on_both)
+    assert [(ran / str(worker.pid)).read_text() for worker in (fast, slow)] == ["ran\n"] * 2
+    # The worker of another queue heard it before this question, and took nothing.
+    inspect = client.control.inspect(destination="elsewhere@test")
+    assert (await inspect.stats()).answers["elsewhere@test"]["processed"] == 0
+    assert (await inspect.reserved()).answers["elsewhere@test"] == []
+    assert str(elsewhere.pid) not in {path.name for path in ran.iterdir()}
+
+
+async def test_a_broadcast_task_is_not_delayed_nor_linked() -> None:
+    app = memory_app()
+    async with app:
+        with pytest.raises(ValueError, match="no an eta or countdown, an idempotency_key"):
+            await app.send_task("t", broadcast=True, countdown=5, idempotency_key="k")
+        with pytest.raises(TypeError, match="broadcast: an option of the call that publishes"):
+            signature("t", app=app).set(broadcast=True)
+
+
 def taskq(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "taskq", *args, "-A", "itest_tasks:app"]
     return subprocess.run(
@@ -219,7 +257,7 @@ def taskq(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("broker_url", ["sqlite"], indirect=True)  # the CLI is the same on all
+@ON_SQLITE
 async def test_inspect_ping_is_a_probe(
     client: TaskQ, start_worker: StartWorker, worker_env: dict[str, str]
 ) -> None:
@@ -274,9 +312,6 @@ async def test_a_killed_worker_is_shown_offline(
         ["queue", "messages", "delayed", "dead", "letters"],
         *sorted([["adds", "0", "0", "0"], [queue, "1", "1", "0"]]),
     ]
-
-
-ON_SQLITE = pytest.mark.parametrize("broker_url", ["sqlite"], indirect=True)
 
 
 @ON_SQLITE
