@@ -93,7 +93,7 @@ async def check_round_trips(client: TaskQ) -> None:
     assert replies.answers == {FAST: FAST, SLOW: SLOW}
     assert 0.5 <= time.monotonic() - started < 5  # it did not wait for the timeout
 
-    replies = await client.control.broadcast("nap", {"seconds": {SLOW: 3}}, timeout=0.5)
+    replies = await client.control.broadcast("nap", {"seconds": {SLOW: 10}}, timeout=1.5)
     assert replies is not None
     assert replies.answers == {FAST: FAST}
     assert replies.missing == [SLOW]
@@ -321,7 +321,7 @@ async def test_pool_grow_raises_the_tasks_run_at_once(
     start_worker("-n", FAST, "-c", "2", "--prefetch-multiplier", "4")
 
     async def peak() -> int:
-        results = [await client.send_task("itest.concurrent", args=[0.3]) for _ in range(8)]
+        results = [await client.send_task("itest.concurrent", args=[0.5]) for _ in range(8)]
         return max([await result.get(timeout=20) for result in results])
 
     assert await peak() == 2
@@ -351,13 +351,13 @@ async def test_rate_limit_and_time_limit_changed_at_runtime(
         starts = [await result.get(timeout=20) for result in results]
         return max(starts) - min(starts)
 
-    assert await spread() < 0.4
-    limited = await client.control.rate_limit("itest.ran_at", "5/s")
+    assert await spread() < 1.0
+    limited = await client.control.rate_limit("itest.ran_at", "2/s")
     assert limited is not None
-    assert limited.answers == {FAST: {"task": "itest.ran_at", "rate_limit": "5/s"}}
-    assert await spread() >= 0.7  # one start per 0.2 s
+    assert limited.answers == {FAST: {"task": "itest.ran_at", "rate_limit": "2/s"}}
+    assert await spread() >= 1.9  # one start per 0.5 s
     await client.control.rate_limit("itest.ran_at", None)
-    assert await spread() < 0.4
+    assert await spread() < 1.0
 
     unknown = await client.control.rate_limit("itest.nope", "5/s")
     assert unknown is not None
