@@ -532,7 +532,7 @@ async def control_command(
     app: AppOption,
     args: Annotated[list[str] | None, typer.Argument(help="The command's arguments.")] = None,
     terminate: Annotated[
-        bool, typer.Option(help="revoke: also cancel the tasks where they run.")
+        bool, typer.Option("--terminate", help="revoke: also cancel the tasks where they run.")
     ] = False,
     arguments: Annotated[
         str | None, typer.Option(help="A command of the app's: its arguments, a JSON object.")

@@ -396,6 +396,12 @@ async def test_taskq_control(
     assert limited.returncode == 0, limited.stderr
     answers = orjson.loads(limited.stdout)["answers"]
     assert answers == {FAST: {"task": "itest.add", "rate_limit": "10/m"}}
+    revoked = taskq(worker_env, "control", "revoke", "id-1", "id-2", "--terminate", "--json")
+    assert revoked.returncode == 0, revoked.stderr
+    assert orjson.loads(revoked.stdout)["answers"] == {
+        FAST: ["id-1", "id-2"],
+        SLOW: ["id-1", "id-2"],
+    }
     napped = taskq(worker_env, "control", "nap", "--arguments", '{"seconds": {}}')
     assert (napped.returncode, napped.stdout) == (0, f"-> {FAST}: {FAST}\n-> {SLOW}: {SLOW}\n")
     for args, error in [
