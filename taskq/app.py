@@ -288,6 +288,9 @@ class TaskQ:
         """
         check_call(name, options)
         message = self.build_message(name, args, kwargs, **options)
+        if options.get("broadcast") and not self.conf.task_always_eager:
+            await self.control.broadcast_task(message)
+            return results.AsyncResult(message.id, app=self)
         key = options.get("idempotency_key")
         if key is not None and not self.conf.task_always_eager:
             first = await self._claim_idempotency_key(key, message.id, self._key_window(name))

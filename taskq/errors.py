@@ -44,6 +44,10 @@ class NotRegisteredError(TaskQError):
     """A task name that the app does not know."""
 
 
+class UnsupportedError(TaskQError):
+    """What this broker (or store) cannot do; the message says what can be done instead."""
+
+
 class TimeoutError(TaskQError, builtins.TimeoutError):
     """`AsyncResult.get()` waited longer than its timeout."""
 

@@ -139,6 +139,7 @@ BUILTIN_OPTIONS: tuple[Option, ...] = (
         setting="broker_publish_timeout",
         publishing=True,
     ),
+    Option("broadcast", False, task=False, call=True, publishing=True),
     # task only
     Option("max_retries", defaults.MAX_RETRIES),
     Option("default_retry_delay", defaults.RETRY_DELAY),
@@ -180,6 +181,7 @@ class CallOptions(TypedDict, total=False):
     link: Signature[Any] | Sequence[Signature[Any]] | None
     link_error: Signature[Any] | Sequence[Signature[Any]] | None
     publish_timeout: float | None
+    broadcast: bool
 
 
 class OptionTable:

@@ -3,6 +3,7 @@ and the services its pipeline runs against (`taskq.execution.job.Runtime`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
@@ -28,6 +29,11 @@ logger = logging.getLogger("taskq.worker")
 UNHANDLED_TIMEOUT = 10.0  # seconds given to dead-lettering a delivery whose handling failed
 
 LendSlot = Callable[[Callable[[], Awaitable[object]]], Awaitable[bool]]
+
+
+def event_loop_name() -> str:
+    """The running event loop's kind: asyncio or uvloop."""
+    return type(asyncio.get_running_loop()).__module__.partition(".")[0]
 
 
 class WorkerRuntime:

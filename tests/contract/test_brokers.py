@@ -25,7 +25,7 @@ from servers import RabbitMQServer
 
 from taskq.brokers.base import Broker, Delivery, create_broker
 from taskq.config import Settings
-from taskq.errors import MessageTooLargeError
+from taskq.errors import MessageTooLargeError, UnsupportedError
 from taskq.message import Message, decode, encode
 
 UrlFactory = Callable[[pytest.FixtureRequest, Path], str]
@@ -351,6 +351,27 @@ async def test_queue_length_counts_waiting_delayed_and_leased(broker: Broker) ->
         await broker.publish(new_message(), "q")
         assert await broker.queue_length("q") == 3
     assert await broker.queue_length("other") == 0
+
+
+async def test_scheduled_are_the_messages_not_due_yet(broker: Broker) -> None:
+    """Delayed ones, soonest first; not the ready, nor the leased ones."""
+    later, sooner = time.time() + 120, time.time() + 60
+    delayed = [new_message(eta=later), new_message(eta=sooner)]
+    await broker.publish_many([(message, "q") for message in [*delayed, new_message()]])
+    async with consuming(broker) as deliveries:
+        await expect(deliveries)  # the ready one, leased now
+        assert await broker.scheduled_length("q") == 2
+    if broker.url.startswith("amqp"):
+        with pytest.raises(UnsupportedError, match="scheduled_length"):
+            await broker.scheduled("q")
+        return
+    scheduled = await broker.scheduled("q")
+    assert [decode(item.body, {"json"}).id for item in scheduled] == [
+        delayed[1].id,
+        delayed[0].id,
+    ]
+    assert [item.due_at for item in scheduled] == pytest.approx([sooner, later], abs=0.01)
+    assert len(await broker.scheduled("q", limit=1)) == 1
 
 
 async def test_purge_keeps_leased_messages(broker: Broker) -> None:
