@@ -125,6 +125,7 @@ class Settings:
     worker_threads: int = 10
     worker_prefetch_multiplier: int = 4
     worker_shutdown_timeout: float = 30.0
+    worker_metrics_port: int | None = None  # serve /metrics there (taskq[prometheus])
     beat_schedule: dict[str, Any] = dataclasses.field(default_factory=dict)
     beat_max_loop_interval: float = 300.0
     beat_lease_ttl: float = 10.0
@@ -218,6 +219,9 @@ class Settings:
         max_priority = self.task_queue_max_priority
         if max_priority is not None and not 1 <= max_priority <= 9:
             raise ConfigurationError("task_queue_max_priority must be 1-9 (or None)")
+        port = self.worker_metrics_port
+        if port is not None and (type(port) is not int or not 1 <= port <= 65535):
+            raise ConfigurationError(f"worker_metrics_port must be a port 1-65535, not {port!r}")
         limit = self.broker_pool_limit
         if limit is not None and (type(limit) is not int or limit < 1):
             raise ConfigurationError(

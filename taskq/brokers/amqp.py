@@ -358,6 +358,12 @@ class AMQPBroker(Broker):
             ready = await self._relinked(partial(_ready, queues))
         return ready + self._held[queue]
 
+    async def delayed_length(self, queue: str) -> int:
+        """Ready in the queue's delay buckets."""
+        async with self._talking():
+            queues = await self._relinked(partial(self._with_buckets, queue))
+            return await self._relinked(partial(_ready, queues[:-1]))
+
     async def purge(self, queue: str) -> int:
         async with self._talking():
             queues = await self._relinked(partial(self._with_buckets, queue))

@@ -200,6 +200,10 @@ class Broker(ABC):
         """Messages waiting or leased in `queue`, delayed ones included."""
 
     @abstractmethod
+    async def delayed_length(self, queue: str) -> int:
+        """Messages of `queue` not due yet: an eta, a countdown, a retry's delay."""
+
+    @abstractmethod
     async def purge(self, queue: str) -> int:
         """Delete the messages waiting in `queue`; returns how many."""
 

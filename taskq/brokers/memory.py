@@ -200,6 +200,13 @@ class MemoryBroker(Broker):
             found = self._state.queues.get(queue)
             return len(found.entries) if found else 0
 
+    async def delayed_length(self, queue: str) -> int:
+        now = time.time()
+        with self._state.lock:
+            found = self._state.queues.get(queue)
+            entries = found.entries.values() if found else ()
+            return sum(1 for e in entries if e.token is None and e.available_at > now)
+
     async def purge(self, queue: str) -> int:
         with self._state.lock:
             found = self._state.queues.get(queue)

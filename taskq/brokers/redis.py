@@ -167,6 +167,10 @@ class RedisBroker(Broker):
         [count] = await self.run([self.script("length", queue, [])], "counting messages")
         return int(count)
 
+    async def delayed_length(self, queue: str) -> int:
+        [count] = await self.run([("ZCARD", self.keys(queue).delayed)], "counting delayed messages")
+        return int(count)
+
     async def purge(self, queue: str) -> int:
         total = 0
         while True:

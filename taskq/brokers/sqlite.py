@@ -110,6 +110,9 @@ _DEAD_LETTERS = """
 SELECT id, queue, reason, body, failed_at FROM taskq_dead_letters
 WHERE queue = ? ORDER BY id LIMIT ?
 """
+_DELAYED_LENGTH = (
+    "SELECT count(*) FROM taskq_messages WHERE queue = ? AND lease IS NULL AND available_at > ?"
+)
 _DEAD_LETTER_LENGTH = "SELECT count(*) FROM taskq_dead_letters WHERE queue = ?"
 _PURGE_DEAD_LETTERS = "DELETE FROM taskq_dead_letters WHERE queue = ?"
 _EXPIRE_BROADCASTS = "DELETE FROM taskq_broadcasts WHERE created_at < ?"
@@ -271,6 +274,9 @@ class SQLiteBroker(Broker):
 
     async def queue_length(self, queue: str) -> int:
         return await self._run(_scalar, _LENGTH, queue)
+
+    async def delayed_length(self, queue: str) -> int:
+        return await self._run(_scalar, _DELAYED_LENGTH, queue, time.time())
 
     async def purge(self, queue: str) -> int:
         return await self._run(_changes, _PURGE, queue, time.time())
