@@ -208,6 +208,12 @@ async def worker(
     hostname: Annotated[
         str | None, typer.Option("--hostname", "-n", help="This worker's name.")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="Serve /metrics (Prometheus) on this port: taskq[prometheus]."
+        ),
+    ] = None,
     loglevel: LogLevelOption = "info",
     beat: Annotated[
         bool, typer.Option("--beat", "-B", help="Also run beat in this process.")
@@ -225,6 +231,7 @@ async def worker(
         prefetch_multiplier=prefetch_multiplier,
         shutdown_timeout=shutdown_timeout,
         hostname=hostname,
+        metrics_port=metrics_port,
     )
     await connect_at_startup(taskq_app)
     async with taskq_app, anyio.create_task_group() as tg:

@@ -71,9 +71,13 @@ class Pipeline:
         return handler
 
 
-def standard_pipeline(runtime: Runtime, *, rate_limits: bool = True) -> Pipeline:
-    """The built-in stages in their order (see `taskq.execution`), around the app's middleware."""
-    outer: list[Stage] = [Guard(runtime)]
+def standard_pipeline(
+    runtime: Runtime, *, rate_limits: bool = True, metrics: Stage | None = None
+) -> Pipeline:
+    """The built-in stages in their order (see `taskq.execution`), around the app's middleware;
+    `metrics` (a worker's, when it serves them) outermost, to count every outcome."""
+    outer: list[Stage] = [] if metrics is None else [metrics]
+    outer.append(Guard(runtime))
     if rate_limits:
         outer.append(RateLimit(runtime))
     outer.append(Settlement(runtime))

@@ -32,6 +32,7 @@ from taskq.brokers.base import Broker, Delivery
 from taskq.control import CONTROL_CHANNEL, decode_command, encode_command
 from taskq.execution.job import Job
 from taskq.execution.settlement import settle_lost
+from taskq.worker.ops import Operations
 from taskq.worker.runtime import WorkerRuntime
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class Worker:
         prefetch_multiplier: int | None = None,
         shutdown_timeout: float | None = None,
         hostname: str | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         conf = app.conf
         self.app = app
@@ -92,6 +94,17 @@ class Worker:
         send, receive = anyio.create_memory_object_stream[Work](max_buffer_size=math.inf)
         self._work_in: MemoryObjectSendStream[Work] = send
         self._work_out: MemoryObjectReceiveStream[Work] = receive
+        self._ops = Operations(self, metrics_port or conf.worker_metrics_port)
+
+    @property
+    def active_tasks(self) -> int:
+        """Tasks running now (waiting for their rate limit included)."""
+        return len(self._running)
+
+    @property
+    def prefetched(self) -> int:
+        """Messages reserved, not started yet."""
+        return max(0, len(self._held) - len(self._running))
 
     def stop(self) -> None:
         """Warm shutdown: finish running tasks (within the timeout), return the rest."""
@@ -121,19 +134,23 @@ class Worker:
         store = await self.app.connected_store()
         threads = anyio.CapacityLimiter(self.threads)
         chords = await self.app.chord_counter()
-        runtime = WorkerRuntime(self.app, broker, store, chords, self.hostname, threads)
+        runtime = WorkerRuntime(
+            self.app, broker, store, chords, self.hostname, threads, metrics=self._ops.metrics
+        )
         runtime.lend_slot = self._lend_slot
         self._runtime = runtime
-        logger.info(
-            "Worker %s ready: queues %s, concurrency %d, threads %d, prefetch %d, loop %s",
-            self.hostname,
-            ",".join(self.queues),
-            self.concurrency,
-            self.threads,
-            self.prefetch,
-            type(asyncio.get_running_loop()).__module__.partition(".")[0],  # asyncio | uvloop
-        )
         async with anyio.create_task_group() as services:
+            services.start_soon(self._ops.run, broker)
+            logger.info(
+                "Worker %s ready: queues %s, concurrency %d, threads %d, prefetch %d, loop %s%s",
+                self.hostname,
+                ",".join(self.queues),
+                self.concurrency,
+                self.threads,
+                self.prefetch,
+                type(asyncio.get_running_loop()).__module__.partition(".")[0],  # asyncio|uvloop
+                f", metrics on port {self._ops.port}" if self._ops.port else "",
+            )
             services.start_soon(runtime.states.run)
             services.start_soon(self._renew_leases, broker.options.visibility_timeout)
             services.start_soon(self._obey_commands, broker, runtime)

@@ -89,3 +89,22 @@ async def record_tick(self, marker: str) -> None:  # type: ignore[no-untyped-def
     """Appends the beat tick it was published for to `marker`."""
     async with await anyio.open_file(marker, "a") as out:
         await out.write(f"{self.request.headers['beat_scheduled_at']}\n")
+
+
+@app.task(name="itest.fail")
+async def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@app.task(name="itest.retry_once", bind=True)
+async def retry_once(self) -> int:  # type: ignore[no-untyped-def]
+    """Asks for one retry, then succeeds: returns the retries it took."""
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+    return int(self.request.retries)
+
+
+@app.task(name="itest.block_loop")
+async def block_loop(seconds: float) -> None:
+    """The mistake of code ported from Celery: a blocking call in an async task."""
+    time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point

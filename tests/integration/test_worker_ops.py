@@ -1,0 +1,148 @@
+"""Operating a real `taskq worker` on Redis: /metrics scraped during a drain."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from servers import RedisServer
+from support import WorkerProcess, eventually
+
+from taskq import TaskError, TaskQ
+
+pytestmark = pytest.mark.integration
+
+StartWorker = Callable[..., WorkerProcess]
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture
+def broker_url(redis_server: RedisServer) -> str:
+    return f"{redis_server.url}?prefix=t{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+async def producer(broker_url: str) -> AsyncIterator[TaskQ]:
+    async with TaskQ("producer", broker=broker_url) as app:
+        yield app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def scrape(port: int) -> Samples:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"http://127.0.0.1:{port}/metrics")
+    assert response.status_code == 200
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def test_metrics_count_the_tasks_a_drain_ran(
+    producer: TaskQ, start_worker: StartWorker
+) -> None:
+    port = free_port()
+    await producer.send_task("itest.add", [0, 0], countdown=300)  # the one delayed message
+    start_worker("-c", "4", "--metrics-port", str(port))
+    assert value(await scrape(port), "taskq_worker_concurrency") == 4
+
+    sleepers = [await producer.send_task("itest.concurrent", [1.0]) for _ in range(4)]
+
+    async def four_active() -> bool:
+        return value(await scrape(port), "taskq_worker_active_tasks") == 4
+
+    await eventually(four_active)
+    added = [await producer.send_task("itest.add", [i, i]) for i in range(20)]
+    failed = [await producer.send_task("itest.fail", ["boom"]) for _ in range(3)]
+    retried = [await producer.send_task("itest.retry_once") for _ in range(2)]
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    expired = await producer.send_task("itest.add", [1, 1], expires=past)
+    unknown = await producer.send_task("itest.nowhere")
+    assert [await r.get(timeout=15) for r in added] == [2 * i for i in range(20)]
+    assert [await r.get(timeout=15) for r in retried] == [1, 1]
+    for result in [*failed, expired, unknown]:
+        with pytest.raises(TaskError):
+            await result.get(timeout=15)
+    for result in sleepers:
+        await result.get(timeout=15)
+
+    expected = {
+        ("itest.add", "succeeded"): 20,
+        ("itest.concurrent", "succeeded"): 4,
+        ("itest.fail", "failed"): 3,
+        ("itest.retry_once", "retried"): 2,
+        ("itest.retry_once", "succeeded"): 2,
+        ("itest.add", "revoked"): 1,
+        ("unknown", "rejected"): 1,
+    }
+
+    async def counted() -> bool:
+        samples = await scrape(port)
+        counts = {
+            (dict(labels)["task"], dict(labels)["state"]): count
+            for (name, labels), count in samples.items()
+            if name == "taskq_tasks_total"
+        }
+        queues = [
+            value(samples, name, queue="default")
+            for name in ("taskq_queue_length", "taskq_queue_delayed", "taskq_dead_letters")
+        ]
+        return {k: v for k, v in counts.items() if v} == expected and queues == [1, 1, 1]
+
+    await eventually(counted)
+    samples = await scrape(port)
+    runtime = "taskq_task_runtime_seconds"
+    labels = {"task": "itest.concurrent", "queue": "default"}
+    assert value(samples, f"{runtime}_count", **labels) == 4
+    assert 4.0 <= value(samples, f"{runtime}_sum", **labels) < 8.0
+    wait = "taskq_task_queue_wait_seconds_count"
+    assert value(samples, wait, task="itest.add", queue="default") == 21  # revoked included
+    assert value(samples, "taskq_worker_active_tasks") == 0
+
+
+def test_metrics_port_needs_prometheus_client(worker_env: dict[str, str], tmp_path: Path) -> None:
+    """Without the extra, --metrics-port is a one-line error (a stand-in module fails to import
+    as an absent one does)."""
+    (tmp_path / "prometheus_client").mkdir()
+    (tmp_path / "prometheus_client" / "__init__.py").write_text("raise ImportError('absent')\n")
+    env = {**worker_env, "PYTHONPATH": f"{tmp_path}:{worker_env['PYTHONPATH']}"}
+    argv = ["-m", "taskq", "worker", "-A", "itest_tasks:app", "--metrics-port", str(free_port())]
+    done = subprocess.run(
+        [sys.executable, *argv], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert done.stderr == "Error: metrics need prometheus-client: pip install 'taskq[prometheus]'\n"
+
+
+def test_a_metrics_port_in_use_is_one_line(worker_env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["-m", "taskq", "worker", "-A", "itest_tasks:app", "--metrics-port", str(port)]
+        done = subprocess.run(
+            [sys.executable, *argv], env=worker_env, capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 1
+    assert done.stderr.endswith(
+        f"Error: cannot serve HTTP on port {port}: Address already in use\n"
+    )
