@@ -126,6 +126,7 @@ class Settings:
     worker_prefetch_multiplier: int = 4
     worker_shutdown_timeout: float = 30.0
     worker_metrics_port: int | None = None  # serve /metrics there (taskq[prometheus])
+    worker_blocking_warning: float | None = 0.1  # seconds a task may block the event loop
     beat_schedule: dict[str, Any] = dataclasses.field(default_factory=dict)
     beat_max_loop_interval: float = 300.0
     beat_lease_ttl: float = 10.0
@@ -222,6 +223,11 @@ class Settings:
         port = self.worker_metrics_port
         if port is not None and (type(port) is not int or not 1 <= port <= 65535):
             raise ConfigurationError(f"worker_metrics_port must be a port 1-65535, not {port!r}")
+        if not is_timeout(self.worker_blocking_warning):
+            raise ConfigurationError(
+                "worker_blocking_warning must be a positive number of seconds or None, "
+                f"not {self.worker_blocking_warning!r}"
+            )
         limit = self.broker_pool_limit
         if limit is not None and (type(limit) is not int or limit < 1):
             raise ConfigurationError(

@@ -116,6 +116,7 @@ class WorkerMetrics:
             "taskq_queue_delayed", "Messages in the queue not due yet.", ["queue"]
         )
         self.dead_letters = gauge("taskq_dead_letters", "Dead letters of the queue.", ["queue"])
+        self.broker_answers = False  # the last sample of the queues succeeded
         self._series: dict[tuple[str, str], _TaskSeries] = {}
 
     # -- the pipeline stage ----------------------------------------------------------
@@ -143,13 +144,27 @@ class WorkerMetrics:
         self.tasks.labels(task or UNKNOWN_TASK, queue, REJECTED).inc()
 
     async def sample_queues(self, broker: Broker, queues: Sequence[str]) -> None:
-        """Every few seconds: the queues' lengths, delayed messages and dead letters."""
+        """Every few seconds: the queues' lengths, delayed messages and dead letters. A sample
+        that takes longer than the interval means the broker does not answer (a client may
+        keep trying to reconnect for a minute)."""
         while True:
             try:
-                for queue in queues:
-                    self.queue_length.labels(queue).set(await broker.queue_length(queue))
-                    self.queue_delayed.labels(queue).set(await broker.delayed_length(queue))
-                    self.dead_letters.labels(queue).set(await broker.dead_letter_length(queue))
+                with anyio.fail_after(QUEUE_SAMPLE_INTERVAL):
+                    await self._sample(broker, queues)
+                self.broker_answers = True
+            except TimeoutError:
+                self._lost(f"the broker did not answer within {QUEUE_SAMPLE_INTERVAL:g} s")
             except Exception as exc:  # the broker is down: the next sample tries again
-                logger.warning("Could not sample the queues' lengths: %s", exc)
+                self._lost(str(exc))
             await anyio.sleep(QUEUE_SAMPLE_INTERVAL)
+
+    async def _sample(self, broker: Broker, queues: Sequence[str]) -> None:
+        for queue in queues:
+            self.queue_length.labels(queue).set(await broker.queue_length(queue))
+            self.queue_delayed.labels(queue).set(await broker.delayed_length(queue))
+            self.dead_letters.labels(queue).set(await broker.dead_letter_length(queue))
+
+    def _lost(self, why: str) -> None:
+        if self.broker_answers:
+            logger.warning("Could not sample the queues' lengths: %s", why)
+        self.broker_answers = False

@@ -73,6 +73,7 @@ class Worker:
         metrics_port: int | None = None,
     ) -> None:
         conf = app.conf
+        conf.validate()  # before the metrics port is bound from it
         self.app = app
         self.queues = list(queues or conf.default_queues())
         self.concurrency = concurrency or conf.worker_concurrency
@@ -100,6 +101,11 @@ class Worker:
     def active_tasks(self) -> int:
         """Tasks running now (waiting for their rate limit included)."""
         return len(self._running)
+
+    @property
+    def consuming(self) -> bool:
+        """Ready and not stopping."""
+        return self.ready.is_set() and not self._stopping
 
     @property
     def prefetched(self) -> int:

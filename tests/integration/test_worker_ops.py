@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from support import WorkerProcess, eventually
 from taskq import TaskError, TaskQ
 
 pytestmark = pytest.mark.integration
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 StartWorker = Callable[..., WorkerProcess]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -117,6 +121,10 @@ async def test_metrics_count_the_tasks_a_drain_ran(
     wait = "taskq_task_queue_wait_seconds_count"
     assert value(samples, wait, task="itest.add", queue="default") == 21  # revoked included
     assert value(samples, "taskq_worker_active_tasks") == 0
+    scraped = {name for name, _ in samples} | {name.rpartition("_")[0] for name, _ in samples}
+    for documented in (DOCS / "operations.md", DOCS / "grafana-dashboard.json"):
+        named = set(re.findall(r"taskq_[a-z_]+[a-z]", documented.read_text()))
+        assert named and named <= scraped, f"{documented.name}: {named - scraped}"
 
 
 def test_metrics_port_needs_prometheus_client(worker_env: dict[str, str], tmp_path: Path) -> None:
@@ -146,3 +154,84 @@ def test_a_metrics_port_in_use_is_one_line(worker_env: dict[str, str]) -> None:
     assert done.stderr.endswith(
         f"Error: cannot serve HTTP on port {port}: Address already in use\n"
     )
+
+
+async def get(port: int, path: str) -> httpx.Response:
+    async with httpx.AsyncClient() as client:
+        return await client.get(f"http://127.0.0.1:{port}{path}", timeout=5)
+
+
+async def test_healthz_fails_while_a_task_blocks_the_loop_and_the_task_is_named(
+    producer: TaskQ, start_worker: StartWorker
+) -> None:
+    port = free_port()
+    worker = start_worker("--metrics-port", str(port))
+    assert (await get(port, "/healthz")).status_code == 200
+    assert (await get(port, "/readyz")).status_code == 200
+    result = await producer.send_task("itest.block_loop", [2.5])
+    statuses: list[int] = []
+
+    async def failed_then_recovered() -> bool:
+        response = await get(port, "/healthz")
+        statuses.append(response.status_code)
+        if response.status_code == 503:
+            assert response.text.startswith("event loop blocked for ")
+        return 503 in statuses and statuses[-1] == 200
+
+    await eventually(failed_then_recovered)
+    await result.get(timeout=10)
+    warning = f"Task itest.block_loop[{result.id}] blocked the event loop for "
+    lines = [line for line in worker.output().splitlines() if warning in line]
+    assert len(lines) == 1, worker.output()
+    seconds = float(lines[0].split(warning)[1].split(" s:")[0])
+    assert 2.0 <= seconds <= 3.5
+    assert lines[0].endswith(" s: a blocking call in an async task?")
+
+
+async def test_readyz_fails_once_the_worker_stops_consuming(
+    producer: TaskQ, start_worker: StartWorker
+) -> None:
+    port = free_port()
+    worker = start_worker("--metrics-port", str(port))
+    running = await producer.send_task("itest.concurrent", [1.5])
+
+    async def active() -> bool:
+        return value(await scrape(port), "taskq_worker_active_tasks") == 1
+
+    await eventually(active)
+    worker.signal(signal.SIGTERM)  # warm: it finishes the task, serving meanwhile
+
+    async def unready() -> bool:
+        return (await get(port, "/readyz")).status_code == 503
+
+    await eventually(unready)
+    assert (await get(port, "/readyz")).text == "not consuming\n"
+    assert (await get(port, "/healthz")).status_code == 200
+    assert await running.get(timeout=10) == 1
+    assert worker.wait() == 0
+
+
+async def test_readyz_fails_while_the_broker_is_down(
+    worker_env: dict[str, str], start_server: Callable[[RedisServer], RedisServer], tmp_path: Path
+) -> None:
+    redis = start_server(RedisServer(tmp_path / "redis"))
+    port = free_port()
+    env = {**worker_env, "TASKQ_BROKER_URL": redis.url}
+    worker = WorkerProcess(env, tmp_path / "worker.log", ["--metrics-port", str(port)])
+
+    def readyz_is(status: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return (await get(port, "/readyz")).status_code == status
+
+        return check
+
+    try:
+        await eventually(readyz_is(200))
+        redis.kill()
+        await eventually(readyz_is(503), timeout=20)
+        assert (await get(port, "/readyz")).text == "the broker did not answer\n"
+        assert (await get(port, "/healthz")).status_code == 200  # alive: not to be restarted
+        redis.start()
+        await eventually(readyz_is(200), timeout=20)
+    finally:
+        worker.stop()

@@ -189,6 +189,9 @@ def test_store_follows_the_broker() -> None:
         ({"broker_connection_retry_on_startup": "no"}, "broker_connection_retry_on_startup"),
         ({"broker_publish_timeout": 0}, "broker_publish_timeout"),
         ({"broker_publish_timeout": "5"}, "broker_publish_timeout"),
+        ({"worker_blocking_warning": 0}, "worker_blocking_warning"),
+        ({"worker_metrics_port": 70000}, "worker_metrics_port"),
+        ({"worker_metrics_port": "9808"}, "worker_metrics_port"),
     ],
 )
 async def test_invalid_values_fail_on_connect(settings: dict[str, object], match: str) -> None:
