@@ -72,12 +72,12 @@ class Pipeline:
 
 
 def standard_pipeline(
-    runtime: Runtime, *, rate_limits: bool = True, metrics: Stage | None = None
+    runtime: Runtime, *, rate_limits: bool = True, outermost: Sequence[Stage] = ()
 ) -> Pipeline:
     """The built-in stages in their order (see `taskq.execution`), around the app's middleware;
-    `metrics` (a worker's, when it serves them) outermost, to count every outcome."""
-    outer: list[Stage] = [] if metrics is None else [metrics]
-    outer.append(Guard(runtime))
+    `outermost` first (a worker's log context and metrics, when it has them), so they see
+    every outcome."""
+    outer: list[Stage] = [*outermost, Guard(runtime)]
     if rate_limits:
         outer.append(RateLimit(runtime))
     outer.append(Settlement(runtime))

@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from taskq.execution.logcontext import LogContext
 from taskq.worker.http import HttpServer, Response
 from taskq.worker.loopwatch import LoopWatch
 from taskq.worker.metrics import WorkerMetrics, prometheus_registry
 
 if TYPE_CHECKING:
     from taskq.brokers.base import Broker
+    from taskq.execution.pipeline import Stage
     from taskq.worker.worker import Worker
 
 LIVENESS_BOUND = 1.0  # seconds the event loop may be overdue before /healthz fails
@@ -41,6 +43,13 @@ class Operations:
             )
             routes = {"/metrics": self._scrape, "/healthz": self._healthz, "/readyz": self._readyz}
             self._server = HttpServer(port, routes)
+        # The worker's outermost pipeline stages: the log context outside the metrics, so
+        # that whatever the metrics log is about its job.
+        self.stages: list[Stage] = (
+            [LogContext()] if worker.app.conf.worker_log_format == "json" else []
+        )
+        if self.metrics is not None:
+            self.stages.append(self.metrics)
 
     async def run(self, broker: Broker) -> None:
         """Watch the loop and serve the port until cancelled, then close the port."""

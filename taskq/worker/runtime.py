@@ -22,6 +22,7 @@ from taskq.worker.statewriter import StateWriter
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
+    from taskq.execution.pipeline import Stage
     from taskq.worker.metrics import WorkerMetrics
 
 logger = logging.getLogger("taskq.worker")
@@ -42,6 +43,7 @@ class WorkerRuntime:
         threads: anyio.CapacityLimiter,
         *,
         metrics: WorkerMetrics | None = None,
+        outermost: Sequence[Stage] = (),
     ) -> None:
         self.app = app
         self.broker = broker
@@ -53,7 +55,7 @@ class WorkerRuntime:
         self.states = StateWriter(store, app.conf.result_expires)
         self.revoked = RevokedIds(app.control.revoke_ttl)
         self.chord_counter = chord_counter
-        self.pipeline = standard_pipeline(self, metrics=metrics)
+        self.pipeline = standard_pipeline(self, outermost=outermost)
         self._metrics = metrics
         self.lend_slot: LendSlot | None = None  # the worker's: see `wait_off_slot`
         self._stored_revocations = Coalescer(self.store.revoked)

@@ -32,6 +32,7 @@ from taskq.brokers.base import Broker, Delivery
 from taskq.control import CONTROL_CHANNEL, decode_command, encode_command
 from taskq.execution.job import Job
 from taskq.execution.settlement import settle_lost
+from taskq.urls import masked_url
 from taskq.worker.ops import Operations
 from taskq.worker.runtime import WorkerRuntime
 
@@ -140,23 +141,22 @@ class Worker:
         store = await self.app.connected_store()
         threads = anyio.CapacityLimiter(self.threads)
         chords = await self.app.chord_counter()
+        ops = self._ops
         runtime = WorkerRuntime(
-            self.app, broker, store, chords, self.hostname, threads, metrics=self._ops.metrics
+            self.app,
+            broker,
+            store,
+            chords,
+            self.hostname,
+            threads,
+            metrics=ops.metrics,
+            outermost=ops.stages,
         )
         runtime.lend_slot = self._lend_slot
         self._runtime = runtime
         async with anyio.create_task_group() as services:
             services.start_soon(self._ops.run, broker)
-            logger.info(
-                "Worker %s ready: queues %s, concurrency %d, threads %d, prefetch %d, loop %s%s",
-                self.hostname,
-                ",".join(self.queues),
-                self.concurrency,
-                self.threads,
-                self.prefetch,
-                type(asyncio.get_running_loop()).__module__.partition(".")[0],  # asyncio|uvloop
-                f", metrics on port {self._ops.port}" if self._ops.port else "",
-            )
+            self._log_ready()
             services.start_soon(runtime.states.run)
             services.start_soon(self._renew_leases, broker.options.visibility_timeout)
             services.start_soon(self._obey_commands, broker, runtime)
@@ -169,6 +169,25 @@ class Worker:
             services.cancel_scope.cancel()
         await self.app.middleware.worker_stop(self)
         logger.info("Worker %s stopped", self.hostname)
+
+    def _log_ready(self) -> None:
+        """The ready line: what the worker consumes and how, where, and its tasks (Celery's
+        banner on one line)."""
+        app = self.app
+        logger.info(
+            "Worker %s ready: queues %s, concurrency %d, threads %d, prefetch %d, loop %s,"
+            " broker %s, results %s%s, tasks: %s",
+            self.hostname,
+            ",".join(self.queues),
+            self.concurrency,
+            self.threads,
+            self.prefetch,
+            type(asyncio.get_running_loop()).__module__.partition(".")[0],  # asyncio | uvloop
+            masked_url(app.broker_url),
+            masked_url(app.result_backend_url),
+            f", metrics on port {self._ops.port}" if self._ops.port else "",
+            ", ".join(app.user_tasks()) or "none",
+        )
 
     async def _serve_until_stopped(self, broker: Broker, runtime: WorkerRuntime) -> None:
         """Consume into the task loops until `stop()`, then shut them down (see the module)."""

@@ -3,6 +3,7 @@
 The broker comes from TASKQ_BROKER_URL, so the same module serves every broker.
 """
 
+import logging
 import os
 import threading
 import time
@@ -94,6 +95,16 @@ async def record_tick(self, marker: str) -> None:  # type: ignore[no-untyped-def
 @app.task(name="itest.fail")
 async def fail(message: str) -> None:
     raise ValueError(message)
+
+
+@app.task(name="itest.fail_to_dead_letters", autoretry_for=(ValueError,), max_retries=0)
+async def fail_to_dead_letters(message: str) -> None:
+    raise ValueError(message)
+
+
+@app.task(name="itest.log_inside")
+async def log_inside(text: str) -> None:
+    logging.getLogger("itest").info("inside: %s", text)
 
 
 @app.task(name="itest.retry_once", bind=True)
