@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
 from taskq.elements import (
     CHAIN,
@@ -29,6 +29,7 @@ from taskq.elements import (
     freeze,
     kind_of,
     members,
+    new_id,
 )
 from taskq.options import CallOptions, check_call
 from taskq.result import AsyncResult, GroupResult
@@ -82,8 +83,32 @@ class Signature(Generic[R]):
         self.options.setdefault("link_error", []).append(errback)
         return errback
 
+    def on_error(self, errback: Signature[Any]) -> Signature[R]:
+        """`link_error` that returns this signature, for chaining calls."""
+        self.link_error(errback)
+        return self
+
     def __or__(self, other: Signature[Any]) -> chain:
         return chain(self, other)
+
+    @property
+    def id(self) -> str | None:
+        """The task id this signature will run under (None before `freeze()`)."""
+        task_id: str | None = self.options.get("task_id")
+        return task_id
+
+    def freeze(self) -> Any:
+        """Give this signature (every task of a workflow) its id now, before publishing,
+        and return the handle of its result (`AsyncResult`, or `GroupResult` for a group)."""
+        self._freeze_ids()
+        return result_of(self._app(), freeze(self.to_dict()))
+
+    def _freeze_ids(self) -> None:
+        self.options.setdefault("task_id", new_id())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        """`await sig(*args, **kwargs)`: `apply_async(args, kwargs)`."""
+        return self.apply_async(args, kwargs)
 
     def to_dict(self) -> Element:
         options = {
@@ -115,6 +140,10 @@ class Signature(Generic[R]):
         app = self._app()
         publish_timeout = options.pop("publish_timeout", None)
         element = freeze(self.to_dict())
+        for key in ("link", "link_error"):  # on the whole workflow, as the signature's own
+            added = [link.to_dict() for link in as_signatures(options.pop(key, None))]
+            if added:
+                element["options"][key] = [*element["options"].get(key, []), *added]
         _merge_call(element, list(args or ()), dict(kwargs or {}), options)
         await launch(app, element, send=partial(app.send_messages, publish_timeout=publish_timeout))
         return result_of(app, element)
@@ -143,10 +172,19 @@ def signature(
 class _Composite(Signature[Any]):
     kind: str
 
-    def __init__(self, tasks: Iterable[Signature[Any]], **extra: Any) -> None:
-        self.tasks = list(tasks)
+    def __init__(self, tasks: Iterable[object], **extra: Any) -> None:
+        self.tasks = [_signature_in(self.kind, task) for task in tasks]
         app = next((t.app for t in self.tasks if t.app is not None), extra.pop("app", None))
         super().__init__(f"taskq.{self.kind}", app=app)
+
+    @property
+    def id(self) -> str | None:
+        """The id of the task whose result is the workflow's (None before `freeze()`)."""
+        return self.tasks[-1].id if self.tasks else None
+
+    def _freeze_ids(self) -> None:
+        for task in self.tasks:
+            task._freeze_ids()
 
     def to_dict(self) -> Element:
         element = super().to_dict()
@@ -155,18 +193,26 @@ class _Composite(Signature[Any]):
 
 
 class chain(_Composite):
-    """Run tasks one after another, each getting the previous result as its first argument."""
+    """Run tasks one after another, each getting the previous result as its first argument.
+    A task stands for its signature with no arguments: `chain(add.s(1, 1), notify)`."""
 
     kind = CHAIN
 
-    def __init__(self, *tasks: Signature[Any]) -> None:
+    def __init__(self, *tasks: Signature[Any] | Task[Any, Any]) -> None:
+        signatures = [_as_signature(task) for task in tasks]
         flat = itertools.chain.from_iterable(
-            t.tasks if isinstance(t, chain) else [t] for t in tasks
+            t.tasks if isinstance(t, chain) and not t.options else [t] for t in signatures
         )
         super().__init__(flat)
 
     def __or__(self, other: Signature[Any]) -> chain:
-        return chain(*self.tasks, other)
+        return chain(self, other)
+
+    def set(self, **options: Any) -> chain:
+        """A copy whose first task has these call options (where the chain starts)."""
+        clone = copy.copy(self)
+        clone.tasks = [self.tasks[0].set(**options), *self.tasks[1:]]
+        return clone
 
 
 class group(_Composite):
@@ -176,8 +222,40 @@ class group(_Composite):
 
     def __init__(self, *tasks: Signature[Any] | Iterable[Signature[Any]]) -> None:
         if len(tasks) == 1 and not isinstance(tasks[0], Signature):
+            if not isinstance(tasks[0], Iterable):
+                raise TypeError(_not_a_signature(GROUP, tasks[0]))
             tasks = tuple(tasks[0])
-        super().__init__(tasks)  # type: ignore[arg-type]
+        # A group directly in a group (a chord's header too) is unrolled into it, as Celery
+        # does: its results are the outer group's, not a nested list.
+        flat = itertools.chain.from_iterable(
+            t.tasks if isinstance(t, group) and not t.options else [t] for t in tasks
+        )
+        super().__init__(flat)
+
+    @property
+    def id(self) -> str | None:
+        """The group's id (None before `freeze()`)."""
+        group_id: str | None = self.options.get("group_id")
+        return group_id
+
+    def _freeze_ids(self) -> None:
+        self.options.setdefault("group_id", new_id())
+        super()._freeze_ids()
+
+    def set(self, **options: Any) -> group:
+        """A copy whose tasks each have these call options."""
+        clone = copy.copy(self)
+        clone.tasks = [task.set(**options) for task in self.tasks]
+        return clone
+
+    def skew(self, start: float = 1.0, stop: float | None = None, step: float = 1.0) -> group:
+        """Spread the tasks' countdowns: `start`, `start + step`, ... up to `stop`, the last
+        one repeated after it (as Celery's). Changes this group; returns it."""
+        if step <= 0 or (stop is not None and stop < start):
+            raise ValueError(f"skew({start}, {stop}, {step}): step must be > 0 and stop >= start")
+        countdowns = _spread(start, stop, step)
+        self.tasks = [task.set(countdown=next(countdowns)) for task in self.tasks]
+        return self
 
 
 class chord(Signature[Any]):
@@ -187,22 +265,77 @@ class chord(Signature[Any]):
         self, header: group | Iterable[Signature[Any]], body: Signature[Any] | None = None
     ) -> None:
         self.header = header if isinstance(header, group) else group(list(header))
+        if self.header.options.get("link") or self.header.options.get("link_error"):
+            raise ValueError("a chord's header has no links of its own: link the chord (its body)")
         self.body = body
         super().__init__("taskq.chord", app=self.header.app or (body.app if body else None))
 
-    def __call__(self, body: Signature[Any]) -> chord:
-        """`chord(header)(callback)`, Celery's other spelling."""
-        return chord(self.header, body)
+    @overload
+    def __call__(self, body: Signature[Any]) -> chord: ...
+
+    @overload
+    def __call__(self) -> Coroutine[Any, Any, Any]: ...
+
+    def __call__(self, body: Signature[Any] | None = None) -> chord | Coroutine[Any, Any, Any]:
+        """`chord(header)(callback)`, Celery's other spelling; `await chord(header, body)()`
+        publishes it."""
+        return self.apply_async() if body is None else chord(self.header, body)
+
+    @property
+    def id(self) -> str | None:
+        """The body's task id, whose result is the chord's (None before `freeze()`)."""
+        return self.body.id if self.body is not None else None
+
+    def _freeze_ids(self) -> None:
+        self.header._freeze_ids()
+        self._need_body()._freeze_ids()
+
+    def set(self, **options: Any) -> chord:
+        """A copy whose header's tasks each have these call options."""
+        clone = copy.copy(self)
+        clone.header = self.header.set(**options)
+        return clone
 
     def to_dict(self) -> Element:
-        if self.body is None:
-            raise ValueError("a chord needs a body: chord(header, body) or chord(header)(body)")
         element = super().to_dict()
         element.update(
             subtask_type=CHORD,
-            kwargs={"header": self.header.to_dict(), "body": self.body.to_dict()},
+            kwargs={"header": self.header.to_dict(), "body": self._need_body().to_dict()},
         )
         return element
+
+    def _need_body(self) -> Signature[Any]:
+        if self.body is None:
+            raise ValueError("a chord needs a body: chord(header, body) or chord(header)(body)")
+        return self.body
+
+
+def _spread(start: float, stop: float | None, step: float) -> Iterator[float]:
+    countdown = start
+    while stop is None or countdown <= stop:
+        yield countdown
+        countdown += step
+    while True:
+        yield countdown - step
+
+
+def _as_signature(task: object) -> object:
+    """A task as its signature with no arguments (where a chain takes one)."""
+    from taskq.task import Task  # task.py imports this module
+
+    return task.s() if isinstance(task, Task) else task
+
+
+def _signature_in(kind: str, task: object) -> Signature[Any]:
+    if not isinstance(task, Signature):
+        raise TypeError(_not_a_signature(kind, task))
+    return task
+
+
+def _not_a_signature(kind: str, task: object) -> str:
+    name = getattr(task, "name", None)
+    hint = f": use {name}.s(...)" if isinstance(name, str) else ""
+    return f"{kind}() takes signatures, not {task!r}{hint}"
 
 
 def as_signatures(value: Signature[Any] | Sequence[Signature[Any]] | None) -> list[Signature[Any]]:
@@ -212,13 +345,20 @@ def as_signatures(value: Signature[Any] | Sequence[Signature[Any]] | None) -> li
     return [value] if isinstance(value, Signature) else list(value)
 
 
-def chunks(task: Task[Any, Any], items: Iterable[Sequence[Any]], size: int) -> group:
-    """Split `items` (argument tuples) into messages of `size` calls each, as a group."""
-    if size < 1:
-        raise ValueError("chunk size must be at least 1")
-    rows = [list(item) for item in items]
-    parts = [rows[i : i + size] for i in range(0, len(rows), size)]
-    return group(starmap(task, part) for part in parts)
+class chunks(group):
+    """`items` (argument tuples) split into messages of `size` calls each, as a group of
+    lists: `add.chunks(zip(xs, ys), 100)`."""
+
+    def __init__(self, task: Task[Any, Any], items: Iterable[Sequence[Any]], size: int) -> None:
+        if size < 1:
+            raise ValueError("chunk size must be at least 1")
+        rows = [list(item) for item in items]
+        parts = [rows[i : i + size] for i in range(0, len(rows), size)]
+        super().__init__(starmap(task, part) for part in parts)
+
+    def group(self) -> group:
+        """The same messages as a plain group (Celery's `chunks(...).group()`), to `skew`."""
+        return group(self.tasks)
 
 
 def xmap(task: Task[Any, Any], items: Iterable[Any]) -> Signature[list[Any]]:

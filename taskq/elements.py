@@ -28,6 +28,7 @@ Element = dict[str, Any]
 CHAIN, GROUP, CHORD = "chain", "group", "chord"
 MAP_TASK, STARMAP_TASK = "taskq.map", "taskq.starmap"  # the builtin tasks behind map, starmap
 CHORD_ERROR_TASK = "taskq.chord_error"  # runs instead of a callback whose chord failed
+GROUP_RESULTS_TASK = "taskq.group_results"  # ends a group that something waits for
 
 # The JSON types of the call options a worker passes on when it publishes an element; other
 # keys are left alone (a newer producer's), as unknown envelope fields are.

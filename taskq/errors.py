@@ -123,6 +123,15 @@ class Retry(TaskQError):
         self.countdown = countdown
 
 
+class Replace(TaskQError):
+    """Raised by `task.replace(sig)`: the worker publishes `element` (the signature, as
+    it travels) in the task's place, under the task's id, and records nothing for it."""
+
+    def __init__(self, element: dict[str, Any]) -> None:
+        super().__init__(f"replaced by {element.get('task')!r}")
+        self.element = element
+
+
 class MaxRetriesExceededError(TaskQError):
     """`task.retry()` was called past `max_retries` without an exception to re-raise."""
 

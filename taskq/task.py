@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, Unpack
 
 import orjson
 
 from taskq import sync
 from taskq.canvas import Signature, chunks, group, starmap, xmap
-from taskq.errors import ConfigurationError, MaxRetriesExceededError, Retry
+from taskq.errors import ConfigurationError, MaxRetriesExceededError, Replace, Retry
 from taskq.message import Message
 from taskq.options import CallOptions, check_call
 from taskq.result import AsyncResult, EagerResult
@@ -137,10 +137,10 @@ class Task(Generic[P, R]):
         self.name = name
         self.bind = bind
         self.is_coroutine = inspect.iscoroutinefunction(fn)
-        self.signature = inspect.signature(fn)
+        self.parameters = inspect.signature(fn)  # the function's, to check call arguments
         self._declared = options
         self.configure()
-        self._plain_arity = _plain_arity(self.signature, bind)
+        self._plain_arity = _plain_arity(self.parameters, bind)
         self.has_hooks = any(
             getattr(type(self), hook) is not getattr(Task, hook)
             for hook in ("on_success", "on_failure", "on_retry", "after_return")
@@ -263,6 +263,17 @@ class Task(Generic[P, R]):
         """A signature of this task: `add.s(2, 2)`; in a chain it gets the previous result first."""
         return Signature(self, args, kwargs)
 
+    def signature(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        immutable: bool = False,
+        **options: Unpack[CallOptions],
+    ) -> Signature[R]:
+        """A signature with call options, Celery's `add.signature((2, 2), countdown=10)`."""
+        return Signature(self, args or (), kwargs, dict(options), immutable)
+
     def si(self, *args: Any, **kwargs: Any) -> Signature[R]:
         """An immutable signature: in a chain it ignores the previous result."""
         return Signature(self, args, kwargs, immutable=True)
@@ -299,6 +310,25 @@ class Task(Generic[P, R]):
                 f"{self.name}[{request.id}]: max retries ({limit}) exceeded"
             )
         raise Retry(exc, self.default_retry_delay if countdown is None else countdown)
+
+    def replace(self, sig: Signature[Any]) -> NoReturn:
+        """End this running task by putting `sig` (a task or a workflow) in its place:
+        `return self.replace(sig)` in a bound task. Its result becomes this task's (a
+        group's as the list), in chains and chord headers alike; the rest of this task's
+        chain, its chord and its links continue after it."""
+        if not isinstance(sig, Signature):
+            raise TypeError(f"{self.name}.replace() takes a signature, not {sig!r}")
+        if not self.request.id:
+            raise RuntimeError(f"{self.name}.replace() is for the task while it runs (bind=True)")
+        raise Replace(sig.to_dict())
+
+    def add_to_chord(self, sig: Signature[Any]) -> NoReturn:
+        """Celery's way to grow the chord this task is a member of: not available."""
+        raise RuntimeError(
+            f"{self.name}.add_to_chord(): taskq's chords cannot grow (every member carries "
+            "the chord's size, so that counting it is one atomic step); "
+            "`return self.replace(group(...))` makes this member's result a group's list"
+        )
 
     def retry_countdown(self, retries: int) -> float:
         """The delay before retry number `retries + 1` of an automatic retry."""
@@ -337,9 +367,9 @@ class Task(Generic[P, R]):
         if not kwargs and len(args) == self._plain_arity:
             return
         if self.bind:
-            self.signature.bind(self, *args, **kwargs)
+            self.parameters.bind(self, *args, **kwargs)
         else:
-            self.signature.bind(*args, **kwargs)
+            self.parameters.bind(*args, **kwargs)
 
     async def run_async(self, request: Request) -> Any:
         """Await the coroutine function under `request`'s context."""

@@ -4,8 +4,13 @@ when a task that belongs to a workflow finishes.
 - chain: the envelope's `chain` holds what runs next; on success the worker launches
   it with the result prepended, on failure it marks every later task FAILURE with the
   same error, so `get()` on the chain's last result raises it.
+- links of a chain or chord (`link`, `link_error` in its options) are moved onto its
+  tasks when it is launched: a chain's link on its last member, its link_error on every
+  member; a chord's on its body.
 - group: members carry `group_id`, `group_index`, `group_size`; the member ids are
-  saved in the store (`GroupResult.restore`).
+  saved in the store (`GroupResult.restore`). A group that something waits for (its
+  links, the rest of a chain, the chord it is a member of) is a chord whose callback is
+  `GROUP_RESULTS_TASK`, holding the links and membership: it returns the results.
 - chord: members also carry `chord`, the callback. Each finished member (success or
   failure) counts itself by its index, so a redelivered member is not counted twice.
   When the broker counts chords itself (`ChordCounter`: Redis with the store on the same
@@ -16,7 +21,8 @@ when a task that belongs to a workflow finishes.
   message in the callback's place (same id, chain and errbacks), which fails with
   `ChordError`. Otherwise the store's `chord_part_done(group_id, index, size)` counts,
   and the one call that returns True reads the results from the store and launches the
-  callback, or fails it with `ChordError`.
+  callback, or, after a failed member, the callback with a `taskq.chord_error` in place
+  of its first task, as the broker would.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from taskq.elements import (
     CHORD,
     CHORD_ERROR_TASK,
     GROUP,
+    GROUP_RESULTS_TASK,
     Element,
     freeze,
     kind_of,
@@ -46,7 +53,7 @@ from taskq.elements import (
 from taskq.errors import ChordError
 from taskq.message import JSON, Message
 from taskq.options import CALL_OPTIONS, CallOptions
-from taskq.result import GroupResult, save_group
+from taskq.result import AsyncResult, GroupResult, save_group
 from taskq.stores.base import TaskMeta
 
 if TYPE_CHECKING:
@@ -78,6 +85,8 @@ class Plan:
 
 
 Send = Callable[[Sequence[Message]], Awaitable[None]]
+
+_LINKS = ("link", "link_error")
 
 
 class Advancing(Protocol):
@@ -122,13 +131,18 @@ def _build(
     parent: Message | None,
 ) -> None:
     kind = kind_of(element)
+    if kind in (CHAIN, CHORD):
+        element = _links_moved_inside(element)
     if kind == CHAIN:
         first, *rest = members(element)
         _build(app, plan, first, prefix, [*rest, *then], membership, parent)
-    elif kind == GROUP and then:  # a group followed by more work is a chord
-        _build_chord(app, plan, element, _as_chain(then), prefix, membership, parent)
     elif kind == GROUP:
-        _build_members(app, plan, element, None, prefix, parent)
+        tail = _after_group(element, then, membership)
+        if tail:  # a group that something waits for is a chord
+            bare = _without_links(element)
+            _build_chord(app, plan, bare, _as_chain(tail), prefix, membership, parent)
+        else:
+            _build_members(app, plan, element, None, prefix, parent)
     elif kind == CHORD:
         body = element["kwargs"]["body"]
         body = _as_chain([body, *then]) if then else body
@@ -196,6 +210,57 @@ def _message(
     return message
 
 
+def _links_moved_inside(element: Element) -> Element:
+    """A chain's or chord's own links on the tasks that end it, as Celery places them: a
+    chain's `link` on its last member and its `link_error` on every member (the one that
+    fails runs it), a chord's on its body (which fails with `ChordError` when a member does)."""
+    links = _links_of(element)
+    if not links:
+        return element
+    bare, kwargs = _without_links(element), element["kwargs"]
+    if kind_of(element) == CHORD:
+        return {**bare, "kwargs": {**kwargs, "body": _with_links(kwargs["body"], links)}}
+    *tasks, last = members(element)
+    errbacks = {"link_error": links.get("link_error", [])}
+    moved = [*(_with_links(task, errbacks) for task in tasks), _with_links(last, links)]
+    return {**bare, "kwargs": {**kwargs, "tasks": moved}}
+
+
+def _after_group(
+    group: Element, then: list[Element], membership: Membership | None
+) -> list[Element]:
+    """What waits for a group to finish: its own links (run by a `GROUP_RESULTS_TASK`
+    with its results), the rest of a chain, the count of the chord it is a member of
+    (which the same task joins with the group's results); nothing for a plain group."""
+    links = _links_of(group)
+    counted = membership is not None and membership.chord is not None
+    if links or (counted and not then):
+        return [_builtin(GROUP_RESULTS_TASK, links), *then]
+    return then
+
+
+def _builtin(task: str, options: dict[str, Any]) -> Element:
+    """A frozen call of the builtin `task` with these options."""
+    return freeze({"task": task, "args": [], "kwargs": {}, "options": options, "immutable": False})
+
+
+def _links_of(element: Element) -> dict[str, list[Element]]:
+    return {key: element["options"][key] for key in _LINKS if element["options"].get(key)}
+
+
+def _without_links(element: Element) -> Element:
+    options = {key: value for key, value in element["options"].items() if key not in _LINKS}
+    return {**element, "options": options}
+
+
+def _with_links(element: Element, links: dict[str, list[Element]]) -> Element:
+    options = dict(element["options"])
+    for key, added in links.items():
+        if added:
+            options[key] = [*options.get(key, []), *added]
+    return {**element, "options": options}
+
+
 def _as_chain(elements: list[Element]) -> Element:
     if len(elements) == 1:
         return elements[0]
@@ -211,6 +276,32 @@ def _as_chain(elements: list[Element]) -> Element:
 
 
 # -- in the worker, after a task of a workflow finished ---------------------------------
+
+
+async def replace(runtime: Advancing, message: Message, element: Element) -> None:
+    """Launch `element` in the place of the task of `message` (`Task.replace`): its task
+    whose result is the element's takes the message's id (a group's results are gathered
+    by a `GROUP_RESULTS_TASK`), with the message's links, before the rest of its chain, as
+    the member of its group or chord."""
+    found = _result_task(element)
+    if found is None:
+        found = _builtin(GROUP_RESULTS_TASK, {})
+        element = _as_chain([element, found])
+    found["options"]["task_id"] = message.id
+    links = {"link": message.callbacks, "link_error": message.errbacks}
+    element = _with_links(element, {key: value for key, value in links.items() if value})
+    membership, send = Membership.of(message), runtime.send_messages
+    await launch(runtime.app, element, [], message.chain, membership, message, send=send)
+
+
+def _result_task(element: Element) -> Element | None:
+    """The task of `element` whose result is the element's; None for a group's."""
+    kind = kind_of(element)
+    if kind == CHAIN:
+        return _result_task(members(element)[-1])
+    if kind == CHORD:
+        return _result_task(element["kwargs"]["body"])
+    return None if kind == GROUP else element
 
 
 def in_workflow(message: Message) -> bool:
@@ -339,25 +430,65 @@ async def _store_member_done(runtime: Advancing, membership: Membership) -> None
     group = await GroupResult.restore(membership.group_id, app=app)
     if group is None:
         raise ChordError(f"chord {membership.group_id}: its group is no longer in the store")
-    metas = await store.get_many([result.id for result in group.results])
+    leaves = [result.id for result in _leaves(group.results)]
+    metas = dict(zip(leaves, await store.get_many(leaves), strict=True))
+    send = runtime.send_messages
     failed = next(
-        ((i, m) for i, m in enumerate(metas) if m is None or m.status != states.SUCCESS), None
+        (
+            (index, leaf)
+            for index, member in enumerate(group.results)
+            for leaf in _leaves([member])
+            if not _succeeded(metas[leaf.id])
+        ),
+        None,
     )
     outer = body["options"].get("membership")
-    send = runtime.send_messages
     if failed is None:
-        values = [meta.result for meta in metas if meta is not None]
+        values = [_value(member, metas) for member in group.results]
         outer_membership = Membership(**outer) if outer else None
         await launch(app, body, [values], membership=outer_membership, send=send)
         return
-    index, meta = failed
+    index, leaf = failed
+    meta = metas[leaf.id]
     reason = f"{meta.exc_type}: {meta.exc_message}" if meta else "no result"
-    error = ChordError.of_member(index, group.results[index].id, reason)
-    failure = TaskMeta.from_exception(group.results[index].id, error)
-    await _fail_all(app, body, failure)
-    described = {"type": "ChordError", "message": str(error)}
-    for errback in body["options"].get("link_error", []):
-        await launch(app, errback, [result_ids(body)[0], described], send=send)
+    described = {"index": index, "id": leaf.id, "reason": reason}
+    outer_membership = Membership(**outer) if outer else None
+    await launch(app, _failing(body), [described], membership=outer_membership, send=send)
+
+
+def _failing(element: Element) -> Element:
+    """`element` starting with a `CHORD_ERROR_TASK` in place of its first task (or before
+    it, when a group or chord starts it): it fails with the chord's `ChordError`, and what
+    follows, the chord it is a member of and its errbacks go on as after any failure."""
+    kind = kind_of(element)
+    if kind == CHAIN:
+        first, *rest = members(element)
+        return {**element, "kwargs": {**element["kwargs"], "tasks": [_failing(first), *rest]}}
+    if kind is None:
+        return {**element, "task": CHORD_ERROR_TASK, "args": [], "kwargs": {}, "immutable": False}
+    return _as_chain([_builtin(CHORD_ERROR_TASK, {}), element])
+
+
+def _leaves(results: list[Any]) -> list[AsyncResult[Any]]:
+    """The task results of a saved group's members, nested groups' members included."""
+    return [
+        leaf
+        for result in results
+        for leaf in (_leaves(result.results) if isinstance(result, GroupResult) else [result])
+    ]
+
+
+def _succeeded(meta: TaskMeta | None) -> bool:
+    return meta is not None and meta.status == states.SUCCESS
+
+
+def _value(result: Any, metas: dict[str, TaskMeta | None]) -> Any:
+    """A chord member's value: its task's result, or a list for a group that ends it."""
+    if isinstance(result, GroupResult):
+        return [_value(member, metas) for member in result.results]
+    meta = metas[result.id]
+    assert meta is not None
+    return meta.result
 
 
 async def _fail_all(app: TaskQ, element: Element, meta: TaskMeta) -> None:

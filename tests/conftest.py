@@ -16,7 +16,6 @@ the defaults: an SQLite file, short leases).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any, TypeVar
 
 import pytest
 from servers import RabbitMQServer, RedisCluster, RedisServer, ServerNotInstalled
-from support import INTEGRATION, WorkerProcess
+from support import WorkerProcess, worker_environment
 
 Server = TypeVar("Server", RedisServer, RedisCluster, RabbitMQServer)
 
@@ -93,11 +92,7 @@ def start_server() -> Iterator[Callable[[Server], Server]]:
 def worker_env(broker_url: str, transport_options: dict[str, object]) -> dict[str, str]:
     """The environment of a worker subprocess: broker URL and transport options, and
     tests/integration (itest_tasks) on the path."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TASKQ_")}
-    env["TASKQ_BROKER_URL"] = broker_url
-    env["TASKQ_BROKER_TRANSPORT_OPTIONS"] = json.dumps(transport_options)
-    env["PYTHONPATH"] = os.pathsep.join([str(INTEGRATION), env.get("PYTHONPATH", "")])
-    return env
+    return worker_environment(broker_url, transport_options)
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import signal
 import subprocess
@@ -32,6 +34,16 @@ async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 
     with anyio.fail_after(timeout):
         while not await predicate():  # noqa: ASYNC110 - the state lives in another process
             await anyio.sleep(0.02)
+
+
+def worker_environment(broker_url: str, transport_options: dict[str, object]) -> dict[str, str]:
+    """The environment of a worker subprocess: this one without TASKQ_ settings, the broker
+    URL and transport options, and tests/integration (itest_tasks) on the path."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TASKQ_")}
+    env["TASKQ_BROKER_URL"] = broker_url
+    env["TASKQ_BROKER_TRANSPORT_OPTIONS"] = json.dumps(transport_options)
+    env["PYTHONPATH"] = os.pathsep.join([str(INTEGRATION), env.get("PYTHONPATH", "")])
+    return env
 
 
 class TaskqProcess:

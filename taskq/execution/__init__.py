@@ -15,6 +15,7 @@ these, outermost first; each is `async def handle(job, call_next) -> Outcome`:
     record       STARTED, then the outcome's state in the result store
     retries      an exception becomes RETRY (autoretry, self.retry()) or the final FAILURE
                  (exhausted retries: into the dead letters first)
+    replacement  (bound tasks) self.replace(sig): sig published in the task's place
     time limits  soft and hard limits around the call
     call         the function: a coroutine in the event loop, a plain function in a thread
 

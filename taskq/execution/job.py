@@ -53,7 +53,7 @@ class Job:
 @dataclass(slots=True)
 class Outcome:
     """What running a job came to. `status` is a task state (SUCCESS, FAILURE, RETRY,
-    REVOKED) or GIVEN_BACK; `meta` is what was (or, without a stored result, would have
+    REVOKED), GIVEN_BACK or REPLACED; `meta` is what was (or, without a stored result, would have
     been) recorded; `retry` the message to publish for a RETRY."""
 
     status: str
@@ -67,6 +67,7 @@ class Outcome:
 CallNext = Callable[[Job], Coroutine[Any, Any, Outcome]]
 
 GIVEN_BACK = "GIVEN_BACK"  # an outcome, not a task state: the job went back to its queue unrun
+REPLACED = "REPLACED"  # an outcome, not a task state: what replaced the task records its id
 
 
 class States(Protocol):

@@ -14,6 +14,7 @@ from taskq.execution.hooks import Hooks
 from taskq.execution.job import CallNext, Job, Outcome, Runtime
 from taskq.execution.ratelimit import RateLimit
 from taskq.execution.record import Record
+from taskq.execution.replace import Replacement
 from taskq.execution.retries import Retries
 from taskq.execution.settlement import Settlement
 from taskq.execution.timelimits import TimeLimits
@@ -86,6 +87,7 @@ def standard_pipeline(
         Advance(runtime),
         Record(runtime),
         Retries(runtime),
+        Replacement(runtime),
         TimeLimits(),
     ]
     return Pipeline(runtime.app, outer, inner, Call(runtime))

@@ -18,7 +18,7 @@ import orjson
 
 from taskq import states
 from taskq.errors import MessageError
-from taskq.execution.job import CallNext, Job, Outcome, Runtime
+from taskq.execution.job import REPLACED, CallNext, Job, Outcome, Runtime
 from taskq.execution.meta import failure, state
 from taskq.workflow import reads_results_next
 
@@ -42,6 +42,8 @@ class Record:
         if job.stores_started:
             writer.put(state(job, hostname, states.STARTED))  # written while the task runs
         outcome = await call_next(job)
+        if outcome.status == REPLACED:  # its replacement records the outcome, under its id
+            return outcome
         message = job.message
         problem = _unserializable(outcome.value) if outcome.status == states.SUCCESS else None
         if problem is not None:

@@ -19,7 +19,7 @@ import anyio
 
 from taskq import states
 from taskq.errors import ConfigurationError
-from taskq.execution.job import CallNext, Job, Outcome
+from taskq.execution.job import REPLACED, CallNext, Job, Outcome
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -36,6 +36,7 @@ STATE_LABELS = {
     states.FAILURE: "failed",
     states.RETRY: "retried",
     states.REVOKED: "revoked",
+    REPLACED: "replaced",
 }
 REJECTED = "rejected"  # a message dead-lettered unrun: malformed, unknown task, bad arguments
 # Seconds, for runtimes and queue waits alike: a task queue sees both milliseconds and hours.
@@ -87,7 +88,7 @@ class WorkerMetrics:
         self.registry = registry
         self.tasks = Counter(
             "taskq_tasks",
-            "Task runs by outcome: succeeded, failed, retried, revoked, rejected.",
+            "Task runs by outcome: succeeded, failed, retried, revoked, replaced, rejected.",
             ["task", "queue", "state"],
             registry=registry,
         )

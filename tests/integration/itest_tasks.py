@@ -3,6 +3,7 @@
 The broker comes from TASKQ_BROKER_URL, so the same module serves every broker.
 """
 
+import json
 import logging
 import os
 import threading
@@ -10,7 +11,7 @@ import time
 
 import anyio
 
-from taskq import TaskQ
+from taskq import TaskQ, group
 
 app = TaskQ("itest")
 
@@ -92,9 +93,52 @@ async def record_tick(self, marker: str) -> None:  # type: ignore[no-untyped-def
         await out.write(f"{self.request.headers['beat_scheduled_at']}\n")
 
 
+# -- canvas (tests/integration/test_canvas_parity.py) ---------------------------------
+
+
+@app.task(name="itest.identity")
+async def identity(value: object) -> object:
+    return value
+
+
+@app.task(name="itest.tsum")
+async def tsum(values: list[int]) -> int:
+    return sum(values)
+
+
 @app.task(name="itest.fail")
-async def fail(message: str) -> None:
-    raise ValueError(message)
+async def fail(*args: object) -> None:
+    raise ValueError("boom")
+
+
+@app.task(name="itest.note")
+async def note(*args: object) -> list[object]:
+    """A callback that appends its arguments but the last (a file) to that file, one JSON
+    line per call: what ran, and how many times."""
+    *values, marker = args
+    async with await anyio.open_file(str(marker), "a") as out:
+        await out.write(json.dumps(values) + "\n")
+    return values
+
+
+@app.task(name="itest.add_replaced", bind=True)
+async def add_replaced(self, x: int, y: int) -> int:  # type: ignore[no-untyped-def]
+    """x + y, computed by the chain it is replaced by: add(x, y) then add(0)."""
+    return self.replace(add.s(x, y) | add.s(0))  # type: ignore[no-any-return]
+
+
+@app.task(name="itest.spread", bind=True)
+async def spread(self, values: list[int]) -> list[int]:  # type: ignore[no-untyped-def]
+    """Each value plus one, by a group it is replaced by."""
+    return self.replace(group(add.s(v, 1) for v in values))  # type: ignore[no-any-return]
+
+
+@app.task(name="itest.grow_chord", bind=True)
+async def grow_chord(self) -> None:  # type: ignore[no-untyped-def]
+    self.add_to_chord(add.s(1, 1))
+
+
+# -- operating a worker (tests/integration/test_worker_ops.py, test_worker_logs.py) ----
 
 
 @app.task(name="itest.fail_to_dead_letters", autoretry_for=(ValueError,), max_retries=0)

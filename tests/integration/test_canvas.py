@@ -168,6 +168,23 @@ async def test_link_and_link_error(app: TaskQ) -> None:
             await failed.get(timeout=10)
 
 
+async def test_nested_groups_in_chord_headers_and_workflow_links(app: TaskQ) -> None:
+    async with running_worker(app):
+        add, tsum, record = t(app, "add"), t(app, "tsum"), t(app, "record")
+        unrolled = chord([add.s(1, 1), group(add.s(2, 2), add.s(3, 3))], tsum.s())
+        assert await (await unrolled()).get(timeout=10) == 12
+        nested = chord([add.s(1, 0), add.s(1, 1) | group(add.s(1), add.s(2))], record.s())
+        assert await (await nested()).get(timeout=10) == [[1, [3, 4]]]
+        grouped, after_group = group(add.s(1, 1), add.s(2, 2)), record.s("group")
+        grouped.link(after_group)
+        chained, after_chain = chain(add.s(1, 1), add.s(1)), record.s("chain")
+        chained.link(after_chain)
+        links = [after_group.freeze(), after_chain.freeze()]  # their results, by id
+        await grouped()
+        await chained()
+        assert [await link.get(timeout=10) for link in links] == [[[2, 4], "group"], [3, "chain"]]
+
+
 async def test_map_starmap_and_chunks(app: TaskQ) -> None:
     async with running_worker(app):
         add = t(app, "add")

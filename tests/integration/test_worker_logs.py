@@ -90,7 +90,7 @@ async def test_json_logs_name_the_task_of_each_line(
     assert failure["message"].startswith(f"Task itest.fail[{failed.id}] raised ValueError: boom")
     assert "dead-lettered" not in failure["message"]
     assert failure["traceback"].endswith("ValueError: boom")
-    assert "in fail\n    raise ValueError(message)" in failure["traceback"]
+    assert 'in fail\n    raise ValueError("boom")' in failure["traceback"]
     assert "trace_id" not in failure
     [burial] = [line for line in about(buried.id) if line["level"] == "error"]
     assert burial["message"].endswith("; retries exhausted: dead-lettered")

@@ -78,11 +78,13 @@ async def test_metrics_count_the_tasks_a_drain_ran(
     added = [await producer.send_task("itest.add", [i, i]) for i in range(20)]
     failed = [await producer.send_task("itest.fail", ["boom"]) for _ in range(3)]
     retried = [await producer.send_task("itest.retry_once") for _ in range(2)]
+    replaced = await producer.send_task("itest.add_replaced", [1, 2])  # by add(1, 2) | add(0)
     past = datetime.now(UTC) - timedelta(seconds=1)
     expired = await producer.send_task("itest.add", [1, 1], expires=past)
     unknown = await producer.send_task("itest.nowhere")
     assert [await r.get(timeout=15) for r in added] == [2 * i for i in range(20)]
     assert [await r.get(timeout=15) for r in retried] == [1, 1]
+    assert await replaced.get(timeout=15) == 3
     for result in [*failed, expired, unknown]:
         with pytest.raises(TaskError):
             await result.get(timeout=15)
@@ -90,7 +92,8 @@ async def test_metrics_count_the_tasks_a_drain_ran(
         await result.get(timeout=15)
 
     expected = {
-        ("itest.add", "succeeded"): 20,
+        ("itest.add", "succeeded"): 22,
+        ("itest.add_replaced", "replaced"): 1,
         ("itest.concurrent", "succeeded"): 4,
         ("itest.fail", "failed"): 3,
         ("itest.retry_once", "retried"): 2,
@@ -122,7 +125,7 @@ async def test_metrics_count_the_tasks_a_drain_ran(
     assert value(samples, f"{runtime}_count", **labels) == 4
     assert 3.9 <= value(samples, f"{runtime}_sum", **labels) < 8.0  # timers round to ms
     wait = "taskq_task_queue_wait_seconds_count"
-    assert value(samples, wait, task="itest.add", queue="default") == 21  # revoked included
+    assert value(samples, wait, task="itest.add", queue="default") == 23  # revoked included
     assert value(samples, "taskq_worker_active_tasks") == 0
     scraped = {name for name, _ in samples} | {name.rpartition("_")[0] for name, _ in samples}
     for documented in (DOCS / "operations.md", DOCS / "grafana-dashboard.json"):
