@@ -33,36 +33,37 @@ class LoopWatch:
     def __init__(self, warn_after: float | None) -> None:
         self.warn_after = warn_after
         self.tick = min(warn_after / 2, MAX_TICK) if warn_after else MAX_TICK
-        self._beat = time.monotonic()
+        self._beat: float | None = None  # None until `run` starts beating
         self._loop_thread = threading.get_ident()
         self._culprit: tuple[float, Job] | None = None  # (the beat it blocked after, its job)
         self._warned: collections.deque[str] = collections.deque(maxlen=WARNED_KEPT)
         self._stopped = threading.Event()
 
     def blocked_for(self) -> float:
-        """Seconds the loop is overdue now (0 when its heartbeat is on time)."""
-        return max(0.0, time.monotonic() - self._beat - self.tick)
+        """Seconds the loop is overdue now (0 when its heartbeat is on time, or not started)."""
+        beat = self._beat
+        return 0.0 if beat is None else max(0.0, time.monotonic() - beat - self.tick)
 
     async def run(self) -> None:
         self._loop_thread = threading.get_ident()
-        self._beat = time.monotonic()
+        self._beat = beat = time.monotonic()
         watcher = threading.Thread(target=self._watch, name="taskq-loopwatch", daemon=True)
         watcher.start()
         try:
             while True:
                 await anyio.sleep(self.tick)
                 now = time.monotonic()
-                late = now - self._beat - self.tick
+                late = now - beat - self.tick
                 if self.warn_after is not None and late > self.warn_after:
-                    self._warn(late)
-                self._beat = now
+                    self._warn(beat, late)
+                self._beat = beat = now
                 self._culprit = None
         finally:
             self._stopped.set()
 
-    def _warn(self, seconds: float) -> None:
+    def _warn(self, beat: float, seconds: float) -> None:
         culprit = self._culprit
-        if culprit is None or culprit[0] != self._beat:
+        if culprit is None or culprit[0] != beat:
             logger.warning(
                 "The event loop was blocked for %.1f s: a blocking call in async code?", seconds
             )
@@ -82,7 +83,9 @@ class LoopWatch:
         """The watcher thread: while the heartbeat is late, find the job on the loop's stack."""
         while not self._stopped.wait(self.tick / 2):
             beat = self._beat
-            if time.monotonic() - beat > 1.5 * self.tick and self._culprit is None:
+            if beat is None or self._culprit is not None:
+                continue
+            if time.monotonic() - beat > 1.5 * self.tick:
                 job = _running_job(sys._current_frames().get(self._loop_thread))
                 if job is not None:
                     self._culprit = (beat, job)

@@ -25,8 +25,8 @@ LIVENESS_BOUND = 1.0  # seconds the event loop may be overdue before /healthz fa
 
 class Operations:
     """The loop watch, the metrics (None without a port) and the HTTP port of `worker`: the
-    port is bound at once (an OSError saying why if it cannot be, before the worker waits for
-    its broker) and served by `run`."""
+    port is bound and served at once (an OSError saying why if it cannot be), so that while
+    the worker waits for its broker it is alive and not ready; `run` closes it at the end."""
 
     def __init__(self, worker: Worker, port: int | None) -> None:
         self.port = port
@@ -43,6 +43,7 @@ class Operations:
             )
             routes = {"/metrics": self._scrape, "/healthz": self._healthz, "/readyz": self._readyz}
             self._server = HttpServer(port, routes)
+            self._server.start()  # probes answer while the worker waits for its broker
         # The worker's outermost pipeline stages: the log context outside the metrics, so
         # that whatever the metrics log is about its job.
         self.stages: list[Stage] = (
@@ -52,13 +53,12 @@ class Operations:
             self.stages.append(self.metrics)
 
     async def run(self, broker: Broker) -> None:
-        """Watch the loop and serve the port until cancelled, then close the port."""
+        """Watch the loop and sample the queues until cancelled, then close the port."""
         async with anyio.create_task_group() as services:
             if self.watch.warn_after is not None or self._server is not None:
                 services.start_soon(self.watch.run)
             if self._server is None or self.metrics is None:
                 return
-            self._server.start()
             try:
                 await self.metrics.sample_queues(broker, self._worker.queues)
             finally:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from servers import RedisServer
-from support import WorkerProcess, eventually
+from support import TaskqProcess, WorkerProcess, eventually
 
 from taskq import TaskError, TaskQ
 
@@ -217,13 +217,16 @@ async def test_readyz_fails_once_the_worker_stops_consuming(
     assert worker.wait() == 0
 
 
-async def test_readyz_fails_while_the_broker_is_down(
+async def test_readyz_fails_while_the_broker_is_down_healthz_does_not(
     worker_env: dict[str, str], start_server: Callable[[RedisServer], RedisServer], tmp_path: Path
 ) -> None:
+    """From before the broker is up (the worker waits for it) to an outage and back."""
     redis = start_server(RedisServer(tmp_path / "redis"))
+    redis.stop()
     port = free_port()
     env = {**worker_env, "TASKQ_BROKER_URL": redis.url}
-    worker = WorkerProcess(env, tmp_path / "worker.log", ["--metrics-port", str(port)])
+    args = ["worker", "--metrics-port", str(port)]
+    worker = TaskqProcess(env, tmp_path / "worker.log", args, ready_text="(retry 1/")
 
     def readyz_is(status: int) -> Callable[[], Awaitable[bool]]:
         async def check() -> bool:
@@ -232,7 +235,10 @@ async def test_readyz_fails_while_the_broker_is_down(
         return check
 
     try:
-        await eventually(readyz_is(200))
+        assert (await get(port, "/healthz")).status_code == 200
+        assert (await get(port, "/readyz")).text == "not consuming\n"
+        redis.start()
+        await eventually(readyz_is(200), timeout=30)
         redis.kill()
         await eventually(readyz_is(503), timeout=20)
         assert (await get(port, "/readyz")).text == "the broker did not answer\n"
