@@ -4,7 +4,8 @@ A heartbeat on the loop notes the time every `tick`; a watcher thread looks twic
 While the heartbeat is late (the loop is blocked: a `time.sleep`, a blocking client, heavy
 CPU in an async task), the watcher reads the loop thread's stack for the job being called and
 keeps it. When the loop comes back, the heartbeat measures how long it was away and, past the
-threshold, logs it once per job, naming the task the watcher found.
+threshold, logs it once per job, naming the task the watcher found (a block in no task's
+call, the process paused or collecting garbage, is only a debug line).
 """
 
 from __future__ import annotations
@@ -63,10 +64,8 @@ class LoopWatch:
 
     def _warn(self, beat: float, seconds: float) -> None:
         culprit = self._culprit
-        if culprit is None or culprit[0] != beat:
-            logger.warning(
-                "The event loop was blocked for %.1f s: a blocking call in async code?", seconds
-            )
+        if culprit is None or culprit[0] != beat:  # no task ran: a pause of the process, GC
+            logger.debug("The event loop was blocked for %.1f s, not by a task", seconds)
             return
         message = culprit[1].message
         if message.id in self._warned:
