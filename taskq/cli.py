@@ -21,7 +21,7 @@ import anyio
 import orjson
 import typer
 
-from taskq import dlq, typed_json
+from taskq import dlq, logs, typed_json
 from taskq.app import TaskQ
 from taskq.beat.scheduler import Beat, read_state
 from taskq.control import DEFAULT_TIMEOUT, INSPECT_COMMANDS, CommandOptions, Replies
@@ -211,7 +211,17 @@ async def worker(
     hostname: Annotated[
         str | None, typer.Option("--hostname", "-n", help="This worker's name.")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="Serve /metrics (Prometheus) on this port: taskq[prometheus]."
+        ),
+    ] = None,
     loglevel: LogLevelOption = "info",
+    log_format: Annotated[
+        str | None,
+        typer.Option(help="text, or json: one object per line (default: worker_log_format)."),
+    ] = None,
     beat: Annotated[
         bool, typer.Option("--beat", "-B", help="Also run beat in this process.")
     ] = False,
@@ -220,6 +230,10 @@ async def worker(
     """Run a worker until SIGTERM/SIGINT (warm shutdown; a second signal is cold)."""
     configure_logging(loglevel)
     taskq_app = load_app(app)
+    if log_format is not None:
+        if log_format not in ("text", "json"):
+            raise CommandError(f"--log-format must be text or json, not {log_format!r}")
+        taskq_app.conf.worker_log_format = log_format
     runner = Worker(
         taskq_app,
         queues=split_queues(taskq_app, queues),
@@ -228,7 +242,9 @@ async def worker(
         prefetch_multiplier=prefetch_multiplier,
         shutdown_timeout=shutdown_timeout,
         hostname=hostname,
+        metrics_port=metrics_port,
     )
+    configure_logging(loglevel, taskq_app.conf.worker_log_format, runner.hostname)
     await connect_at_startup(taskq_app)
     async with taskq_app, anyio.create_task_group() as tg:
         await tg.start(_shutdown_on_signals, runner)
@@ -293,11 +309,11 @@ async def _print_entries(app: TaskQ) -> None:
         )
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_format: str = "text", worker: str | None = None) -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise CommandError(f"unknown log level {level!r}")
-    logging.basicConfig(level=numeric, format="[%(asctime)s %(levelname)s %(name)s] %(message)s")
+    logs.configure_logging(numeric, log_format, worker)
 
 
 @cli.command()

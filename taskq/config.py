@@ -47,9 +47,8 @@ CELERY_UNSUPPORTED: dict[str, str] = {
     "worker_state_db": "revocations are kept in the result store, shared by every worker",
     "worker_direct": "there are no per-worker queues; route to a queue a worker consumes",
     "worker_disable_rate_limits": "set no rate_limit (nor task_default_rate_limit) instead",
-    "worker_hijack_root_logger": "taskq's CLI configures logging with --loglevel only",
-    "worker_log_format": "taskq's CLI configures logging with --loglevel only",
-    "worker_task_log_format": "taskq's CLI configures logging with --loglevel only",
+    "worker_hijack_root_logger": "taskq's CLI configures logging (--loglevel, worker_log_format)",
+    "worker_task_log_format": "set worker_log_format='json': each line names its task",
     "worker_redirect_stdouts": "taskq never redirects stdout",
     "result_serializer": "results are always stored as JSON",
     "result_compression": "results are stored uncompressed (task_compression is for arguments)",
@@ -127,6 +126,9 @@ class Settings:
     worker_prefetch_multiplier: int = 4
     worker_shutdown_timeout: float = 30.0
     worker_heartbeat_interval: float = 2.0
+    worker_metrics_port: int | None = None  # serve /metrics there (taskq[prometheus])
+    worker_blocking_warning: float | None = 0.1  # seconds a task may block the event loop
+    worker_log_format: str = "text"  # "json", or a logging format string as Celery's
     beat_schedule: dict[str, Any] = dataclasses.field(default_factory=dict)
     beat_max_loop_interval: float = 300.0
     beat_lease_ttl: float = 10.0
@@ -225,6 +227,22 @@ class Settings:
         max_priority = self.task_queue_max_priority
         if max_priority is not None and not 1 <= max_priority <= 9:
             raise ConfigurationError("task_queue_max_priority must be 1-9 (or None)")
+        port = self.worker_metrics_port
+        if port is not None and (type(port) is not int or not 1 <= port <= 65535):
+            raise ConfigurationError(f"worker_metrics_port must be a port 1-65535, not {port!r}")
+        if not is_timeout(self.worker_blocking_warning):
+            raise ConfigurationError(
+                "worker_blocking_warning must be a positive number of seconds or None, "
+                f"not {self.worker_blocking_warning!r}"
+            )
+        log_format = self.worker_log_format
+        if log_format not in ("text", "json") and not (
+            isinstance(log_format, str) and "%(" in log_format
+        ):
+            raise ConfigurationError(
+                "worker_log_format must be 'text', 'json' or a logging format string"
+                f" such as Celery's, not {log_format!r}"
+            )
         limit = self.broker_pool_limit
         if limit is not None and (type(limit) is not int or limit < 1):
             raise ConfigurationError(

@@ -3,6 +3,8 @@
 A job (`job.Job`: a delivery that passed the worker's intake, or an eager call) goes through
 these, outermost first; each is `async def handle(job, call_next) -> Outcome`:
 
+    log context  (a worker logging JSON) the job its log lines are about
+    metrics      (a worker serving /metrics) counts the outcome, observes wait and runtime
     guard        expired or revoked: settled as REVOKED, nothing below runs
     rate limit   (tasks with a rate_limit) waits for its start, its slot lent meanwhile
     settlement   acks early (unless acks_late) before the run; after it: acks, publishes the

@@ -76,9 +76,13 @@ class Pipeline:
         return handler
 
 
-def standard_pipeline(runtime: Runtime, *, rate_limits: bool = True) -> Pipeline:
-    """The built-in stages in their order (see `taskq.execution`), around the app's middleware."""
-    outer: list[Stage] = [Guard(runtime)]
+def standard_pipeline(
+    runtime: Runtime, *, rate_limits: bool = True, outermost: Sequence[Stage] = ()
+) -> Pipeline:
+    """The built-in stages in their order (see `taskq.execution`), around the app's middleware;
+    `outermost` first (a worker's log context and metrics, when it has them), so they see
+    every outcome."""
+    outer: list[Stage] = [*outermost, Guard(runtime)]
     if rate_limits:
         outer.append(RateLimit(runtime))
     outer.append(Settlement(runtime))

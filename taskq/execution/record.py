@@ -22,6 +22,8 @@ from taskq.workflow import reads_results_next
 
 logger = logging.getLogger("taskq.worker")
 
+DEAD_LETTERED = "; retries exhausted: dead-lettered"
+
 # Results of these types always serialize: nothing to check.
 _PLAIN = frozenset({type(None), bool, int, float, str})
 
@@ -53,14 +55,16 @@ class Record:
                 await writer.record(outcome.meta, wait=stored_first)
             return outcome
         assert outcome.error is not None  # a FAILURE or a RETRY
-        if outcome.status == states.FAILURE:
+        if outcome.status == states.FAILURE:  # with its traceback, in the log as in the store
             logger.error(
-                "Task %s[%s] raised %s: %s (%.3fs)",
+                "Task %s[%s] raised %s: %s (%.3fs)%s",
                 message.task,
                 message.id,
                 type(outcome.error).__name__,
                 outcome.error,
                 outcome.elapsed,
+                DEAD_LETTERED if job.request.retries_exhausted else "",
+                exc_info=outcome.error,
             )
         outcome.meta = failure(job, hostname, outcome.error, status=outcome.status)
         if job.stores_result:

@@ -23,6 +23,8 @@ from taskq.worker.statewriter import StateWriter
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
+    from taskq.execution.pipeline import Stage
+    from taskq.worker.metrics import WorkerMetrics
 
 logger = logging.getLogger("taskq.worker")
 
@@ -45,6 +47,9 @@ class WorkerRuntime:
         chord_counter: ChordCounter | None,
         hostname: str,
         threads: anyio.CapacityLimiter,
+        *,
+        metrics: WorkerMetrics | None = None,
+        outermost: Sequence[Stage] = (),
     ) -> None:
         self.app = app
         self.broker = broker
@@ -56,7 +61,8 @@ class WorkerRuntime:
         self.states = StateWriter(store, app.conf.result_expires)
         self.revoked = RevokedIds(app.control.revoke_ttl)
         self.chord_counter = chord_counter
-        self.pipeline = standard_pipeline(self)
+        self.pipeline = standard_pipeline(self, outermost=outermost)
+        self._metrics = metrics
         self.lend_slot: LendSlot | None = None  # the worker's: see `wait_off_slot`
         self._stored_revocations = Coalescer(self.store.revoked)
         self._revocations_loaded = False
@@ -70,10 +76,10 @@ class WorkerRuntime:
             task = self.app.get_task(message.task)
             task.bind_arguments(message.args, message.kwargs)
         except (MessageError, NotRegisteredError) as exc:
-            await self._reject(delivery, exc)
+            await self._reject(delivery, exc, None)
             return None
         except TypeError as exc:
-            await self._reject(delivery, BadArgumentsError(f"{message.task}: {exc}"))
+            await self._reject(delivery, BadArgumentsError(f"{message.task}: {exc}"), message.task)
             return None
         request = Request(
             message, self.hostname, delivery.queue, delivery.delivery_count, self._exchange
@@ -126,10 +132,13 @@ class WorkerRuntime:
         assert self.lend_slot is not None
         return await self.lend_slot(wait)
 
-    async def _reject(self, delivery: Delivery, error: TaskQError) -> None:
+    async def _reject(self, delivery: Delivery, error: TaskQError, task: str | None) -> None:
+        """Dead-letter a message that cannot run (`task`: its name, if it is registered)."""
         reason = f"{type(error).__name__}: {error}"
         logger.error("Dead-lettered a message from %r: %s", delivery.queue, reason)
         await delivery.dead_letter(reason)
+        if self._metrics is not None:
+            self._metrics.rejected(task, delivery.queue)
         task_id = peek_id(delivery.body)
         if task_id is not None:
             await self.states.write(TaskMeta.from_exception(task_id, error, worker=self.hostname))

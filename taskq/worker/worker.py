@@ -34,6 +34,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from taskq.brokers.base import Broker, Delivery
 from taskq.execution.job import Job
 from taskq.execution.settlement import settle_lost
+from taskq.urls import masked_url
+from taskq.worker.ops import Operations
 from taskq.worker.remote import RemoteControl
 from taskq.worker.runtime import WorkerRuntime, event_loop_name
 
@@ -70,8 +72,10 @@ class Worker:
         prefetch_multiplier: int | None = None,
         shutdown_timeout: float | None = None,
         hostname: str | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         conf = app.conf
+        conf.validate()  # before the metrics port is bound from it
         self.app = app
         self.queues = list(queues or conf.default_queues())
         self.concurrency = concurrency or conf.worker_concurrency
@@ -96,6 +100,22 @@ class Worker:
         send, receive = anyio.create_memory_object_stream[Work](max_buffer_size=math.inf)
         self._work_in: MemoryObjectSendStream[Work] = send
         self._work_out: MemoryObjectReceiveStream[Work] = receive
+        self._ops = Operations(self, metrics_port or conf.worker_metrics_port)
+
+    @property
+    def active_tasks(self) -> int:
+        """Tasks running now (waiting for their rate limit included)."""
+        return len(self._running)
+
+    @property
+    def consuming(self) -> bool:
+        """Ready and not stopping."""
+        return self.ready.is_set() and not self._stopping
+
+    @property
+    def prefetched(self) -> int:
+        """Messages reserved, not started yet."""
+        return max(0, len(self._held) - len(self._running))
 
     def stop(self) -> None:
         """Warm shutdown: finish running tasks (within the timeout), return the rest."""
@@ -125,19 +145,22 @@ class Worker:
         store = await self.app.connected_store()
         threads = anyio.CapacityLimiter(self.threads)
         chords = await self.app.chord_counter()
-        runtime = WorkerRuntime(self.app, broker, store, chords, self.hostname, threads)
+        ops = self._ops
+        runtime = WorkerRuntime(
+            self.app,
+            broker,
+            store,
+            chords,
+            self.hostname,
+            threads,
+            metrics=ops.metrics,
+            outermost=ops.stages,
+        )
         runtime.lend_slot = self._lend_slot
         self._runtime = runtime
-        logger.info(
-            "Worker %s ready: queues %s, concurrency %d, threads %d, prefetch %d, loop %s",
-            self.hostname,
-            ",".join(self.queues),
-            self.concurrency,
-            self.threads,
-            self.prefetch,
-            event_loop_name(),
-        )
         async with anyio.create_task_group() as services:
+            services.start_soon(self._ops.run, broker)
+            self._log_ready()
             services.start_soon(runtime.states.run)
             services.start_soon(self._renew_leases, broker.options.visibility_timeout)
             services.start_soon(RemoteControl(self, broker, runtime).run)
@@ -150,6 +173,25 @@ class Worker:
             services.cancel_scope.cancel()
         await self.app.middleware.worker_stop(self)
         logger.info("Worker %s stopped", self.hostname)
+
+    def _log_ready(self) -> None:
+        """The ready line: what the worker consumes and how, where, and its tasks (Celery's
+        banner on one line)."""
+        app = self.app
+        logger.info(
+            "Worker %s ready: queues %s, concurrency %d, threads %d, prefetch %d, loop %s,"
+            " broker %s, results %s%s, tasks: %s",
+            self.hostname,
+            ",".join(self.queues),
+            self.concurrency,
+            self.threads,
+            self.prefetch,
+            event_loop_name(),
+            masked_url(app.broker_url),
+            masked_url(app.result_backend_url),
+            f", metrics on port {self._ops.port}" if self._ops.port else "",
+            ", ".join(app.user_tasks()) or "none",
+        )
 
     async def _serve_until_stopped(self, broker: Broker, runtime: WorkerRuntime) -> None:
         """Consume into the task loops until `stop()`, then shut them down (see the module)."""

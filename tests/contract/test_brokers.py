@@ -292,6 +292,16 @@ async def test_eta_delays_delivery(broker: Broker) -> None:
         assert time.time() >= eta - 0.05
 
 
+async def test_scheduled_length_counts_what_is_not_due(broker: Broker) -> None:
+    await broker.publish(new_message(eta=time.time() + 30), "q")
+    await broker.publish(new_message(), "q")
+    assert await broker.scheduled_length("q") == 1
+    async with consuming(broker) as deliveries:
+        await (await expect(deliveries)).nack(delay=30)
+    assert (await broker.scheduled_length("q"), await broker.queue_length("q")) == (2, 2)
+    assert await broker.scheduled_length("other") == 0
+
+
 async def test_priorities_then_fifo(broker: Broker) -> None:
     priorities = [0, 5, None, 9, 5]
     messages = [new_message(priority=p) for p in priorities]

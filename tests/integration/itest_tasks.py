@@ -4,6 +4,7 @@ The broker comes from TASKQ_BROKER_URL, so the same module serves every broker.
 """
 
 import json
+import logging
 import os
 import threading
 import time
@@ -157,3 +158,30 @@ async def nap(worker: Worker, seconds: dict[str, float]) -> str:
     not named): a worker slow to answer, on demand."""
     await anyio.sleep(seconds.get(worker.hostname, 0.0))
     return worker.hostname
+
+
+# -- operating a worker (tests/integration/test_worker_ops.py, test_worker_logs.py) ----
+
+
+@app.task(name="itest.fail_to_dead_letters", autoretry_for=(ValueError,), max_retries=0)
+async def fail_to_dead_letters(message: str) -> None:
+    raise ValueError(message)
+
+
+@app.task(name="itest.log_inside")
+async def log_inside(text: str) -> None:
+    logging.getLogger("itest").info("inside: %s", text)
+
+
+@app.task(name="itest.retry_once", bind=True)
+async def retry_once(self) -> int:  # type: ignore[no-untyped-def]
+    """Asks for one retry, then succeeds: returns the retries it took."""
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+    return int(self.request.retries)
+
+
+@app.task(name="itest.block_loop")
+async def block_loop(seconds: float) -> None:
+    """The mistake of code ported from Celery: a blocking call in an async task."""
+    time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point

@@ -189,12 +189,22 @@ def test_store_follows_the_broker() -> None:
         ({"broker_connection_retry_on_startup": "no"}, "broker_connection_retry_on_startup"),
         ({"broker_publish_timeout": 0}, "broker_publish_timeout"),
         ({"broker_publish_timeout": "5"}, "broker_publish_timeout"),
+        ({"worker_blocking_warning": 0}, "worker_blocking_warning"),
+        ({"worker_metrics_port": 70000}, "worker_metrics_port"),
+        ({"worker_metrics_port": "9808"}, "worker_metrics_port"),
+        ({"worker_log_format": "yaml"}, "worker_log_format must be 'text', 'json' or a logging"),
     ],
 )
 async def test_invalid_values_fail_on_connect(settings: dict[str, object], match: str) -> None:
     app = TaskQ("a", broker="memory://bad-values", **settings)
     with pytest.raises(ConfigurationError, match=match):
         await app.connect()
+
+
+async def test_worker_log_format_takes_celerys_format_strings() -> None:
+    celery_format = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+    async with TaskQ("a", broker="memory://log-format", worker_log_format=celery_format) as app:
+        assert app.conf.worker_log_format == celery_format
 
 
 @pytest.mark.parametrize("url", ["nosuch://x", "localhost:6379", "sqlite://", "sqlite:///"])
