@@ -225,6 +225,12 @@ async def worker(
     beat: Annotated[
         bool, typer.Option("--beat", "-B", help="Also run beat in this process.")
     ] = False,
+    task_events: Annotated[
+        bool,
+        typer.Option(
+            "--task-events", "-E", help="Send task events (worker_send_task_events): taskq events."
+        ),
+    ] = False,
     loop: LoopOption = "auto",  # taken by run_command, which starts the event loop
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (warm shutdown; a second signal is cold)."""
@@ -243,6 +249,7 @@ async def worker(
         shutdown_timeout=shutdown_timeout,
         hostname=hostname,
         metrics_port=metrics_port,
+        send_events=True if task_events else None,
     )
     configure_logging(loglevel, taskq_app.conf.worker_log_format, runner.hostname)
     await connect_at_startup(taskq_app)
@@ -507,6 +514,37 @@ TimeoutOption = Annotated[
     float, typer.Option(min=0.001, help="Seconds to wait for the workers' replies.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the replies as one JSON object.")]
+
+
+@cli.command("events")
+@run_command
+async def events(
+    app: AppOption,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line, as sent.")
+    ] = False,
+    task_id: Annotated[
+        str | None, typer.Option("--task", help="Only the events of this task id.")
+    ] = None,
+) -> None:
+    """Print the task events as they come (workers run with -E; task-sent with
+    task_send_sent_event) until interrupted."""
+    taskq_app = load_app(app)
+    async with taskq_app:
+        async for event in taskq_app.events.receive(task_id=task_id):
+            typer.echo(orjson.dumps(event).decode() if as_json else format_event(event))
+
+
+def format_event(event: dict[str, Any]) -> str:
+    """`time type name[uuid] key=value...`, the fields every event has left out."""
+    when = datetime.fromtimestamp(float(event.get("timestamp") or 0), UTC)
+    common = {"type", "uuid", "hostname", "timestamp", "pid", "clock", "name", "traceback"}
+    rest = " ".join(
+        f"{key}={value}" for key, value in event.items() if key not in common and value is not None
+    )
+    name = f"{event['name']}" if event.get("name") else ""
+    line = f"{when:%H:%M:%S.%f}"[:-3] + f" {event.get('hostname')} {event.get('type')}"
+    return f"{line} {name}[{event.get('uuid')}] {rest}".rstrip()
 
 
 @cli.command("inspect")

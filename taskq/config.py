@@ -36,14 +36,11 @@ QUEUE_OPTIONS = frozenset(
 # Celery settings taskq does not take (yet), and why: naming one is an error that says so,
 # so a celeryconfig.py never loads with a line that quietly does nothing.
 _RECYCLING = "a worker is one process; recycling comes with the process model"
-_NO_TASK_EVENTS = "taskq sends no task events (yet); workers announce themselves (taskq status)"
 CELERY_UNSUPPORTED: dict[str, str] = {
     "worker_max_tasks_per_child": _RECYCLING,
     "worker_max_memory_per_child": _RECYCLING,
     "worker_pool": "tasks run on the event loop, or in threads for plain functions",
     "worker_autoscaler": "set worker_concurrency; autoscaling comes with the process model",
-    "worker_send_task_events": _NO_TASK_EVENTS,
-    "task_send_sent_event": _NO_TASK_EVENTS,
     "worker_state_db": "revocations are kept in the result store, shared by every worker",
     "worker_direct": "there are no per-worker queues; route to a queue a worker consumes",
     "worker_disable_rate_limits": "set no rate_limit (nor task_default_rate_limit) instead",
@@ -129,6 +126,8 @@ class Settings:
     worker_metrics_port: int | None = None  # serve /metrics there (taskq[prometheus])
     worker_blocking_warning: float | None = 0.1  # seconds a task may block the event loop
     worker_log_format: str = "text"  # "json", or a logging format string as Celery's
+    worker_send_task_events: bool = False  # task events (taskq.events); `taskq worker -E`
+    task_send_sent_event: bool = False  # producers send task-sent events
     beat_schedule: dict[str, Any] = dataclasses.field(default_factory=dict)
     beat_max_loop_interval: float = 300.0
     beat_lease_ttl: float = 10.0

@@ -2,7 +2,7 @@
 worker's services): the loop watch (`taskq.worker.loopwatch`: a task that blocks the event
 loop is logged), and on `worker_metrics_port` (`--metrics-port`) an HTTP port with /metrics in
 Prometheus' text format (`taskq.worker.metrics`, the queues sampled for it), /healthz and
-/readyz."""
+/readyz; with `worker_send_task_events` (`-E`), the task events (`taskq.events`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from taskq.events import EventSender, TaskEvents
 from taskq.execution.logcontext import LogContext
 from taskq.worker.http import HttpServer, Response
 from taskq.worker.loopwatch import LoopWatch
@@ -28,7 +29,7 @@ class Operations:
     port is bound and served at once (an OSError saying why if it cannot be), so that while
     the worker waits for its broker it is alive and not ready; `run` closes it at the end."""
 
-    def __init__(self, worker: Worker, port: int | None) -> None:
+    def __init__(self, worker: Worker, port: int | None, send_events: bool = False) -> None:
         self.port = port
         self.watch = LoopWatch(worker.app.conf.worker_blocking_warning)
         self.metrics: WorkerMetrics | None = None
@@ -51,10 +52,25 @@ class Operations:
         )
         if self.metrics is not None:
             self.stages.append(self.metrics)
+        # Task events (`-E`): task-revoked outermost (the guard's outcomes too), the run's
+        # outcome inside the settlement (before a retry is published), task-started next to
+        # the call.
+        self.events: EventSender | None = None
+        self.settled_stages: list[Stage] = []
+        self.inner_stages: list[Stage] = []
+        if send_events:
+            self.events = EventSender(worker.hostname)
+            events = TaskEvents(self.events)
+            self.stages.append(events.revoked)
+            self.settled_stages.append(events)
+            self.inner_stages.append(events.started)
 
     async def run(self, broker: Broker) -> None:
-        """Watch the loop and sample the queues until cancelled, then close the port."""
+        """Watch the loop, send the task events and sample the queues until cancelled, then
+        close the port."""
         async with anyio.create_task_group() as services:
+            if self.events is not None:
+                services.start_soon(self.events.run, broker)
             if self.watch.warn_after is not None or self._server is not None:
                 services.start_soon(self.watch.run)
             if self._server is None or self.metrics is None:

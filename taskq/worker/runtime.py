@@ -23,6 +23,7 @@ from taskq.worker.statewriter import StateWriter
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
+    from taskq.events import EventSender
     from taskq.execution.pipeline import Stage
     from taskq.worker.metrics import WorkerMetrics
 
@@ -50,6 +51,9 @@ class WorkerRuntime:
         *,
         metrics: WorkerMetrics | None = None,
         outermost: Sequence[Stage] = (),
+        settled: Sequence[Stage] = (),
+        innermost: Sequence[Stage] = (),
+        events: EventSender | None = None,
     ) -> None:
         self.app = app
         self.broker = broker
@@ -61,8 +65,11 @@ class WorkerRuntime:
         self.states = StateWriter(store, app.conf.result_expires)
         self.revoked = RevokedIds(app.control.revoke_ttl)
         self.chord_counter = chord_counter
-        self.pipeline = standard_pipeline(self, outermost=outermost)
+        self.pipeline = standard_pipeline(
+            self, outermost=outermost, settled=settled, innermost=innermost
+        )
         self._metrics = metrics
+        self._events = events
         self.lend_slot: LendSlot | None = None  # the worker's: see `wait_off_slot`
         self._stored_revocations = Coalescer(self.store.revoked)
         self._revocations_loaded = False
@@ -81,6 +88,8 @@ class WorkerRuntime:
         except TypeError as exc:
             await self._reject(delivery, BadArgumentsError(f"{message.task}: {exc}"), message.task)
             return None
+        if self._events is not None:
+            self._events.received(message)
         request = Request(
             message, self.hostname, delivery.queue, delivery.delivery_count, self._exchange
         )
@@ -140,5 +149,7 @@ class WorkerRuntime:
         if self._metrics is not None:
             self._metrics.rejected(task, delivery.queue)
         task_id = peek_id(delivery.body)
+        if self._events is not None:
+            self._events.rejected(task_id, delivery.queue, reason)
         if task_id is not None:
             await self.states.write(TaskMeta.from_exception(task_id, error, worker=self.hostname))

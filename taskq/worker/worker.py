@@ -73,6 +73,7 @@ class Worker:
         shutdown_timeout: float | None = None,
         hostname: str | None = None,
         metrics_port: int | None = None,
+        send_events: bool | None = None,
     ) -> None:
         conf = app.conf
         conf.validate()  # before the metrics port is bound from it
@@ -100,7 +101,8 @@ class Worker:
         send, receive = anyio.create_memory_object_stream[Work](max_buffer_size=math.inf)
         self._work_in: MemoryObjectSendStream[Work] = send
         self._work_out: MemoryObjectReceiveStream[Work] = receive
-        self._ops = Operations(self, metrics_port or conf.worker_metrics_port)
+        self.send_events = conf.worker_send_task_events if send_events is None else send_events
+        self._ops = Operations(self, metrics_port or conf.worker_metrics_port, self.send_events)
 
     @property
     def active_tasks(self) -> int:
@@ -155,6 +157,9 @@ class Worker:
             threads,
             metrics=ops.metrics,
             outermost=ops.stages,
+            settled=ops.settled_stages,
+            innermost=ops.inner_stages,
+            events=ops.events,
         )
         runtime.lend_slot = self._lend_slot
         self._runtime = runtime

@@ -1,0 +1,298 @@
+"""Task events, with Celery's names and fields, on the broker's broadcast channel `EVENTS_CHANNEL`.
+
+A worker run with `worker_send_task_events` (`taskq worker -E`) sends `task-received`,
+`task-started`, `task-succeeded`, `task-failed`, `task-retried`, `task-revoked` and
+`task-rejected`; a producer with `task_send_sent_event` sends `task-sent`. Every event has
+`type`, `uuid` (the task's id), `hostname`, `timestamp` (epoch seconds), `pid` and `clock` (a
+counter of its sender's, increasing by one per event). A payload on the channel is a JSON list
+of events: a worker sends what one turn of its event loop produced as one broadcast
+(`EventSender`), a producer one per batch of messages it publishes.
+
+`app.events.receive()` reads them (`taskq events` prints them). Events are live: like the
+control channel's broadcasts, what was sent before a receiver subscribed is not read back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import AsyncIterator, Collection, Sequence
+from reprlib import Repr
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import orjson
+
+from taskq import states
+from taskq.control import greet_until_heard
+from taskq.execution.job import CallNext, Job, Outcome
+
+if TYPE_CHECKING:
+    from taskq.app import TaskQ
+    from taskq.brokers.base import Broker
+    from taskq.message import Message
+
+logger = logging.getLogger("taskq.events")
+
+EVENTS_CHANNEL = "events"
+SENT, RECEIVED, STARTED = "task-sent", "task-received", "task-started"
+SUCCEEDED, FAILED, RETRIED = "task-succeeded", "task-failed", "task-retried"
+REVOKED, REJECTED = "task-revoked", "task-rejected"
+TASK_EVENTS = (SENT, RECEIVED, STARTED, SUCCEEDED, FAILED, RETRIED, REVOKED, REJECTED)
+FLUSH_TIMEOUT = 5.0  # seconds a stopping worker gives its last events
+
+_repr = Repr()
+_repr.maxstring = _repr.maxother = 1024
+_repr.maxlevel = 4
+saferepr = _repr.repr  # args, kwargs and results travel as bounded reprs, as Celery's
+
+
+class EventSender:
+    """Sends events from `hostname`: `send` buffers one; the buffer goes out as one broadcast
+    on the next turn of the event loop (`run(broker)`, a worker service, publishes it)."""
+
+    def __init__(self, hostname: str) -> None:
+        self._broker: Broker | None = None
+        self.hostname = hostname
+        self._pid = os.getpid()
+        self._clock = 0
+        self._buffer: list[dict[str, Any]] = []
+        self._wake = anyio.Event()
+        self._scheduled = False
+
+    def event(self, kind: str, task_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        self._clock += 1
+        return {
+            "type": kind,
+            "uuid": task_id,
+            "hostname": self.hostname,
+            "timestamp": time.time(),
+            "pid": self._pid,
+            "clock": self._clock,
+            **fields,
+        }
+
+    def send(self, kind: str, task_id: str, **fields: Any) -> None:
+        self._buffer.append(self.event(kind, task_id, fields))
+        if not self._scheduled:  # the first of this turn: wake `run` once the turn is over
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._wake.set)
+
+    async def run(self, broker: Broker) -> None:
+        """Publish each turn's events until cancelled, then what is left."""
+        self._broker = broker
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                self._scheduled = False
+                await self._publish()
+        finally:
+            with anyio.move_on_after(FLUSH_TIMEOUT, shield=True):
+                await self._publish()
+
+    async def _publish(self) -> None:
+        batch, self._buffer = self._buffer, []
+        if not batch or self._broker is None:
+            return
+        try:
+            await self._broker.broadcast(EVENTS_CHANNEL, orjson.dumps(batch))
+        except Exception as exc:  # the broker is down: these events are lost, as Celery's
+            logger.warning("Could not send %d task event(s): %s", len(batch), exc)
+
+    # -- what the worker reports -------------------------------------------------------
+
+    def received(self, message: Message) -> None:
+        self.send(
+            RECEIVED,
+            message.id,
+            name=message.task,
+            args=saferepr(message.args),
+            kwargs=saferepr(message.kwargs),
+            retries=message.retries,
+            eta=message.eta,
+            expires=message.expires,
+            root_id=message.root_id,
+            parent_id=message.parent_id,
+        )
+
+    def rejected(self, task_id: str | None, queue: str, reason: str) -> None:
+        """A message dead-lettered unrun (malformed, an unknown task, bad arguments)."""
+        self.send(
+            REJECTED, task_id or "", requeue=False, dead_lettered=True, reason=reason, queue=queue
+        )
+
+
+def sent_events(messages: Sequence[Message]) -> bytes:
+    """The `task-sent` events of a batch of published messages, as one payload."""
+    pid, now, hostname = os.getpid(), time.time(), f"{os.getpid()}@{socket.gethostname()}"
+    return orjson.dumps(
+        [
+            {
+                "type": SENT,
+                "uuid": message.id,
+                "hostname": hostname,
+                "timestamp": now,
+                "pid": pid,
+                "clock": index,
+                "name": message.task,
+                "args": saferepr(message.args),
+                "kwargs": saferepr(message.kwargs),
+                "retries": message.retries,
+                "eta": message.eta,
+                "expires": message.expires,
+                "queue": message.queue,
+                "exchange": message.exchange,
+                "routing_key": message.routing_key or message.queue,
+                "root_id": message.root_id,
+                "parent_id": message.parent_id,
+            }
+            for index, message in enumerate(messages, 1)
+        ]
+    )
+
+
+def _error_fields(error: BaseException | None) -> dict[str, Any]:
+    if error is None:
+        return {"exception": None, "traceback": None}
+    return {
+        "exception": repr(error),
+        "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
+    }
+
+
+class TaskEvents:
+    """The pipeline stages of the task events. This one, first inside the settlement (before
+    a retry is published, so that its `task-retried` comes before the retry's
+    `task-received`): the run's outcome. `revoked`, outermost: `task-revoked` for the guard's
+    outcomes and a run terminated. `started`, innermost: `task-started` as the function is
+    called."""
+
+    def __init__(self, sender: EventSender) -> None:
+        self.sender = sender
+        self.revoked = _Revoked(sender)
+        self.started = _Started(sender)
+
+    def applies_to(self, task: Any) -> bool:
+        return True
+
+    async def handle(self, job: Job, call_next: CallNext) -> Outcome:
+        outcome = await call_next(job)
+        status, send, task_id = outcome.status, self.sender.send, job.message.id
+        if status == states.SUCCESS:
+            send(SUCCEEDED, task_id, result=saferepr(outcome.value), runtime=outcome.elapsed)
+        elif status == states.FAILURE:
+            send(FAILED, task_id, runtime=outcome.elapsed, **_error_fields(outcome.error))
+        elif status == states.RETRY:
+            send(RETRIED, task_id, **_error_fields(outcome.error))
+        return outcome
+
+
+class _Revoked:
+    def __init__(self, sender: EventSender) -> None:
+        self._sender = sender
+
+    def applies_to(self, task: Any) -> bool:
+        return True
+
+    async def handle(self, job: Job, call_next: CallNext) -> Outcome:
+        try:
+            outcome = await call_next(job)
+        except anyio.get_cancelled_exc_class():
+            if job.terminated:
+                self._send(job, terminated=True, expired=False)
+            raise
+        if outcome.status == states.REVOKED:
+            self._send(job, terminated=False, expired=str(outcome.error) == "expired")
+        return outcome
+
+    def _send(self, job: Job, *, terminated: bool, expired: bool) -> None:
+        self._sender.send(
+            REVOKED, job.message.id, terminated=terminated, expired=expired, signum=None
+        )
+
+
+class _Started:
+    def __init__(self, sender: EventSender) -> None:
+        self._sender = sender
+
+    def applies_to(self, task: Any) -> bool:
+        return True
+
+    def handle(self, job: Job, call_next: CallNext) -> Any:
+        self._sender.send(STARTED, job.message.id)
+        return call_next(job)
+
+
+class Events:
+    """`app.events`: reading the task events."""
+
+    def __init__(self, app: TaskQ) -> None:
+        self._app = app
+
+    async def receive(
+        self,
+        types: Collection[str] | None = None,
+        *,
+        task_id: str | None = None,
+        ready: anyio.Event | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The task events sent from about now on, in the order each sender sent them (only
+        `types`, or those of `task_id`, if given), until the caller stops iterating.
+
+        `ready` is set once the subscription is in place (a greeting of its own was heard
+        back): every event sent after that is received."""
+        wanted = None if types is None else frozenset(types)
+        unknown = sorted((wanted or set()) - set(TASK_EVENTS))
+        if unknown:
+            raise ValueError(f"unknown event type(s) {unknown}: the types are {list(TASK_EVENTS)}")
+        broker = await self._app.connected_broker()
+        subscription = broker.subscribe(EVENTS_CHANNEL)
+        greeting = orjson.dumps({"listening": uuid.uuid4().hex})  # an object: not a batch
+        early: list[bytes] = []  # what came before the greeting
+        try:
+            heard = anyio.Event()
+            async with anyio.create_task_group() as greeter:
+                greeter.start_soon(greet_until_heard, broker, EVENTS_CHANNEL, greeting, heard)
+                async for payload in subscription:
+                    if payload == greeting:
+                        heard.set()
+                        break
+                    early.append(payload)
+            if ready is not None:
+                ready.set()
+            for payload in early:
+                for event in _events(payload, wanted, task_id):
+                    yield event
+            early.clear()
+            async for payload in subscription:
+                for event in _events(payload, wanted, task_id):
+                    yield event
+        finally:
+            with anyio.CancelScope(shield=True):
+                await subscription.aclose()
+
+
+def _events(
+    payload: bytes, wanted: frozenset[str] | None, task_id: str | None
+) -> list[dict[str, Any]]:
+    """The events of a payload that are asked for; none from one that is not a batch."""
+    try:
+        batch = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        logger.warning("Ignored a malformed event payload: %r", payload[:200])
+        return []
+    if not isinstance(batch, list):
+        return []  # a receiver's greeting
+    return [
+        event
+        for event in batch
+        if isinstance(event, dict)
+        and (wanted is None or event.get("type") in wanted)
+        and (task_id is None or event.get("uuid") == task_id)
+    ]
