@@ -122,6 +122,9 @@ def plan(options: Options) -> list[Case]:
     return [case for case in cases if options.selected(case)]
 
 
+SETTING_PREFIX = "BENCH_SETTING_"
+
+
 def interpreter(library: Library) -> Path:
     return venvs.ensure(library.name) if library.peer else Path(sys.executable)
 
@@ -135,6 +138,15 @@ def _environment(case: Case, srv: servers.Servers, scratch: Path) -> dict[str, s
         "amqp": srv.amqp_url or "",
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKQ_", "BENCH_"))}
+    # BENCH_SETTING_<NAME>=value sets TASKQ_<NAME> for the run (its worker's settings): a
+    # figure with a feature on, such as BENCH_SETTING_WORKER_SEND_TASK_EVENTS=true.
+    env.update(
+        {
+            "TASKQ_" + k.removeprefix(SETTING_PREFIX): v
+            for k, v in os.environ.items()
+            if k.startswith(SETTING_PREFIX)
+        }
+    )
     env.update({PROBE_URL: srv.redis_url, RESULT_URL: srv.redis_url})
     env.update({BROKER_URL: urls[case.broker], "PYTHONPATH": str(servers.ROOT)})
     return env

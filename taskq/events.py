@@ -22,7 +22,6 @@ import time
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Collection, Sequence
-from reprlib import Repr
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -39,22 +38,33 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("taskq.events")
 
-EVENTS_CHANNEL = "events"
+EVENTS_CHANNEL = "taskq.events"
 SENT, RECEIVED, STARTED = "task-sent", "task-received", "task-started"
 SUCCEEDED, FAILED, RETRIED = "task-succeeded", "task-failed", "task-retried"
 REVOKED, REJECTED = "task-revoked", "task-rejected"
 TASK_EVENTS = (SENT, RECEIVED, STARTED, SUCCEEDED, FAILED, RETRIED, REVOKED, REJECTED)
 FLUSH_TIMEOUT = 5.0  # seconds a stopping worker gives its last events
+# A worker publishes its buffer at most this often (seconds): a busy one sends one payload
+# per interval, not one per loop turn, and an event is at most this late.
+PUBLISH_INTERVAL = 0.01
 
-_repr = Repr()
-_repr.maxstring = _repr.maxother = 1024
-_repr.maxlevel = 4
-saferepr = _repr.repr  # args, kwargs and results travel as bounded reprs, as Celery's
+REPR_LIMIT = 1024  # characters of an argument's or a result's repr in an event
+
+
+def saferepr(value: Any) -> str:
+    """`repr(value)` cut at `REPR_LIMIT` (args, kwargs and results travel as reprs, as
+    Celery's); one that raises is named by its type."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
+    return text if len(text) <= REPR_LIMIT else text[: REPR_LIMIT - 3] + "..."
 
 
 class EventSender:
     """Sends events from `hostname`: `send` buffers one; the buffer goes out as one broadcast
-    on the next turn of the event loop (`run(broker)`, a worker service, publishes it)."""
+    once the event loop's turn is over (`run(broker)`, a worker service, publishes it), at
+    most once per `PUBLISH_INTERVAL`."""
 
     def __init__(self, hostname: str) -> None:
         self._broker: Broker | None = None
@@ -65,20 +75,11 @@ class EventSender:
         self._wake = anyio.Event()
         self._scheduled = False
 
-    def event(self, kind: str, task_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-        self._clock += 1
-        return {
-            "type": kind,
-            "uuid": task_id,
-            "hostname": self.hostname,
-            "timestamp": time.time(),
-            "pid": self._pid,
-            "clock": self._clock,
-            **fields,
-        }
-
     def send(self, kind: str, task_id: str, **fields: Any) -> None:
-        self._buffer.append(self.event(kind, task_id, fields))
+        self._clock += 1
+        fields["type"], fields["uuid"], fields["hostname"] = kind, task_id, self.hostname
+        fields["timestamp"], fields["pid"], fields["clock"] = time.time(), self._pid, self._clock
+        self._buffer.append(fields)
         if not self._scheduled:  # the first of this turn: wake `run` once the turn is over
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._wake.set)
@@ -89,9 +90,11 @@ class EventSender:
         try:
             while True:
                 await self._wake.wait()
+                began = time.monotonic()
                 self._wake = anyio.Event()
                 self._scheduled = False
                 await self._publish()
+                await anyio.sleep(max(0.0, PUBLISH_INTERVAL - (time.monotonic() - began)))
         finally:
             with anyio.move_on_after(FLUSH_TIMEOUT, shield=True):
                 await self._publish()

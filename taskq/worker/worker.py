@@ -194,7 +194,8 @@ class Worker:
             event_loop_name(),
             masked_url(app.broker_url),
             masked_url(app.result_backend_url),
-            f", metrics on port {self._ops.port}" if self._ops.port else "",
+            (f", metrics on port {self._ops.port}" if self._ops.port else "")
+            + (", task events" if self.send_events else ""),
             ", ".join(app.user_tasks()) or "none",
         )
 

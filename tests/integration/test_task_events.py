@@ -13,6 +13,7 @@ import pytest
 from support import eventually
 
 from taskq import TaskQ
+from taskq.events import EVENTS_CHANNEL
 from taskq.testing import running_worker
 
 pytestmark = pytest.mark.integration
@@ -144,7 +145,7 @@ async def test_no_events_unless_asked(app_settings: dict[str, Any]) -> None:
         marker = await app.send_task("ev.add", args=[0, 0])
         broker = await app.connected_broker()
         payload = [{"type": "task-sent", "uuid": marker.id, "hostname": "x"}]
-        await broker.broadcast("events", orjson.dumps(payload))
+        await broker.broadcast(EVENTS_CHANNEL, orjson.dumps(payload))
         await eventually(lambda: _async(bool(of(events, marker.id))))
         assert of(events, result.id) == []
 
