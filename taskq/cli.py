@@ -526,12 +526,21 @@ async def events(
     task_id: Annotated[
         str | None, typer.Option("--task", help="Only the events of this task id.")
     ] = None,
+    loglevel: LogLevelOption = "warning",
 ) -> None:
     """Print the task events as they come (workers run with -E; task-sent with
     task_send_sent_event) until interrupted."""
+    configure_logging(loglevel)
     taskq_app = load_app(app)
-    async with taskq_app:
-        async for event in taskq_app.events.receive(task_id=task_id):
+    listening = anyio.Event()
+
+    async def say_listening() -> None:
+        await listening.wait()
+        typer.echo("Listening for task events (Ctrl-C to stop)", err=True)
+
+    async with taskq_app, anyio.create_task_group() as tg:
+        tg.start_soon(say_listening)
+        async for event in taskq_app.events.receive(task_id=task_id, ready=listening):
             typer.echo(orjson.dumps(event).decode() if as_json else format_event(event))
 
 

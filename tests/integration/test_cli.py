@@ -16,6 +16,7 @@ import anyio
 import orjson
 import pytest
 from servers import RabbitMQServer, RedisServer
+from support import TaskqProcess, WorkerProcess, wait_for
 
 import taskq
 from taskq import TaskQ
@@ -297,3 +298,37 @@ async def test_dlq_finds_a_letter_by_its_letter_id_or_its_task_id(
                 f"Error: no dead letter has letter_id or task id {second.id!r}"
                 f" in queue(s) {queue}, {other}"
             )
+
+
+def test_events_tails_a_worker_run_with_e(worker_env: dict[str, str], tmp_path: Path) -> None:
+    """`taskq events --json` prints, one JSON object per line, the events of a task run by a
+    `taskq worker -E`, in order; the text form names the task."""
+    worker = WorkerProcess(worker_env, tmp_path / "worker.log", ["-E"])
+    as_json = TaskqProcess(worker_env, tmp_path / "json.log", ["events", "--json"], "Listening")
+    as_text = TaskqProcess(worker_env, tmp_path / "text.log", ["events"], "Listening")
+    try:
+        sent = run_taskq(
+            worker_env, "call", "itest.add", "--args", "[2, 3]", "-A", "itest_tasks:app"
+        )
+        assert sent.returncode == 0, sent.stderr
+        task_id = sent.stdout.strip()
+
+        def lines() -> list[dict[str, Any]]:
+            found = [
+                orjson.loads(line) for line in as_json.output().splitlines() if line[:1] == "{"
+            ]
+            return [event for event in found if event["uuid"] == task_id]
+
+        wait_for(lambda: [e["type"] for e in lines()][-1:] == ["task-succeeded"])
+        received, started, succeeded = lines()
+        assert [received["type"], started["type"]] == ["task-received", "task-started"]
+        assert (received["name"], received["args"], succeeded["result"]) == (
+            "itest.add",
+            "[2, 3]",
+            "5",
+        )
+        wait_for(lambda: f"task-succeeded [{task_id}] result=5" in as_text.output())
+        assert f"task-received itest.add[{task_id}] args=[2, 3]" in as_text.output()
+    finally:
+        for process in (as_json, as_text, worker):
+            process.stop()

@@ -339,3 +339,16 @@ def test_coming_from_celery_lists_every_refused_setting() -> None:
 def test_broker_pool_limit_is_refused_with_redis_cluster() -> None:
     with pytest.raises(ConfigurationError, match="broker_pool_limit is not supported with Redis"):
         RedisSettings.parse("redis://127.0.0.1:7000/0?cluster=true", {}, 10)
+
+
+def test_celery_task_event_settings_are_taken() -> None:
+    """`worker_send_task_events` and `task_send_sent_event` are real settings now, from a
+    celeryconfig as from the environment."""
+    celeryconfig = SimpleNamespace(worker_send_task_events=True, task_send_sent_event=True)
+    app = TaskQ("shop", broker="memory://events")
+    app.config_from_object(celeryconfig)
+    assert (app.conf.worker_send_task_events, app.conf.task_send_sent_event) == (True, True)
+    conf = Settings()
+    conf.apply_environment({"TASKQ_WORKER_SEND_TASK_EVENTS": "true"})
+    assert conf.worker_send_task_events is True and conf.task_send_sent_event is False
+    assert "worker_send_task_events" not in config.CELERY_UNSUPPORTED
