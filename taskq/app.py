@@ -27,7 +27,7 @@ from taskq.control import Control
 from taskq.discovery import Discovery, Packages, import_task_modules
 from taskq.elements import new_id
 from taskq.errors import BrokerUnavailable, NotRegisteredError
-from taskq.events import EVENTS_CHANNEL, Events, sent_events
+from taskq.events import Events, sent_events
 from taskq.message import Message
 from taskq.middleware import MiddlewareStack
 from taskq.options import CallOptions, OptionTable, check_call
@@ -383,7 +383,7 @@ class TaskQ:
         with anyio.move_on_after(timeout) as deadline:
             broker = await self.connected_broker()
             if self.conf.task_send_sent_event and messages:  # first: before any worker's
-                await broker.broadcast(EVENTS_CHANNEL, sent_events(messages))
+                await broker.publish_events(sent_events(messages))
             await broker.publish_many([(message, message.queue) for message in messages])
         if deadline.cancelled_caught:
             raise BrokerUnavailable(

@@ -526,6 +526,12 @@ async def events(
     task_id: Annotated[
         str | None, typer.Option("--task", help="Only the events of this task id.")
     ] = None,
+    since: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="Start this many seconds back (Redis keeps event_retention seconds)."
+        ),
+    ] = None,
     loglevel: LogLevelOption = "warning",
 ) -> None:
     """Print the task events as they come (workers run with -E; task-sent with
@@ -540,7 +546,7 @@ async def events(
 
     async with taskq_app, anyio.create_task_group() as tg:
         tg.start_soon(say_listening)
-        async for event in taskq_app.events.receive(task_id=task_id, ready=listening):
+        async for event in taskq_app.events.receive(task_id=task_id, ready=listening, since=since):
             typer.echo(orjson.dumps(event).decode() if as_json else format_event(event))
 
 

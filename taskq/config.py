@@ -128,6 +128,7 @@ class Settings:
     worker_log_format: str = "text"  # "json", or a logging format string as Celery's
     worker_send_task_events: bool = False  # task events (taskq.events); `taskq worker -E`
     task_send_sent_event: bool = False  # producers send task-sent events
+    event_retention: float = 600.0  # seconds of task events Redis keeps for a late reader
     beat_schedule: dict[str, Any] = dataclasses.field(default_factory=dict)
     beat_max_loop_interval: float = 300.0
     beat_lease_ttl: float = 10.0
@@ -198,6 +199,11 @@ class Settings:
         for name in ("worker_concurrency", "worker_threads", "worker_prefetch_multiplier"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1")
+        retention = self.event_retention
+        if not isinstance(retention, int | float) or isinstance(retention, bool) or retention <= 0:
+            raise ConfigurationError(
+                f"event_retention must be a positive number of seconds, not {retention!r}"
+            )
         heartbeat = self.worker_heartbeat_interval
         if not isinstance(heartbeat, int | float) or isinstance(heartbeat, bool) or heartbeat <= 0:
             raise ConfigurationError(

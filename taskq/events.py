@@ -28,7 +28,7 @@ import anyio
 import orjson
 
 from taskq import states
-from taskq.control import greet_until_heard
+from taskq.control import GREETING_FIRST_DELAY, GREETING_MAX_DELAY
 from taskq.execution.job import CallNext, Job, Outcome
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("taskq.events")
 
-EVENTS_CHANNEL = "taskq.events"
 SENT, RECEIVED, STARTED = "task-sent", "task-received", "task-started"
 SUCCEEDED, FAILED, RETRIED = "task-succeeded", "task-failed", "task-retried"
 REVOKED, REJECTED = "task-revoked", "task-rejected"
@@ -104,7 +103,7 @@ class EventSender:
         if not batch or self._broker is None:
             return
         try:
-            await self._broker.broadcast(EVENTS_CHANNEL, orjson.dumps(batch))
+            await self._broker.publish_events(orjson.dumps(batch))
         except Exception as exc:  # the broker is down: these events are lost, as Celery's
             logger.warning("Could not send %d task event(s): %s", len(batch), exc)
 
@@ -244,24 +243,27 @@ class Events:
         *,
         task_id: str | None = None,
         ready: anyio.Event | None = None,
+        since: float | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """The task events sent from about now on, in the order each sender sent them (only
         `types`, or those of `task_id`, if given), until the caller stops iterating.
 
         `ready` is set once the subscription is in place (a greeting of its own was heard
-        back): every event sent after that is received."""
+        back): every event sent after that is received. `since` (seconds) starts that far
+        back on a broker that keeps events (Redis: the last `event_retention` seconds);
+        elsewhere events are live only."""
         wanted = None if types is None else frozenset(types)
         unknown = sorted((wanted or set()) - set(TASK_EVENTS))
         if unknown:
             raise ValueError(f"unknown event type(s) {unknown}: the types are {list(TASK_EVENTS)}")
         broker = await self._app.connected_broker()
-        subscription = broker.subscribe(EVENTS_CHANNEL)
+        subscription = broker.read_events(since)
         greeting = orjson.dumps({"listening": uuid.uuid4().hex})  # an object: not a batch
         early: list[bytes] = []  # what came before the greeting
         try:
             heard = anyio.Event()
             async with anyio.create_task_group() as greeter:
-                greeter.start_soon(greet_until_heard, broker, EVENTS_CHANNEL, greeting, heard)
+                greeter.start_soon(_greet_until_heard, broker, greeting, heard)
                 async for payload in subscription:
                     if payload == greeting:
                         heard.set()
@@ -279,6 +281,19 @@ class Events:
         finally:
             with anyio.CancelScope(shield=True):
                 await subscription.aclose()
+
+
+async def _greet_until_heard(broker: Broker, greeting: bytes, heard: anyio.Event) -> None:
+    """`taskq.control.greet_until_heard` on the events' own primitive."""
+    delay = GREETING_FIRST_DELAY
+    while not heard.is_set():
+        try:
+            await broker.publish_events(greeting)
+        except Exception as exc:  # the broker is down: the reader's own loop retries
+            logger.warning("Could not greet the task events: %s", exc)
+        with anyio.move_on_after(delay):
+            await heard.wait()
+        delay = min(delay * 2, GREETING_MAX_DELAY)
 
 
 def _events(

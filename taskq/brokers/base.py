@@ -27,6 +27,7 @@ from taskq.message import Message
 from taskq.urls import load_backend_class
 
 DEAD_LETTER_SUFFIX = ".dlq"
+EVENTS_CHANNEL = "taskq.events"  # the broadcast channel of task events (taskq.events)
 REJECTED = "rejected"  # the reason of a dead letter nacked without requeue
 COMMON_OPTIONS = frozenset({"visibility_timeout", "polling_interval"})
 
@@ -254,6 +255,18 @@ class Broker(ABC):
     def subscribe(self, channel: str) -> Broadcasts:
         """The payloads broadcast on `channel` from about now on (a subscription may take
         its first read to be in place: see `taskq.control.greet_until_heard`)."""
+
+    # Task events: a broadcast on `EVENTS_CHANNEL`, live only, unless a broker keeps them.
+    KEEPS_EVENTS: ClassVar[bool] = False
+
+    async def publish_events(self, payload: bytes) -> None:
+        """Send a batch of task events."""
+        await self.broadcast(EVENTS_CHANNEL, payload)
+
+    def read_events(self, since: float | None) -> Broadcasts:
+        """The batches of task events from now on; a broker that `KEEPS_EVENTS` starts
+        `since` seconds back (within what it keeps)."""
+        return self.subscribe(EVENTS_CHANNEL)
 
 
 def _seconds(transport: dict[str, Any], name: str, default: float) -> float:

@@ -107,6 +107,8 @@ class RedisBroker(Broker):
         self.settings = RedisSettings.parse(url, self.transport, conf.broker_pool_limit)
         self._shared = SharedConnection(self.settings)
         self._keys: dict[str, QueueKeys] = {}
+        self._event_retention = conf.event_retention
+        self._events_key = f"{self.settings.prefix}events"
 
     @property
     def connection(self) -> RedisConnection:
@@ -222,6 +224,42 @@ class RedisBroker(Broker):
 
     def subscribe(self, channel: str) -> Broadcasts:
         return _Broadcasts(self, self._broadcast_channel(channel))
+
+    # Task events: a stream trimmed to the last `event_retention` seconds, read back from
+    # `since` seconds ago by a late reader (entry ids are Redis' milliseconds).
+    KEEPS_EVENTS = True
+    EVENTS_READ_BLOCK_MS = 500  # a reader's XREAD waits this long for more
+
+    async def publish_events(self, payload: bytes) -> None:
+        oldest = ms(time.time() - self._event_retention)
+        command = ("XADD", self._events_key, "MINID", "~", oldest, "*", "b", payload)
+        await self.run([command], "sending task events")
+
+    def read_events(self, since: float | None) -> Broadcasts:
+        return self._read_events(since)
+
+    async def _read_events(self, since: float | None) -> AsyncGenerator[bytes, None]:
+        seconds, micros = await self.connection.client.time()
+        last = f"{max(0, seconds * 1000 + micros // 1000 - ms(since or 0.0))}-0"
+        backoff = RetryBackoff()
+        while True:
+            try:
+                answer: Any = await self.connection.client.xread(
+                    {self._events_key: last}, count=100, block=self.EVENTS_READ_BLOCK_MS
+                )
+            except TRANSIENT_ERRORS as exc:
+                self.connection.outage.failed("reading task events", exc)
+                await backoff.sleep()
+                continue
+            if backoff.failures:
+                self.connection.outage.over()
+                backoff = RetryBackoff()
+            for _stream, entries in answer or ():
+                for entry_id, fields in entries:
+                    last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    payload = fields.get(b"b")
+                    if payload is not None:
+                        yield payload
 
     def _broadcast_channel(self, channel: str) -> str:
         return f"{self.settings.prefix}broadcast:{channel}"

@@ -13,7 +13,6 @@ import pytest
 from support import eventually
 
 from taskq import TaskQ
-from taskq.events import EVENTS_CHANNEL
 from taskq.testing import running_worker
 
 pytestmark = pytest.mark.integration
@@ -145,10 +144,46 @@ async def test_no_events_unless_asked(app_settings: dict[str, Any]) -> None:
         marker = await app.send_task("ev.add", args=[0, 0])
         broker = await app.connected_broker()
         payload = [{"type": "task-sent", "uuid": marker.id, "hostname": "x"}]
-        await broker.broadcast(EVENTS_CHANNEL, orjson.dumps(payload))
+        await broker.publish_events(orjson.dumps(payload))
         await eventually(lambda: _async(bool(of(events, marker.id))))
         assert of(events, result.id) == []
 
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_a_late_reader_reads_back_what_the_broker_keeps(app_settings: dict[str, Any]) -> None:
+    """On Redis a reader started after the task ran reads its events back with `since`
+    (within `event_retention`); the other brokers' events are live only."""
+    app = make_app(app_settings, worker_send_task_events=True)
+    async with app:
+        async with running_worker(app):
+            result = await app.send_task("ev.add", args=[4, 4])
+            assert await result.get(timeout=15) == 8
+        keeps = (await app.connected_broker()).KEEPS_EVENTS
+        assert keeps == app_settings["broker"].startswith("redis")
+        events: list[dict[str, Any]] = []
+        ready = anyio.Event()
+
+        async def collect() -> None:
+            async for event in app.events.receive(ready=ready, since=60):
+                events.append(event)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collect)
+            with anyio.fail_after(15):
+                await ready.wait()
+            if keeps:
+                await eventually(lambda: _async(len(of(events, result.id)) == 3))
+                assert types(events, result.id) == [
+                    "task-received",
+                    "task-started",
+                    "task-succeeded",
+                ]
+            else:  # a later task's events come, the earlier one's never did
+                async with running_worker(app):
+                    later = await app.send_task("ev.add", args=[0, 1])
+                    await eventually(lambda: _async("task-succeeded" in types(events, later.id)))
+                assert of(events, result.id) == []
+            tg.cancel_scope.cancel()
