@@ -110,12 +110,13 @@ class EventSender:
     # -- what the worker reports -------------------------------------------------------
 
     def received(self, message: Message) -> None:
+        args, kwargs = repr(message.args), repr(message.kwargs)  # plain JSON values: no raise
         self.send(
             RECEIVED,
             message.id,
             name=message.task,
-            args=saferepr(message.args),
-            kwargs=saferepr(message.kwargs),
+            args=args if len(args) <= REPR_LIMIT else saferepr(message.args),
+            kwargs=kwargs if len(kwargs) <= REPR_LIMIT else saferepr(message.kwargs),
             retries=message.retries,
             eta=message.eta,
             expires=message.expires,
@@ -169,23 +170,24 @@ def _error_fields(error: BaseException | None) -> dict[str, Any]:
 
 
 class TaskEvents:
-    """The pipeline stages of the task events. This one, first inside the settlement (before
-    a retry is published, so that its `task-retried` comes before the retry's
-    `task-received`): the run's outcome. `revoked`, outermost: `task-revoked` for the guard's
-    outcomes and a run terminated. `started`, innermost: `task-started` as the function is
-    called."""
+    """The pipeline stages of the task events. This one, first inside the settlement:
+    `task-started` as the run begins (where the STARTED state is written), then the run's
+    outcome, before a retry is published (so that its `task-retried` comes before the
+    retry's `task-received`). `revoked`, outermost: `task-revoked` for the guard's outcomes
+    and a run terminated."""
 
     def __init__(self, sender: EventSender) -> None:
         self.sender = sender
         self.revoked = _Revoked(sender)
-        self.started = _Started(sender)
 
     def applies_to(self, task: Any) -> bool:
         return True
 
     async def handle(self, job: Job, call_next: CallNext) -> Outcome:
+        send, task_id = self.sender.send, job.message.id
+        send(STARTED, task_id)
         outcome = await call_next(job)
-        status, send, task_id = outcome.status, self.sender.send, job.message.id
+        status = outcome.status
         if status == states.SUCCESS:
             send(SUCCEEDED, task_id, result=saferepr(outcome.value), runtime=outcome.elapsed)
         elif status == states.FAILURE:
@@ -217,18 +219,6 @@ class _Revoked:
         self._sender.send(
             REVOKED, job.message.id, terminated=terminated, expired=expired, signum=None
         )
-
-
-class _Started:
-    def __init__(self, sender: EventSender) -> None:
-        self._sender = sender
-
-    def applies_to(self, task: Any) -> bool:
-        return True
-
-    def handle(self, job: Job, call_next: CallNext) -> Any:
-        self._sender.send(STARTED, job.message.id)
-        return call_next(job)
 
 
 class Events:

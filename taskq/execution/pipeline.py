@@ -82,12 +82,11 @@ def standard_pipeline(
     rate_limits: bool = True,
     outermost: Sequence[Stage] = (),
     settled: Sequence[Stage] = (),
-    innermost: Sequence[Stage] = (),
 ) -> Pipeline:
     """The built-in stages in their order (see `taskq.execution`), around the app's middleware;
     `outermost` first (a worker's log context and metrics, when it has them), so they see
     every outcome; `settled` first inside the settlement (what they do comes before a retry is
-    published and the delivery acked: the task events); `innermost` last, next to the call."""
+    published and the delivery acked: the task events)."""
     outer: list[Stage] = [*outermost, Guard(runtime)]
     if rate_limits:
         outer.append(RateLimit(runtime))
@@ -100,6 +99,5 @@ def standard_pipeline(
         Retries(runtime),
         Replacement(runtime),
         TimeLimits(),
-        *innermost,
     ]
     return Pipeline(runtime.app, outer, inner, Call(runtime))

@@ -53,17 +53,14 @@ class Operations:
         if self.metrics is not None:
             self.stages.append(self.metrics)
         # Task events (`-E`): task-revoked outermost (the guard's outcomes too), the run's
-        # outcome inside the settlement (before a retry is published), task-started next to
-        # the call.
+        # started and outcome events inside the settlement (before a retry is published).
         self.events: EventSender | None = None
         self.settled_stages: list[Stage] = []
-        self.inner_stages: list[Stage] = []
         if send_events:
             self.events = EventSender(worker.hostname)
             events = TaskEvents(self.events)
             self.stages.append(events.revoked)
             self.settled_stages.append(events)
-            self.inner_stages.append(events.started)
 
     async def run(self, broker: Broker) -> None:
         """Watch the loop, send the task events and sample the queues until cancelled, then

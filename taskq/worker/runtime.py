@@ -52,7 +52,6 @@ class WorkerRuntime:
         metrics: WorkerMetrics | None = None,
         outermost: Sequence[Stage] = (),
         settled: Sequence[Stage] = (),
-        innermost: Sequence[Stage] = (),
         events: EventSender | None = None,
     ) -> None:
         self.app = app
@@ -65,9 +64,7 @@ class WorkerRuntime:
         self.states = StateWriter(store, app.conf.result_expires)
         self.revoked = RevokedIds(app.control.revoke_ttl)
         self.chord_counter = chord_counter
-        self.pipeline = standard_pipeline(
-            self, outermost=outermost, settled=settled, innermost=innermost
-        )
+        self.pipeline = standard_pipeline(self, outermost=outermost, settled=settled)
         self._metrics = metrics
         self._events = events
         self.lend_slot: LendSlot | None = None  # the worker's: see `wait_off_slot`

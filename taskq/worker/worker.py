@@ -158,7 +158,6 @@ class Worker:
             metrics=ops.metrics,
             outermost=ops.stages,
             settled=ops.settled_stages,
-            innermost=ops.inner_stages,
             events=ops.events,
         )
         runtime.lend_slot = self._lend_slot
