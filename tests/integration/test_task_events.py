@@ -31,6 +31,10 @@ def make_app(app_settings: dict[str, Any], **settings: Any) -> TaskQ:
     async def boom() -> None:
         raise ValueError("boom")
 
+    @app.task(name="ev.sleep")
+    async def sleep(seconds: float) -> None:
+        await anyio.sleep(seconds)
+
     @app.task(name="ev.again", bind=True, max_retries=1)
     async def again(self: Any) -> str:
         if self.request.retries == 0:
@@ -132,6 +136,40 @@ async def test_revoked_before_it_runs(app_settings: dict[str, Any]) -> None:
             )
         revoked = of(events, result.id)[-1]
         assert (revoked["terminated"], revoked["expired"]) == (False, False)
+
+
+async def test_terminated_while_running(app_settings: dict[str, Any]) -> None:
+    app = make_app(app_settings, worker_send_task_events=True)
+    async with app, collecting(app) as events, running_worker(app):
+        result = await app.send_task("ev.sleep", args=[60])
+        await eventually(lambda: _async("task-started" in types(events, result.id)))
+        await app.control.revoke(result.id, terminate=True)
+        await eventually(lambda: _async("task-revoked" in types(events, result.id)))
+        assert types(events, result.id) == ["task-received", "task-started", "task-revoked"]
+        assert of(events, result.id)[-1]["terminated"] is True
+
+
+async def test_events_are_batched(app_settings: dict[str, Any]) -> None:
+    """Tasks ending together share a publish: far fewer publishes than events."""
+    app = make_app(app_settings, worker_send_task_events=True)
+    async with app, collecting(app) as events:
+        broker = await app.connected_broker()
+        publishes = 0
+        publish = broker.publish_events
+
+        async def counted(payload: bytes) -> None:
+            nonlocal publishes
+            publishes += 1
+            await publish(payload)
+
+        broker.publish_events = counted  # type: ignore[method-assign]
+        results = [await app.send_task("ev.add", args=[i, i]) for i in range(200)]
+        async with running_worker(app):
+            await eventually(
+                lambda: _async(all(types(events, r.id)[-1:] == ["task-succeeded"] for r in results))
+            )
+        assert len(events) >= 600
+        assert publishes < len(events) / 10
 
 
 async def test_no_events_unless_asked(app_settings: dict[str, Any]) -> None:
