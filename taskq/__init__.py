@@ -31,9 +31,10 @@ from taskq.errors import (
     TimeoutError,
 )
 from taskq.middleware import Middleware
-from taskq.result import AsyncResult, EagerResult, GroupResult
+from taskq.result import AsyncResult, EagerResult, GroupResult, ResultSet
 from taskq.sync import SyncResult
 from taskq.task import Request, Task
+from taskq.tolerant import tolerant_map
 
 __all__ = [
     "AsyncResult",
@@ -51,6 +52,7 @@ __all__ = [
     "Middleware",
     "NotRegisteredError",
     "Request",
+    "ResultSet",
     "Retry",
     "Signature",
     "SoftTimeLimitExceeded",
@@ -70,6 +72,7 @@ __all__ = [
     "signature",
     "solar",
     "states",
+    "tolerant_map",
 ]
 __version__ = "0.1.0"
 

@@ -19,6 +19,7 @@ from taskq.brokers.base import Broker
 from taskq.builtins import BUILTIN_TASKS, register_builtins
 from taskq.canvas import Signature, as_signatures
 from taskq.chords import ChordCounter
+from taskq.classtasks import register_task
 from taskq.compression import compression_name
 from taskq.config import Settings, is_timeout
 from taskq.connections import LoopConnections
@@ -31,27 +32,29 @@ from taskq.middleware import MiddlewareStack
 from taskq.options import CallOptions, OptionTable, check_call
 from taskq.routing import Router, snapshot
 from taskq.stores.base import ResultStore
-from taskq.task import Task, absolute_time, current_request
+from taskq.task import Task as BaseTask  # `TaskQ.Task` is the class attribute
+from taskq.task import absolute_time, current_request
 from taskq.urls import masked_url
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T", bound=BaseTask[Any, Any])
 
 
 class TaskDecorator(Protocol):
     @overload
-    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> BaseTask[P, R]: ...
     @overload
-    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    def __call__(self, fn: Callable[P, R], /) -> BaseTask[P, R]: ...
 
 
 class BoundTaskDecorator(Protocol):
     @overload
     def __call__(
         self, fn: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]], /
-    ) -> Task[P, R]: ...
+    ) -> BaseTask[P, R]: ...
     @overload
-    def __call__(self, fn: Callable[Concatenate[Any, P], R], /) -> Task[P, R]: ...
+    def __call__(self, fn: Callable[Concatenate[Any, P], R], /) -> BaseTask[P, R]: ...
 
 
 class TaskQ:
@@ -61,6 +64,8 @@ class TaskQ:
     store. Use `async with app:` (or `await app.connect()` / `await app.close()`);
     the first publish or result query also connects on demand.
     """
+
+    Task = BaseTask  # the base of class-based tasks: `class Resize(app.Task)`
 
     def __init__(
         self,
@@ -79,7 +84,7 @@ class TaskQ:
             self.conf.result_backend = backend
         self.conf.apply_environment()
         self.conf.observe(self._setting_changed)
-        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.tasks: dict[str, BaseTask[Any, Any]] = {}
         self._discoveries: list[Discovery] = []
         self.options = OptionTable()
         self.middleware = MiddlewareStack(self.options)
@@ -149,9 +154,9 @@ class TaskQ:
     # -- tasks --------------------------------------------------------------------
 
     @overload
-    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> BaseTask[P, R]: ...
     @overload
-    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    def task(self, fn: Callable[P, R], /) -> BaseTask[P, R]: ...
     @overload
     def task(
         self, fn: None = None, /, *, bind: Literal[True], name: str | None = None, **options: Any
@@ -181,23 +186,31 @@ class TaskQ:
         `base=` names a `Task` subclass, e.g. one that overrides `on_failure`.
         """
 
-        base: type[Task[Any, Any]] = options.pop("base", Task)
+        base: type[BaseTask[Any, Any]] = options.pop("base", BaseTask)
 
-        def register(func: Callable[..., Any]) -> Task[Any, Any]:
-            task_name = name or self._default_name(func)
+        def register(func: Callable[..., Any]) -> BaseTask[Any, Any]:
+            task_name = name or self.default_name(func)
             task = base(self, func, task_name, bind=bind, **options)
             self.tasks[task_name] = task
             return task
 
         return register(fn) if fn is not None else register
 
-    def _default_name(self, fn: Callable[..., Any]) -> str:
+    def register_task(self, task: T | type[T]) -> T:
+        """Register a class-based task, `app.register_task(Resize)` or
+        `app.register_task(Resize())`: a subclass of `app.Task` with a `run` method and
+        options as class attributes (see `taskq.classtasks`). Returns the registered task."""
+        return register_task(self, task)
+
+    def default_name(self, fn: Callable[..., Any] | type) -> str:
+        """`module.qualname` of a task's function or class (the app's main name for
+        `__main__`)."""
         module = fn.__module__
         if module == "__main__" and self.main:
             module = self.main
         return f"{module}.{fn.__qualname__}"
 
-    def get_task(self, name: str) -> Task[Any, Any]:
+    def get_task(self, name: str) -> BaseTask[Any, Any]:
         try:
             return self.tasks[name]
         except KeyError:
@@ -275,6 +288,9 @@ class TaskQ:
         """
         check_call(name, options)
         message = self.build_message(name, args, kwargs, **options)
+        if options.get("broadcast") and not self.conf.task_always_eager:
+            await self.control.broadcast_task(message)
+            return results.AsyncResult(message.id, app=self)
         key = options.get("idempotency_key")
         if key is not None and not self.conf.task_always_eager:
             first = await self._claim_idempotency_key(key, message.id, self._key_window(name))
@@ -299,6 +315,8 @@ class TaskQ:
         parent = current_request()
         now = time.time()
         message_id = options.get("task_id") or new_id()
+        if parent is not None:
+            parent.children.append(message_id)
         headers = dict(options.get("headers") or {})
         if options.get("idempotency_key") is not None:
             headers["idempotency_key"] = options["idempotency_key"]

@@ -1,4 +1,4 @@
-"""The `taskq` command: worker, call, result, purge, status, dlq."""
+"""The `taskq` command: worker, call, result, purge, status, inspect, control, dlq."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import sysconfig
+import time
 import traceback
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -20,11 +21,13 @@ import anyio
 import orjson
 import typer
 
-from taskq import dlq, logs
+from taskq import dlq, logs, typed_json
 from taskq.app import TaskQ
 from taskq.beat.scheduler import Beat, read_state
+from taskq.control import DEFAULT_TIMEOUT, INSPECT_COMMANDS, CommandOptions, Replies
 from taskq.errors import AppLoadError, CommandError, LoginRefusedError, TaskError, TaskQError
 from taskq.message import peek_id
+from taskq.options import parse_rate
 from taskq.startup import connect_at_startup
 from taskq.stores.base import TaskMeta
 from taskq.suggest import did_you_mean
@@ -345,7 +348,7 @@ async def call(
             value = await result.get(timeout=timeout)
         except TaskError as exc:
             raise CommandError(f"task {result.id} failed: {exc}") from None
-        typer.echo(orjson.dumps(value).decode())
+        typer.echo(typed_json.dumps(value).decode())
 
 
 def _json_arg(option: str, text: str, kind: type[T]) -> T:
@@ -375,7 +378,7 @@ async def result(
             if wait
             else await store.get(task_id) or TaskMeta(task_id)
         )
-        typer.echo(orjson.dumps(_public_meta(meta)).decode())
+        typer.echo(typed_json.dumps(_public_meta(meta)).decode())
 
 
 def _public_meta(meta: TaskMeta) -> dict[str, Any]:
@@ -416,17 +419,71 @@ def confirm_purge(what: str) -> None:
 
 @cli.command()
 @run_command
-async def status(app: AppOption, queues: QueuesOption = None) -> None:
-    """Print each queue's depth and dead-letter count."""
+async def status(
+    app: AppOption,
+    queues: QueuesOption = None,
+    timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds to wait for the workers' answers.")
+    ] = DEFAULT_TIMEOUT,
+) -> None:
+    """Print the workers (name, state, queues, active tasks, last heartbeat), then each
+    queue's depth, delayed messages and dead letters."""
     taskq_app = load_app(app)
     async with taskq_app:
+        print_workers(await taskq_app.control.ping(timeout=timeout), timeout)
+        typer.echo()
         broker = await taskq_app.connected_broker()
         names = split_queues(taskq_app, queues) if queues else known_queues(taskq_app)
-        width = max(len(name) for name in [*names, "queue"])
-        typer.echo(f"{'queue':<{width}}  {'messages':>10}  {'dead letters':>12}")
-        for name in names:
-            depth, dead = await broker.queue_length(name), await broker.dead_letter_length(name)
-            typer.echo(f"{name:<{width}}  {depth:>10}  {dead:>12}")
+        rows = [
+            [
+                name,
+                await broker.queue_length(name),
+                await broker.scheduled_length(name),
+                await broker.dead_letter_length(name),
+            ]
+            for name in names
+        ]
+        print_table(["queue", "messages", "delayed", "dead letters"], rows)
+
+
+def print_workers(replies: Replies, timeout: float) -> None:
+    """The workers known by heartbeat, and any that answered before its first one."""
+    now = time.time()
+    rows: list[list[object]] = []
+    for name in sorted(replies.workers.keys() | replies.answered):
+        presence = replies.workers.get(name)
+        if presence is None:
+            rows.append([name, "online", "", "", "none yet"])
+            continue
+        state = "no answer" if name in replies.missing else "online"
+        rows.append(
+            [
+                name,
+                state if presence.online else "offline",
+                ",".join(presence.queues),
+                presence.active,
+                f"{now - presence.last_heartbeat:.1f} s ago",
+            ]
+        )
+    if not rows:
+        typer.echo(f"No worker answered within {timeout} s.")
+        return
+    print_table(["worker", "state", "queues", "active", "last heartbeat"], rows)
+
+
+def print_table(header: list[str], rows: list[list[object]]) -> None:
+    """Text left-aligned, numbers right-aligned, columns as wide as their widest cell."""
+    cells = [header, *[[str(cell) for cell in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    numeric = [
+        bool(rows) and all(isinstance(row[i], int) for row in rows) for i in range(len(header))
+    ]
+    for row in cells:
+        aligned = [
+            cell.rjust(width) if right else cell.ljust(width)
+            for cell, width, right in zip(row, widths, numeric, strict=True)
+        ]
+        typer.echo("  ".join(aligned).rstrip())
 
 
 def known_queues(app: TaskQ) -> list[str]:
@@ -438,6 +495,162 @@ def known_queues(app: TaskQ) -> list[str]:
         if isinstance(table, dict):
             names += [r if isinstance(r, str) else r.get("queue") for r in table.values()]
     return sorted({name for name in names if isinstance(name, str)})
+
+
+DestinationOption = Annotated[
+    str | None,
+    typer.Option(
+        "--destination", "-d", help="Comma-separated worker names (default: every worker)."
+    ),
+]
+TimeoutOption = Annotated[
+    float, typer.Option(min=0.001, help="Seconds to wait for the workers' replies.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the replies as one JSON object.")]
+
+
+@cli.command("inspect")
+@run_command
+async def inspect_command(
+    command: Annotated[str, typer.Argument(help=f"One of: {', '.join(INSPECT_COMMANDS)}.")],
+    app: AppOption,
+    destination: DestinationOption = None,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask the workers (Celery's `inspect`); exits 1 unless every known (or named) worker
+    answered: `taskq inspect ping -d NAME` is a liveness probe."""
+    taskq_app = load_app(app)
+    async with taskq_app:
+        inspector = taskq_app.control.inspect(split_names(destination), timeout)
+        print_replies(await inspector.ask(command), timeout, as_json)
+
+
+CONTROL_USAGE = {
+    "rate_limit": "TASK RATE (e.g. 10/s; none: no limit)",
+    "time_limit": "TASK SOFT HARD (seconds; none: no limit)",
+    "shutdown": "",
+    "pool_grow": "[N]",
+    "pool_shrink": "[N]",
+    "add_consumer": "QUEUE",
+    "cancel_consumer": "QUEUE",
+    "revoke": "ID... [--terminate]",
+}
+
+
+@cli.command("control")
+@run_command
+async def control_command(
+    command: Annotated[
+        str,
+        typer.Argument(help=f"One of: {', '.join(CONTROL_USAGE)}, or a command of the app's."),
+    ],
+    app: AppOption,
+    args: Annotated[list[str] | None, typer.Argument(help="The command's arguments.")] = None,
+    terminate: Annotated[
+        bool, typer.Option("--terminate", help="revoke: also cancel the tasks where they run.")
+    ] = False,
+    arguments: Annotated[
+        str | None, typer.Option(help="A command of the app's: its arguments, a JSON object.")
+    ] = None,
+    destination: DestinationOption = None,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
+    as_json: JsonOption = False,
+) -> None:
+    """Tell the workers (Celery's `control`) and print who applied it; exits 1 unless every
+    known (or named) worker did."""
+    values = args or []
+    if (terminate and command != "revoke") or (arguments is not None and command in CONTROL_USAGE):
+        raise CommandError(f"{command}: takes {CONTROL_USAGE[command] or 'no arguments'}")
+    taskq_app = load_app(app)
+    options: CommandOptions = {
+        "destination": split_names(destination),
+        "timeout": timeout,
+        "reply": True,
+    }
+    control = taskq_app.control
+    async with taskq_app:
+        if command == "revoke":
+            if not values:
+                raise CommandError(f"revoke: takes {CONTROL_USAGE['revoke']}")
+            replies = await control.revoke(values, terminate, **options)
+        elif command in CONTROL_USAGE:
+            replies = await control.broadcast(
+                command, _control_arguments(command, values), **options
+            )
+        elif values:
+            raise CommandError(f"{command}: give its arguments as --arguments '{{...}}'")
+        else:
+            replies = await control.broadcast(
+                command, _json_arg("--arguments", arguments or "{}", dict), **options
+            )
+        assert replies is not None
+        print_replies(replies, timeout, as_json)
+
+
+def _control_arguments(command: str, values: list[str]) -> dict[str, Any]:
+    """The arguments of a built-in control command, from the command line."""
+    usage = CommandError(f"{command}: takes {CONTROL_USAGE[command] or 'no arguments'}")
+    if command == "rate_limit":
+        if len(values) != 2:
+            raise usage
+        rate = None if values[1].lower() == "none" else values[1]
+        if rate is not None:
+            parse_rate(rate)
+        return {"task_name": values[0], "rate_limit": rate}
+    if command == "time_limit":
+        if len(values) != 3:
+            raise usage
+        soft, hard = (_seconds_or_none(command, value) for value in values[1:])
+        return {"task_name": values[0], "soft": soft, "hard": hard}
+    if command in ("pool_grow", "pool_shrink"):
+        if len(values) > 1 or not all(value.isdigit() for value in values):
+            raise usage
+        return {"n": int(values[0]) if values else 1}
+    if command in ("add_consumer", "cancel_consumer"):
+        if len(values) != 1:
+            raise usage
+        return {"queue": values[0]}
+    if values:  # shutdown
+        raise usage
+    return {}
+
+
+def _seconds_or_none(command: str, value: str) -> float | None:
+    if value.lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise CommandError(f"{command}: {value!r} is not a number of seconds (nor none)") from None
+
+
+def split_names(names: str | None) -> list[str] | None:
+    listed = [name.strip() for name in (names or "").split(",") if name.strip()]
+    return listed or None
+
+
+def print_replies(replies: Replies, timeout: float, as_json: bool) -> None:
+    """Each worker's answer (or error); then an error, exit 1, if a worker of the destination
+    (or a known live one) did not answer, if none did, or if one could not apply it."""
+    if as_json:
+        typer.echo(orjson.dumps(replies.to_json()).decode())
+    else:
+        for worker, answer in sorted(replies.answers.items()):
+            if isinstance(answer, str):
+                typer.echo(f"-> {worker}: {answer}")
+            else:
+                typer.echo(f"-> {worker}:")
+                typer.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+        for worker, error in sorted(replies.errors.items()):
+            typer.echo(f"-> {worker}: error: {error}")
+    if replies.missing:
+        names = ", ".join(replies.missing)
+        raise CommandError(f"no answer within {timeout} s from: {names}")
+    if not replies.answered:
+        raise CommandError(f"no worker answered within {timeout} s")
+    if replies.errors:
+        raise CommandError(f"{len(replies.errors)} worker(s) could not apply it")
 
 
 dlq_cli = typer.Typer(help="Dead letters: list, replay, purge.", no_args_is_help=True)

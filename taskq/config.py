@@ -36,13 +36,14 @@ QUEUE_OPTIONS = frozenset(
 # Celery settings taskq does not take (yet), and why: naming one is an error that says so,
 # so a celeryconfig.py never loads with a line that quietly does nothing.
 _RECYCLING = "a worker is one process; recycling comes with the process model"
+_NO_TASK_EVENTS = "taskq sends no task events (yet); workers announce themselves (taskq status)"
 CELERY_UNSUPPORTED: dict[str, str] = {
     "worker_max_tasks_per_child": _RECYCLING,
     "worker_max_memory_per_child": _RECYCLING,
     "worker_pool": "tasks run on the event loop, or in threads for plain functions",
     "worker_autoscaler": "set worker_concurrency; autoscaling comes with the process model",
-    "worker_send_task_events": "task events come with the operations work (inspect, events)",
-    "task_send_sent_event": "task events come with the operations work (inspect, events)",
+    "worker_send_task_events": _NO_TASK_EVENTS,
+    "task_send_sent_event": _NO_TASK_EVENTS,
     "worker_state_db": "revocations are kept in the result store, shared by every worker",
     "worker_direct": "there are no per-worker queues; route to a queue a worker consumes",
     "worker_disable_rate_limits": "set no rate_limit (nor task_default_rate_limit) instead",
@@ -124,6 +125,7 @@ class Settings:
     worker_threads: int = 10
     worker_prefetch_multiplier: int = 4
     worker_shutdown_timeout: float = 30.0
+    worker_heartbeat_interval: float = 2.0
     worker_metrics_port: int | None = None  # serve /metrics there (taskq[prometheus])
     worker_blocking_warning: float | None = 0.1  # seconds a task may block the event loop
     worker_log_format: str = "text"  # "json", or a logging format string as Celery's
@@ -197,6 +199,11 @@ class Settings:
         for name in ("worker_concurrency", "worker_threads", "worker_prefetch_multiplier"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1")
+        heartbeat = self.worker_heartbeat_interval
+        if not isinstance(heartbeat, int | float) or isinstance(heartbeat, bool) or heartbeat <= 0:
+            raise ConfigurationError(
+                f"worker_heartbeat_interval must be a positive number of seconds, not {heartbeat!r}"
+            )
         unknown = set(self.accept_content) - set(SERIALIZERS)
         if unknown:
             raise ConfigurationError(f"accept_content names unknown serializers: {sorted(unknown)}")

@@ -27,6 +27,7 @@ Element = dict[str, Any]
 
 CHAIN, GROUP, CHORD = "chain", "group", "chord"
 MAP_TASK, STARMAP_TASK = "taskq.map", "taskq.starmap"  # the builtin tasks behind map, starmap
+TOLERANT_MAP_TASK = "taskq.tolerant_map"  # and behind tolerant_map
 CHORD_ERROR_TASK = "taskq.chord_error"  # runs instead of a callback whose chord failed
 GROUP_RESULTS_TASK = "taskq.group_results"  # ends a group that something waits for
 

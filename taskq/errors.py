@@ -1,9 +1,11 @@
-"""Every exception taskq raises. Imports nothing of taskq."""
+"""Every exception taskq raises. Imports nothing of taskq but `tagging`."""
 
 from __future__ import annotations
 
 import builtins
 from typing import Any
+
+from taskq.tagging import tag
 
 
 class TaskQError(Exception):
@@ -40,6 +42,10 @@ class ContentRefusedError(MessageError):
 
 class NotRegisteredError(TaskQError):
     """A task name that the app does not know."""
+
+
+class UnsupportedError(TaskQError):
+    """What this broker (or store) cannot do; the message says what can be done instead."""
 
 
 class TimeoutError(TaskQError, builtins.TimeoutError):
@@ -79,6 +85,14 @@ class TaskError(TaskQError):
     def __str__(self) -> str:
         return f"{self.exc_type}: {self.exc_message}"
 
+    def tagged_json(self) -> dict[str, Any]:
+        """As a task's result holds it (`taskq.tagging`); read back by `taskq.result.restore`."""
+        details = {"type": self.exc_type, "message": self.exc_message}
+        return tag(TASK_ERROR_TAG, {**details, "traceback": self.remote_traceback})
+
+
+TASK_ERROR_TAG = "taskerror"
+
 
 _task_error_types: dict[str, type[TaskError]] = {}
 
@@ -117,10 +131,20 @@ def _known_type(exc_type: str) -> type[Exception] | None:
 class Retry(TaskQError):
     """Raised by `task.retry()`: the worker publishes the task again, later."""
 
-    def __init__(self, exc: BaseException | None = None, countdown: float | None = None) -> None:
-        super().__init__(f"retry in {countdown}s" + (f": {exc!r}" if exc is not None else ""))
+    def __init__(
+        self,
+        exc: BaseException | None = None,
+        countdown: float | None = None,
+        *,
+        eta: float | None = None,
+        expires: float | None = None,
+    ) -> None:
+        when = f"retry in {countdown}s" if eta is None else f"retry at {eta}"
+        super().__init__(when + (f": {exc!r}" if exc is not None else ""))
         self.exc = exc
         self.countdown = countdown
+        self.eta = eta  # epoch seconds, instead of the countdown
+        self.expires = expires  # epoch seconds: the retry's own, over the call's
 
 
 class Replace(TaskQError):

@@ -3,14 +3,16 @@
 Field names are the contract between producers and workers of different versions:
 add fields, never repurpose them. Unknown fields are ignored on decode.
 
-Arguments are JSON values inside the envelope. With another serializer (msgpack,
-pickle) the envelope stays JSON and carries `content_type` plus `body`, the
-base64 text of the serialized `[args, kwargs]`, so that a worker can refuse the
-content type before it deserializes anything.
+Arguments are JSON values inside the envelope, datetimes, UUIDs and decimals among them
+as `typed_json` tags them. With another serializer (msgpack, pickle) the envelope stays
+JSON and carries `content_type` plus `body`, the base64 text of the serialized
+`[args, kwargs]`, so that a worker can refuse the content type before it deserializes
+anything.
 
 With `compression` (gzip), the body is used for JSON arguments too, compressed.
 
-Imports nothing of taskq but `errors`, `serializers`, `compression` and `elements`.
+Imports nothing of taskq but `errors`, `serializers`, `compression`, `typed_json` and
+`elements`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from taskq import defaults
+from taskq import defaults, typed_json
 from taskq.compression import compress, decompress
 from taskq.elements import check_element, check_elements
 from taskq.errors import MessageError, MessageTooLargeError
@@ -151,7 +153,7 @@ def encode(message: Message, max_bytes: int | None = None) -> bytes:
         data["args"], data["kwargs"] = [], {}
         data["body"] = base64.b64encode(payload).decode("ascii")
     try:
-        raw = orjson.dumps(data)
+        raw = typed_json.dumps(data)
     except TypeError as exc:
         raise _unserializable(message, exc) from exc
     _check_size(message, len(raw), max_bytes, "message")
@@ -188,9 +190,11 @@ def decode(
     """Parse and validate an envelope; `MessageError` (or `ContentRefusedError`) says why not.
     A compressed body may not inflate past `max_bytes`."""
     try:
-        data = orjson.loads(raw)
+        data = typed_json.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise MessageError(f"malformed message: not JSON ({exc})") from None
+    except MessageError as exc:
+        raise MessageError(f"malformed message: {exc}") from None
     if type(data) is not dict:
         raise MessageError("malformed message: not a JSON object")
     values: list[Any] = [data.get(name) for name in _NAMES]  # a newer producer's fields and

@@ -82,6 +82,23 @@ def _rate_scope(value: object) -> None:
         raise ValueError(f"rate_limit_scope must be 'worker' or 'global', not {value!r}")
 
 
+def _boolean(name: str) -> Callable[[object], None]:
+    def check(value: object) -> None:
+        if type(value) is not bool:
+            raise TypeError(f"{name} must be True or False, not {value!r}")
+
+    return check
+
+
+def _time_limits(task: str, settings: Mapping[str, Any]) -> None:
+    soft, hard = settings.get("soft_time_limit"), settings.get("time_limit")
+    if soft is not None and hard is not None and soft > hard:
+        raise ValueError(
+            f"task {task!r}: soft_time_limit ({soft} s) is over time_limit ({hard} s): "
+            "the hard limit would stop it before the soft one could warn it"
+        )
+
+
 def _exception_types(value: object) -> None:
     kinds = value if isinstance(value, tuple | list) else (value,)
     if not all(isinstance(kind, type) and issubclass(kind, BaseException) for kind in kinds):
@@ -122,6 +139,7 @@ BUILTIN_OPTIONS: tuple[Option, ...] = (
         setting="broker_publish_timeout",
         publishing=True,
     ),
+    Option("broadcast", False, task=False, call=True, publishing=True),
     # task only
     Option("max_retries", defaults.MAX_RETRIES),
     Option("default_retry_delay", defaults.RETRY_DELAY),
@@ -140,6 +158,7 @@ BUILTIN_OPTIONS: tuple[Option, ...] = (
     ),
     Option("rate_limit_scope", "worker", check=_rate_scope),
     Option("unique_for"),
+    Option("typing", True, check=_boolean("typing")),
 )
 
 
@@ -162,6 +181,7 @@ class CallOptions(TypedDict, total=False):
     link: Signature[Any] | Sequence[Signature[Any]] | None
     link_error: Signature[Any] | Sequence[Signature[Any]] | None
     publish_timeout: float | None
+    broadcast: bool
 
 
 class OptionTable:
@@ -197,6 +217,7 @@ class OptionTable:
             if check is not None:
                 check(value)
             settings[name] = value
+        _time_limits(task, settings)
         return settings
 
 

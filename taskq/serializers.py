@@ -1,6 +1,7 @@
-"""Serializers for task arguments and results: json (orjson), msgpack, pickle (opt-in).
+"""Serializers for task arguments and results: json (orjson, with `typed_json`'s tagged
+values), msgpack, pickle (opt-in).
 
-Imports nothing of taskq but `errors`.
+Imports nothing of taskq but `errors` and `typed_json`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from taskq import typed_json
 from taskq.errors import ConfigurationError, ContentRefusedError
 
 
@@ -22,8 +24,8 @@ class Serializer:
     loads: Callable[[bytes], Any]
 
 
-def _orjson_dumps(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+def _json_dumps(value: Any) -> bytes:
+    return typed_json.dumps(value, orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _msgpack() -> Any:
@@ -46,7 +48,7 @@ def _msgpack_loads(data: bytes) -> Any:
 
 
 SERIALIZERS: dict[str, Serializer] = {
-    "json": Serializer("json", _orjson_dumps, orjson.loads),
+    "json": Serializer("json", _json_dumps, typed_json.loads),
     "msgpack": Serializer("msgpack", _msgpack_dumps, _msgpack_loads),
     "pickle": Serializer("pickle", pickle.dumps, pickle.loads),
 }

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, Un
 
 import orjson
 
-from taskq import sync
+from taskq import sync, typed_json
 from taskq.canvas import Signature, chunks, group, starmap, xmap
 from taskq.errors import ConfigurationError, MaxRetriesExceededError, Replace, Retry
 from taskq.message import Message
@@ -33,23 +33,39 @@ class Request:
     """What a running task knows about its own invocation (`self.request` in a bound task):
     its message's fields (`id`, `task`, `args`, `kwargs`, `retries`, `root_id`, `parent_id`,
     `group_id`, `group_index`, `eta`, `expires`, `headers`, `time_limit`, `soft_time_limit`),
-    read from the message itself, and where it runs (`delivery_info`, `hostname`)."""
+    read from the message itself (`properties` too, in Celery's shape), where it runs
+    (`delivery_info`, `hostname`), and the ids of the tasks it published while it ran
+    (`children`)."""
 
-    __slots__ = ("delivery_info", "hostname", "is_eager", "message", "retries_exhausted")
+    __slots__ = (
+        "children",
+        "default_exchange",
+        "delivery_count",
+        "hostname",
+        "is_eager",
+        "message",
+        "queue",
+        "retries_exhausted",
+    )
 
     def __init__(
         self,
         message: Message,
-        delivery_info: dict[str, Any] | None = None,
         hostname: str | None = None,
+        queue: str | None = None,
+        delivery_count: int = 1,
+        default_exchange: str = "",
         *,
         is_eager: bool = False,
     ) -> None:
         self.message = message
-        self.delivery_info = delivery_info if delivery_info is not None else {}
         self.hostname = hostname
+        self.queue = queue if queue is not None else message.queue  # the one it came from
+        self.delivery_count = delivery_count
+        self.default_exchange = default_exchange
         self.is_eager = is_eager
         self.retries_exhausted = False
+        self.children: list[str] = []
 
     @property
     def id(self) -> str:
@@ -107,6 +123,32 @@ class Request:
     def soft_time_limit(self) -> float | None:
         return self.message.soft_time_limit
 
+    @property
+    def delivery_info(self) -> dict[str, Any]:
+        """Celery's keys (`exchange`, `routing_key` — the queue's name unless the call routed
+        it by another —, `priority`, `redelivered`) and taskq's `queue` (the one it was
+        consumed from) and `delivery_count`. Built when asked for: most tasks never do."""
+        message = self.message
+        return {
+            "exchange": message.exchange or self.default_exchange,
+            "routing_key": message.routing_key or self.queue,
+            "priority": message.priority,
+            "redelivered": self.delivery_count > 1,
+            "queue": self.queue,
+            "delivery_count": self.delivery_count,
+        }
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        """The message's properties, in Celery's shape."""
+        message = self.message
+        return {
+            "correlation_id": message.id,
+            "content_type": message.content_type,
+            "priority": message.priority,
+            "delivery_info": self.delivery_info,
+        }
+
 
 _current_request: ContextVar[Request | None] = ContextVar("taskq_request", default=None)
 
@@ -117,7 +159,8 @@ def current_request() -> Request | None:
 
 
 class Task(Generic[P, R]):
-    """A function registered with `@app.task`.
+    """A function registered with `@app.task`, or a class-based task: a subclass with a `run`
+    method and options as class attributes, registered with `app.register_task`.
 
     `await task.delay(...)` / `await task.apply_async(...)` publish it (`delay_sync` /
     `apply_async_sync` from synchronous code); calling the task directly runs the function
@@ -126,12 +169,16 @@ class Task(Generic[P, R]):
 
     def __init__(
         self,
-        app: TaskQ,
-        fn: Callable[..., Any],
-        name: str,
+        app: TaskQ | None = None,
+        fn: Callable[..., Any] | None = None,
+        name: str | None = None,
         bind: bool = False,
         **options: Any,
     ) -> None:
+        if app is None and fn is None and name is None and not bind and not options:
+            return  # a class-based task's instance: `app.register_task` completes it
+        if app is None or fn is None or name is None:
+            raise TypeError("Task(app, fn, name, ...) needs all three")
         self.app = app
         self.fn = fn
         self.name = name
@@ -179,6 +226,7 @@ class Task(Generic[P, R]):
         self.serializer: str | None = settings.pop("serializer")
         self.compression: str | None = settings.pop("compression")
         self.unique_for: float | None = settings.pop("unique_for")
+        self.typing: bool = settings.pop("typing")
         self.options: dict[str, Any] = settings  # the options middleware declared
 
     def __repr__(self) -> str:
@@ -213,9 +261,12 @@ class Task(Generic[P, R]):
         Options (`taskq.options.CallOptions`): task_id, queue, priority, countdown, eta,
         expires, headers, serializer, time_limit, soft_time_limit, idempotency_key,
         ignore_result, and `link` / `link_error` signatures, run with the result / with
-        (task id, error) afterwards. An unknown option is a `TypeError`.
+        (task id, error) afterwards. An unknown option is a `TypeError`, and so are arguments
+        that do not fit the function's signature (unless the task has `typing=False`).
         """
         self._complete(options)
+        if self.typing:
+            self._check_arguments(args or (), kwargs or {})
         if self.unique_for is not None and options.get("idempotency_key") is None:
             options["idempotency_key"] = unique_key(self.name, args, kwargs)
         return await self.app.send_task(self.name, args, kwargs, **options)
@@ -295,11 +346,20 @@ class Task(Generic[P, R]):
         exc: BaseException | None = None,
         countdown: float | None = None,
         max_retries: int | None = None,
+        *,
+        eta: datetime | float | None = None,
+        expires: float | timedelta | datetime | None = None,
     ) -> Retry:
         """Ask the worker to run this task again later: `raise self.retry(exc=exc, countdown=5)`.
 
-        Past `max_retries`, raises `exc` (or `MaxRetriesExceededError` without one) instead.
+        Due after `countdown` seconds (`default_retry_delay` by default) or at `eta` (a datetime
+        or epoch seconds, not both); `expires` (seconds from now or a datetime) revokes the
+        retry if it has not started by then, instead of the call's own expiry. Past
+        `max_retries` (this call's, else the task's), raises `exc` (or
+        `MaxRetriesExceededError` without one) instead.
         """
+        if countdown is not None and eta is not None:
+            raise ValueError("give countdown or eta, not both")
         request = self.request
         limit = max_retries if max_retries is not None else self.max_retries
         if limit is not None and request.retries >= limit:
@@ -309,7 +369,10 @@ class Task(Generic[P, R]):
             raise MaxRetriesExceededError(
                 f"{self.name}[{request.id}]: max retries ({limit}) exceeded"
             )
-        raise Retry(exc, self.default_retry_delay if countdown is None else countdown)
+        due = eta.timestamp() if isinstance(eta, datetime) else eta
+        if due is None and countdown is None:
+            countdown = self.default_retry_delay
+        raise Retry(exc, countdown, eta=due, expires=absolute_time(expires))
 
     def replace(self, sig: Signature[Any]) -> NoReturn:
         """End this running task by putting `sig` (a task or a workflow) in its place:
@@ -371,6 +434,15 @@ class Task(Generic[P, R]):
         else:
             self.parameters.bind(*args, **kwargs)
 
+    def _check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """`TypeError` in the caller for arguments that do not fit (the `typing` option)."""
+        try:
+            self.bind_arguments(args, kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"{self.name}: {exc} (typing=False on the task skips this check)"
+            ) from None
+
     async def run_async(self, request: Request) -> Any:
         """Await the coroutine function under `request`'s context."""
         token = _current_request.set(request)
@@ -416,5 +488,5 @@ def _exception_types(value: Any) -> tuple[type[BaseException], ...]:
 
 def unique_key(name: str, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None) -> str:
     """The idempotency key of `unique_for`: the task name and its arguments."""
-    payload = orjson.dumps([list(args or ()), dict(kwargs or {})], option=orjson.OPT_SORT_KEYS)
+    payload = typed_json.dumps([list(args or ()), dict(kwargs or {})], orjson.OPT_SORT_KEYS)
     return f"unique:{name}:{hashlib.sha256(payload).hexdigest()}"

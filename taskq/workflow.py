@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from taskq import states
+from taskq import states, typed_json
 from taskq.chords import CHORD_RESULTS, ChordCallback, ChordCounter, ChordPart
 from taskq.elements import (
     CHAIN,
@@ -412,7 +412,7 @@ def _outcome(
     """The member's result as JSON, or the failure that `taskq.chord_error` raises."""
     if failure is None:
         try:
-            return orjson.dumps(value), False
+            return typed_json.dumps(value), False
         except TypeError as exc:
             reason = f"MessageError: result is not serializable: {exc}"
     else:

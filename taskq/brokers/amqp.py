@@ -61,9 +61,21 @@ from taskq.brokers.amqp_topology import (
     declare_exchange,
     declare_queue,
 )
-from taskq.brokers.base import Broker, DeadLetter, Delivery, dead_letter_queue
+from taskq.brokers.base import (
+    Broadcasts,
+    Broker,
+    DeadLetter,
+    Delivery,
+    Scheduled,
+    dead_letter_queue,
+)
 from taskq.config import QUEUE_OPTIONS, Settings
-from taskq.errors import BrokerUnavailable, ConfigurationError, NotConnectedError
+from taskq.errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    NotConnectedError,
+    UnsupportedError,
+)
 from taskq.message import Message, encode
 from taskq.urls import masked_url
 
@@ -326,7 +338,7 @@ class AMQPBroker(Broker):
             with winding_down(self._config.publish_timeout):
                 await consumer.stop()
 
-    def subscribe(self, channel: str) -> AsyncIterator[bytes]:
+    def subscribe(self, channel: str) -> Broadcasts:
         return self._subscribe(channel)
 
     async def _subscribe(self, name: str) -> AsyncGenerator[bytes, None]:
@@ -358,11 +370,17 @@ class AMQPBroker(Broker):
             ready = await self._relinked(partial(_ready, queues))
         return ready + self._held[queue]
 
-    async def delayed_length(self, queue: str) -> int:
+    async def scheduled(self, queue: str, limit: int = 100) -> list[Scheduled]:
+        raise UnsupportedError(
+            "RabbitMQ cannot list the delayed messages without taking them from their delay"
+            " buckets; scheduled_length (taskq status) counts them"
+        )
+
+    async def scheduled_length(self, queue: str) -> int:
         """Ready in the queue's delay buckets."""
         async with self._talking():
-            queues = await self._relinked(partial(self._with_buckets, queue))
-            return await self._relinked(partial(_ready, queues[:-1]))
+            *buckets, _ = await self._relinked(partial(self._with_buckets, queue))
+            return await self._relinked(partial(_ready, buckets))
 
     async def purge(self, queue: str) -> int:
         async with self._talking():
@@ -421,8 +439,11 @@ class AMQPBroker(Broker):
 
 
 async def _offer(send: MemoryObjectSendStream[bytes], message: AbstractIncomingMessage) -> None:
-    with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
-        send.send_nowait(message.body)  # a subscriber SUBSCRIBER_BUFFER behind loses the newest
+    # A subscriber SUBSCRIBER_BUFFER behind loses the newest; one that left, what comes after.
+    with contextlib.suppress(
+        anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
+    ):
+        send.send_nowait(message.body)
 
 
 async def _ready(queues: list[AbstractQueue]) -> int:

@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from taskq import defaults
 from taskq.config import Settings, checked_options
@@ -55,6 +55,14 @@ class DeadLetter:
     reason: str
     body: bytes
     failed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """A message the broker holds until it is due (an eta or countdown, a retry's delay)."""
+
+    body: bytes
+    due_at: float  # epoch seconds
 
 
 class Delivery(ABC):
@@ -135,6 +143,16 @@ class Delivery(ABC):
         """It was settled: its consumer may take another message."""
 
 
+class Broadcasts(Protocol):
+    """A subscription to a broadcast channel; `aclose()` ends it."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def __anext__(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
 class Broker(ABC):
     """A broker on `url`, configured by the app's settings.
 
@@ -200,8 +218,12 @@ class Broker(ABC):
         """Messages waiting or leased in `queue`, delayed ones included."""
 
     @abstractmethod
-    async def delayed_length(self, queue: str) -> int:
-        """Messages of `queue` not due yet: an eta, a countdown, a retry's delay."""
+    async def scheduled(self, queue: str, limit: int = 100) -> list[Scheduled]:
+        """The `limit` messages of `queue` due soonest that are not due yet."""
+
+    @abstractmethod
+    async def scheduled_length(self, queue: str) -> int:
+        """How many messages of `queue` are not due yet."""
 
     @abstractmethod
     async def purge(self, queue: str) -> int:
@@ -229,7 +251,9 @@ class Broker(ABC):
     async def broadcast(self, channel: str, payload: bytes) -> None: ...
 
     @abstractmethod
-    def subscribe(self, channel: str) -> AsyncIterator[bytes]: ...
+    def subscribe(self, channel: str) -> Broadcasts:
+        """The payloads broadcast on `channel` from about now on (a subscription may take
+        its first read to be in place: see `taskq.control.greet_until_heard`)."""
 
 
 def _seconds(transport: dict[str, Any], name: str, default: float) -> float:

@@ -12,14 +12,14 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 import anyio
 import anyio.lowlevel
 
-from taskq.brokers.base import Broker, DeadLetter, Delivery
+from taskq.brokers.base import Broadcasts, Broker, DeadLetter, Delivery, Scheduled
 from taskq.brokers.leases import (
     Claimed,
     Lease,
@@ -83,6 +83,11 @@ class _Queue:
         while self._scheduled and not self._current(*self._scheduled[0][1:]):
             heapq.heappop(self._scheduled)
         return self._scheduled[0][0] if self._scheduled else None
+
+    def not_due(self, now: float) -> list[_Entry]:
+        """The unleased entries due after `now`, soonest first."""
+        waiting = [e for e in self.entries.values() if e.token is None and e.available_at > now]
+        return sorted(waiting, key=lambda entry: (entry.available_at, entry.id))
 
     def purge(self, now: float) -> int:
         doomed = [e.id for e in self.entries.values() if e.token is None or e.available_at <= now]
@@ -200,12 +205,16 @@ class MemoryBroker(Broker):
             found = self._state.queues.get(queue)
             return len(found.entries) if found else 0
 
-    async def delayed_length(self, queue: str) -> int:
-        now = time.time()
+    async def scheduled(self, queue: str, limit: int = 100) -> list[Scheduled]:
         with self._state.lock:
             found = self._state.queues.get(queue)
-            entries = found.entries.values() if found else ()
-            return sum(1 for e in entries if e.token is None and e.available_at > now)
+            waiting = found.not_due(time.time()) if found else []
+        return [Scheduled(entry.body, entry.available_at) for entry in waiting[:limit]]
+
+    async def scheduled_length(self, queue: str) -> int:
+        with self._state.lock:
+            found = self._state.queues.get(queue)
+            return len(found.not_due(time.time())) if found else 0
 
     async def purge(self, queue: str) -> int:
         with self._state.lock:
@@ -243,7 +252,7 @@ class MemoryBroker(Broker):
             subscriber.deliver(payload)
         wake(channel_key(self._url, channel))
 
-    def subscribe(self, channel: str) -> AsyncIterator[bytes]:
+    def subscribe(self, channel: str) -> Broadcasts:
         subscription = _MemorySubscription(self, channel)
         with self._state.lock:
             self._state.subscribers.setdefault(channel, weakref.WeakSet()).add(subscription)

@@ -25,7 +25,7 @@ from typing import Any
 
 from redis.asyncio.client import PubSub
 
-from taskq.brokers.base import Broker, DeadLetter, Delivery
+from taskq.brokers.base import Broadcasts, Broker, DeadLetter, Delivery, Scheduled
 from taskq.brokers.redis_consumer import GROUP, Consumer, ms
 from taskq.config import Settings
 from taskq.errors import BrokerUnavailable
@@ -167,7 +167,13 @@ class RedisBroker(Broker):
         [count] = await self.run([self.script("length", queue, [])], "counting messages")
         return int(count)
 
-    async def delayed_length(self, queue: str) -> int:
+    async def scheduled(self, queue: str, limit: int = 100) -> list[Scheduled]:
+        command = ("ZRANGE", self.keys(queue).delayed, 0, limit - 1, "WITHSCORES")
+        [members] = await self.run([command], "reading delayed messages")
+        # A member is `<band><deliveries>:<token>:<body>` (redis.lua), its score the due ms.
+        return [Scheduled(member.split(b":", 2)[2], due / 1000) for member, due in members]
+
+    async def scheduled_length(self, queue: str) -> int:
         [count] = await self.run([("ZCARD", self.keys(queue).delayed)], "counting delayed messages")
         return int(count)
 
@@ -214,7 +220,7 @@ class RedisBroker(Broker):
     async def broadcast(self, channel: str, payload: bytes) -> None:
         await self.run([("PUBLISH", self._broadcast_channel(channel), payload)], "broadcasting")
 
-    def subscribe(self, channel: str) -> AsyncIterator[bytes]:
+    def subscribe(self, channel: str) -> Broadcasts:
         return _Broadcasts(self, self._broadcast_channel(channel))
 
     def _broadcast_channel(self, channel: str) -> str:

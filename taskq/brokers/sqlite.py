@@ -16,11 +16,11 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from functools import partial
-from typing import TypeVar, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple
 
-from taskq.brokers.base import Broker, DeadLetter, Delivery
+from taskq.brokers.base import Broadcasts, Broker, DeadLetter, Delivery, Scheduled
 from taskq.brokers.leases import (
     Claimed,
     Lease,
@@ -106,13 +106,13 @@ _BURY = "INSERT INTO taskq_dead_letters (queue, reason, body, failed_at) VALUES 
 # A message whose lease ran out is as good as waiting, so purge takes it too.
 _PURGE = "DELETE FROM taskq_messages WHERE queue = ? AND (lease IS NULL OR available_at <= ?)"
 _LENGTH = "SELECT count(*) FROM taskq_messages WHERE queue = ?"
+_NOT_DUE = "FROM taskq_messages WHERE queue = ? AND lease IS NULL AND available_at > ?"
+_SCHEDULED = f"SELECT body, available_at {_NOT_DUE} ORDER BY available_at, id LIMIT ?"
+_SCHEDULED_LENGTH = f"SELECT count(*) {_NOT_DUE}"
 _DEAD_LETTERS = """
 SELECT id, queue, reason, body, failed_at FROM taskq_dead_letters
 WHERE queue = ? ORDER BY id LIMIT ?
 """
-_DELAYED_LENGTH = (
-    "SELECT count(*) FROM taskq_messages WHERE queue = ? AND lease IS NULL AND available_at > ?"
-)
 _DEAD_LETTER_LENGTH = "SELECT count(*) FROM taskq_dead_letters WHERE queue = ?"
 _PURGE_DEAD_LETTERS = "DELETE FROM taskq_dead_letters WHERE queue = ?"
 _EXPIRE_BROADCASTS = "DELETE FROM taskq_broadcasts WHERE created_at < ?"
@@ -214,6 +214,10 @@ def _scalar(conn: sqlite3.Connection, sql: str, *params: object) -> int:
     return int(value)
 
 
+def _rows(conn: sqlite3.Connection, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    return conn.execute(sql, params).fetchall()
+
+
 def _changes(conn: sqlite3.Connection, sql: str, *params: object) -> int:
     return conn.execute(sql, params).rowcount
 
@@ -275,8 +279,12 @@ class SQLiteBroker(Broker):
     async def queue_length(self, queue: str) -> int:
         return await self._run(_scalar, _LENGTH, queue)
 
-    async def delayed_length(self, queue: str) -> int:
-        return await self._run(_scalar, _DELAYED_LENGTH, queue, time.time())
+    async def scheduled(self, queue: str, limit: int = 100) -> list[Scheduled]:
+        rows = await self._run(_rows, _SCHEDULED, queue, time.time(), limit)
+        return [Scheduled(body, due_at) for body, due_at in rows]
+
+    async def scheduled_length(self, queue: str) -> int:
+        return await self._run(_scalar, _SCHEDULED_LENGTH, queue, time.time())
 
     async def purge(self, queue: str) -> int:
         return await self._run(_changes, _PURGE, queue, time.time())
@@ -301,7 +309,7 @@ class SQLiteBroker(Broker):
         await self._run(_broadcast, channel, payload)
         wake(channel_key(self._key, channel))
 
-    def subscribe(self, channel: str) -> AsyncIterator[bytes]:
+    def subscribe(self, channel: str) -> Broadcasts:
         return _SQLiteSubscription(self, channel)
 
     # LeaseStore

@@ -126,7 +126,8 @@ class EagerRun:
             meta = TaskMeta.from_exception(message.id, error, task=message.task, worker=HOSTNAME)
             await self.states.write(meta)
             return Outcome(states.FAILURE, error=error, meta=meta)
-        request = Request(message, {"queue": message.queue}, HOSTNAME, is_eager=True)
+        exchange = self.app.conf.task_default_exchange
+        request = Request(message, HOSTNAME, message.queue, 1, exchange, is_eager=True)
         job = Job(EagerDelivery(message), message, task, request)
         return await self._pipeline.chain(task)(job)
 

@@ -62,6 +62,10 @@ class Pipeline:
             chain = self._chains[task.name] = self._build(task)
         return chain
 
+    def rebuild(self, task_name: str) -> None:
+        """Build the task's chain again on its next job: one of its options changed."""
+        self._chains.pop(task_name, None)
+
     def _build(self, task: Task[Any, Any]) -> CallNext:
         outer = [stage for stage in self._outer if stage.applies_to(task)]
         inner = [stage for stage in self._inner if stage.applies_to(task)]

@@ -72,7 +72,7 @@ class RateLimit:
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
-        self._limiters: dict[str, TokenBucket | GlobalSlots] = {}
+        self._limiters: dict[tuple[str, str], TokenBucket | GlobalSlots] = {}
 
     def applies_to(self, task: Any) -> bool:
         return rate_of(task) is not None
@@ -89,13 +89,13 @@ class RateLimit:
         return await call_next(job)
 
     def _limiter(self, job: Job) -> TokenBucket | GlobalSlots:
-        task = job.task
-        limiter = self._limiters.get(task.name)
+        """The task's limiter at its rate now (a control command may change it)."""
+        task, rate = job.task, rate_of(job.task)
+        assert rate is not None  # the stage applies to rate-limited tasks only
+        limiter = self._limiters.get((task.name, rate))
         if limiter is None:
-            rate = rate_of(task)
-            assert rate is not None  # the stage applies to rate-limited tasks only
             interval = parse_rate(rate)
-            limiter = self._limiters[task.name] = (
+            limiter = self._limiters[task.name, rate] = (
                 GlobalSlots(self._runtime.store, task.name, interval)
                 if task.rate_limit_scope == "global"
                 else TokenBucket(interval)

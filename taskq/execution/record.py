@@ -14,9 +14,7 @@ import logging
 import time
 from typing import Any
 
-import orjson
-
-from taskq import states
+from taskq import states, typed_json
 from taskq.errors import MessageError
 from taskq.execution.job import REPLACED, CallNext, Job, Outcome, Runtime
 from taskq.execution.meta import failure, state
@@ -51,9 +49,7 @@ class Record:
             outcome = Outcome(states.FAILURE, error=error, elapsed=outcome.elapsed)
         if outcome.status == states.SUCCESS:
             logger.info("Task %s[%s] succeeded in %.3fs", message.task, message.id, outcome.elapsed)
-            outcome.meta = state(
-                job, hostname, states.SUCCESS, result=outcome.value, date_done=time.time()
-            )
+            outcome.meta = state(job, hostname, states.SUCCESS, outcome.value, time.time())
             if job.stores_result:
                 stored_first = job.acks_late or job.task.has_hooks or reads_results_next(message)
                 await writer.record(outcome.meta, wait=stored_first)
@@ -81,7 +77,7 @@ def _unserializable(value: Any) -> str | None:
     if type(value) in _PLAIN:
         return None
     try:
-        orjson.dumps(value)
+        typed_json.dumps(value)
     except TypeError as exc:
         return str(exc)
     return None

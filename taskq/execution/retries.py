@@ -2,10 +2,11 @@
 
 `raise self.retry(...)` (a `Retry`) and an exception in the task's `autoretry_for` (with
 retries left) become a RETRY outcome carrying the same task id again with `retries + 1`,
-due after the countdown; settlement publishes it once RETRY is recorded. Any other exception
-is the final FAILURE. A task whose retries are exhausted goes to the dead letters right here,
-with the reason and traceback, before its FAILURE is recorded: once `get()` raises, the
-message can be replayed (a copy is kept if it was acked early).
+due after the countdown or at the retry's eta (expiring at its `expires`, if it has one);
+settlement publishes it once RETRY is recorded. Any other exception is the final FAILURE. A
+task whose retries are exhausted goes to the dead letters right here, with the reason and
+traceback, before its FAILURE is recorded: once `get()` raises, the message can be replayed
+(a copy is kept if it was acked early).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class Retries:
         except anyio.get_cancelled_exc_class():
             raise
         except Retry as retry:
-            return _retry(job, retry.exc, retry.countdown)
+            return _retry(job, retry.exc, retry.countdown, retry.eta, retry.expires)
         except Exception as exc:
             task, message = job.task, job.message
             if task.autoretries(exc):
@@ -58,15 +59,28 @@ class Retries:
             await job.delivery.dead_letter(reason)
 
 
-def _retry(job: Job, exc: BaseException | None, countdown: float | None) -> Outcome:
+def _retry(
+    job: Job,
+    exc: BaseException | None,
+    countdown: float | None,
+    eta: float | None = None,
+    expires: float | None = None,
+) -> Outcome:
     message = job.message
-    delay = countdown or 0.0
     now = time.time()
-    again = dataclasses.replace(message, retries=message.retries + 1, eta=now + delay, sent_at=now)
+    due = eta if eta is not None else now + (countdown or 0.0)
+    delay = max(due - now, 0.0)
+    again = dataclasses.replace(
+        message,
+        retries=message.retries + 1,
+        eta=due,
+        expires=expires if expires is not None else message.expires,
+        sent_at=now,
+    )
     logger.info(
         "Task %s[%s] retry %d in %.1fs: %r", message.task, message.id, again.retries, delay, exc
     )
-    error = exc if exc is not None else Retry(None, countdown)
+    error = exc if exc is not None else Retry(None, countdown, eta=eta)
     elapsed = time.perf_counter() - job.run_at
     return Outcome(states.RETRY, error=error, retry=again, elapsed=elapsed)
 

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
-import orjson
 
-from taskq import defaults, states
+from taskq import defaults, states, typed_json
 from taskq.config import Settings, checked_options
 from taskq.errors import ConfigurationError, MessageError, TimeoutError
 from taskq.urls import load_backend_class
@@ -43,7 +42,10 @@ class StoreOptions:
 @dataclass(slots=True)
 class TaskMeta:
     """What the store knows of one task. A failure keeps the exception's type,
-    message and traceback text; no exception object is ever pickled."""
+    message and traceback text; no exception object is ever pickled. `args` and `kwargs`
+    are those of a JSON message (None for another serializer's, which JSON may not hold);
+    `children` the results the task published while it ran, as saved groups hold them
+    (a task id, or `{"group": id, "results": [...]}`)."""
 
     task_id: str
     status: str = states.PENDING
@@ -55,37 +57,44 @@ class TaskMeta:
     retries: int = 0
     worker: str | None = None
     date_done: float | None = None
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+    queue: str | None = None
+    children: list[Any] | None = None
 
     @classmethod
     def from_exception(cls, task_id: str, exc: BaseException, **fields: Any) -> TaskMeta:
         """A FAILURE that records `exc`'s qualified type, message and traceback text."""
-        return cls(
-            task_id,
-            states.FAILURE,
-            exc_type=exception_type(exc),
-            exc_message=str(exc),
-            traceback="".join(traceback.format_exception(exc)),
-            date_done=time.time(),
-            **fields,
-        )
+        return cls(task_id, states.FAILURE, **failure_fields(exc), **fields)
 
     @property
     def ready(self) -> bool:
         return self.status in states.READY_STATES
 
     def encode(self) -> bytes:
+        """JSON with the result's datetimes, UUIDs, decimals... tagged (`typed_json`)."""
         try:
-            return orjson.dumps(self)  # orjson writes a dataclass's fields in their order
+            return typed_json.dumps(self)  # orjson writes a dataclass's fields in their order
         except TypeError as exc:
             raise MessageError(f"task {self.task_id}: result is not serializable: {exc}") from exc
 
     @classmethod
     def decode(cls, raw: bytes) -> TaskMeta:
-        data = orjson.loads(raw)
+        data = typed_json.loads(raw)
         return cls(**{name: data.get(name) for name in _FIELDS if name in data})
 
 
 _FIELDS = tuple(TaskMeta.__dataclass_fields__)
+
+
+def failure_fields(exc: BaseException) -> dict[str, Any]:
+    """What a failure records of `exc`: its qualified type, message and traceback text."""
+    return {
+        "exc_type": exception_type(exc),
+        "exc_message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+        "date_done": time.time(),
+    }
 
 
 def exception_type(exc: BaseException) -> str:

@@ -35,6 +35,11 @@ class RevokedIds:
         for task_id in task_ids:
             self._until[task_id] = now + self.ttl
 
+    def ids(self) -> list[str]:
+        """The ids revoked now."""
+        now = time.monotonic()
+        return [task_id for task_id, until in self._until.items() if until > now]
+
     def __contains__(self, task_id: object) -> bool:
         until = self._until.get(task_id) if isinstance(task_id, str) else None
         return until is not None and until > time.monotonic()

@@ -162,7 +162,7 @@ class WorkerMetrics:
     async def _sample(self, broker: Broker, queues: Sequence[str]) -> None:
         for queue in queues:
             self.queue_length.labels(queue).set(await broker.queue_length(queue))
-            self.queue_delayed.labels(queue).set(await broker.delayed_length(queue))
+            self.queue_delayed.labels(queue).set(await broker.scheduled_length(queue))
             self.dead_letters.labels(queue).set(await broker.dead_letter_length(queue))
 
     def _lost(self, why: str) -> None:

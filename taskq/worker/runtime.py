@@ -3,6 +3,7 @@ and the services its pipeline runs against (`taskq.execution.job.Runtime`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
@@ -30,6 +31,11 @@ logger = logging.getLogger("taskq.worker")
 UNHANDLED_TIMEOUT = 10.0  # seconds given to dead-lettering a delivery whose handling failed
 
 LendSlot = Callable[[Callable[[], Awaitable[object]]], Awaitable[bool]]
+
+
+def event_loop_name() -> str:
+    """The running event loop's kind: asyncio or uvloop."""
+    return type(asyncio.get_running_loop()).__module__.partition(".")[0]
 
 
 class WorkerRuntime:
@@ -60,6 +66,7 @@ class WorkerRuntime:
         self.lend_slot: LendSlot | None = None  # the worker's: see `wait_off_slot`
         self._stored_revocations = Coalescer(self.store.revoked)
         self._revocations_loaded = False
+        self._exchange = app.conf.task_default_exchange
 
     async def receive(self, delivery: Delivery) -> Job | None:
         """The job of a fresh delivery; a bad one is dead-lettered (and its task marked
@@ -74,12 +81,10 @@ class WorkerRuntime:
         except TypeError as exc:
             await self._reject(delivery, BadArgumentsError(f"{message.task}: {exc}"), message.task)
             return None
-        info = {
-            "queue": delivery.queue,
-            "priority": message.priority,
-            "delivery_count": delivery.delivery_count,
-        }
-        return Job(delivery, message, task, Request(message, info, self.hostname))
+        request = Request(
+            message, self.hostname, delivery.queue, delivery.delivery_count, self._exchange
+        )
+        return Job(delivery, message, task, request)
 
     async def unhandled(self, delivery: Delivery, error: Exception) -> None:
         """Settle a delivery whose handling failed unexpectedly: into the dead letters with

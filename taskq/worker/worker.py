@@ -6,6 +6,9 @@ spawn. A loop turns its delivery into a job (`WorkerRuntime.receive`) and runs i
 the pipeline (`taskq.execution`). A job held back by its rate limit lends its slot: a new
 loop takes its place while it waits, and one loop retires when it comes back.
 
+The control plane (`taskq.worker.remote`) may change the queues, which starts consuming again
+(what is held from the consumer before is settled as ever), and the number of task loops.
+
 Shutdown: `stop()` (first SIGTERM/SIGINT) is warm: stop consuming, give reserved
 but unstarted messages back at once, let running tasks finish within
 `shutdown_timeout`, then cancel what is left. `terminate()` (a second signal) is
@@ -14,27 +17,27 @@ cold: cancel running tasks now. A cancelled `acks_late` task goes back to the qu
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
-import secrets
 import socket
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from taskq.brokers.base import Broker, Delivery
-from taskq.control import CONTROL_CHANNEL, decode_command, encode_command
 from taskq.execution.job import Job
 from taskq.execution.settlement import settle_lost
 from taskq.urls import masked_url
 from taskq.worker.ops import Operations
-from taskq.worker.runtime import WorkerRuntime
+from taskq.worker.remote import RemoteControl
+from taskq.worker.runtime import WorkerRuntime, event_loop_name
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
@@ -43,8 +46,6 @@ logger = logging.getLogger("taskq.worker")
 
 # Leases are renewed this many times per visibility timeout, so one late renewal is harmless.
 RENEWALS_PER_TIMEOUT = 4
-GREETING_FIRST_DELAY = 0.05
-GREETING_MAX_DELAY = 5.0
 FINAL_STATES_TIMEOUT = 10.0  # seconds a stopping worker gives its last task states to be written
 
 
@@ -90,8 +91,11 @@ class Worker:
         self._waiting: set[anyio.CancelScope] = set()  # jobs waiting with their slot lent
         self._drained = anyio.Event()
         self._consume_scope = anyio.CancelScope()
+        self._restart_consumer = anyio.CancelScope()
         self._loops: anyio.abc.TaskGroup | None = None
         self._runtime: WorkerRuntime | None = None
+        self.outcomes: Counter[str] = Counter()  # how the jobs run here ended, by status
+        self.started_at = time.monotonic()
         self._stopping = False
         send, receive = anyio.create_memory_object_stream[Work](max_buffer_size=math.inf)
         self._work_in: MemoryObjectSendStream[Work] = send
@@ -159,7 +163,7 @@ class Worker:
             self._log_ready()
             services.start_soon(runtime.states.run)
             services.start_soon(self._renew_leases, broker.options.visibility_timeout)
-            services.start_soon(self._obey_commands, broker, runtime)
+            services.start_soon(RemoteControl(self, broker, runtime).run)
             await self.app.middleware.worker_start(self)
             try:
                 await self._serve_until_stopped(broker, runtime)
@@ -182,7 +186,7 @@ class Worker:
             self.concurrency,
             self.threads,
             self.prefetch,
-            type(asyncio.get_running_loop()).__module__.partition(".")[0],  # asyncio | uvloop
+            event_loop_name(),
             masked_url(app.broker_url),
             masked_url(app.result_backend_url),
             f", metrics on port {self._ops.port}" if self._ops.port else "",
@@ -210,10 +214,16 @@ class Worker:
             loops.cancel_scope.cancel()
 
     async def _consume(self, broker: Broker) -> None:
-        async with aclosing(broker.consume(self.queues, self.prefetch)) as deliveries:
-            async for delivery in deliveries:
-                self._held.add(delivery)
-                self._work_in.send_nowait(delivery)
+        """Consume `queues`; again from the start when they change (`_restart_consumer`).
+        Deliveries held from the consumer that ended are settled as ever."""
+        while True:
+            with anyio.CancelScope() as self._restart_consumer:
+                consumer = broker.consume(list(self.queues), self.prefetch)
+                async with aclosing(consumer) as deliveries:
+                    async for delivery in deliveries:
+                        self.take(delivery)
+            if not self._restart_consumer.cancel_called:
+                return
 
     async def _give_back_reserved(self) -> None:
         """On shutdown: nack what no loop has started, then let the loops end when idle."""
@@ -305,7 +315,8 @@ class Worker:
         """The job through its pipeline; if that is cancelled, the job is settled as lost."""
         self._running[scope] = job
         try:
-            await runtime.pipeline.chain(job.task)(job)
+            outcome = await runtime.pipeline.chain(job.task)(job)
+            self.outcomes[outcome.status] += 1
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await settle_lost(runtime, job)
@@ -326,33 +337,63 @@ class Worker:
         if self._stopping and not self._held:
             self._drained.set()
 
-    async def _obey_commands(self, broker: Broker, runtime: WorkerRuntime) -> None:
-        """Control-plane commands: `revoke` (and with `terminate`, cancel them here).
+    # -- what the control plane reads and changes (taskq.worker.remote) ----------------
 
-        The worker greets itself on the channel: hearing its greeting proves that broadcasts
-        reach it, so it loads the stored revocations then, and needs no store lookups after.
-        """
-        greeting = encode_command("hello", worker=self.hostname, token=secrets.token_hex(8))
-        heard = anyio.Event()
-        async with anyio.create_task_group() as greeter:
-            greeter.start_soon(_greet, broker, greeting, heard)
-            async for payload in broker.subscribe(CONTROL_CHANNEL):
-                if payload == greeting:
-                    if not heard.is_set():
-                        heard.set()
-                        await _load_revocations(runtime)
-                    continue
-                self._obey(decode_command(payload), runtime)
+    def take(self, delivery: Delivery) -> None:
+        """Hold `delivery` and queue it for the task loops (a consumer's, or a broadcast
+        task's); one taken while stopping is given back by the loop that meets it."""
+        self._held.add(delivery)
+        self._work_in.send_nowait(delivery)
 
-    def _obey(self, command: dict[str, Any] | None, runtime: WorkerRuntime) -> None:
-        if command is None or command["op"] != "revoke":
-            return
-        revoked = [task_id for task_id in command.get("ids") or () if isinstance(task_id, str)]
-        runtime.revoked.add(revoked)
-        if command.get("terminate"):
-            self._terminate(set(revoked))
+    def running_jobs(self) -> list[Job]:
+        return list(self._running.values())
 
-    def _terminate(self, task_ids: set[str]) -> None:
+    def reserved_deliveries(self) -> list[Delivery]:
+        """The deliveries held here that no task loop has started."""
+        started = {job.delivery for job in self._running.values()}
+        return [delivery for delivery in self._held if delivery not in started]
+
+    def grow(self, n: int) -> None:
+        """`n` more task loops; within the prefetch fixed when consuming began."""
+        if self._loops is None or self._runtime is None:
+            raise RuntimeError("the worker is not running tasks yet")
+        if self.concurrency + n > self.prefetch:
+            raise ValueError(
+                f"concurrency {self.concurrency + n} would exceed the prefetch ({self.prefetch})"
+                " this worker started with; restart it with a higher --prefetch-multiplier"
+            )
+        self.concurrency += n
+        for _ in range(n):
+            self._loops.start_soon(self._task_loop, self._runtime)
+
+    def shrink(self, n: int) -> None:
+        """`n` fewer task loops: each retires when it next takes work, after its job."""
+        if n >= self.concurrency:
+            raise ValueError(f"cannot shrink concurrency {self.concurrency} by {n}: at least 1")
+        self.concurrency -= n
+        for _ in range(n):
+            self._work_in.send_nowait(_Retire())
+
+    def add_consumer(self, queue: str) -> None:
+        """Consume `queue` too, from now on."""
+        if not isinstance(queue, str) or not queue:
+            raise ValueError(f"a queue is a name, not {queue!r}")
+        if queue in self.queues:
+            raise ValueError(f"already consuming {queue!r}")
+        self.queues.append(queue)
+        self._restart_consumer.cancel()
+
+    def cancel_consumer(self, queue: str) -> None:
+        """Stop consuming `queue`; what was prefetched from it still runs."""
+        if queue not in self.queues:
+            raise ValueError(f"not consuming {queue!r}: {', '.join(self.queues)}")
+        if len(self.queues) == 1:
+            raise ValueError(f"{queue!r} is the only queue consumed; shutdown stops the worker")
+        self.queues.remove(queue)
+        self._restart_consumer.cancel()
+
+    def terminate_tasks(self, task_ids: set[str]) -> None:
+        """Cancel these tasks where they run (revoked with `terminate`)."""
         for scope, job in list(self._running.items()):
             if job.message.id in task_ids:  # settle_lost logs the revocation
                 job.terminated = True
@@ -364,23 +405,3 @@ class Worker:
             async with anyio.create_task_group() as renewals:  # concurrently: one wait in all
                 for delivery in list(self._held):
                     renewals.start_soon(delivery.extend, visibility)
-
-
-async def _greet(broker: Broker, greeting: bytes, heard: anyio.Event) -> None:
-    """Broadcast `greeting` until it is heard: the first may precede the subscription."""
-    delay = GREETING_FIRST_DELAY
-    while not heard.is_set():
-        try:
-            await broker.broadcast(CONTROL_CHANNEL, greeting)
-        except Exception as exc:  # the broker is down: messages are checked in the store meanwhile
-            logger.warning("Could not broadcast on the control channel: %s", exc)
-        with anyio.move_on_after(delay):
-            await heard.wait()
-        delay = min(delay * 2, GREETING_MAX_DELAY)
-
-
-async def _load_revocations(runtime: WorkerRuntime) -> None:
-    try:
-        await runtime.load_revocations()
-    except Exception:  # messages are still checked in the store, one batch at a time
-        logger.exception("Could not load the stored revocations")

@@ -25,7 +25,7 @@ from servers import RabbitMQServer
 
 from taskq.brokers.base import Broker, Delivery, create_broker
 from taskq.config import Settings
-from taskq.errors import MessageTooLargeError
+from taskq.errors import MessageTooLargeError, UnsupportedError
 from taskq.message import Message, decode, encode
 
 UrlFactory = Callable[[pytest.FixtureRequest, Path], str]
@@ -292,14 +292,14 @@ async def test_eta_delays_delivery(broker: Broker) -> None:
         assert time.time() >= eta - 0.05
 
 
-async def test_delayed_length_counts_what_is_not_due(broker: Broker) -> None:
+async def test_scheduled_length_counts_a_delayed_requeue_too(broker: Broker) -> None:
     await broker.publish(new_message(eta=time.time() + 30), "q")
     await broker.publish(new_message(), "q")
-    assert await broker.delayed_length("q") == 1
+    assert await broker.scheduled_length("q") == 1
     async with consuming(broker) as deliveries:
         await (await expect(deliveries)).nack(delay=30)
-    assert (await broker.delayed_length("q"), await broker.queue_length("q")) == (2, 2)
-    assert await broker.delayed_length("other") == 0
+    assert (await broker.scheduled_length("q"), await broker.queue_length("q")) == (2, 2)
+    assert await broker.scheduled_length("other") == 0
 
 
 async def test_priorities_then_fifo(broker: Broker) -> None:
@@ -361,6 +361,27 @@ async def test_queue_length_counts_waiting_delayed_and_leased(broker: Broker) ->
         await broker.publish(new_message(), "q")
         assert await broker.queue_length("q") == 3
     assert await broker.queue_length("other") == 0
+
+
+async def test_scheduled_are_the_messages_not_due_yet(broker: Broker) -> None:
+    """Delayed ones, soonest first; not the ready, nor the leased ones."""
+    later, sooner = time.time() + 120, time.time() + 60
+    delayed = [new_message(eta=later), new_message(eta=sooner)]
+    await broker.publish_many([(message, "q") for message in [*delayed, new_message()]])
+    async with consuming(broker) as deliveries:
+        await expect(deliveries)  # the ready one, leased now
+        assert await broker.scheduled_length("q") == 2
+    if broker.url.startswith("amqp"):
+        with pytest.raises(UnsupportedError, match="scheduled_length"):
+            await broker.scheduled("q")
+        return
+    scheduled = await broker.scheduled("q")
+    assert [decode(item.body, {"json"}).id for item in scheduled] == [
+        delayed[1].id,
+        delayed[0].id,
+    ]
+    assert [item.due_at for item in scheduled] == pytest.approx([sooner, later], abs=0.01)
+    assert len(await broker.scheduled("q", limit=1)) == 1
 
 
 async def test_purge_keeps_leased_messages(broker: Broker) -> None:

@@ -12,6 +12,7 @@ import time
 import anyio
 
 from taskq import TaskQ, group
+from taskq.worker.worker import Worker
 
 app = TaskQ("itest")
 
@@ -22,6 +23,11 @@ _peak = 0
 @app.task(name="itest.add")
 async def add(x: int, y: int) -> int:
     return x + y
+
+
+@app.task(name="itest.same")
+async def same(value: object) -> object:
+    return value
 
 
 @app.task(name="itest.concurrent")
@@ -136,6 +142,22 @@ async def spread(self, values: list[int]) -> list[int]:  # type: ignore[no-untyp
 @app.task(name="itest.grow_chord", bind=True)
 async def grow_chord(self) -> None:  # type: ignore[no-untyped-def]
     self.add_to_chord(add.s(1, 1))
+
+
+@app.task(name="itest.touch")
+async def touch(directory: str) -> int:
+    """Appends a line to the file named after this worker's pid in `directory`."""
+    async with await anyio.open_file(os.path.join(directory, str(os.getpid())), "a") as out:
+        await out.write("ran\n")
+    return os.getpid()
+
+
+@app.control.command
+async def nap(worker: Worker, seconds: dict[str, float]) -> str:
+    """A control command answering with the worker's name after `seconds[its name]` (none if
+    not named): a worker slow to answer, on demand."""
+    await anyio.sleep(seconds.get(worker.hostname, 0.0))
+    return worker.hostname
 
 
 # -- operating a worker (tests/integration/test_worker_ops.py, test_worker_logs.py) ----

@@ -83,7 +83,7 @@ async def test_cli_status_and_purge(producer: TaskQ, worker_env: dict[str, str])
     for _ in range(3):
         await producer.send_task("itest.add", args=[1, 2])
     await producer.send_task("itest.add", args=[1, 2], countdown=60)
-    assert re.search(r"default\s+4\s+0", taskq("status", "-Q", "default"))
+    assert re.search(r"default\s+4\s+1\s+0", taskq("status", "-Q", "default"))  # 1 delayed
     assert "Purged 4 message(s) from default" in taskq("purge", "-f", "-Q", "default")
     assert await (await producer.connected_broker()).queue_length("default") == 0
 

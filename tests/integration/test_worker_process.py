@@ -145,6 +145,30 @@ def test_cli_call_result_status_purge_and_dlq(
     assert "Purged" in taskq("dlq", "purge", "-f").stdout
 
 
+def test_cli_reads_and_prints_typed_values_tagged(
+    worker_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    def taskq(*args: str) -> str:
+        command = [sys.executable, "-m", "taskq", *args, "-A", "itest_tasks:app"]
+        done = subprocess.run(
+            command, env=worker_env, cwd=Path(__file__).parent, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    start_worker()
+    tagged = [
+        {"__type__": "decimal", "__value__": "1.10"},
+        {"__type__": "timedelta", "__value__": {"days": 1, "seconds": 2, "microseconds": 3}},
+    ]
+    values = orjson.dumps([tagged]).decode()
+    printed = taskq("call", "itest.same", "--args", values, "--wait", "--timeout", "20")
+    assert orjson.loads(printed) == tagged
+    task_id = taskq("call", "itest.same", "--args", values)
+    shown = orjson.loads(taskq("result", task_id, "--wait", "--timeout", "20"))
+    assert shown["status"] == states.SUCCESS and shown["result"] == tagged
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -290,3 +290,22 @@ async def test_middleware_declares_a_task_option_of_its_own() -> None:
 
     assert audited.options == {"audit_level": "full"}
     assert plain.options == {"audit_level": "none"}
+
+
+def test_a_soft_time_limit_over_the_hard_one_is_refused_at_decoration() -> None:
+    with pytest.raises(ValueError, match=r"soft_time_limit \(10 s\) is over time_limit \(5 s\)"):
+
+        @app.task(time_limit=5, soft_time_limit=10)
+        async def slow() -> None: ...
+
+    @app.task(time_limit=5, soft_time_limit=5)
+    async def bounded() -> None: ...
+
+    assert (bounded.soft_time_limit, bounded.time_limit) == (5, 5)
+
+
+def test_typing_takes_true_or_false() -> None:
+    with pytest.raises(TypeError, match="typing must be True or False, not 'no'"):
+
+        @app.task(typing="no")
+        async def loose() -> None: ...

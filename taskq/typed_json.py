@@ -1,0 +1,186 @@
+"""JSON that keeps `datetime`, `date`, `time`, `timedelta`, `UUID` and `Decimal`: each is
+written as `{"__type__": TAG, "__value__": ...}` and read back as its type. The tags are
+kombu's (Celery 5.3+), so a mixed fleet reads and writes the same; kombu has no timedelta
+(and refuses the tag). Tuples are written as lists and read back as lists.
+
+orjson writes the plain values in C, and asks `_write_tagged` only for the types it cannot
+(or, for the datetimes, is told not to) write itself. A UUID it always writes as a bare
+string without asking: only when the text holds what looks like one is the value searched
+for UUIDs, and written again with them tagged if it holds any. Reading walks the
+structure only when the text holds a tag. Either way plain values cost a byte search.
+
+Objects that write their own tagged form (`taskq.tagging`: result handles, remote errors)
+are written too; reading them back needs an app (`taskq.result.restore`).
+
+Imports nothing of taskq but `errors` and `tagging`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, TypeVar
+from uuid import UUID
+
+import orjson
+
+from taskq.errors import MessageError
+from taskq.tagging import TYPE, VALUE
+
+T = TypeVar("T")
+
+_MARK = b'"__type__"'
+_DASH = ord("-")  # `int in bytes`: `bytes in bytes` first tries the bytes as an int, slowly
+# The middle of a UUID's text: the search starts only at dashes, found by memchr.
+_UUID_TEXT = re.compile(rb"-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-")
+_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME
+_SCALARS: frozenset[type] = frozenset({str, int, float, bool, type(None)})
+
+
+def _uuid(value: UUID) -> dict[str, Any]:
+    return {"hex": value.hex, "version": value.version}
+
+
+def _timedelta(value: dt.timedelta) -> dict[str, int]:
+    return {"days": value.days, "seconds": value.seconds, "microseconds": value.microseconds}
+
+
+# Tag and writer of each type; `datetime` before `date`, which it subclasses.
+_WRITERS: dict[type, tuple[str, Callable[[Any], Any]]] = {
+    dt.datetime: ("datetime", dt.datetime.isoformat),
+    dt.date: ("date", dt.date.isoformat),
+    dt.time: ("time", dt.time.isoformat),
+    dt.timedelta: ("timedelta", _timedelta),
+    Decimal: ("decimal", str),
+    UUID: ("uuid", _uuid),
+}
+
+
+def _text(parse: Callable[[str], T]) -> Callable[[Any], T]:
+    def read(value: Any) -> T:
+        if type(value) is not str:
+            raise TypeError("not a string")
+        return parse(value)
+
+    return read
+
+
+def _read_uuid(value: Any) -> UUID:
+    return UUID(hex=value["hex"])  # the version is in the hex already
+
+
+def _read_timedelta(value: Any) -> dt.timedelta:
+    return dt.timedelta(**value)
+
+
+_READERS: dict[str, Callable[[Any], Any]] = {
+    "datetime": _text(dt.datetime.fromisoformat),
+    "date": _text(dt.date.fromisoformat),
+    "time": _text(dt.time.fromisoformat),
+    "timedelta": _read_timedelta,
+    "decimal": _text(Decimal),
+    "uuid": _read_uuid,
+}
+
+
+def dumps(value: Any, option: int = 0) -> bytes:
+    """`value` as JSON bytes, its typed values tagged; orjson's `TypeError` for a value of
+    any other type it cannot write."""
+    option |= _OPTIONS
+    raw = orjson.dumps(value, default=_write_tagged, option=option)
+    if _DASH in raw and _UUID_TEXT.search(raw) and _holds_uuid(value):
+        raw = orjson.dumps(_tagged_copy(value), default=_write_tagged, option=option)
+    return raw
+
+
+def loads(raw: bytes) -> Any:
+    """The value of JSON bytes, its tagged values read back as their types; a dict of
+    another `__type__` stays a dict. `orjson.JSONDecodeError`, or `MessageError` for a
+    tagged value that does not parse."""
+    value = orjson.loads(raw)
+    return _read_tags(value) if raw.find(_MARK) != -1 else value
+
+
+def _write_tagged(value: Any) -> dict[str, Any]:
+    """orjson's `default`: the tagged form of a value of one of the types, or of a subclass
+    (freezegun's `FakeDatetime`, pendulum's `DateTime`)."""
+    written = _WRITERS.get(type(value))
+    if written is None:
+        written = next((w for kind, w in _WRITERS.items() if isinstance(value, kind)), None)
+        if written is None:
+            return _self_tagged(value)
+    tag, write = written
+    return {TYPE: tag, VALUE: write(value)}
+
+
+def _self_tagged(value: Any) -> dict[str, Any]:
+    """The tagged form an object writes of itself (a result handle, a remote error: see
+    `taskq.tagging`); orjson's `TypeError` for any other."""
+    tagged = getattr(value, "tagged_json", None)
+    if tagged is None:
+        raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+    written: dict[str, Any] = tagged()
+    return written
+
+
+def _holds_uuid(value: Any) -> bool:
+    """Whether a UUID is in `value`, searching what orjson writes as arrays and objects:
+    lists, tuples, dicts (subclasses of list and dict too) and dataclasses."""
+    kind = type(value)
+    if kind is UUID:
+        return True
+    if isinstance(value, dict):
+        items: Any = value.values()
+    elif isinstance(value, list) or kind is tuple:
+        items = value
+    elif hasattr(kind, "__dataclass_fields__"):
+        items = _dataclass_fields(value).values()
+    else:
+        return False
+    return any(type(item) not in _SCALARS and _holds_uuid(item) for item in items)
+
+
+def _tagged_copy(value: Any) -> Any:
+    kind = type(value)
+    if kind is UUID:
+        return _write_tagged(value)
+    if isinstance(value, dict):
+        return {key: _tagged_copy(item) for key, item in value.items()}
+    if isinstance(value, list) or kind is tuple:
+        return [_tagged_copy(item) for item in value]
+    if hasattr(kind, "__dataclass_fields__"):
+        return {key: _tagged_copy(item) for key, item in _dataclass_fields(value).items()}
+    return value
+
+
+def _dataclass_fields(value: Any) -> dict[str, Any]:
+    """A dataclass's fields as orjson writes them: in order, but for those named `_...`."""
+    return {
+        field.name: getattr(value, field.name)
+        for field in dataclasses.fields(value)
+        if not field.name.startswith("_")
+    }
+
+
+def _read_tags(value: Any) -> Any:
+    """`value` (fresh from orjson, changed in place) with its tagged values read."""
+    if type(value) is dict:
+        tag = value.get(TYPE)
+        if len(value) == 2 and type(tag) is str and tag in _READERS and VALUE in value:
+            return _read(tag, value[VALUE])
+        for key, item in value.items():
+            value[key] = _read_tags(item)
+    elif type(value) is list:
+        for index, item in enumerate(value):
+            value[index] = _read_tags(item)
+    return value
+
+
+def _read(tag: str, value: Any) -> Any:
+    try:
+        return _READERS[tag](value)
+    except (TypeError, ValueError, KeyError, ArithmeticError) as exc:  # decimal's are arithmetic
+        raise MessageError(f"tagged {tag} {value!r} does not parse ({exc})") from None
