@@ -292,7 +292,7 @@ async def test_eta_delays_delivery(broker: Broker) -> None:
         assert time.time() >= eta - 0.05
 
 
-async def test_scheduled_length_counts_a_delayed_requeue_too(broker: Broker) -> None:
+async def test_scheduled_length_counts_what_is_not_due(broker: Broker) -> None:
     await broker.publish(new_message(eta=time.time() + 30), "q")
     await broker.publish(new_message(), "q")
     assert await broker.scheduled_length("q") == 1
