@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from taskq import TaskQ, chord, signature
 
@@ -124,3 +125,16 @@ async def kill_a_worker_during_a_chord(
     start_worker("-c", "50")
     assert await result.get(timeout=120) == 1000
     assert (await anyio.Path(marker).read_text()).splitlines() == ["1000 ordered"]
+
+
+def worker_broker_url(kind: str, request: pytest.FixtureRequest, place: Path, prefix: str) -> str:
+    """The URL of a worker subprocess's broker of `kind` (sqlite, redis, redis-cluster, amqp),
+    on the session's shared servers; SQLite in `place`, Redis keys under `prefix`."""
+    if kind == "sqlite":
+        return f"sqlite:///{place}/broker.db"
+    if kind == "redis":
+        return f"{request.getfixturevalue('redis_server').url}?prefix={prefix}"
+    if kind == "redis-cluster":
+        return f"{request.getfixturevalue('redis_cluster').url}?cluster=true&prefix={prefix}"
+    url: str = request.getfixturevalue("rabbitmq_server").url
+    return url

@@ -24,8 +24,7 @@ from pathlib import Path
 import aio_pika
 import orjson
 import pytest
-from servers import RabbitMQServer, RedisCluster, RedisServer
-from support import WorkerProcess, eventually, runs, wait_for
+from support import WorkerProcess, eventually, runs, wait_for, worker_broker_url
 
 from taskq import TaskError, TaskQ, states
 from taskq.brokers.base import Broker
@@ -66,16 +65,7 @@ def prefix() -> str:
 
 @pytest.fixture
 def broker_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -> str:
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path}/broker.db"
-    if kind == "redis":
-        redis: RedisServer = request.getfixturevalue("redis_server")
-        return f"{redis.url}?prefix={prefix}"
-    if kind == "redis-cluster":
-        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
-        return f"{cluster.url}?cluster=true&prefix={prefix}"
-    rabbitmq: RabbitMQServer = request.getfixturevalue("rabbitmq_server")
-    return rabbitmq.url
+    return worker_broker_url(kind, request, tmp_path, prefix)
 
 
 @pytest.fixture

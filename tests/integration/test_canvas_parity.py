@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import RabbitMQServer, RedisCluster, RedisServer
-from support import WorkerProcess, eventually, worker_environment
+from support import WorkerProcess, eventually, worker_broker_url, worker_environment
 
 from taskq import ChordError, GroupResult, TaskQ, TaskRevokedError, chain, chord, group, signature
 
@@ -49,17 +48,7 @@ def queue(kind: str) -> str:
 
 @pytest.fixture(scope="module")
 def broker_url(kind: str, request: pytest.FixtureRequest, place: Path) -> str:
-    prefix = f"t{uuid.uuid4().hex[:12]}:"
-    if kind == "sqlite":
-        return f"sqlite:///{place}/broker.db"
-    if kind == "redis":
-        redis: RedisServer = request.getfixturevalue("redis_server")
-        return f"{redis.url}?prefix={prefix}"
-    if kind == "redis-cluster":
-        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
-        return f"{cluster.url}?cluster=true&prefix={prefix}"
-    rabbitmq: RabbitMQServer = request.getfixturevalue("rabbitmq_server")
-    return rabbitmq.url
+    return worker_broker_url(kind, request, place, f"t{uuid.uuid4().hex[:12]}:")
 
 
 @pytest.fixture(scope="module")
