@@ -1,15 +1,17 @@
-"""Task events, with Celery's names and fields, on the broker's broadcast channel `EVENTS_CHANNEL`.
+"""Task events, with Celery's names and fields, through the broker's event primitive
+(`Broker.publish_events` / `read_events`: a broadcast on `EVENTS_CHANNEL`; on Redis a stream
+kept for `event_retention` seconds).
 
 A worker run with `worker_send_task_events` (`taskq worker -E`) sends `task-received`,
 `task-started`, `task-succeeded`, `task-failed`, `task-retried`, `task-revoked` and
 `task-rejected`; a producer with `task_send_sent_event` sends `task-sent`. Every event has
 `type`, `uuid` (the task's id), `hostname`, `timestamp` (epoch seconds), `pid` and `clock` (a
-counter of its sender's, increasing by one per event). A payload on the channel is a JSON list
-of events: a worker sends what one turn of its event loop produced as one broadcast
-(`EventSender`), a producer one per batch of messages it publishes.
+counter of its sender's, increasing by one per event). A payload is a JSON list of events: a
+worker publishes what it buffered once the loop's turn is over, at most every
+`PUBLISH_INTERVAL` (`EventSender`); a producer one per batch of messages it publishes.
 
-`app.events.receive()` reads them (`taskq events` prints them). Events are live: like the
-control channel's broadcasts, what was sent before a receiver subscribed is not read back.
+`app.events.receive()` reads them (`taskq events` prints them): live, or on Redis from
+`since` seconds back.
 """
 
 from __future__ import annotations
