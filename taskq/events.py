@@ -31,11 +31,11 @@ import orjson
 
 from taskq import states
 from taskq.control import GREETING_FIRST_DELAY, GREETING_MAX_DELAY
-from taskq.execution.job import CallNext, Job, Outcome
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
     from taskq.brokers.base import Broker
+    from taskq.execution.job import CallNext, Job, Outcome
     from taskq.message import Message
 
 logger = logging.getLogger("taskq.events")
