@@ -16,6 +16,7 @@ import atexit
 import os
 import threading
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -205,8 +206,35 @@ class SyncResult(Generic[R]):
         """The value, the error of a failed task, or None while it is not ready."""
         return self._run(self.async_result.result, "result")
 
+    info = result
+
+    def wait(self, timeout: float | None = None, propagate: bool = True) -> R:
+        """Celery's other name for `get()`."""
+        return self._run(partial(self.async_result.get, timeout, propagate), "wait")
+
     def traceback(self) -> str | None:
         return self._run(self.async_result.traceback, "traceback")
+
+    def name(self) -> str | None:
+        return self._run(self.async_result.name, "name")
+
+    def args(self) -> list[Any] | None:
+        return self._run(self.async_result.args, "args")
+
+    def kwargs(self) -> dict[str, Any] | None:
+        return self._run(self.async_result.kwargs, "kwargs")
+
+    def queue(self) -> str | None:
+        return self._run(self.async_result.queue, "queue")
+
+    def worker(self) -> str | None:
+        return self._run(self.async_result.worker, "worker")
+
+    def retries(self) -> int:
+        return self._run(self.async_result.retries, "retries")
+
+    def date_done(self) -> datetime | None:
+        return self._run(self.async_result.date_done, "date_done")
 
     def revoke(self, terminate: bool = False) -> None:
         self._run(partial(self.async_result.revoke, terminate), "revoke")

@@ -88,6 +88,17 @@ async def test_sync_calls_publish_and_results_block_until_known(app: TaskQ) -> N
             "error": caught.value,
             "failed": (failed.failed(), failed.status(), failed.result()),
             "traceback": failed.traceback() or "",
+            "about": (
+                added.name(),
+                added.args(),
+                added.kwargs(),
+                added.queue() == app.conf.task_default_queue,
+                bool(added.worker()),
+                added.retries(),
+                added.date_done() is not None,
+                added.wait(timeout=20),
+                added.info(),
+            ),
         }
 
     seen = await in_thread(app, produce)
@@ -102,6 +113,7 @@ async def test_sync_calls_publish_and_results_block_until_known(app: TaskQ) -> N
     is_failed, status, error = seen["failed"]
     assert (is_failed, status, type(error)) == (True, states.FAILURE, type(seen["error"]))
     assert "ZeroDivisionError" in seen["traceback"]
+    assert seen["about"] == ("sync.add", [4, 5], {}, True, True, 0, True, 9, 9)
 
 
 @on_every_broker
