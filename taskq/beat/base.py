@@ -23,6 +23,14 @@ class Schedule:
 
     __slots__ = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.next_after is Schedule.next_after and not callable(getattr(cls, "is_due", None)):
+            raise TypeError(
+                f"{cls.__qualname__}: a Schedule defines next_after(last_run), or Celery's"
+                " is_due(last_run_at)"
+            )
+
     def next_after(self, last_run: datetime) -> datetime | None:
         raise NotImplementedError(f"{type(self).__qualname__} does not define next_after")
 

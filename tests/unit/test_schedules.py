@@ -272,3 +272,10 @@ def test_solar_round_trips_through_its_stored_form() -> None:
     sunset = solar("sunset", *LONDON)
     assert as_schedule(sunset.to_dict()) == sunset
     assert repr(sunset) == "solar('sunset', 51.5074, -0.1278)"
+
+
+def test_a_schedule_subclass_that_defines_neither_method_is_refused_at_once() -> None:
+    with pytest.raises(TypeError, match=r"Nothing: a Schedule defines next_after\(last_run\)"):
+
+        class Nothing(Schedule):
+            pass
