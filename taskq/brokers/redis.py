@@ -87,10 +87,11 @@ class QueueKeys:
     def dead(self) -> str:
         return self.keys[BANDS + 2]
 
-    def chord(self, group_id: str) -> tuple[str, str]:
-        """The recorded members and the done marker of a chord whose callback goes here."""
+    def chord(self, group_id: str) -> tuple[str, str, str]:
+        """The recorded members, the done marker and the added members of a chord whose
+        callback goes here."""
         chord = f"{self.base}chord:{group_id}:"
-        return f"{chord}results", f"{chord}done"
+        return f"{chord}results", f"{chord}done", f"{chord}added"
 
 
 class RedisBroker(Broker):
