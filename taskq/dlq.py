@@ -35,13 +35,16 @@ async def replay(app: TaskQ, queue: str, wanted: str | None = None) -> tuple[int
     with their retries reset, and remove them.
 
     Returns how many were replayed and, for each letter left in place, why: a letter
-    whose body is not a message cannot be replayed.
+    whose body is not a message, or (with `message_signing_key`) whose signature does not
+    verify, cannot be replayed.
     """
     broker = await app.connected_broker()
+    signing = broker.options.signing
     replayed, problems = 0, []
     for letter in await dead_letters(app, queue, wanted):
-        try:
-            message = decode(letter.body, frozenset(SERIALIZERS), app.conf.task_max_message_bytes)
+        try:  # a forged letter must not come back signed by the replay
+            body = letter.body if signing is None else signing.verified(letter.body)
+            message = decode(body, frozenset(SERIALIZERS), app.conf.task_max_message_bytes)
         except MessageError as exc:
             problems.append(f"dead letter with letter_id {letter.id}: {exc}")
             continue
