@@ -31,7 +31,8 @@ from taskq.options import parse_rate
 from taskq.startup import connect_at_startup
 from taskq.stores.base import TaskMeta
 from taskq.suggest import did_you_mean
-from taskq.worker.worker import Worker
+from taskq.worker.supervisor import Supervisor, follow_supervisor
+from taskq.worker.worker import Worker, default_hostname
 
 cli = typer.Typer(
     name="taskq",
@@ -194,6 +195,7 @@ def split_queues(app: TaskQ, queues: str | None) -> list[str]:
 @cli.command()
 @run_command
 async def worker(
+    context: typer.Context,
     app: AppOption,
     queues: QueuesOption = None,
     concurrency: Annotated[
@@ -231,6 +233,13 @@ async def worker(
             "--task-events", "-E", help="Send task events (worker_send_task_events): taskq events."
         ),
     ] = False,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Worker processes, kept by a supervisor (0: one per core; default 1)."
+        ),
+    ] = None,
+    supervised: Annotated[bool, typer.Option(hidden=True)] = False,  # a supervisor's child
     loop: LoopOption = "auto",  # taken by run_command, which starts the event loop
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (warm shutdown; a second signal is cold)."""
@@ -240,6 +249,19 @@ async def worker(
         if log_format not in ("text", "json"):
             raise CommandError(f"--log-format must be text or json, not {log_format!r}")
         taskq_app.conf.worker_log_format = log_format
+    count = taskq_app.conf.worker_processes if processes is None else processes
+    if count != 1 and not supervised:
+        taskq_app.conf.validate()
+        if metrics_port or taskq_app.conf.worker_metrics_port:
+            raise CommandError("--metrics-port is for one worker process: not with --processes")
+        supervisor = Supervisor(
+            child_arguments(context),
+            count or os.cpu_count() or 1,
+            hostname or default_hostname(),
+        )
+        raise typer.Exit(await supervisor.run())
+    if supervised:
+        follow_supervisor()
     runner = Worker(
         taskq_app,
         queues=split_queues(taskq_app, queues),
@@ -261,13 +283,38 @@ async def worker(
         tg.cancel_scope.cancel()
 
 
+# What the supervisor decides for itself; its children get every other option it was given.
+SUPERVISOR_OPTIONS = frozenset({"processes", "hostname", "supervised"})
+
+
+def child_arguments(context: typer.Context) -> list[str]:
+    """The options of this command line that a supervised worker process is given."""
+    arguments: list[str] = []
+    for param in context.command.params:
+        value = context.params.get(param.name or "")
+        if (
+            param.param_type_name != "option"
+            or param.name in SUPERVISOR_OPTIONS
+            or value is None
+            or value == param.default
+        ):
+            continue
+        if getattr(param, "is_flag", False):
+            arguments.append((param.opts if value else param.secondary_opts)[0])
+        else:
+            arguments += [param.opts[0], str(value)]
+    return arguments
+
+
 async def _shutdown_on_signals(
     runner: Worker, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
 ) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         task_status.started()  # handlers are in place before the worker says it is ready
         first = True
-        async for _ in signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                continue  # the log file is reopened (--logfile); a HUP never stops a worker
             if first:
                 runner.stop()
                 first = False

@@ -119,6 +119,7 @@ class Settings:
     task_eager_propagates: bool = False
     result_expires: float | None = defaults.RESULT_EXPIRES
     worker_concurrency: int = 100
+    worker_processes: int = 1  # worker processes under a supervisor; 0: one per core
     worker_threads: int = 10
     worker_prefetch_multiplier: int = 4
     worker_shutdown_timeout: float = 30.0
@@ -199,6 +200,11 @@ class Settings:
         for name in ("worker_concurrency", "worker_threads", "worker_prefetch_multiplier"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1")
+        if type(self.worker_processes) is not int or self.worker_processes < 0:
+            raise ConfigurationError(
+                "worker_processes must be an integer >= 0 (0: one per core),"
+                f" not {self.worker_processes!r}"
+            )
         retention = self.event_retention
         if not isinstance(retention, int | float) or isinstance(retention, bool) or retention <= 0:
             raise ConfigurationError(

@@ -49,6 +49,10 @@ RENEWALS_PER_TIMEOUT = 4
 FINAL_STATES_TIMEOUT = 10.0  # seconds a stopping worker gives its last task states to be written
 
 
+def default_hostname() -> str:
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
 class _Retire:
     """Taken from the work queue by the loop that gives its slot back to a job that lent it."""
 
@@ -85,7 +89,7 @@ class Worker:
         self.shutdown_timeout = (
             conf.worker_shutdown_timeout if shutdown_timeout is None else shutdown_timeout
         )
-        self.hostname = hostname or f"{os.getpid()}@{socket.gethostname()}"
+        self.hostname = hostname or default_hostname()
         self.ready = anyio.Event()
         self._held: set[Delivery] = set()
         self._running: dict[anyio.CancelScope, Job] = {}
