@@ -31,7 +31,7 @@ from taskq.options import parse_rate
 from taskq.startup import connect_at_startup
 from taskq.stores.base import TaskMeta
 from taskq.suggest import did_you_mean
-from taskq.worker.supervisor import Supervisor, follow_supervisor
+from taskq.worker.supervisor import RECYCLED, Supervisor, follow_supervisor
 from taskq.worker.worker import Worker, default_hostname
 
 cli = typer.Typer(
@@ -240,6 +240,21 @@ async def worker(
         ),
     ] = None,
     supervised: Annotated[bool, typer.Option(hidden=True)] = False,  # a supervisor's child
+    pool: Annotated[
+        str | None,
+        typer.Option(help="Where plain (sync) tasks run: thread or process (worker_pool)."),
+    ] = None,
+    pool_processes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Processes of the process pool (default: one per core)."),
+    ] = None,
+    max_tasks_per_child: Annotated[
+        int | None, typer.Option(min=1, help="Recycle a pool (or worker) process after N tasks.")
+    ] = None,
+    max_memory_per_child: Annotated[
+        int | None,
+        typer.Option(min=1, help="Recycle a pool (or worker) process past this resident KB."),
+    ] = None,
     loop: LoopOption = "auto",  # taken by run_command, which starts the event loop
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (warm shutdown; a second signal is cold)."""
@@ -272,6 +287,12 @@ async def worker(
         hostname=hostname,
         metrics_port=metrics_port,
         send_events=True if task_events else None,
+        pool=pool,
+        pool_processes=pool_processes,
+        max_tasks_per_child=max_tasks_per_child,
+        max_memory_per_child=max_memory_per_child,
+        app_spec=app,
+        supervised=supervised,
     )
     configure_logging(loglevel, taskq_app.conf.worker_log_format, runner.hostname)
     await connect_at_startup(taskq_app)
@@ -281,6 +302,8 @@ async def worker(
             tg.start_soon(Beat(taskq_app).run)
         await runner.run()
         tg.cancel_scope.cancel()
+    if runner.recycling is not None and runner.recycling.recycled:
+        raise typer.Exit(RECYCLED)
 
 
 # What the supervisor decides for itself; its children get every other option it was given.

@@ -32,10 +32,13 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from taskq.brokers.base import Broker, Delivery
+from taskq.errors import ConfigurationError
 from taskq.execution.job import Job
+from taskq.execution.processpool import POOLS, PoolSettings, ProcessPool
 from taskq.execution.settlement import settle_lost
 from taskq.urls import masked_url
 from taskq.worker.ops import Operations
+from taskq.worker.recycling import Recycling
 from taskq.worker.remote import RemoteControl
 from taskq.worker.runtime import WorkerRuntime, event_loop_name
 
@@ -78,6 +81,12 @@ class Worker:
         hostname: str | None = None,
         metrics_port: int | None = None,
         send_events: bool | None = None,
+        pool: str | None = None,
+        pool_processes: int | None = None,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
+        app_spec: str | None = None,
+        supervised: bool = False,
     ) -> None:
         conf = app.conf
         conf.validate()  # before the metrics port is bound from it
@@ -107,6 +116,16 @@ class Worker:
         self._work_out: MemoryObjectReceiveStream[Work] = receive
         self.send_events = conf.worker_send_task_events if send_events is None else send_events
         self._ops = Operations(self, metrics_port or conf.worker_metrics_port, self.send_events)
+        self.pool = pool or conf.worker_pool
+        if self.pool not in POOLS:
+            raise ConfigurationError(f"--pool must be one of {', '.join(POOLS)}, not {self.pool!r}")
+        self.pool_processes = pool_processes or conf.worker_pool_processes or os.cpu_count() or 1
+        self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
+        self.max_memory_per_child = max_memory_per_child or conf.worker_max_memory_per_child
+        self.app_spec = app_spec  # how a pool process imports the app: module:attribute
+        self.processes: ProcessPool | None = None
+        self.supervised = supervised  # a supervisor's child: it recycles this process too
+        self.recycling: Recycling | None = None
 
     @property
     def active_tasks(self) -> int:
@@ -150,6 +169,8 @@ class Worker:
         broker = await self.app.connected_broker()
         store = await self.app.connected_store()
         threads = anyio.CapacityLimiter(self.threads)
+        self.processes = self._process_pool()
+        self.recycling = self._recycling()
         chords = await self.app.chord_counter()
         ops = self._ops
         runtime = WorkerRuntime(
@@ -159,8 +180,9 @@ class Worker:
             chords,
             self.hostname,
             threads,
+            processes=self.processes,
             metrics=ops.metrics,
-            outermost=ops.stages,
+            outermost=[*ops.stages, *([self.recycling] if self.recycling else [])],
             settled=ops.settled_stages,
             events=ops.events,
         )
@@ -168,6 +190,8 @@ class Worker:
         self._runtime = runtime
         async with anyio.create_task_group() as services:
             services.start_soon(self._ops.run, broker)
+            if self.processes is not None:
+                services.start_soon(self.processes.run_service)
             self._log_ready()
             services.start_soon(runtime.states.run)
             services.start_soon(self._renew_leases, broker.options.visibility_timeout)
@@ -181,6 +205,44 @@ class Worker:
             services.cancel_scope.cancel()
         await self.app.middleware.worker_stop(self)
         logger.info("Worker %s stopped", self.hostname)
+
+    def _process_pool(self) -> ProcessPool | None:
+        """The process pool, if a task's function runs in one."""
+        settings = PoolSettings(
+            self.app_spec or "",
+            self.hostname,
+            logging.getLogger().getEffectiveLevel(),
+            self.app.conf.worker_log_format,
+        )
+        pool = ProcessPool(
+            settings,
+            self.pool_processes,
+            self.pool,
+            max_tasks=self.max_tasks_per_child,
+            max_memory_kb=self.max_memory_per_child,
+        )
+        pooled = [name for name, task in self.app.tasks.items() if pool.takes(task)]
+        if not pooled:
+            return None
+        if self.app_spec is None:
+            raise ConfigurationError(
+                f"{', '.join(pooled)} run in a process pool, whose processes import the app by"
+                " its path: run `taskq worker -A module:app`, or give Worker(app_spec=...)"
+            )
+        return pool
+
+    def _recycling(self) -> Recycling | None:
+        """The stage that recycles this process, when a supervisor starts another."""
+        limits = (self.max_tasks_per_child, self.max_memory_per_child)
+        if limits == (None, None):
+            return None
+        if self.processes is None and not self.supervised:
+            raise ConfigurationError(
+                "max tasks/memory per child recycle the processes of a process pool (--pool"
+                " process) or a supervisor's worker processes (--processes N): this worker has"
+                " neither"
+            )
+        return Recycling(self, *limits) if self.supervised else None
 
     def _log_ready(self) -> None:
         """The ready line: what the worker consumes and how, where, and its tasks (Celery's
@@ -197,7 +259,8 @@ class Worker:
             event_loop_name(),
             masked_url(app.broker_url),
             masked_url(app.result_backend_url),
-            (f", metrics on port {self._ops.port}" if self._ops.port else "")
+            (f", process pool {self.pool_processes}" if self.processes else "")
+            + (f", metrics on port {self._ops.port}" if self._ops.port else "")
             + (", task events" if self.send_events else ""),
             ", ".join(app.user_tasks()) or "none",
         )

@@ -58,3 +58,8 @@ def hash_for(milliseconds: float) -> int:
     while time.perf_counter() < deadline:
         digest = hashlib.sha256(digest * 64).digest()
     return os.getpid()
+
+
+@app.task(name="ptest.plain_fail")
+def plain_fail(text: str) -> None:
+    raise ValueError(text)

@@ -9,11 +9,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import anyio
 import pytest
 from servers import RedisServer
 from support import WorkerProcess, wait_for
 
-from taskq import TaskQ
+from taskq import TaskError, TaskQ
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +80,67 @@ async def test_warm_shutdown_finishes_the_running_tasks_of_every_process(
     pids = [await result.get(timeout=5) for result in results]
     assert {str(pid) for pid in pids} == started_in
     assert "Supervisor stopped: every worker process has exited" in supervisor.output()
+
+
+async def test_a_hard_time_limit_kills_cpu_bound_code_and_replaces_its_pool_process(
+    producer: TaskQ, start_worker: StartWorker
+) -> None:
+    worker = start_worker("--pool", "process", "--pool-processes", "1", app=APP)
+    wait_for(lambda: "process pool 1" in worker.output())
+    before = await (await producer.send_task("ptest.plain_pid")).get(timeout=30)
+    failing = await producer.send_task("ptest.plain_fail", args=["bad input"])
+    with pytest.raises(ValueError, match="bad input") as raised:
+        await failing.get(timeout=30)
+    assert 'process_tasks.py", line' in str(raised.value.remote_traceback)  # type: ignore[attr-defined]
+    spinning = await producer.send_task("ptest.spin", args=[60], time_limit=1)
+    with pytest.raises(TaskError, match=r"TimeLimitExceeded.*hard time limit \(1s?\)"):
+        await spinning.get(timeout=20)
+    wait_for(lambda: not Path(f"/proc/{before}").exists())  # stopped, not left spinning
+    after = await (await producer.send_task("ptest.plain_pid")).get(timeout=30)
+    assert after not in (before, worker.pid)
+    assert f"Pool process {before} killed" in worker.output()
+
+
+async def test_max_tasks_per_child_recycles_pool_processes_without_losing_a_task(
+    producer: TaskQ, start_worker: StartWorker
+) -> None:
+    start_worker(
+        "--pool", "process", "--pool-processes", "2", "--max-tasks-per-child", "10", app=APP
+    )
+    results = [await producer.send_task("ptest.plain_pid") for _ in range(100)]
+    pids = [await result.get(timeout=60) for result in results]
+    assert len(pids) == 100
+    assert len(set(pids)) >= 10
+    assert max(pids.count(pid) for pid in set(pids)) <= 10
+
+
+async def test_max_tasks_per_child_recycles_worker_processes_after_a_warm_drain(
+    producer: TaskQ, start_worker: StartWorker
+) -> None:
+    supervisor = start_processes(start_worker, 2, "-c", "4", "--max-tasks-per-child", "10")
+    results = [await producer.send_task("ptest.pid", args=[0.01]) for _ in range(60)]
+    pids = [await result.get(timeout=60) for result in results]
+    assert len(pids) == 60
+    assert len(set(pids)) >= 4
+    assert "recycled after 10 tasks (max tasks per child)" in supervisor.output()
+    assert "recycled; starting another" in supervisor.output()
+
+
+async def test_max_memory_per_child_recycles_the_pool_process_of_a_leaking_task(
+    producer: TaskQ, start_worker: StartWorker
+) -> None:
+    limit_kb = 160_000
+    worker = start_worker(
+        "--pool", "process", "--pool-processes", "1", "--max-memory-per-child", str(limit_kb),
+        app=APP,
+    )  # fmt: skip
+    first = await (await producer.send_task("ptest.leak", args=[1])).get(timeout=30)
+    pages = int((await anyio.Path(f"/proc/{first}/statm").read_text()).split()[1])
+    resident_kb = pages * os.sysconf("SC_PAGE_SIZE") // 1024
+    megabytes = (limit_kb - resident_kb) // 1024 // 2 + 5  # the second over the limit
+    pids = [first] + [
+        await (await producer.send_task("ptest.leak", args=[megabytes])).get(timeout=30)
+        for _ in range(3)
+    ]
+    assert pids[0] == pids[1] == pids[2] != pids[3]
+    assert f"Pool process {first} recycled as its memory" in worker.output()
