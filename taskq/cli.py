@@ -31,6 +31,7 @@ from taskq.options import parse_rate
 from taskq.startup import connect_at_startup
 from taskq.stores.base import TaskMeta
 from taskq.suggest import did_you_mean
+from taskq.worker.autoscale import parse_autoscale
 from taskq.worker.supervisor import RECYCLED, Supervisor, follow_supervisor
 from taskq.worker.worker import Worker, default_hostname
 
@@ -240,6 +241,10 @@ async def worker(
         ),
     ] = None,
     supervised: Annotated[bool, typer.Option(hidden=True)] = False,  # a supervisor's child
+    autoscale: Annotated[
+        str | None,
+        typer.Option(help="MAX,MIN: task slots (and pool processes) move between them."),
+    ] = None,
     pool: Annotated[
         str | None,
         typer.Option(help="Where plain (sync) tasks run: thread or process (worker_pool)."),
@@ -293,6 +298,7 @@ async def worker(
         max_memory_per_child=max_memory_per_child,
         app_spec=app,
         supervised=supervised,
+        autoscale=parse_autoscale(autoscale) if autoscale else None,
     )
     configure_logging(loglevel, taskq_app.conf.worker_log_format, runner.hostname)
     await connect_at_startup(taskq_app)

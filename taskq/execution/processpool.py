@@ -140,9 +140,16 @@ class ProcessPool:
                 await self._stop_all()
 
     def resize(self, size: int) -> None:
-        """`size` processes from now on: more are started, extra ones end when next idle."""
+        """`size` processes from now on: more are started; extra ones end now if idle, else
+        when their task is done."""
         self.size = size
         self._fill()
+        while len(self._processes) > size:
+            try:
+                idle = self._idle_out.receive_nowait()
+            except anyio.WouldBlock:
+                return
+            self._retire(idle, "as the pool shrank")
 
     async def run(self, job: Job) -> Any:
         """Run the job's function in a pool process; its value, or raise its exception."""

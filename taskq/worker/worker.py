@@ -37,6 +37,7 @@ from taskq.execution.job import Job
 from taskq.execution.processpool import POOLS, PoolSettings, ProcessPool
 from taskq.execution.settlement import settle_lost
 from taskq.urls import masked_url
+from taskq.worker.autoscale import Autoscaler
 from taskq.worker.ops import Operations
 from taskq.worker.recycling import Recycling
 from taskq.worker.remote import RemoteControl
@@ -87,14 +88,22 @@ class Worker:
         max_memory_per_child: int | None = None,
         app_spec: str | None = None,
         supervised: bool = False,
+        autoscale: tuple[int, int] | None = None,
     ) -> None:
         conf = app.conf
         conf.validate()  # before the metrics port is bound from it
         self.app = app
         self.queues = list(queues or conf.default_queues())
-        self.concurrency = concurrency or conf.worker_concurrency
+        if autoscale is not None and (concurrency or pool_processes):
+            raise ConfigurationError(
+                "--autoscale MAX,MIN sets the concurrency and the process pool's size:"
+                " not with -c/--concurrency or --pool-processes"
+            )
+        self.autoscaler = Autoscaler(self, *autoscale) if autoscale else None
+        self.concurrency = autoscale[1] if autoscale else concurrency or conf.worker_concurrency
         self.threads = threads or conf.worker_threads
-        self.prefetch = self.concurrency * (prefetch_multiplier or conf.worker_prefetch_multiplier)
+        most = autoscale[0] if autoscale else self.concurrency
+        self.prefetch = most * (prefetch_multiplier or conf.worker_prefetch_multiplier)
         self.shutdown_timeout = (
             conf.worker_shutdown_timeout if shutdown_timeout is None else shutdown_timeout
         )
@@ -119,7 +128,11 @@ class Worker:
         self.pool = pool or conf.worker_pool
         if self.pool not in POOLS:
             raise ConfigurationError(f"--pool must be one of {', '.join(POOLS)}, not {self.pool!r}")
-        self.pool_processes = pool_processes or conf.worker_pool_processes or os.cpu_count() or 1
+        self.pool_processes = (
+            self.concurrency
+            if autoscale
+            else pool_processes or conf.worker_pool_processes or os.cpu_count() or 1
+        )
         self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child or conf.worker_max_memory_per_child
         self.app_spec = app_spec  # how a pool process imports the app: module:attribute
@@ -192,6 +205,8 @@ class Worker:
             services.start_soon(self._ops.run, broker)
             if self.processes is not None:
                 services.start_soon(self.processes.run_service)
+            if self.autoscaler is not None:
+                services.start_soon(self.autoscaler.run)
             self._log_ready()
             services.start_soon(runtime.states.run)
             services.start_soon(self._renew_leases, broker.options.visibility_timeout)
@@ -249,11 +264,16 @@ class Worker:
         banner on one line)."""
         app = self.app
         logger.info(
-            "Worker %s ready: queues %s, concurrency %d, threads %d, prefetch %d, loop %s,"
+            "Worker %s ready: queues %s, concurrency %d%s, threads %d, prefetch %d, loop %s,"
             " broker %s, results %s%s, tasks: %s",
             self.hostname,
             ",".join(self.queues),
             self.concurrency,
+            (
+                f" (autoscale {self.autoscaler.minimum}-{self.autoscaler.maximum})"
+                if self.autoscaler
+                else ""
+            ),
             self.threads,
             self.prefetch,
             event_loop_name(),
@@ -437,6 +457,8 @@ class Worker:
         self.concurrency += n
         for _ in range(n):
             self._loops.start_soon(self._task_loop, self._runtime)
+        if self.autoscaler is not None:
+            self.autoscaler.follow(self.concurrency)
 
     def shrink(self, n: int) -> None:
         """`n` fewer task loops: each retires when it next takes work, after its job."""
@@ -445,6 +467,8 @@ class Worker:
         self.concurrency -= n
         for _ in range(n):
             self._work_in.send_nowait(_Retire())
+        if self.autoscaler is not None:
+            self.autoscaler.follow(self.concurrency)
 
     def add_consumer(self, queue: str) -> None:
         """Consume `queue` too, from now on."""

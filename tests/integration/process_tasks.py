@@ -7,7 +7,7 @@ import time
 
 import anyio
 
-from taskq import TaskQ
+from taskq import SoftTimeLimitExceeded, TaskQ
 
 app = TaskQ("ptest")
 _leaked: list[bytes] = []
@@ -63,3 +63,20 @@ def hash_for(milliseconds: float) -> int:
 @app.task(name="ptest.plain_fail")
 def plain_fail(text: str) -> None:
     raise ValueError(text)
+
+
+@app.task(name="ptest.nap")
+def nap(seconds: float) -> int:
+    """A plain function that sleeps: the pid of the process that ran it."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@app.task(name="ptest.soft_limited")
+def soft_limited(seconds: float) -> str:
+    """Spins until its soft time limit interrupts it, then cleans up."""
+    try:
+        spin(seconds)
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
+    return "not interrupted"

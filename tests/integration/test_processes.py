@@ -92,6 +92,8 @@ async def test_a_hard_time_limit_kills_cpu_bound_code_and_replaces_its_pool_proc
     with pytest.raises(ValueError, match="bad input") as raised:
         await failing.get(timeout=30)
     assert 'process_tasks.py", line' in str(raised.value.remote_traceback)  # type: ignore[attr-defined]
+    soft = await producer.send_task("ptest.soft_limited", args=[30], soft_time_limit=0.5)
+    assert await soft.get(timeout=20) == "cleaned up"
     spinning = await producer.send_task("ptest.spin", args=[60], time_limit=1)
     with pytest.raises(TaskError, match=r"TimeLimitExceeded.*hard time limit \(1s?\)"):
         await spinning.get(timeout=20)
@@ -144,3 +146,16 @@ async def test_max_memory_per_child_recycles_the_pool_process_of_a_leaking_task(
     ]
     assert pids[0] == pids[1] == pids[2] != pids[3]
     assert f"Pool process {first} recycled as its memory" in worker.output()
+
+
+async def test_autoscale_grows_slots_and_pool_under_a_backlog_and_shrinks_when_idle(
+    producer: TaskQ, start_worker: StartWorker
+) -> None:
+    worker = start_worker("--pool", "process", "--autoscale", "4,1", app=APP)
+    assert "concurrency 1 (autoscale 1-4)" in worker.output()
+    results = [await producer.send_task("ptest.nap", args=[0.5]) for _ in range(20)]
+    pids = {await result.get(timeout=60) for result in results}
+    assert len(pids) >= 3  # the pool grew with the slots
+    assert "Autoscale: concurrency 1 -> 4" in worker.output()
+    wait_for(lambda: "Autoscale: concurrency 4 -> 1" in worker.output(), timeout=20)
+    wait_for(lambda: worker.output().count("recycled as the pool shrank") == 3)
