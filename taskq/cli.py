@@ -31,7 +31,9 @@ from taskq.options import parse_rate
 from taskq.startup import connect_at_startup
 from taskq.stores.base import TaskMeta
 from taskq.suggest import did_you_mean
-from taskq.worker.worker import Worker
+from taskq.worker.autoscale import parse_autoscale
+from taskq.worker.supervisor import RECYCLED, Supervisor, follow_supervisor
+from taskq.worker.worker import Worker, default_hostname
 
 cli = typer.Typer(
     name="taskq",
@@ -194,6 +196,7 @@ def split_queues(app: TaskQ, queues: str | None) -> list[str]:
 @cli.command()
 @run_command
 async def worker(
+    context: typer.Context,
     app: AppOption,
     queues: QueuesOption = None,
     concurrency: Annotated[
@@ -231,6 +234,32 @@ async def worker(
             "--task-events", "-E", help="Send task events (worker_send_task_events): taskq events."
         ),
     ] = False,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Worker processes, kept by a supervisor (0: one per core; default 1)."
+        ),
+    ] = None,
+    supervised: Annotated[bool, typer.Option(hidden=True)] = False,  # a supervisor's child
+    autoscale: Annotated[
+        str | None,
+        typer.Option(help="MAX,MIN: task slots (and pool processes) move between them."),
+    ] = None,
+    pool: Annotated[
+        str | None,
+        typer.Option(help="Where plain (sync) tasks run: thread or process (worker_pool)."),
+    ] = None,
+    pool_processes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Processes of the process pool (default: one per core)."),
+    ] = None,
+    max_tasks_per_child: Annotated[
+        int | None, typer.Option(min=1, help="Recycle a pool (or worker) process after N tasks.")
+    ] = None,
+    max_memory_per_child: Annotated[
+        int | None,
+        typer.Option(min=1, help="Recycle a pool (or worker) process past this resident KB."),
+    ] = None,
     loop: LoopOption = "auto",  # taken by run_command, which starts the event loop
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (warm shutdown; a second signal is cold)."""
@@ -240,6 +269,19 @@ async def worker(
         if log_format not in ("text", "json"):
             raise CommandError(f"--log-format must be text or json, not {log_format!r}")
         taskq_app.conf.worker_log_format = log_format
+    count = taskq_app.conf.worker_processes if processes is None else processes
+    if count != 1 and not supervised:
+        taskq_app.conf.validate()
+        if metrics_port or taskq_app.conf.worker_metrics_port:
+            raise CommandError("--metrics-port is for one worker process: not with --processes")
+        supervisor = Supervisor(
+            child_arguments(context),
+            count or os.cpu_count() or 1,
+            hostname or default_hostname(),
+        )
+        raise typer.Exit(await supervisor.run())
+    if supervised:
+        follow_supervisor()
     runner = Worker(
         taskq_app,
         queues=split_queues(taskq_app, queues),
@@ -250,6 +292,13 @@ async def worker(
         hostname=hostname,
         metrics_port=metrics_port,
         send_events=True if task_events else None,
+        pool=pool,
+        pool_processes=pool_processes,
+        max_tasks_per_child=max_tasks_per_child,
+        max_memory_per_child=max_memory_per_child,
+        app_spec=app,
+        supervised=supervised,
+        autoscale=parse_autoscale(autoscale) if autoscale else None,
     )
     configure_logging(loglevel, taskq_app.conf.worker_log_format, runner.hostname)
     await connect_at_startup(taskq_app)
@@ -259,15 +308,42 @@ async def worker(
             tg.start_soon(Beat(taskq_app).run)
         await runner.run()
         tg.cancel_scope.cancel()
+    if runner.recycling is not None and runner.recycling.recycled:
+        raise typer.Exit(RECYCLED)
+
+
+# What the supervisor decides for itself; its children get every other option it was given.
+SUPERVISOR_OPTIONS = frozenset({"processes", "hostname", "supervised"})
+
+
+def child_arguments(context: typer.Context) -> list[str]:
+    """The options of this command line that a supervised worker process is given."""
+    arguments: list[str] = []
+    for param in context.command.params:
+        value = context.params.get(param.name or "")
+        if (
+            param.param_type_name != "option"
+            or param.name in SUPERVISOR_OPTIONS
+            or value is None
+            or value == param.default
+        ):
+            continue
+        if getattr(param, "is_flag", False):
+            arguments.append((param.opts if value else param.secondary_opts)[0])
+        else:
+            arguments += [param.opts[0], str(value)]
+    return arguments
 
 
 async def _shutdown_on_signals(
     runner: Worker, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
 ) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         task_status.started()  # handlers are in place before the worker says it is ready
         first = True
-        async for _ in signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                continue  # the log file is reopened (--logfile); a HUP never stops a worker
             if first:
                 runner.stop()
                 first = False

@@ -37,12 +37,8 @@ QUEUE_OPTIONS = frozenset(
 # Celery settings taskq does not take (yet), and why: naming one is an error that says so,
 # so a celeryconfig.py never loads with a line that quietly does nothing.
 _HMAC = "taskq signs messages with HMAC: set message_signing_key (docs/security.md)"
-_RECYCLING = "a worker is one process; recycling comes with the process model"
 CELERY_UNSUPPORTED: dict[str, str] = {
-    "worker_max_tasks_per_child": _RECYCLING,
-    "worker_max_memory_per_child": _RECYCLING,
-    "worker_pool": "tasks run on the event loop, or in threads for plain functions",
-    "worker_autoscaler": "set worker_concurrency; autoscaling comes with the process model",
+    "worker_autoscaler": "taskq worker --autoscale MAX,MIN scales the task slots itself",
     "worker_state_db": "revocations are kept in the result store, shared by every worker",
     "worker_direct": "there are no per-worker queues; route to a queue a worker consumes",
     "worker_disable_rate_limits": "set no rate_limit (nor task_default_rate_limit) instead",
@@ -126,6 +122,11 @@ class Settings:
     task_eager_propagates: bool = False
     result_expires: float | None = defaults.RESULT_EXPIRES
     worker_concurrency: int = 100
+    worker_processes: int = 1  # worker processes under a supervisor; 0: one per core
+    worker_pool: str = "thread"  # where plain functions run: "thread" or "process"
+    worker_pool_processes: int | None = None  # the process pool's size; None: one per core
+    worker_max_tasks_per_child: int | None = None  # a pool (or worker) process is recycled
+    worker_max_memory_per_child: int | None = None  # KB of resident memory: recycled past it
     worker_threads: int = 10
     worker_prefetch_multiplier: int = 4
     worker_shutdown_timeout: float = 30.0
@@ -206,6 +207,24 @@ class Settings:
         for name in ("worker_concurrency", "worker_threads", "worker_prefetch_multiplier"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1")
+        if type(self.worker_processes) is not int or self.worker_processes < 0:
+            raise ConfigurationError(
+                "worker_processes must be an integer >= 0 (0: one per core),"
+                f" not {self.worker_processes!r}"
+            )
+        if self.worker_pool not in ("thread", "process"):
+            hint = " (Celery's prefork is 'process')" if self.worker_pool == "prefork" else ""
+            raise ConfigurationError(
+                f"worker_pool must be 'thread' or 'process', not {self.worker_pool!r}{hint}"
+            )
+        for name in (
+            "worker_pool_processes",
+            "worker_max_tasks_per_child",
+            "worker_max_memory_per_child",
+        ):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < 1):
+                raise ConfigurationError(f"{name} must be an integer >= 1 or None, not {value!r}")
         retention = self.event_retention
         if not isinstance(retention, int | float) or isinstance(retention, bool) or retention <= 0:
             raise ConfigurationError(

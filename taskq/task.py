@@ -235,6 +235,11 @@ class Task(Generic[P, R]):
         self.compression: str | None = settings.pop("compression")
         self.unique_for: float | None = settings.pop("unique_for")
         self.typing: bool = settings.pop("typing")
+        self.pool: str | None = settings.pop("pool")
+        if self.pool == "process" and self.is_coroutine:
+            raise TypeError(
+                f"task {self.name!r}: pool='process' is for plain functions, not async ones"
+            )
         self.options: dict[str, Any] = settings  # the options middleware declared
 
     def __repr__(self) -> str:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import anyio
 
     from taskq.app import TaskQ
+    from taskq.execution.processpool import ProcessPool
     from taskq.task import Request, Task
 
 
@@ -104,6 +105,11 @@ class Runtime(Protocol):
     @property
     def threads(self) -> anyio.CapacityLimiter | None:
         """The limiter of plain functions' threads; None: anyio's default."""
+        ...
+
+    @property
+    def processes(self) -> ProcessPool | None:
+        """The process pool of `pool="process"` tasks; None: they run in threads."""
         ...
 
     @property

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from taskq.app import TaskQ
     from taskq.events import EventSender
     from taskq.execution.pipeline import Stage
+    from taskq.execution.processpool import ProcessPool
     from taskq.worker.metrics import WorkerMetrics
 
 logger = logging.getLogger("taskq.worker")
@@ -49,6 +50,7 @@ class WorkerRuntime:
         hostname: str,
         threads: anyio.CapacityLimiter,
         *,
+        processes: ProcessPool | None = None,
         metrics: WorkerMetrics | None = None,
         outermost: Sequence[Stage] = (),
         settled: Sequence[Stage] = (),
@@ -59,6 +61,7 @@ class WorkerRuntime:
         self.store = store
         self.hostname = hostname
         self.threads: anyio.CapacityLimiter | None = threads
+        self.processes = processes
         self.accept_content = frozenset(app.conf.accept_content)
         self.max_message_bytes = app.conf.task_max_message_bytes
         self.signing = broker.options.signing
