@@ -28,6 +28,7 @@ from taskq.control import DEFAULT_TIMEOUT, INSPECT_COMMANDS, CommandOptions, Rep
 from taskq.errors import AppLoadError, CommandError, LoginRefusedError, TaskError, TaskQError
 from taskq.message import peek_id
 from taskq.options import parse_rate
+from taskq.routing import known_queues
 from taskq.startup import connect_at_startup
 from taskq.stores.base import TaskMeta
 from taskq.suggest import did_you_mean
@@ -491,17 +492,6 @@ def print_table(header: list[str], rows: list[list[object]]) -> None:
             for cell, width, right in zip(row, widths, numeric, strict=True)
         ]
         typer.echo("  ".join(aligned).rstrip())
-
-
-def known_queues(app: TaskQ) -> list[str]:
-    """The default queue, `task_queues`, and every queue named by a task or a static route."""
-    names = [app.conf.task_default_queue, *app.conf.task_queues]
-    names += [task.queue for task in app.tasks.values() if task.queue]
-    routes = app.conf.task_routes
-    for table in routes if isinstance(routes, list | tuple) else [routes]:
-        if isinstance(table, dict):
-            names += [r if isinstance(r, str) else r.get("queue") for r in table.values()]
-    return sorted({name for name in names if isinstance(name, str)})
 
 
 DestinationOption = Annotated[
