@@ -123,6 +123,19 @@ async def delete(app: TaskQ, queue: str, fields: Fields) -> str:
     return f"deleted {deleted} dead letter(s) of {queue}"
 
 
+# -- beat ----------------------------------------------------------------------------------
+
+
+async def enable(app: TaskQ, entry: str, fields: Fields) -> str:
+    await app.beat.set_enabled(entry, True)
+    return f"beat entry {entry} enabled"
+
+
+async def disable(app: TaskQ, entry: str, fields: Fields) -> str:
+    await app.beat.set_enabled(entry, False)
+    return f"beat entry {entry} disabled"
+
+
 # Path: /api/<kind>/<target>/<action>
 ACTIONS: dict[str, dict[str, Action]] = {
     "workers": {
@@ -135,6 +148,7 @@ ACTIONS: dict[str, dict[str, Action]] = {
     "tasks": {"revoke": revoke, "terminate": terminate, "retry": retry},
     "queues": {"purge": purge},
     "dead-letters": {"replay": replay, "delete": delete},
+    "beat": {"enable": enable, "disable": disable},
 }
 
 

@@ -108,6 +108,7 @@ def _routes() -> list[Route | Mount]:
         ("/tasks/{task_id}", "/api/tasks/{task_id}", "task.html", _task),
         ("/queues", "/api/queues", "queues.html", _queues),
         ("/dead-letters", "/api/dead-letters", "dead_letters.html", _dead_letters),
+        ("/beat", "/api/beat", "beat.html", _beat),
     ]
     routes: list[Route | Mount] = []
     for path, api_path, template, view in pages:
@@ -205,6 +206,10 @@ async def _queues(dashboard: Dashboard, request: Request) -> dict[str, Any]:
 async def _dead_letters(dashboard: Dashboard, request: Request) -> dict[str, Any]:
     queue = request.query_params.get("queue", "").strip() or None
     return await views.dead_letters(dashboard.taskq, dashboard.monitor, queue)
+
+
+async def _beat(dashboard: Dashboard, request: Request) -> dict[str, Any]:
+    return await views.beat(dashboard.taskq)
 
 
 async def _csrf(request: Request) -> Response:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from taskq import states
+from taskq.beat.scheduler import LEADER_LEASE, Beat, read_state
 from taskq.contrib.dashboard.window import TASK_STATES, TaskFilter, TaskRecord
 from taskq.errors import MessageError
 from taskq.events import saferepr
@@ -261,3 +262,33 @@ def _letter(
         body=None,
     )
     return row
+
+
+async def beat(app: TaskQ) -> dict[str, Any]:
+    """The beat entries with their schedule, last and next run, and the current leader."""
+    store = await app.connected_store()
+    scheduler = Beat(app)
+    disabled = await app.beat.disabled()
+    now = datetime.now(UTC)
+    entries = []
+    for entry in await app.beat.entries():
+        state = await read_state(store, entry.name)
+        upcoming = scheduler.upcoming(entry, state, now)
+        entries.append(
+            {
+                "name": entry.name,
+                "task": entry.task,
+                "schedule": repr(entry.schedule),
+                "args": saferepr(entry.args),
+                "kwargs": saferepr(entry.kwargs),
+                "enabled": entry.name not in disabled,
+                "last_run": state.last_run if state and state.total_runs else None,
+                "total_runs": state.total_runs if state else 0,
+                "next_run": upcoming.timestamp() if upcoming else None,
+            }
+        )
+    return {
+        "entries": entries,
+        "leader": await store.lease_holder(LEADER_LEASE),
+        "lease_remaining": await store.lease_remaining(LEADER_LEASE),
+    }
