@@ -153,6 +153,9 @@ class MemoryStore:
     async def lease_remaining(self, name: str) -> float | None:
         return self._space.leases.remaining(name)
 
+    async def lease_holder(self, name: str) -> str | None:
+        return self._space.leases.get(name)
+
     async def revoke(self, task_ids: Sequence[str], ttl: float) -> None:
         for task_id in task_ids:
             self._space.revoked.put(task_id, True, ttl)

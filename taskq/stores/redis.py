@@ -158,6 +158,10 @@ class RedisStore:
             return None
         return float("inf") if ms == -1 else ms / 1000
 
+    async def lease_holder(self, name: str) -> str | None:
+        [owner] = await self._run([("GET", f"{self._prefix}lease:{name}")], "reading a lease")
+        return owner.decode() if isinstance(owner, bytes) else owner
+
     async def revoke(self, task_ids: Sequence[str], ttl: float) -> None:
         if task_ids:
             command = _SCRIPTS.call("revoke", [self._revoked_key], [_ms(ttl), *task_ids])

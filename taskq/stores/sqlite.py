@@ -132,6 +132,10 @@ class SQLiteStore:
     async def lease_remaining(self, name: str) -> float | None:
         return await self._run(lambda conn: _remaining(conn, _LEASE, name))
 
+    async def lease_holder(self, name: str) -> str | None:
+        found = await self._run(lambda conn: _get_many_live(conn, _LEASE, [name]))
+        return found[name].decode() if name in found else None
+
     async def revoke(self, task_ids: Sequence[str], ttl: float) -> None:
         rows = [(_REVOKED, task_id, b"") for task_id in task_ids]
         await self._write(lambda conn: _put(conn, rows, ttl))

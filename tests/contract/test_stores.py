@@ -381,6 +381,14 @@ async def test_lease_remaining(store: ResultStore) -> None:
     await eventually(lambda: _is_none(store.lease_remaining("beat")))
 
 
+async def test_lease_holder_is_the_owner_until_the_lease_ends(store: ResultStore) -> None:
+    name = new_id()
+    assert await store.lease_holder(name) is None
+    assert await store.lease(name, "beat-a", 0.2)
+    assert await store.lease_holder(name) == "beat-a"
+    await eventually(lambda: _is_none(store.lease_holder(name)))
+
+
 async def _is_none(value: Awaitable[object]) -> bool:
     return await value is None
 
