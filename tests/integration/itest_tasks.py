@@ -82,6 +82,12 @@ async def slow_square(x: int, seconds: float) -> int:
     return x * x
 
 
+@app.task(name="itest.slow_increment", acks_late=True)
+async def slow_increment(value: int, seconds: float) -> int:
+    await anyio.sleep(seconds)
+    return value + 1
+
+
 @app.task(name="itest.count_calls")
 async def count_calls(results: list[int], marker: str) -> int:
     """A chord callback of `slow_square`s that leaves one line in `marker` per call: how
