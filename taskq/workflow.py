@@ -176,8 +176,11 @@ def _build(
 
 def _stored_beyond_inline(plan: Plan, then: list[Element]) -> list[Element]:
     """`then` with the links past `CHAIN_INLINE` moved into chunks for `plan` to store,
-    each ending with the `stored_chain` element of the next; the first one ends `then`."""
-    if len(then) <= CHAIN_INLINE:
+    each ending with the `stored_chain` element of the next; the first one ends `then`.
+    One that ends with a `stored_chain` already (the rest of a message's chain) may carry
+    it after `CHAIN_INLINE` links."""
+    stored = 1 if then and kind_of(then[-1]) == STORED_CHAIN else 0
+    if len(then) <= CHAIN_INLINE + stored:
         return then
     tail: list[Element] = []
     for start in reversed(range(CHAIN_INLINE, len(then), CHAIN_INLINE)):

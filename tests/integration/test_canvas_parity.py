@@ -268,6 +268,9 @@ async def test_replace_in_a_chain_and_a_chord_header_keeps_order(app: TaskQ) -> 
         s(app, "add", 1, 1), signature("itest.add_replaced", [5], app=app), s(app, "add", 100)
     )()
     assert await in_chain.get(timeout=TIMEOUT) == 107
+    ones = [s(app, "add", 1) for _ in range(25)]  # the rest of the chain stored by reference
+    in_long_chain = await chain(s(app, "add", 1, 1), s(app, "add_replaced", 5), *ones)()
+    assert await in_long_chain.get(timeout=TIMEOUT) == 32
     header = [
         s(app, "add", 1, 0),
         replaced,
