@@ -155,6 +155,12 @@ async def grow_chord(self, x: int, times: int) -> list[str]:  # type: ignore[no-
     return [result.id for result in added]
 
 
+@app.task(name="itest.grow_chord_in_thread", bind=True)
+def grow_chord_in_thread(self, x: int) -> str:  # type: ignore[no-untyped-def]
+    """A plain function (run in a thread) adding `add(x, 0)` to its chord; returns its id."""
+    return self.add_to_chord_sync(add.s(x, 0)).id  # type: ignore[no-any-return]
+
+
 @app.task(name="itest.touch")
 async def touch(directory: str) -> int:
     """Appends a line to the file named after this worker's pid in `directory`."""

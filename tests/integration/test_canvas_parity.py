@@ -351,6 +351,13 @@ async def test_add_to_chord_twice_appends_in_the_order_added(app: TaskQ) -> None
     assert len(values[0]) == 3
 
 
+async def test_add_to_chord_sync_grows_the_chord_of_a_plain_function(app: TaskQ) -> None:
+    grown = chord([s(app, "grow_chord_in_thread", 7), s(app, "add", 1, 1)], s(app, "identity"))
+    added_id, *rest = await (await grown()).get(timeout=TIMEOUT)
+    assert rest == [2, 7]
+    assert await app.AsyncResult(added_id).get(timeout=TIMEOUT) == 7
+
+
 async def test_add_to_chord_from_a_task_outside_a_chord_is_a_clear_error(app: TaskQ) -> None:
     alone = await s(app, "grow_chord", 1, 1).apply_async()
     with pytest.raises(ValueError, match=r"grow_chord\.add_to_chord\(\): task \w+ is not"):

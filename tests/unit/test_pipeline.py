@@ -231,12 +231,17 @@ async def test_an_eager_chord_grows_by_add_to_chord() -> None:
         await self.add_to_chord(add.s(x, x))
         return x
 
+    @app.task(bind=True)
+    def grow_in_thread(self: Task[..., int], x: int) -> int:
+        self.add_to_chord_sync(add.s(x, x))
+        return x
+
     @app.task
     async def listed(values: list[int]) -> list[int]:
         return values
 
-    result = await chord([grow.s(1), add.s(2, 2)], listed.s()).apply_async()
-    assert await result.get() == [1, 4, 2]
+    result = await chord([grow.s(1), add.s(2, 2), grow_in_thread.s(3)], listed.s()).apply_async()
+    assert await result.get() == [1, 4, 3, 2, 6]
     alone = await grow.delay(1)
     with pytest.raises(ValueError, match="is not running as a member of a chord"):
         await alone.get()
