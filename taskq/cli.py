@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -24,7 +23,6 @@ import typer
 
 from taskq import dlq, logs, typed_json
 from taskq.app import TaskQ
-from taskq.beat.scheduler import Beat, read_state
 from taskq.control import DEFAULT_TIMEOUT, INSPECT_COMMANDS, CommandOptions, Replies
 from taskq.errors import AppLoadError, CommandError, LoginRefusedError, TaskError, TaskQError
 from taskq.message import peek_id
@@ -79,7 +77,9 @@ EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 
 def _print_version(wanted: bool) -> None:
     if wanted:
-        typer.echo(f"taskq {importlib.metadata.version('taskq')}")
+        from importlib.metadata import version  # zipfile, csv, email: 1.7 MB of RSS
+
+        typer.echo(f"taskq {version('taskq')}")
         raise typer.Exit()
 
 
@@ -307,6 +307,8 @@ async def worker(
     async with taskq_app, anyio.create_task_group() as tg:
         await tg.start(_shutdown_on_signals, runner)
         if beat:
+            from taskq.beat.scheduler import Beat  # a worker without --beat loads no beat code
+
             tg.start_soon(Beat(taskq_app).run)
         await runner.run()
         tg.cancel_scope.cancel()
@@ -363,6 +365,8 @@ async def beat_command(
     loglevel: LogLevelOption = "info",
 ) -> None:
     """Run the periodic-task scheduler (any number may run: one leads, the others stand by)."""
+    from taskq.beat.scheduler import Beat
+
     configure_logging(loglevel)
     taskq_app = load_app(app)
     if list_entries:
@@ -381,6 +385,8 @@ async def beat_command(
 
 
 async def _print_entries(app: TaskQ) -> None:
+    from taskq.beat.scheduler import Beat, read_state
+
     scheduler = Beat(app)
     store = await app.connected_store()
     now = datetime.now(UTC)

@@ -11,6 +11,7 @@ BROKER_URL = "sqlite:///taskq.db"
 QUEUE = "default"
 RESULT_EXPIRES = DAY  # result_expires; also what idempotency keys and revocations last
 CHORD_RETENTION = WEEK  # a chord's recorded members and done marker, whatever result_expires is
+CHAIN_RETENTION = WEEK  # the stored rest of a long chain, from when it was launched
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 VISIBILITY_TIMEOUT = 3600.0
 POLLING_INTERVAL = 0.2

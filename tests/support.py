@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from taskq import TaskQ, chord, signature
+from taskq import TaskQ, chain, chord, signature
 
 INTEGRATION = Path(__file__).resolve().parent / "integration"
 
@@ -125,6 +125,32 @@ async def kill_a_worker_during_a_chord(
     start_worker("-c", "50")
     assert await result.get(timeout=120) == 1000
     assert (await anyio.Path(marker).read_text()).splitlines() == ["1000 ordered"]
+
+
+async def kill_a_worker_during_a_chain(
+    producer: TaskQ, start_worker: Callable[..., WorkerProcess], links: int = 200
+) -> None:
+    """A chain of `links` `acks_late` links, most of it stored by reference, whose worker is
+    SIGKILLed a third of the way: a second worker runs it to its end, each link once more
+    at most, the last result counting every link."""
+    first = start_worker("-c", "4")
+    steps = [signature("itest.slow_increment", [0.01], app=producer) for _ in range(links - 1)]
+    workflow = chain(signature("itest.slow_increment", [0, 0.01], app=producer), *steps)
+    result = await workflow.apply_async()
+    third = result
+    for _ in range(links - links // 3):
+        assert third.parent is not None
+        third = third.parent
+
+    async def a_third_done() -> bool:
+        return await third.ready()
+
+    await eventually(a_third_done, timeout=60)
+    assert not await result.ready()
+    first.signal(signal.SIGKILL)
+    first.wait()
+    start_worker("-c", "4")
+    assert await result.get(timeout=120) == links
 
 
 def worker_broker_url(kind: str, request: pytest.FixtureRequest, place: Path, prefix: str) -> str:

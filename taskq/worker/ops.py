@@ -12,13 +12,13 @@ import anyio
 
 from taskq.events import EventSender, TaskEvents
 from taskq.execution.logcontext import LogContext
-from taskq.worker.http import HttpServer, Response
 from taskq.worker.loopwatch import LoopWatch
 from taskq.worker.metrics import WorkerMetrics, prometheus_registry
 
 if TYPE_CHECKING:
     from taskq.brokers.base import Broker
     from taskq.execution.pipeline import Stage
+    from taskq.worker.http import HttpServer, Response
     from taskq.worker.worker import Worker
 
 LIVENESS_BOUND = 1.0  # seconds the event loop may be overdue before /healthz fails
@@ -36,6 +36,8 @@ class Operations:
         self._worker = worker
         self._server: HttpServer | None = None
         if port is not None:
+            from taskq.worker.http import HttpServer  # http.server: a MB of RSS, for the port
+
             self.metrics = WorkerMetrics(
                 prometheus_registry(),
                 concurrency=worker.concurrency,

@@ -82,6 +82,12 @@ async def slow_square(x: int, seconds: float) -> int:
     return x * x
 
 
+@app.task(name="itest.slow_increment", acks_late=True)
+async def slow_increment(value: int, seconds: float) -> int:
+    await anyio.sleep(seconds)
+    return value + 1
+
+
 @app.task(name="itest.count_calls")
 async def count_calls(results: list[int], marker: str) -> int:
     """A chord callback of `slow_square`s that leaves one line in `marker` per call: how
@@ -147,6 +153,12 @@ async def grow_chord(self, x: int, times: int) -> list[str]:  # type: ignore[no-
     for extra in range(1, times):
         added.append(await self.add_to_chord(group(add.s(x, extra), add.s(x, extra))))
     return [result.id for result in added]
+
+
+@app.task(name="itest.grow_chord_in_thread", bind=True)
+def grow_chord_in_thread(self, x: int) -> str:  # type: ignore[no-untyped-def]
+    """A plain function (run in a thread) adding `add(x, 0)` to its chord; returns its id."""
+    return self.add_to_chord_sync(add.s(x, 0)).id  # type: ignore[no-any-return]
 
 
 @app.task(name="itest.touch")
