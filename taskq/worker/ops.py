@@ -31,7 +31,9 @@ class Operations:
 
     def __init__(self, worker: Worker, port: int | None, send_events: bool = False) -> None:
         self.port = port
-        self.watch = LoopWatch(worker.app.conf.worker_blocking_warning)
+        self.watch = LoopWatch(
+            worker.app.conf.worker_blocking_warning, busy=lambda: worker.active_tasks > 0
+        )
         self.metrics: WorkerMetrics | None = None
         self._worker = worker
         self._server: HttpServer | None = None
@@ -46,10 +48,11 @@ class Operations:
             self._server = HttpServer(port, routes)
             self._server.start()  # probes answer while the worker waits for its broker
         # The worker's outermost pipeline stages: the log context outside the metrics, so
-        # that whatever the metrics log is about its job.
+        # that whatever the metrics log is about its job; the loop watch, woken by each job.
         self.stages: list[Stage] = (
             [LogContext()] if worker.app.conf.worker_log_format == "json" else []
         )
+        self.stages.append(self.watch)
         if self.metrics is not None:
             self.stages.append(self.metrics)
         # Task events (`-E`): task-revoked outermost (the guard's outcomes too), the run's
@@ -68,8 +71,7 @@ class Operations:
         async with anyio.create_task_group() as services:
             if self.events is not None:
                 services.start_soon(self.events.run, broker)
-            if self.watch.warn_after is not None or self._server is not None:
-                services.start_soon(self.watch.run)
+            services.start_soon(self.watch.run)
             if self._server is None or self.metrics is None:
                 return
             try:
@@ -86,8 +88,8 @@ class Operations:
 
     def _healthz(self) -> Response:
         """Alive while the event loop answers within `LIVENESS_BOUND`."""
-        blocked = self.watch.blocked_for()
-        if blocked > LIVENESS_BOUND:
+        if not self.watch.answers_within(LIVENESS_BOUND):
+            blocked = max(self.watch.blocked_for(), LIVENESS_BOUND)
             return _text(503, f"event loop blocked for {blocked:.1f} s")
         return _text(200, "ok")
 
