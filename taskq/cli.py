@@ -529,7 +529,7 @@ async def events(
     since: Annotated[
         float | None,
         typer.Option(
-            min=0, help="Start this many seconds back (Redis keeps event_retention seconds)."
+            min=0, help="Start this many seconds back (Redis, RabbitMQ: within event_retention)."
         ),
     ] = None,
     loglevel: LogLevelOption = "warning",

@@ -55,15 +55,13 @@ class Operations:
         self.stages.append(self.watch)
         if self.metrics is not None:
             self.stages.append(self.metrics)
-        # Task events (`-E`): task-revoked outermost (the guard's outcomes too), the run's
-        # started and outcome events inside the settlement (before a retry is published).
+        # Task events (`-E`): the run's started and outcome events inside the settlement
+        # (before a retry is published); the intake and the REVOKED settlement send the rest.
         self.events: EventSender | None = None
         self.settled_stages: list[Stage] = []
         if send_events:
             self.events = EventSender(worker.hostname)
-            events = TaskEvents(self.events)
-            self.stages.append(events.revoked)
-            self.settled_stages.append(events)
+            self.settled_stages.append(TaskEvents(self.events))
 
     async def run(self, broker: Broker) -> None:
         """Watch the loop, send the task events and sample the queues until cancelled, then
