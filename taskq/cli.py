@@ -26,6 +26,7 @@ from taskq.app import TaskQ
 from taskq.beat.scheduler import Beat, read_state
 from taskq.control import DEFAULT_TIMEOUT, INSPECT_COMMANDS, CommandOptions, Replies
 from taskq.errors import AppLoadError, CommandError, LoginRefusedError, TaskError, TaskQError
+from taskq.exporter import Exporter
 from taskq.message import peek_id
 from taskq.options import parse_rate
 from taskq.startup import connect_at_startup
@@ -548,6 +549,32 @@ async def events(
         tg.start_soon(say_listening)
         async for event in taskq_app.events.receive(task_id=task_id, ready=listening, since=since):
             typer.echo(orjson.dumps(event).decode() if as_json else format_event(event))
+
+
+@cli.command()
+@run_command
+async def exporter(
+    app: AppOption,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="The port of /metrics (every interface).")
+    ] = 9808,
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            "--queues", "-Q", help="Comma-separated queues to sample (default: the app's)."
+        ),
+    ] = None,
+    loglevel: LogLevelOption = "info",
+) -> None:
+    """Serve the whole cluster's metrics on /metrics, under the worker's names: task counts,
+    runtimes and queue waits from the task events (workers run with -E), the queues' depths,
+    and the workers online and their active tasks from their heartbeats."""
+    configure_logging(loglevel)
+    taskq_app = load_app(app)
+    names = split_queues(taskq_app, queues) if queues else known_queues(taskq_app)
+    cluster = Exporter(taskq_app, port, names)  # the port bound, or a one-line error
+    async with taskq_app:
+        await cluster.run()
 
 
 def format_event(event: dict[str, Any]) -> str:

@@ -52,7 +52,7 @@ _CALL = ("name", "args", "kwargs", "retries", "eta", "expires", "root_id", "pare
 # The fields of each type after the common ones, in the order an event carries them in a batch.
 FIELDS: dict[str, tuple[str, ...]] = {
     SENT: (*_CALL[:6], "queue", "exchange", "routing_key", *_CALL[6:]),
-    RECEIVED: _CALL,
+    RECEIVED: (*_CALL, "queue", "sent_at"),
     STARTED: (),
     SUCCEEDED: ("result", "runtime"),
     FAILED: ("runtime", "exception", "traceback"),
@@ -136,7 +136,8 @@ class EventSender:
 
     # -- what the worker reports -------------------------------------------------------
 
-    def received(self, message: Message) -> None:
+    def received(self, message: Message, queue: str) -> None:
+        """A message taken from `queue` to run."""
         args, kwargs = repr(message.args), repr(message.kwargs)  # plain JSON values: no raise
         self.send(
             RECEIVED,
@@ -149,6 +150,8 @@ class EventSender:
             message.expires,
             message.root_id,
             message.parent_id,
+            queue,
+            message.sent_at,
         )
 
     def revoked(self, task_id: str, *, terminated: bool, expired: bool) -> None:

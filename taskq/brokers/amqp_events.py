@@ -23,6 +23,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustChannel
 from aiormq.exceptions import ChannelPreconditionFailed
 
@@ -44,10 +45,18 @@ class EventStream:
             "x-stream-max-segment-size-bytes": SEGMENT_BYTES,
         }
         self._close_timeout = close_timeout
+        # RabbitMQ answers a declaration of a stream that another one is creating at once,
+        # before the stream is started: what is sent to it then closes the connection
+        # ("Stream not found"). This process's declarations (its publisher's, its readers')
+        # go one at a time.
+        self._declaring = anyio.Lock()
 
     async def declare(self, channel: AbstractChannel) -> AbstractQueue:
         try:
-            return await channel.declare_queue(self.name, durable=True, arguments=self.arguments)
+            async with self._declaring:
+                return await channel.declare_queue(
+                    self.name, durable=True, arguments=self.arguments
+                )
         except ChannelPreconditionFailed as exc:
             raise ConfigurationError(
                 f"RabbitMQ queue {self.name!r} exists but not as a stream kept "

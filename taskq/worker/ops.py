@@ -14,7 +14,7 @@ from taskq.events import EventSender, TaskEvents
 from taskq.execution.logcontext import LogContext
 from taskq.worker.http import HttpServer, Response
 from taskq.worker.loopwatch import LoopWatch
-from taskq.worker.metrics import WorkerMetrics, prometheus_registry
+from taskq.worker.metrics import WorkerMetrics, prometheus_registry, scrape
 
 if TYPE_CHECKING:
     from taskq.brokers.base import Broker
@@ -73,16 +73,14 @@ class Operations:
             if self._server is None or self.metrics is None:
                 return
             try:
-                await self.metrics.sample_queues(broker, self._worker.queues)
+                await self.metrics.queues.sample(broker, self._worker.queues)
             finally:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(self._server.stop)
 
     def _scrape(self) -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
         assert self.metrics is not None
-        return 200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)
+        return scrape(self.metrics.registry)
 
     def _healthz(self) -> Response:
         """Alive while the event loop answers within `LIVENESS_BOUND`."""
@@ -96,7 +94,7 @@ class Operations:
         assert self.metrics is not None
         if not self._worker.consuming:
             return _text(503, "not consuming")
-        if not self.metrics.broker_answers:
+        if not self.metrics.queues.broker_answers:
             return _text(503, "the broker did not answer")
         return _text(200, "ok")
 

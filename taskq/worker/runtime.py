@@ -86,7 +86,7 @@ class WorkerRuntime:
             await self._reject(delivery, BadArgumentsError(f"{message.task}: {exc}"), message.task)
             return None
         if self._events is not None:
-            self._events.received(message)
+            self._events.received(message, delivery.queue)
         request = Request(
             message, self.hostname, delivery.queue, delivery.delivery_count, self._exchange
         )

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from servers import RedisServer
-from support import TaskqProcess, WorkerProcess, eventually
+from support import TaskqProcess, WorkerProcess, eventually, free_port, scrape, value
 
 from taskq import TaskError, TaskQ
 
@@ -25,7 +24,6 @@ pytestmark = pytest.mark.integration
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 StartWorker = Callable[..., WorkerProcess]
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture
@@ -37,28 +35,6 @@ def broker_url(redis_server: RedisServer) -> str:
 async def producer(broker_url: str) -> AsyncIterator[TaskQ]:
     async with TaskQ("producer", broker=broker_url) as app:
         yield app
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def scrape(port: int) -> Samples:
-    async with httpx.AsyncClient() as client:
-        response = await client.get(f"http://127.0.0.1:{port}/metrics")
-    assert response.status_code == 200
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 async def test_metrics_count_the_tasks_a_drain_ran(
