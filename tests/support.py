@@ -67,6 +67,22 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+def task_counts(samples: Samples, queue: str) -> dict[tuple[str, str], float]:
+    """`taskq_tasks_total`'s counts of `queue` that are not zero, by (task, state)."""
+    counts = {}
+    for (name, labels), count in samples.items():
+        label = dict(labels)
+        if name == "taskq_tasks_total" and label["queue"] == queue and count:
+            counts[label["task"], label["state"]] = count
+    return counts
+
+
+def queue_depths(samples: Samples, queue: str) -> list[float]:
+    """The queue's length, delayed messages and dead letters."""
+    names = ("taskq_queue_length", "taskq_queue_delayed", "taskq_dead_letters")
+    return [value(samples, name, queue=queue) for name in names]
+
+
 def worker_environment(broker_url: str, transport_options: dict[str, object]) -> dict[str, str]:
     """The environment of a worker subprocess: this one without TASKQ_ settings, the broker
     URL and transport options, and tests/integration (itest_tasks) on the path."""

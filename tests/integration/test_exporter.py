@@ -12,7 +12,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from support import TaskqProcess, WorkerProcess, eventually, free_port, scrape, value
+from support import (
+    TaskqProcess,
+    WorkerProcess,
+    eventually,
+    free_port,
+    queue_depths,
+    scrape,
+    task_counts,
+    value,
+)
 
 from taskq import TaskError, TaskQ
 
@@ -109,16 +118,8 @@ async def test_the_exporter_counts_what_the_workers_ran(
 
         async def counted() -> bool:
             samples = await scrape(port)
-            counts = {
-                (dict(labels)["task"], dict(labels)["state"]): count
-                for (name, labels), count in samples.items()
-                if name == "taskq_tasks_total" and dict(labels)["queue"] == queue
-            }
-            depths = [
-                value(samples, name, queue=queue)
-                for name in ("taskq_queue_length", "taskq_queue_delayed", "taskq_dead_letters")
-            ]
-            return {k: v for k, v in counts.items() if v} == expected and depths == [1, 1, 1]
+            counts, depths = task_counts(samples, queue), queue_depths(samples, queue)
+            return counts == expected and depths == [1, 1, 1]
 
         await eventually(counted)
         samples = await scrape(port)

@@ -15,9 +15,19 @@ from pathlib import Path
 import httpx
 import pytest
 from servers import RedisServer
-from support import TaskqProcess, WorkerProcess, eventually, free_port, scrape, value
+from support import (
+    TaskqProcess,
+    WorkerProcess,
+    eventually,
+    free_port,
+    queue_depths,
+    scrape,
+    task_counts,
+    value,
+)
 
 from taskq import TaskError, TaskQ
+from taskq.exporter import WORKERS_ONLINE
 
 pytestmark = pytest.mark.integration
 
@@ -80,16 +90,8 @@ async def test_metrics_count_the_tasks_a_drain_ran(
 
     async def counted() -> bool:
         samples = await scrape(port)
-        counts = {
-            (dict(labels)["task"], dict(labels)["state"]): count
-            for (name, labels), count in samples.items()
-            if name == "taskq_tasks_total"
-        }
-        queues = [
-            value(samples, name, queue="default")
-            for name in ("taskq_queue_length", "taskq_queue_delayed", "taskq_dead_letters")
-        ]
-        return {k: v for k, v in counts.items() if v} == expected and queues == [1, 1, 1]
+        counts, depths = task_counts(samples, "default"), queue_depths(samples, "default")
+        return counts == expected and depths == [1, 1, 1]
 
     await eventually(counted)
     output = worker.output()  # a text log line of a failure has its traceback after it
@@ -104,6 +106,7 @@ async def test_metrics_count_the_tasks_a_drain_ran(
     assert value(samples, wait, task="itest.add", queue="default") == 23  # revoked included
     assert value(samples, "taskq_worker_active_tasks") == 0
     scraped = {name for name, _ in samples} | {name.rpartition("_")[0] for name, _ in samples}
+    scraped.add(WORKERS_ONLINE.name)  # the exporter's own (tests/integration/test_exporter.py)
     for documented in (DOCS / "operations.md", DOCS / "grafana-dashboard.json"):
         named = set(re.findall(r"taskq_[a-z_]+[a-z]", documented.read_text()))
         assert named and named <= scraped, f"{documented.name}: {named - scraped}"
