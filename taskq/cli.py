@@ -25,6 +25,7 @@ from taskq import dlq, logs, typed_json
 from taskq.app import TaskQ
 from taskq.control import DEFAULT_TIMEOUT, INSPECT_COMMANDS, CommandOptions, Replies
 from taskq.errors import AppLoadError, CommandError, LoginRefusedError, TaskError, TaskQError
+from taskq.exporter import Exporter
 from taskq.message import peek_id
 from taskq.options import parse_rate
 from taskq.routing import known_queues
@@ -602,7 +603,7 @@ async def events(
     since: Annotated[
         float | None,
         typer.Option(
-            min=0, help="Start this many seconds back (Redis keeps event_retention seconds)."
+            min=0, help="Start this many seconds back (Redis, RabbitMQ: within event_retention)."
         ),
     ] = None,
     loglevel: LogLevelOption = "warning",
@@ -660,6 +661,32 @@ async def dashboard(
         max_tasks=max_tasks,
         inspect_interval=inspect_interval,
     )
+
+
+@cli.command()
+@run_command
+async def exporter(
+    app: AppOption,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="The port of /metrics (every interface).")
+    ] = 9808,
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            "--queues", "-Q", help="Comma-separated queues to sample (default: the app's)."
+        ),
+    ] = None,
+    loglevel: LogLevelOption = "info",
+) -> None:
+    """Serve the whole cluster's metrics on /metrics, under the worker's names: task counts,
+    runtimes and queue waits from the task events (workers run with -E), the queues' depths,
+    and the workers online and their active tasks from their heartbeats."""
+    configure_logging(loglevel)
+    taskq_app = load_app(app)
+    names = split_queues(taskq_app, queues) if queues else known_queues(taskq_app)
+    cluster = Exporter(taskq_app, port, names)  # the port bound, or a one-line error
+    async with taskq_app:
+        await cluster.run()
 
 
 def format_event(event: dict[str, Any]) -> str:

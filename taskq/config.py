@@ -136,7 +136,7 @@ class Settings:
     worker_log_format: str = "text"  # "json", or a logging format string as Celery's
     worker_send_task_events: bool = False  # task events (taskq.events); `taskq worker -E`
     task_send_sent_event: bool = False  # producers send task-sent events
-    event_retention: float = 600.0  # seconds of task events Redis keeps for a late reader
+    event_retention: float = 600.0  # seconds of task events Redis and RabbitMQ keep
     beat_schedule: dict[str, Any] = dataclasses.field(default_factory=dict)
     beat_max_loop_interval: float = 300.0
     beat_lease_ttl: float = 10.0
