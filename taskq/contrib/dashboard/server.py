@@ -262,7 +262,7 @@ async def _action(request: Request) -> Response:
     back = _back(request, fields.pop("next", ""))
     params = request.path_params
     try:
-        action = actions.find(params["kind"], params["action"])
+        action = actions.find(params["kind"], params["action"], fields)
         done = await action(dashboard.taskq, params["target"], fields)
     except (views.NotFound, ValueError) as exc:
         if from_form:
