@@ -2,7 +2,7 @@
 by headless Chromium (Debian's package, driven by Playwright) and by plain HTTP: live pages,
 results and tracebacks, a dead letter replayed from its page, auth, CSRF and read-only mode.
 
-Screenshots of the main pages are saved in the test's tmp dir (`screenshots/`)."""
+Screenshots of the main pages are saved in tests/artifacts/dashboard/ (gitignored)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ CHROMIUM_ARGS = [
 ]
 USER, PASSWORD, TOKEN = "admin", "s3cret-pw", "t0ken-for-scripts"
 WORKER = "dash@test"
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
 StartWorker = Callable[..., WorkerProcess]
 
 
@@ -113,6 +114,7 @@ async def browser() -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def page(browser: Any, dashboard: DashboardProcess) -> AsyncIterator[Any]:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     context = await browser.new_context(
         http_credentials={"username": USER, "password": PASSWORD},
         base_url=dashboard.url,
@@ -125,10 +127,8 @@ async def page(browser: Any, dashboard: DashboardProcess) -> AsyncIterator[Any]:
         await context.close()
 
 
-async def screenshot(page: Any, tmp_path: Path, name: str) -> None:
-    folder = tmp_path / "screenshots"
-    folder.mkdir(exist_ok=True)
-    await page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+async def screenshot(page: Any, name: str) -> None:
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 async def test_pages_follow_a_real_worker_live(
@@ -137,7 +137,7 @@ async def test_pages_follow_a_real_worker_live(
     start_worker("-E", "-n", WORKER, "-c", "4")
     await page.goto("/")
     await page.get_by_role("link", name=WORKER).first.wait_for()
-    await screenshot(page, tmp_path, "overview")
+    await screenshot(page, "overview")
 
     await page.goto("/tasks")
     await page.evaluate("window.notReloaded = true")
@@ -153,23 +153,23 @@ async def test_pages_follow_a_real_worker_live(
     assert await page.evaluate("window.injected") is None  # ... and never run
     failed = await client.send_task("itest.fail", [1])
     await page.locator(f'tr[data-task="{failed.id}"]').get_by_text("FAILURE").wait_for()
-    await screenshot(page, tmp_path, "tasks")
+    await screenshot(page, "tasks")
 
     await row.get_by_role("link").click()
     await page.wait_for_url(f"**/tasks/{echoed.id}")
     assert await page.locator("#task-result").inner_text() == repr(script)
     assert await page.evaluate("window.injected") is None
-    await screenshot(page, tmp_path, "task")
+    await screenshot(page, "task")
 
     await page.goto(f"/tasks/{failed.id}")
     traceback = await page.locator("#task-traceback").inner_text()
     assert 'raise ValueError("boom")' in traceback and "ValueError: boom" in traceback
-    await screenshot(page, tmp_path, "task-failed")
+    await screenshot(page, "task-failed")
 
     for name, path in [("workers", "/workers"), ("queues", "/queues"), ("beat", "/beat")]:
         await page.goto(path)
-        await screenshot(page, tmp_path, name)
-    print(f"task row appeared {appeared:.2f} s after the send; screenshots in {tmp_path}")
+        await screenshot(page, name)
+    print(f"task row appeared {appeared:.2f} s after the send; screenshots in {SCREENSHOTS}")
 
 
 async def test_a_dead_letter_replayed_from_its_page_runs_the_task(
@@ -187,7 +187,7 @@ async def test_a_dead_letter_replayed_from_its_page_runs_the_task(
     await page.goto("/dead-letters")
     letter = page.locator("article.letter").filter(has_text=result.id[:8])
     await letter.get_by_text("FileNotFoundError").first.wait_for()
-    await screenshot(page, tmp_path, "dead-letters")
+    await screenshot(page, "dead-letters")
     marker.write_text("ran at last")
     await letter.get_by_role("button", name="Replay", exact=True).click()
     await page.get_by_role("status").get_by_text("replayed 1 dead letter(s) of default").wait_for()

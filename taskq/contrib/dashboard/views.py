@@ -240,12 +240,13 @@ async def dead_letters(app: TaskQ, monitor: Monitor, queue: str | None) -> dict[
 def _letter(
     app: TaskQ, letter_id: str, reason: str, failed_at: float, body: bytes, meta: TaskMeta | None
 ) -> dict[str, Any]:
+    summary, _, details = reason.partition("\n")  # a reason may carry a traceback
     row: dict[str, Any] = {
         "letter_id": letter_id,
-        "reason": reason,
+        "reason": summary,
         "failed_at": failed_at,
         "task_id": peek_id(body),
-        "traceback": meta.traceback if meta else None,
+        "traceback": (meta.traceback if meta else None) or details.strip() or None,
     }
     try:
         message = decode(body, frozenset(SERIALIZERS), app.conf.task_max_message_bytes)
