@@ -301,4 +301,6 @@ def _when(epoch: float | None) -> str:
 def _seconds(value: float | None) -> str:
     if value is None:
         return ""
+    if value < 0.001:
+        return f"{value * 1_000_000:.0f} µs"
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"

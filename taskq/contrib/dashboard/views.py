@@ -33,14 +33,14 @@ class NotFound(LookupError):
 async def overview(app: TaskQ, monitor: Monitor) -> dict[str, Any]:
     workers = monitor.workers.workers()
     rows = await queue_rows(app, monitor)
+    rates = monitor.throughput.rates()
     return {
         "broker": masked_url((await app.connected_broker()).url),
         "workers_online": sum(1 for worker in workers if worker["online"]),
         "workers_offline": sum(1 for worker in workers if not worker["online"]),
         "workers": workers,
-        "throughput": [
-            {"at": at, "succeeded": ok, "failed": bad} for at, ok, bad in monitor.throughput.rates()
-        ],
+        "throughput": [{"at": at, "succeeded": ok, "failed": bad} for at, ok, bad in rates],
+        "throughput_peak": max(ok + bad for _, ok, bad in rates),
         "queues": rows,
         "dead_letters": sum(row["dead_letters"] for row in rows),
         "active": [record.to_json() for record in monitor.window.active()],
