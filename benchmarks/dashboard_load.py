@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,13 +39,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def start(argv: list[str], env: dict[str, str], log: Path, ready: str) -> subprocess.Popen[bytes]:
@@ -141,7 +133,7 @@ def main() -> None:
             app = ["-A", "itest_tasks:app"]
             worker = [*taskq, "worker", *app, "-E", "-c", "50", "--loglevel", "info"]
             processes.append(start(worker, env, place / "worker.log", "ready"))
-            port = free_port()
+            [port] = servers.free_ports(1)
             dashboard = [*taskq, "dashboard", *app, "--no-auth", "--port", str(port)]
             dashboard += ["--max-tasks", str(options.max_tasks)]
             processes.append(start(dashboard, env, place / "dashboard.log", "Dashboard ready"))

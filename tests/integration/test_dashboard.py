@@ -7,7 +7,6 @@ Screenshots of the main pages are saved in tests/artifacts/dashboard/ (gitignore
 from __future__ import annotations
 
 import os
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from servers import free_ports
 from support import TaskqProcess, WorkerProcess, eventually
 
 from taskq import TaskQ, states
@@ -52,18 +52,11 @@ async def client(broker_url: str) -> AsyncIterator[TaskQ]:
         yield app
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class DashboardProcess(TaskqProcess):
     """`taskq dashboard` on a free loopback port; `url` is its root."""
 
     def __init__(self, env: dict[str, str], log: Path, *options: str) -> None:
-        self.port = free_port()
+        [self.port] = free_ports(1)
         args = ["dashboard", "--port", str(self.port), "--inspect-interval", "0.5", *options]
         super().__init__(env, log, args, ready_text="Dashboard ready")
         self.url = f"http://127.0.0.1:{self.port}"
@@ -264,3 +257,56 @@ async def test_read_only_shows_no_button_and_refuses_every_post(
         assert shutdown.status_code == 403
         workers = (await http.get("/api/workers")).json()["workers"]
         assert [(worker["name"], worker["online"]) for worker in workers] == [(WORKER, True)]
+
+
+async def test_actions_steer_the_worker_tasks_and_beat(
+    start_dashboard: Callable[..., DashboardProcess], client: TaskQ, start_worker: StartWorker
+) -> None:
+    start_worker("-E", "-n", WORKER, "-c", "4")
+    earlier = await client.send_task("itest.add", [20, 22])
+    assert await earlier.get(timeout=10) == 42
+    await client.beat.add("nightly", task="itest.add", schedule=3600.0, args=[1, 1])
+    dashboard = start_dashboard("--auth-token", TOKEN)
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=dashboard.url, headers=bearer, timeout=10) as http:
+
+        async def post(path: str, **fields: str) -> dict[str, Any]:
+            reply: dict[str, Any] = (await http.post(f"/api/{path}", json=fields)).json()
+            return reply
+
+        async def worker() -> dict[str, Any]:
+            [seen] = (await http.get("/api/workers")).json()["workers"]
+            return dict(seen)
+
+        async def inspected() -> bool:
+            return (await worker())["stats"] is not None
+
+        await eventually(inspected)
+        assert (await post(f"workers/{WORKER}/pool-grow", n="2"))["ok"] is True
+        assert (await post(f"workers/{WORKER}/add-consumer", queue="extra"))["ok"] is True
+
+        async def steered() -> bool:
+            seen = await worker()
+            return seen["stats"]["concurrency"] == 6 and "extra" in seen["queues"]
+
+        await eventually(steered)
+        assert await post("workers/nobody@test/shutdown") == {
+            "error": "worker nobody@test did not answer (is it online?)"
+        }
+
+        older = (await http.get(f"/api/tasks/{earlier.id}")).json()  # before the dashboard
+        assert (older["in_window"], older["state"], older["result"]) == (False, "SUCCESS", "42")
+        again = await post(f"tasks/{earlier.id}/retry")
+        new_id = again["message"].rpartition(" ")[2]
+        assert again["message"] == f"task {earlier.id} sent again as {new_id}"
+        assert await client.AsyncResult(new_id).get(timeout=10) == 42
+        later = await client.send_task("itest.add", [1, 2], countdown=60)
+        assert (await post(f"tasks/{later.id}/revoke"))["ok"] is True
+        store = await client.connected_store()
+        assert await store.revoked([later.id]) == {later.id}  # REVOKED once it is due
+
+        assert (await post("beat/nightly/disable"))["message"] == "beat entry nightly disabled"
+        [entry] = (await http.get("/api/beat")).json()["entries"]
+        assert (entry["name"], entry["enabled"]) == ("nightly", False)
+        assert await client.beat.disabled() == {"nightly"}
+        assert (await post("beat/nope/enable")) == {"error": "no beat entry 'nope'"}

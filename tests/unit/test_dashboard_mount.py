@@ -1,6 +1,7 @@
 """The dashboard mounted in a host Starlette app (`create_app`), on the memory broker: its
-links and forms stay under the mount path, it needs its monitor running, and it will not be
-made without saying how requests are authenticated."""
+links and forms stay under the mount path, it needs its monitor running, the broker's
+password is on no page, and it will not be made without saying how requests are
+authenticated."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ TOKEN = {"Authorization": "Bearer scripts"}
 
 
 async def test_mounted_under_a_path_with_its_monitor_in_the_hosts_lifespan() -> None:
-    async with TaskQ("host", broker=f"memory://{uuid.uuid4().hex}") as app:
+    async with TaskQ("host", broker=f"memory://ops:hunter2@{uuid.uuid4().hex}") as app:
         dashboard = create_app(app, auth_token="scripts")
         host = Starlette(routes=[Mount("/ops/dashboard", dashboard)])
         transport = httpx.ASGITransport(app=host)
@@ -34,6 +35,10 @@ async def test_mounted_under_a_path_with_its_monitor_in_the_hosts_lifespan() -> 
                 assert links and all(link.startswith("/ops/dashboard/") for link in links), links
                 overview = (await http.get("/ops/dashboard/api/overview", headers=TOKEN)).json()
                 assert overview["broker"] == masked_url(app.broker_url or "")
+                for path in ["/", "/workers", "/queues", "/api/overview", "/api/workers"]:
+                    shown = await http.get("/ops/dashboard" + path, headers=TOKEN)
+                    assert shown.status_code == 200 and "hunter2" not in shown.text, path
+                assert "ops:***@" in (await http.get("/ops/dashboard/", headers=TOKEN)).text
                 assert (await http.get("/ops/dashboard/api/overview")).status_code == 401
 
 
