@@ -18,7 +18,7 @@ import pytest
 from servers import free_ports
 from support import TaskqProcess, WorkerProcess, eventually
 
-from taskq import TaskQ, states
+from taskq import TaskQ, signature, states
 
 pytestmark = pytest.mark.integration
 
@@ -159,9 +159,22 @@ async def test_pages_follow_a_real_worker_live(
     assert 'raise ValueError("boom")' in traceback and "ValueError: boom" in traceback
     await screenshot(page, "task-failed")
 
+    steps = signature("itest.add", [1, 2], app=client) | signature("itest.add", [3], app=client)
+    last = await steps.apply_async()
+    assert await last.get(timeout=10) == 6
+    assert last.parent is not None
+    await page.goto(f"/tasks/{last.parent.id}")  # the chain's first step: its child drawn
+    await page.locator(f'.graph a[href$="/tasks/{last.id}"]').wait_for()
+    await page.goto(f"/tasks/{last.id}")  # the second: its parent drawn
+    await page.locator(f'.graph a[href$="/tasks/{last.parent.id}"]').wait_for()
+    await screenshot(page, "task-workflow")
+
     for name, path in [("workers", "/workers"), ("queues", "/queues"), ("beat", "/beat")]:
         await page.goto(path)
         await screenshot(page, name)
+    await page.set_viewport_size({"width": 390, "height": 800})  # a phone
+    await page.goto("/tasks")
+    await screenshot(page, "tasks-phone")
     print(f"task row appeared {appeared:.2f} s after the send; screenshots in {SCREENSHOTS}")
 
 
