@@ -213,6 +213,11 @@ async def test_credentials_are_required_and_checked(dashboard: DashboardProcess)
         right_token = {"Authorization": f"Bearer {TOKEN}"}
         assert (await http.get("/api/overview", headers=right_token)).status_code == 200
         assert (await http.get("/tasks", auth=(USER, PASSWORD))).status_code == 200
+        search = await http.get("/tasks", params={"id": "no/such"}, auth=(USER, PASSWORD))
+        assert (search.status_code, search.headers["location"]) == (303, "/tasks/no%2Fsuch")
+        unknown = await http.get("/tasks/no-such-id", auth=(USER, PASSWORD))
+        assert unknown.status_code == 404
+        assert "no task &#39;no-such-id&#39; in the dashboard&#39;s window" in unknown.text
 
 
 async def test_a_post_needs_the_csrf_token_unless_it_carries_the_bearer_token(

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import anyio
 from starlette.applications import Starlette
@@ -141,9 +141,10 @@ def _page(template: str, view: View) -> Callable[[Request], Awaitable[Response]]
         dashboard = _dashboard(request)
         if not dashboard.monitoring:
             return _not_monitoring()
-        base = request.scope.get("root_path", "")
-        if template == "tasks.html" and request.query_params.get("id", "").strip():
-            return RedirectResponse(f"{base}/tasks/{request.query_params['id'].strip()}", 303)
+        base = _base(request)
+        wanted = request.query_params.get("id", "").strip()
+        if template == "tasks.html" and wanted:  # the search by id opens the task's page
+            return RedirectResponse(f"{base}/tasks/{quote(wanted, safe='')}", 303)
         context: dict[str, Any] = {
             "base": base,
             "page": template,
@@ -280,9 +281,15 @@ def _here(request: Request) -> str:
     return request.url.path + (f"?{urlencode(kept)}" if kept else "")
 
 
+def _base(request: Request) -> str:
+    """The path the dashboard is mounted at ('' when it is the whole server)."""
+    base: str = request.scope.get("root_path", "")
+    return base
+
+
 def _back(request: Request, wanted: str) -> str:
     """Where a form goes back to: its `next` path within the dashboard, else the overview."""
-    base: str = request.scope.get("root_path", "")
+    base = _base(request)
     if wanted.startswith(base + "/") and not wanted.startswith("//"):
         return wanted
     return base + "/"
