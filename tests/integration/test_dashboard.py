@@ -7,6 +7,8 @@ Screenshots of the main pages are saved in tests/artifacts/dashboard/ (gitignore
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from servers import free_ports
-from support import TaskqProcess, WorkerProcess, eventually
+from support import INTEGRATION, TaskqProcess, WorkerProcess, eventually
 
 from taskq import TaskQ, signature, states
 
@@ -328,3 +330,25 @@ async def test_actions_steer_the_worker_tasks_and_beat(
         assert (entry["name"], entry["enabled"]) == ("nightly", False)
         assert await client.beat.disabled() == {"nightly"}
         assert (await post("beat/nope/enable")) == {"error": "no beat entry 'nope'"}
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ([], "Error: the dashboard needs --auth user:password or --auth-token TOKEN"),
+        (
+            ["--no-auth", "--address", "0.0.0.0"],
+            "Error: --no-auth is for loopback only, not --address 0.0.0.0",
+        ),
+        (["--auth", "admin"], "Error: auth must be 'user:password', both non-empty"),
+    ],
+)
+def test_the_command_refuses_to_serve_unprotected(
+    worker_env: dict[str, str], options: list[str], error: str
+) -> None:
+    argv = [sys.executable, "-m", "taskq", "dashboard", "-A", "itest_tasks:app", *options]
+    done = subprocess.run(
+        argv, env=worker_env, cwd=INTEGRATION, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith(error), done.stderr
