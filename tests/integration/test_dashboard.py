@@ -268,6 +268,9 @@ async def test_read_only_shows_no_button_and_refuses_every_post(
             return result.id in [task["id"] for task in tasks["tasks"]]
 
         await eventually(listed)
+        typo = await http.get("/api/tasks", params={"stat": "FAILURE"})
+        assert typo.status_code == 400
+        assert typo.json()["error"].startswith("unknown parameter 'stat' (did you mean 'state'?)")
         for path in ["/workers", f"/tasks/{result.id}", "/queues", "/dead-letters", "/beat"]:
             shown = await http.get(path)
             assert shown.status_code == 200 and 'method="post"' not in shown.text, path

@@ -43,6 +43,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 
+FEEDBACK = ("notice", "error")  # what the last action said, shown once by the page it went back to
 View = Callable[["Dashboard", Request], Awaitable[dict[str, Any]]]
 
 
@@ -193,7 +194,8 @@ async def _workers(dashboard: Dashboard, request: Request) -> dict[str, Any]:
 
 
 async def _tasks(dashboard: Dashboard, request: Request) -> dict[str, Any]:
-    return views.tasks(dashboard.monitor, dict(request.query_params))
+    params = {k: v for k, v in request.query_params.items() if k not in FEEDBACK}
+    return views.tasks(dashboard.monitor, params)
 
 
 async def _task(dashboard: Dashboard, request: Request) -> dict[str, Any]:
@@ -277,7 +279,7 @@ async def _action(request: Request) -> Response:
 def _here(request: Request) -> str:
     """This page's path and query, without the last action's notice or error: where its
     forms come back to."""
-    kept = [(k, v) for k, v in request.query_params.multi_items() if k not in ("notice", "error")]
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k not in FEEDBACK]
     return request.url.path + (f"?{urlencode(kept)}" if kept else "")
 
 

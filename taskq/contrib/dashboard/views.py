@@ -16,6 +16,7 @@ from taskq.message import decode, peek_id
 from taskq.routing import known_queues
 from taskq.serializers import SERIALIZERS
 from taskq.stores.base import TaskMeta
+from taskq.suggest import did_you_mean
 from taskq.urls import masked_url
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ async def overview(app: TaskQ, monitor: Monitor) -> dict[str, Any]:
         "throughput_peak": max(ok + bad for _, ok, bad in rates),
         "queues": rows,
         "dead_letters": sum(row["dead_letters"] for row in rows),
-        "active": [record.to_json() for record in monitor.window.active()],
+        "active": [task for worker in workers for task in worker["active"] or []],
         "tasks_in_window": len(monitor.window),
         "max_tasks": monitor.window.max_tasks,
         "events_since": monitor.events_since,
@@ -55,8 +56,18 @@ def workers(monitor: Monitor) -> dict[str, Any]:
     return {"workers": monitor.workers.workers(), "inspected_at": monitor.workers.at}
 
 
+TASK_PARAMETERS = (*TaskFilter.__dataclass_fields__, "minutes", "page", "id")
+
+
 def task_filter(params: dict[str, str]) -> TaskFilter:
-    """The filter of the tasks page's query string; a bad value is a ValueError saying so."""
+    """The filter of the tasks page's query string; a bad value or an unknown parameter is a
+    ValueError saying so."""
+    for name in params:
+        if name not in TASK_PARAMETERS:
+            hint = did_you_mean(name, TASK_PARAMETERS)
+            raise ValueError(
+                f"unknown parameter {name!r}{hint}: the tasks take {', '.join(TASK_PARAMETERS)}"
+            )
 
     def text(name: str) -> str | None:
         return params.get(name, "").strip() or None

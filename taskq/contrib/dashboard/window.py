@@ -160,9 +160,6 @@ class TaskWindow:
     def children_of(self, task_id: str) -> list[TaskRecord]:
         return [record for record in self._records.values() if record.parent_id == task_id]
 
-    def active(self) -> list[TaskRecord]:
-        return [record for record in self.newest_first() if record.state == states.STARTED]
-
 
 class Throughput:
     """Tasks succeeded and failed per second over the last `seconds`."""
