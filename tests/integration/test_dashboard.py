@@ -271,6 +271,10 @@ async def test_read_only_shows_no_button_and_refuses_every_post(
         typo = await http.get("/api/tasks", params={"stat": "FAILURE"})
         assert typo.status_code == 400
         assert typo.json()["error"].startswith("unknown parameter 'stat' (did you mean 'state'?)")
+        odd = await http.get("/queues", params={"sort": "depth"})
+        assert (
+            odd.status_code == 400 and "unknown parameter &#39;sort&#39;: it takes none" in odd.text
+        )
         for path in ["/workers", f"/tasks/{result.id}", "/queues", "/dead-letters", "/beat"]:
             shown = await http.get(path)
             assert shown.status_code == 200 and 'method="post"' not in shown.text, path

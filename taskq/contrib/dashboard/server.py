@@ -185,33 +185,44 @@ def _api(view: View) -> Callable[[Request], Awaitable[Response]]:
     return api
 
 
+def _query(request: Request, *accepted: str) -> dict[str, str]:
+    """The query parameters, but for the last action's feedback; an unknown one is an error."""
+    params = {k: v for k, v in request.query_params.items() if k not in FEEDBACK}
+    views.check_parameters(params, accepted)
+    return params
+
+
 async def _overview(dashboard: Dashboard, request: Request) -> dict[str, Any]:
+    _query(request)
     return await views.overview(dashboard.taskq, dashboard.monitor)
 
 
 async def _workers(dashboard: Dashboard, request: Request) -> dict[str, Any]:
+    _query(request)
     return views.workers(dashboard.monitor)
 
 
 async def _tasks(dashboard: Dashboard, request: Request) -> dict[str, Any]:
-    params = {k: v for k, v in request.query_params.items() if k not in FEEDBACK}
-    return views.tasks(dashboard.monitor, params)
+    return views.tasks(dashboard.monitor, _query(request, *views.TASK_PARAMETERS))
 
 
 async def _task(dashboard: Dashboard, request: Request) -> dict[str, Any]:
+    _query(request)
     return await views.task(dashboard.taskq, dashboard.monitor, request.path_params["task_id"])
 
 
 async def _queues(dashboard: Dashboard, request: Request) -> dict[str, Any]:
+    _query(request)
     return await views.queues(dashboard.taskq, dashboard.monitor)
 
 
 async def _dead_letters(dashboard: Dashboard, request: Request) -> dict[str, Any]:
-    queue = request.query_params.get("queue", "").strip() or None
+    queue = _query(request, "queue").get("queue", "").strip() or None
     return await views.dead_letters(dashboard.taskq, dashboard.monitor, queue)
 
 
 async def _beat(dashboard: Dashboard, request: Request) -> dict[str, Any]:
+    _query(request)
     return await views.beat(dashboard.taskq)
 
 

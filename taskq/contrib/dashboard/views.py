@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -59,15 +60,16 @@ def workers(monitor: Monitor) -> dict[str, Any]:
 TASK_PARAMETERS = (*TaskFilter.__dataclass_fields__, "minutes", "page", "id")
 
 
-def task_filter(params: dict[str, str]) -> TaskFilter:
-    """The filter of the tasks page's query string; a bad value or an unknown parameter is a
-    ValueError saying so."""
+def check_parameters(params: Iterable[str], accepted: Sequence[str]) -> None:
+    """A query parameter a page does not take is a ValueError naming it, never ignored."""
     for name in params:
-        if name not in TASK_PARAMETERS:
-            hint = did_you_mean(name, TASK_PARAMETERS)
-            raise ValueError(
-                f"unknown parameter {name!r}{hint}: the tasks take {', '.join(TASK_PARAMETERS)}"
-            )
+        if name not in accepted:
+            takes = f"it takes {', '.join(accepted)}" if accepted else "it takes none"
+            raise ValueError(f"unknown parameter {name!r}{did_you_mean(name, accepted)}: {takes}")
+
+
+def task_filter(params: dict[str, str]) -> TaskFilter:
+    """The filter of the tasks page's query string; a bad value is a ValueError saying so."""
 
     def text(name: str) -> str | None:
         return params.get(name, "").strip() or None
