@@ -391,14 +391,17 @@ async def _print_entries(app: TaskQ) -> None:
     scheduler = Beat(app)
     store = await app.connected_store()
     now = datetime.now(UTC)
+    disabled = await app.beat.disabled()
     for entry in await app.beat.entries():
         state = await read_state(store, entry.name)
         upcoming = scheduler.upcoming(entry, state, now)
         runs = state.total_runs if state else 0
-        typer.echo(
-            f"{entry.name}: {entry.task} {entry.schedule!r}"
-            f" next {upcoming.isoformat() if upcoming else 'never'} runs {runs}"
+        when = (
+            "disabled"
+            if entry.name in disabled
+            else "next " + (upcoming.isoformat() if upcoming else "never")
         )
+        typer.echo(f"{entry.name}: {entry.task} {entry.schedule!r} {when} runs {runs}")
 
 
 def configure_logging(level: str, log_format: str = "text", worker: str | None = None) -> None:

@@ -202,3 +202,12 @@ async def retry_once(self) -> int:  # type: ignore[no-untyped-def]
 async def block_loop(seconds: float) -> None:
     """The mistake of code ported from Celery: a blocking call in an async task."""
     time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point
+
+
+# -- the dashboard (tests/integration/test_dashboard.py) --------------------------------
+
+
+@app.task(name="itest.dead_letter_until", autoretry_for=(FileNotFoundError,), max_retries=0)
+async def dead_letter_until(path: str) -> str:
+    """Dead-lettered (its one try fails) until the file `path` exists; then returns it."""
+    return await anyio.Path(path).read_text()
