@@ -98,7 +98,7 @@ class TaskQ:
         self._routes_seen: Any = None  # a copy of the `task_routes` the router was built from
 
     def __repr__(self) -> str:
-        return f"<TaskQ {self.main or '__main__'} broker={self.broker_url}>"
+        return f"<TaskQ {self.main or '__main__'} broker={masked_url(self.broker_url)}>"
 
     # -- configuration ------------------------------------------------------------
 

@@ -121,7 +121,7 @@ class RedisSettings:
                 f"the Redis key prefix must be a string without braces: {prefix!r}"
             )
         if cluster and parts.path.strip("/") not in ("", "0"):
-            raise ConfigurationError(f"Redis Cluster has only database 0: {url!r}")
+            raise ConfigurationError(f"Redis Cluster has only database 0: {masked_url(url)!r}")
         if cluster and max_connections is not None:
             raise ConfigurationError(
                 "broker_pool_limit is not supported with Redis Cluster: a client there opens"

@@ -34,6 +34,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from taskq.brokers.base import Broker, Delivery
 from taskq.execution.job import Job
 from taskq.execution.settlement import settle_lost
+from taskq.serializers import PICKLE_RISK
 from taskq.urls import masked_url
 from taskq.worker.ops import Operations
 from taskq.worker.remote import RemoteControl
@@ -180,8 +181,10 @@ class Worker:
 
     def _log_ready(self) -> None:
         """The ready line: what the worker consumes and how, where, and its tasks (Celery's
-        banner on one line)."""
+        banner on one line), after the warning of a worker accepting pickle."""
         app = self.app
+        if "pickle" in app.conf.accept_content:
+            logger.warning(PICKLE_RISK)
         logger.info(
             "Worker %s ready: queues %s, concurrency %d, threads %d, prefetch %d, loop %s,"
             " broker %s, results %s%s, tasks: %s",
