@@ -116,7 +116,7 @@ class TaskQ:
         return BeatEntries(self)
 
     def __repr__(self) -> str:
-        return f"<TaskQ {self.main or '__main__'} broker={self.broker_url}>"
+        return f"<TaskQ {self.main or '__main__'} broker={masked_url(self.broker_url)}>"
 
     # -- configuration ------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from taskq.routing import known_queues
 from taskq.startup import connect_at_startup
 from taskq.stores.base import TaskMeta
 from taskq.suggest import did_you_mean
+from taskq.urls import masked_url
 from taskq.worker.autoscale import parse_autoscale
 from taskq.worker.supervisor import RECYCLED, Supervisor, follow_supervisor
 from taskq.worker.worker import Worker, default_hostname
@@ -174,21 +175,26 @@ def run_command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
             # the rest of the output nowhere and exits 1 quietly, as the Python docs advise.
             raise
         except CommandError as exc:
-            typer.echo(f"Error: {exc}", err=True)
+            print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except LoginRefusedError as exc:  # exit 2: a supervisor need not try again
-            typer.echo(f"Error: {exc}", err=True)
+            print_error(str(exc))
             raise typer.Exit(2) from None
         except (TaskQError, ValueError, OSError) as exc:
-            typer.echo(f"Error: {exc}", err=True)
+            print_error(str(exc))
             raise typer.Exit(1) from None
         except Exception as exc:
             if type(exc).__module__.partition(".")[0] not in BROKER_CLIENTS:
                 raise
-            typer.echo(f"Error: {type(exc).__name__}: {exc}", err=True)  # e.g. Redis is down
+            print_error(f"{type(exc).__name__}: {exc}")  # e.g. Redis is down
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def print_error(text: str) -> None:
+    """The one line a failed command prints, passwords masked."""
+    typer.echo(f"Error: {masked_url(text)}", err=True)
 
 
 def split_queues(app: TaskQ, queues: str | None) -> list[str]:

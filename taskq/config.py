@@ -25,6 +25,7 @@ from taskq.options import parse_rate
 from taskq.serializers import SERIALIZERS
 from taskq.signing import Signing
 from taskq.suggest import did_you_mean
+from taskq.tls import TLSOptions
 
 ENV_PREFIX = "TASKQ_"
 logger = logging.getLogger("taskq.config")
@@ -58,8 +59,6 @@ CELERY_UNSUPPORTED: dict[str, str] = {
     "task_remote_tracebacks": "tracebacks are always stored with a failure",
     "task_store_errors_even_if_ignored": "a task with ignore_result stores no state at all",
     "task_inherit_parent_priority": "give the priority on the call or the task",
-    "broker_use_ssl": "put the TLS options in the URL (rediss://, amqps://)",
-    "redis_backend_use_ssl": "put the TLS options in the URL (rediss://)",
     "broker_heartbeat": "RabbitMQ heartbeats take the URL's ?heartbeat= parameter",
     "broker_failover_strategy": "name one broker URL",
     "beat_scheduler": "beat keeps its schedule in the result store, shared by every beat",
@@ -85,6 +84,10 @@ class Settings:
     broker_url: str | None = None
     result_backend: str | None = None
     broker_transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # TLS options (Celery's: ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile), or True:
+    # taskq.tls. The store takes broker_use_ssl when it is on the broker's server.
+    broker_use_ssl: dict[str, Any] | bool | None = None
+    redis_backend_use_ssl: dict[str, Any] | bool | None = None
     broker_pool_limit: int | None = None
     # Connecting: a worker or beat retries at startup; how long a publish may wait (None: as
     # long as the broker's own window, Redis' `reconnect_timeout`, RabbitMQ's `publish_timeout`).
@@ -236,6 +239,8 @@ class Settings:
                 f"worker_heartbeat_interval must be a positive number of seconds, not {heartbeat!r}"
             )
         self.signing()
+        for setting in ("broker_use_ssl", "redis_backend_use_ssl"):
+            TLSOptions.read(getattr(self, setting), setting)
         unknown = set(self.accept_content) - set(SERIALIZERS)
         if unknown:
             raise ConfigurationError(f"accept_content names unknown serializers: {sorted(unknown)}")

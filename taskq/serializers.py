@@ -65,6 +65,13 @@ SERIALIZERS: dict[str, Serializer] = {
 }
 
 
+PICKLE_RISK = (
+    "accept_content includes 'pickle': a pickled message runs whatever code its sender put in"
+    " it, so anyone who can write to the broker can run code on this worker; accept pickle"
+    " only from a broker nobody else can write to, with message_signing_key (docs/security.md)"
+)
+
+
 def get_serializer(name: str) -> Serializer:
     try:
         return SERIALIZERS[name]

@@ -78,6 +78,7 @@ from taskq.errors import (
     UnsupportedError,
 )
 from taskq.message import Message
+from taskq.tls import TLSOptions
 from taskq.urls import masked_url
 
 REASON_HEADER = "taskq-reason"
@@ -128,6 +129,7 @@ class AMQPBroker(Broker):
     def __init__(self, url: str, conf: Settings) -> None:
         super().__init__(url, conf)
         self._url = url
+        self._tls = TLSOptions.read(conf.broker_use_ssl, "broker_use_ssl", url)
         self._config = AMQPConfig.from_settings(self.transport, conf)
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -147,6 +149,7 @@ class AMQPBroker(Broker):
             self._url,
             reconnect_interval=self._config.reconnect_interval,
             timeout=self._config.publish_timeout,
+            ssl_context=None if self._tls is None else self._tls.context(),
         )
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
 
@@ -25,6 +26,7 @@ from yarl import URL
 
 from taskq.brokers.amqp_consumer import winding_down
 from taskq.errors import BrokerUnavailable, LoginRefusedError
+from taskq.tls import tls_error
 from taskq.urls import masked_url
 
 # The loggers of the libraries' own account of a failing first connection.
@@ -34,18 +36,27 @@ _OPEN_REFUSED = "Connection.OpenOk"
 
 
 async def open_robust_connection(
-    url: str, *, reconnect_interval: float, timeout: float
+    url: str,
+    *,
+    reconnect_interval: float,
+    timeout: float,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AbstractRobustConnection:
-    """The robust connection to `url`, or one line saying why it did not open. A connect
-    that fails or is cancelled (a caller's deadline) is closed: left alone, aio-pika would go
-    on connecting in the background."""
-    connection = aio_pika.RobustConnection(URL(url), reconnect_interval=reconnect_interval)
+    """The robust connection to `url` (over TLS with `ssl_context`), or one line saying why it
+    did not open. A connect that fails or is cancelled (a caller's deadline) is closed: left
+    alone, aio-pika would go on connecting in the background."""
+    connection = aio_pika.RobustConnection(
+        URL(url), reconnect_interval=reconnect_interval, ssl_context=ssl_context
+    )
     with _unlogged(_FIRST_CONNECTION_LOGGERS):
         try:
             await connection.connect(timeout=timeout)
         except BaseException as exc:
             with winding_down(timeout):
                 await connection.close()
+            tls = tls_error(f"RabbitMQ at {masked_url(url)}", exc)
+            if tls is not None:
+                raise tls from None
             if isinstance(exc, CONNECTION_EXCEPTIONS):
                 raise _explained(url, exc, timeout) from None
             raise

@@ -44,6 +44,7 @@ from taskq.redis_db import (
     close_pubsub,
     retrying,
 )
+from taskq.tls import TLSOptions
 from taskq.urls import masked_url
 
 BANDS = 10
@@ -105,7 +106,8 @@ class RedisBroker(Broker):
 
     def __init__(self, url: str, conf: Settings) -> None:
         super().__init__(url, conf)
-        self.settings = RedisSettings.parse(url, self.transport, conf.broker_pool_limit)
+        tls = TLSOptions.read(conf.broker_use_ssl, "broker_use_ssl", url)
+        self.settings = RedisSettings.parse(url, self.transport, conf.broker_pool_limit, tls)
         self._shared = SharedConnection(self.settings)
         self._keys: dict[str, QueueKeys] = {}
         self._event_retention = conf.event_retention

@@ -36,6 +36,7 @@ from taskq.errors import ConfigurationError
 from taskq.execution.job import Job
 from taskq.execution.processpool import POOLS, PoolSettings, ProcessPool
 from taskq.execution.settlement import settle_lost
+from taskq.serializers import PICKLE_RISK
 from taskq.urls import masked_url
 from taskq.worker.autoscale import Autoscaler
 from taskq.worker.ops import Operations
@@ -261,8 +262,10 @@ class Worker:
 
     def _log_ready(self) -> None:
         """The ready line: what the worker consumes and how, where, and its tasks (Celery's
-        banner on one line)."""
+        banner on one line), after the warning of a worker accepting pickle."""
         app = self.app
+        if "pickle" in app.conf.accept_content:
+            logger.warning(PICKLE_RISK)
         logger.info(
             "Worker %s ready: queues %s, concurrency %d%s, threads %d, prefetch %d, loop %s,"
             " broker %s, results %s%s, tasks: %s",
