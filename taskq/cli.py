@@ -25,6 +25,7 @@ from taskq import dlq, logs, typed_json
 from taskq.app import TaskQ
 from taskq.beat.scheduler import Beat, read_state
 from taskq.control import DEFAULT_TIMEOUT, INSPECT_COMMANDS, CommandOptions, Replies
+from taskq.daemon import Daemon, reopen_logfile
 from taskq.errors import AppLoadError, CommandError, LoginRefusedError, TaskError, TaskQError
 from taskq.message import peek_id
 from taskq.options import parse_rate
@@ -66,6 +67,20 @@ QueuesOption = Annotated[
 ]
 
 ForceOption = Annotated[bool, typer.Option("--force", "-f", help="Do not ask for confirmation.")]
+
+# The daemon options of `worker` and `beat`, taken by run_command before the event loop starts.
+DetachOption = Annotated[
+    bool, typer.Option("--detach", help="Run in the background (with --logfile).")
+]
+PidfileOption = Annotated[
+    str | None,
+    typer.Option(help="Write the pid here; refuse to start while a live process holds it."),
+]
+LogfileOption = Annotated[
+    str | None, typer.Option(help="Log to this file, not stderr (reopened on SIGHUP).")
+]
+UidOption = Annotated[str | None, typer.Option(help="Run as this user (started as root).")]
+GidOption = Annotated[str | None, typer.Option(help="Run as this group (started as root).")]
 
 
 # Client libraries whose errors (a server down, refused credentials) are one line, too.
@@ -165,7 +180,8 @@ def run_command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             options = event_loop_options(kwargs.get("loop", "auto"))
-            anyio.run(functools.partial(fn, *args, **kwargs), backend_options=options)
+            with Daemon.from_options(kwargs).running():
+                anyio.run(functools.partial(fn, *args, **kwargs), backend_options=options)
         except BrokenPipeError:
             # The reader left (`taskq dlq list | head -1`): Click, around every command, sends
             # the rest of the output nowhere and exits 1 quietly, as the Python docs advise.
@@ -260,6 +276,11 @@ async def worker(
         int | None,
         typer.Option(min=1, help="Recycle a pool (or worker) process past this resident KB."),
     ] = None,
+    detach: DetachOption = False,  # these five are taken by run_command
+    pidfile: PidfileOption = None,
+    logfile: LogfileOption = None,
+    uid: UidOption = None,
+    gid: GidOption = None,
     loop: LoopOption = "auto",  # taken by run_command, which starts the event loop
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (warm shutdown; a second signal is cold)."""
@@ -313,7 +334,9 @@ async def worker(
 
 
 # What the supervisor decides for itself; its children get every other option it was given.
-SUPERVISOR_OPTIONS = frozenset({"processes", "hostname", "supervised"})
+SUPERVISOR_OPTIONS = frozenset(
+    {"processes", "hostname", "supervised", "detach", "pidfile", "uid", "gid"}
+)
 
 
 def child_arguments(context: typer.Context) -> list[str]:
@@ -343,7 +366,8 @@ async def _shutdown_on_signals(
         first = True
         async for signum in signals:
             if signum == signal.SIGHUP:
-                continue  # the log file is reopened (--logfile); a HUP never stops a worker
+                reopen_logfile()  # after logrotate; a HUP never stops a worker
+                continue
             if first:
                 runner.stop()
                 first = False
@@ -359,6 +383,11 @@ async def beat_command(
         bool, typer.Option("--list", help="Print the entries and exit.")
     ] = False,
     loglevel: LogLevelOption = "info",
+    detach: DetachOption = False,  # these five are taken by run_command
+    pidfile: PidfileOption = None,
+    logfile: LogfileOption = None,
+    uid: UidOption = None,
+    gid: GidOption = None,
 ) -> None:
     """Run the periodic-task scheduler (any number may run: one leads, the others stand by)."""
     configure_logging(loglevel)
@@ -370,10 +399,13 @@ async def beat_command(
     await connect_at_startup(taskq_app)
     async with taskq_app:
         scheduler = Beat(taskq_app)
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(scheduler.run)
-                async for _ in signals:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        reopen_logfile()
+                        continue
                     tg.cancel_scope.cancel()
                     break
 

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 import anyio
 import anyio.abc
 
+from taskq.daemon import reopen_logfile
+
 logger = logging.getLogger("taskq.supervisor")
 
 RECYCLED = 75  # a child's exit status: recycled after a warm drain, start another (EX_TEMPFAIL)
@@ -120,6 +122,7 @@ class Supervisor:
         with anyio.open_signal_receiver(*FORWARDED) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
+                    reopen_logfile()
                     for child in list(self._children.values()):
                         child.send_signal(signum)
                     continue

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 from servers import RedisServer
-from support import WorkerProcess, wait_for
+from support import INTEGRATION, WorkerProcess, wait_for
 
 from taskq import TaskError, TaskQ
 
@@ -159,3 +161,44 @@ async def test_autoscale_grows_slots_and_pool_under_a_backlog_and_shrinks_when_i
     assert "Autoscale: concurrency 1 -> 4" in worker.output()
     wait_for(lambda: "Autoscale: concurrency 4 -> 1" in worker.output(), timeout=20)
     wait_for(lambda: worker.output().count("recycled as the pool shrank") == 3)
+
+
+def taskq_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "taskq", *args]
+    return subprocess.run(
+        argv, env=env, cwd=INTEGRATION, capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_a_detached_worker_holds_its_pidfile_and_reopens_its_logfile_on_sighup(
+    producer: TaskQ, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    pidfile, logfile = tmp_path / "worker.pid", tmp_path / "worker.log"
+    daemon = ["--pidfile", str(pidfile), "--logfile", str(logfile)]
+    started = taskq_command(worker_env, "worker", "-A", APP, "--detach", *daemon)
+    assert started.returncode == 0, started.stderr
+    wait_for(lambda: logfile.exists() and " ready: " in logfile.read_text())
+    pid = int(pidfile.read_text())
+    try:
+        for command in ("worker", "beat"):
+            refused = taskq_command(worker_env, command, "-A", APP, *daemon)
+            assert refused.returncode == 1
+            held = f"Error: pidfile {pidfile} is held by process {pid}, which is running"
+            assert held in refused.stderr
+        logfile.rename(tmp_path / "worker.log.1")  # as logrotate does
+        os.kill(pid, signal.SIGHUP)
+        wait_for(logfile.exists)
+        assert await (await producer.send_task("ptest.pid")).get(timeout=20) == pid
+        wait_for(lambda: "ptest.pid[" in logfile.read_text())
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not pidfile.exists())  # removed by the worker on its way out
+    assert "Worker" in (tmp_path / "worker.log.1").read_text()
+
+
+def test_a_stale_pidfile_is_replaced(start_worker: StartWorker, tmp_path: Path) -> None:
+    pidfile = tmp_path / "worker.pid"
+    pidfile.write_text("4194305\n")  # above Linux's highest pid: no such process
+    worker = start_worker("--pidfile", str(pidfile), app=APP)
+    assert pidfile.read_text() == f"{worker.pid}\n"
+    assert "Replacing the stale pidfile" in worker.output()
