@@ -293,12 +293,11 @@ async def worker(
     count = taskq_app.conf.worker_processes if processes is None else processes
     if count != 1 and not supervised:
         taskq_app.conf.validate()
-        if metrics_port or taskq_app.conf.worker_metrics_port:
-            raise CommandError("--metrics-port is for one worker process: not with --processes")
         supervisor = Supervisor(
             child_arguments(context),
             count or os.cpu_count() or 1,
             hostname or default_hostname(),
+            metrics_port or taskq_app.conf.worker_metrics_port,
         )
         raise typer.Exit(await supervisor.run())
     if supervised:
@@ -335,7 +334,7 @@ async def worker(
 
 # What the supervisor decides for itself; its children get every other option it was given.
 SUPERVISOR_OPTIONS = frozenset(
-    {"processes", "hostname", "supervised", "detach", "pidfile", "uid", "gid"}
+    {"processes", "hostname", "supervised", "metrics_port", "detach", "pidfile", "uid", "gid"}
 )
 
 

@@ -1,7 +1,8 @@
 """`taskq worker --processes N`: a small process that runs N worker processes and keeps them.
 
 Each child is a whole `taskq worker` (its own event loop and connections, the same queues),
-named `<name>-1` ... `<name>-N`, in a session of its own so that a terminal's Ctrl-C reaches
+named `<name>-1` ... `<name>-N` (with `--metrics-port`, one port for them all:
+`taskq.worker.scrape`), in a session of its own so that a terminal's Ctrl-C reaches
 only the supervisor, which forwards what it receives: SIGTERM/SIGINT (the first is a warm
 shutdown of every child, a second a cold one) and SIGHUP (reopen the log file). A child that
 dies is logged and started again, at once the first time and after a growing delay (1 s, 2 s,
@@ -25,6 +26,7 @@ import anyio
 import anyio.abc
 
 from taskq.daemon import reopen_logfile
+from taskq.worker.scrape import MergedScrape, free_port
 
 logger = logging.getLogger("taskq.supervisor")
 
@@ -38,9 +40,16 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 class Supervisor:
     """Runs `python -m taskq worker <arguments> --hostname <name>-i` `count` times."""
 
-    def __init__(self, arguments: Sequence[str], count: int, name: str) -> None:
+    def __init__(
+        self, arguments: Sequence[str], count: int, name: str, metrics_port: int | None = None
+    ) -> None:
         self.arguments = list(arguments)
         self.names = [f"{name}-{i}" for i in range(1, count + 1)]
+        self._scrape: MergedScrape | None = None
+        self._child_ports: dict[str, int] = {}
+        if metrics_port is not None:
+            self._child_ports = {name: free_port() for name in self.names}
+            self._scrape = MergedScrape(metrics_port, self._child_ports)
         self.exit_status = 0
         self._children: dict[str, anyio.abc.Process] = {}
         self._stopping = False
@@ -51,19 +60,27 @@ class Supervisor:
         logger.info(
             "Supervisor starting %d worker processes: %s", len(self.names), ", ".join(self.names)
         )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._forward_signals)
-            async with anyio.create_task_group() as children:
-                for name in self.names:
-                    children.start_soon(self._keep, name)
-            tg.cancel_scope.cancel()
+        if self._scrape is not None:
+            self._scrape.start()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._forward_signals)
+                async with anyio.create_task_group() as children:
+                    for name in self.names:
+                        children.start_soon(self._keep, name)
+                tg.cancel_scope.cancel()
+        finally:
+            if self._scrape is not None:
+                await anyio.to_thread.run_sync(self._scrape.stop)
         logger.info("Supervisor stopped: every worker process has exited")
         return self.exit_status
 
     def command(self, name: str) -> list[str]:
+        port = self._child_ports.get(name)
         return [
             sys.executable, "-m", "taskq", "worker", *self.arguments,
             "--hostname", name, "--processes", "1", "--supervised",
+            *(["--metrics-port", str(port)] if port else []),
         ]  # fmt: skip
 
     async def _keep(self, name: str) -> None:

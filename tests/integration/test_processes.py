@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from servers import RedisServer
 from support import INTEGRATION, WorkerProcess, wait_for
 
 from taskq import TaskError, TaskQ
+from taskq.worker.scrape import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -202,3 +205,30 @@ def test_a_stale_pidfile_is_replaced(start_worker: StartWorker, tmp_path: Path) 
     worker = start_worker("--pidfile", str(pidfile), app=APP)
     assert pidfile.read_text() == f"{worker.pid}\n"
     assert "Replacing the stale pidfile" in worker.output()
+
+
+async def test_one_metrics_port_serves_every_worker_process(
+    producer: TaskQ, start_worker: StartWorker
+) -> None:
+    port = free_port()
+    start_processes(start_worker, 2, "-c", "2", "--metrics-port", str(port))
+    results = [await producer.send_task("ptest.pid", args=[0.05]) for _ in range(20)]
+    by_pid = Counter([await result.get(timeout=30) for result in results])
+    assert len(by_pid) == 2
+
+    def scrape(path: str) -> tuple[int, str]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            return answer.status, answer.read().decode()
+
+    def counted(text: str, worker: str) -> float:
+        line = next(
+            line
+            for line in text.splitlines()
+            if line.startswith("taskq_tasks_total{") and f'worker="{worker}"' in line
+        )
+        return float(line.rpartition(" ")[2])
+
+    status, text = await anyio.to_thread.run_sync(scrape, "/metrics")
+    assert status == 200
+    assert sorted([counted(text, "w-1"), counted(text, "w-2")]) == sorted(by_pid.values())
+    assert await anyio.to_thread.run_sync(scrape, "/healthz") == (200, "ok\n")
