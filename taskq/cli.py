@@ -323,7 +323,7 @@ async def worker(
     configure_logging(loglevel, taskq_app.conf.worker_log_format, runner.hostname)
     await connect_at_startup(taskq_app)
     async with taskq_app, anyio.create_task_group() as tg:
-        await tg.start(_shutdown_on_signals, runner)
+        await tg.start(_shutdown_on_signals, runner, supervised)
         if beat:
             tg.start_soon(Beat(taskq_app).run)
         await runner.run()
@@ -358,7 +358,10 @@ def child_arguments(context: typer.Context) -> list[str]:
 
 
 async def _shutdown_on_signals(
-    runner: Worker, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    runner: Worker,
+    supervised: bool,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         task_status.started()  # handlers are in place before the worker says it is ready
@@ -367,6 +370,8 @@ async def _shutdown_on_signals(
             if signum == signal.SIGHUP:
                 reopen_logfile()  # after logrotate; a HUP never stops a worker
                 continue
+            if signum == signal.SIGINT and supervised:
+                continue  # a terminal's Ctrl-C: the supervisor passes it on as SIGTERM
             if first:
                 runner.stop()
                 first = False

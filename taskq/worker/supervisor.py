@@ -2,9 +2,11 @@
 
 Each child is a whole `taskq worker` (its own event loop and connections, the same queues),
 named `<name>-1` ... `<name>-N` (with `--metrics-port`, one port for them all:
-`taskq.worker.scrape`), in a session of its own so that a terminal's Ctrl-C reaches
-only the supervisor, which forwards what it receives: SIGTERM/SIGINT (the first is a warm
-shutdown of every child, a second a cold one) and SIGHUP (reopen the log file). A child that
+`taskq.worker.scrape`), in the supervisor's process group (so that a SIGSTOP to the group,
+or a terminal's job control, reaches them all). The supervisor passes SIGTERM and SIGINT on to
+every child as SIGTERM (the first is a warm shutdown, a second a cold one; a child ignores the
+SIGINT of a terminal's Ctrl-C, which reaches the whole group, so that it counts once) and
+SIGHUP (reopen the log file). A child that
 dies is logged and started again, at once the first time and after a growing delay (1 s, 2 s,
 ... 30 s) while it keeps dying within `STABLE_AFTER` seconds of its start. A child that exits
 with `RECYCLED` asked for it (`--max-tasks-per-child`, `--max-memory-per-child`) after a warm
@@ -92,7 +94,6 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 stdout=None,
                 stderr=None,
-                start_new_session=True,
             )
             self._children[name] = child
             try:
@@ -107,7 +108,7 @@ class Supervisor:
             if status == CANNOT_START:
                 logger.error("Worker process %s cannot start (exit status 2): stopping", name)
                 self.exit_status = CANNOT_START
-                self.stop(signal.SIGTERM)
+                self.stop()
                 return
             if status == RECYCLED:
                 logger.info(
@@ -127,10 +128,13 @@ class Supervisor:
             with anyio.move_on_after(delay):
                 await self._stopped.wait()
 
-    def stop(self, signum: signal.Signals) -> None:
-        """Pass `signum` to every child; from a stop on, none is started again."""
+    def stop(self) -> None:
+        """SIGTERM to every child (a second one is a cold shutdown); none is started again."""
         self._stopping = True
         self._stopped.set()
+        self._signal_children(signal.SIGTERM)
+
+    def _signal_children(self, signum: signal.Signals) -> None:
         for child in list(self._children.values()):
             if child.returncode is None:
                 child.send_signal(signum)
@@ -140,14 +144,13 @@ class Supervisor:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     reopen_logfile()
-                    for child in list(self._children.values()):
-                        child.send_signal(signum)
+                    self._signal_children(signal.SIGHUP)
                     continue
                 if not self._stopping:
                     logger.info(
                         "Supervisor: warm shutdown of %d worker processes", len(self._children)
                     )
-                self.stop(signum)
+                self.stop()
 
 
 def _how_it_ended(status: int) -> str:

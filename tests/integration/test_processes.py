@@ -80,7 +80,7 @@ async def test_warm_shutdown_finishes_the_running_tasks_of_every_process(
     wait_for(lambda: len(list(markers.iterdir())) == 4)
     started_in = {path.name.partition("-")[0] for path in markers.iterdir()}
     assert len(started_in) == 2  # two tasks running in each process
-    supervisor.signal(signal.SIGTERM)
+    supervisor.signal(signal.SIGINT)  # passed on to each child as SIGTERM: warm
     assert supervisor.wait(timeout=30) == 0
     pids = [await result.get(timeout=5) for result in results]
     assert {str(pid) for pid in pids} == started_in
