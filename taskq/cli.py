@@ -26,7 +26,15 @@ from taskq.app import TaskQ
 from taskq.beat.scheduler import Beat, read_state
 from taskq.control import DEFAULT_TIMEOUT, INSPECT_COMMANDS, CommandOptions, Replies
 from taskq.daemon import Daemon, reopen_logfile
-from taskq.errors import AppLoadError, CommandError, LoginRefusedError, TaskError, TaskQError
+from taskq.errors import (
+    AppLoadError,
+    CommandError,
+    ConfigurationError,
+    LoginRefusedError,
+    StartupError,
+    TaskError,
+    TaskQError,
+)
 from taskq.message import peek_id
 from taskq.options import parse_rate
 from taskq.startup import connect_at_startup
@@ -290,9 +298,11 @@ async def worker(
         if log_format not in ("text", "json"):
             raise CommandError(f"--log-format must be text or json, not {log_format!r}")
         taskq_app.conf.worker_log_format = log_format
+    scaling = parse_autoscale(autoscale) if autoscale else None  # checked before any start
     count = taskq_app.conf.worker_processes if processes is None else processes
     if count != 1 and not supervised:
         taskq_app.conf.validate()
+        configure_logging(loglevel, taskq_app.conf.worker_log_format, hostname)
         supervisor = Supervisor(
             child_arguments(context),
             count or os.cpu_count() or 1,
@@ -302,24 +312,29 @@ async def worker(
         raise typer.Exit(await supervisor.run())
     if supervised:
         follow_supervisor()
-    runner = Worker(
-        taskq_app,
-        queues=split_queues(taskq_app, queues),
-        concurrency=concurrency,
-        threads=threads,
-        prefetch_multiplier=prefetch_multiplier,
-        shutdown_timeout=shutdown_timeout,
-        hostname=hostname,
-        metrics_port=metrics_port,
-        send_events=True if task_events else None,
-        pool=pool,
-        pool_processes=pool_processes,
-        max_tasks_per_child=max_tasks_per_child,
-        max_memory_per_child=max_memory_per_child,
-        app_spec=app,
-        supervised=supervised,
-        autoscale=parse_autoscale(autoscale) if autoscale else None,
-    )
+    try:
+        runner = Worker(
+            taskq_app,
+            queues=split_queues(taskq_app, queues),
+            concurrency=concurrency,
+            threads=threads,
+            prefetch_multiplier=prefetch_multiplier,
+            shutdown_timeout=shutdown_timeout,
+            hostname=hostname,
+            metrics_port=metrics_port,
+            send_events=True if task_events else None,
+            pool=pool,
+            pool_processes=pool_processes,
+            max_tasks_per_child=max_tasks_per_child,
+            max_memory_per_child=max_memory_per_child,
+            app_spec=app,
+            supervised=supervised,
+            autoscale=scaling,
+        )
+    except ConfigurationError as exc:
+        if supervised:  # its siblings would fail the same way: the supervisor stops
+            raise StartupError(str(exc)) from None
+        raise
     configure_logging(loglevel, taskq_app.conf.worker_log_format, runner.hostname)
     await connect_at_startup(taskq_app)
     async with taskq_app, anyio.create_task_group() as tg:

@@ -232,3 +232,12 @@ async def test_one_metrics_port_serves_every_worker_process(
     assert status == 200
     assert sorted([counted(text, "w-1"), counted(text, "w-2")]) == sorted(by_pid.values())
     assert await anyio.to_thread.run_sync(scrape, "/healthz") == (200, "ok\n")
+
+
+def test_worker_processes_that_cannot_start_stop_their_supervisor(
+    worker_env: dict[str, str],
+) -> None:
+    done = taskq_command(worker_env, "worker", "-A", APP, "--processes", "2", "--pool", "fork")
+    assert done.returncode == 2
+    assert "Error: --pool must be one of thread, process, not 'fork'" in done.stderr
+    assert "cannot start (exit status 2): stopping" in done.stderr
