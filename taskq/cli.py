@@ -384,6 +384,8 @@ async def _shutdown_on_signals(
         async for signum in signals:
             if signum == signal.SIGHUP:
                 reopen_logfile()  # after logrotate; a HUP never stops a worker
+                if runner.processes is not None:
+                    runner.processes.signal(signal.SIGHUP)
                 continue
             if signum == signal.SIGINT and supervised:
                 continue  # a terminal's Ctrl-C: the supervisor passes it on as SIGTERM

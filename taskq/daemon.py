@@ -114,6 +114,11 @@ def take_logfile(path: str, user: tuple[int, int] | None = None) -> None:
         os.chown(path, *user)
 
 
+def logfile() -> str | None:
+    """This process's --logfile, if it has one."""
+    return _logfile
+
+
 def reopen_logfile() -> None:
     """Open the log file again (SIGHUP): logrotate moved the old one away."""
     if _logfile is not None:

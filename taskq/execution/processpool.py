@@ -61,6 +61,7 @@ class PoolSettings:
     hostname: str
     log_level: int
     log_format: str
+    logfile: str | None = None  # the worker's --logfile: reopened on SIGHUP, as the worker's
 
 
 class RemoteTraceback(Exception):
@@ -138,6 +139,12 @@ class ProcessPool:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._stop_all()
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to every pool process (SIGHUP: reopen the log file)."""
+        for process in list(self._processes):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signum)
 
     def resize(self, size: int) -> None:
         """`size` processes from now on: more are started; extra ones end now if idle, else
@@ -275,12 +282,17 @@ def _how_it_ended(status: int | None) -> str:
 def serve(pipe: multiprocessing.connection.Connection, settings: PoolSettings) -> None:
     """A pool process: import the app, then run what comes down the pipe until told to stop
     (None) or the worker's end closes."""
-    from taskq import logs
+    from taskq import daemon, logs
     from taskq.message import decode
     from taskq.task import Request
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the worker's
     signal.signal(signal.SIGUSR1, _soft_limit)
+    logfile = settings.logfile
+    if logfile is None:  # a terminal's hangup is the worker's too
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    else:  # the worker passes its SIGHUP on: logrotate moved the file away
+        signal.signal(signal.SIGHUP, lambda signum, frame: daemon.take_logfile(logfile))
     logs.configure_logging(settings.log_level, settings.log_format, settings.hostname)
     app = _import_app(settings.app_spec)
     app.import_task_modules()

@@ -178,7 +178,8 @@ async def test_a_detached_worker_holds_its_pidfile_and_reopens_its_logfile_on_si
 ) -> None:
     pidfile, logfile = tmp_path / "worker.pid", tmp_path / "worker.log"
     daemon = ["--pidfile", str(pidfile), "--logfile", str(logfile)]
-    started = taskq_command(worker_env, "worker", "-A", APP, "--detach", *daemon)
+    pool = ["--pool", "process", "--pool-processes", "1"]
+    started = taskq_command(worker_env, "worker", "-A", APP, "--detach", *pool, *daemon)
     assert started.returncode == 0, started.stderr
     wait_for(lambda: logfile.exists() and " ready: " in logfile.read_text())
     pid = int(pidfile.read_text())
@@ -192,7 +193,10 @@ async def test_a_detached_worker_holds_its_pidfile_and_reopens_its_logfile_on_si
         os.kill(pid, signal.SIGHUP)
         wait_for(logfile.exists)
         assert await (await producer.send_task("ptest.pid")).get(timeout=20) == pid
+        in_pool = await (await producer.send_task("ptest.log_plain", ["rotated"])).get(timeout=20)
+        assert in_pool != pid
         wait_for(lambda: "ptest.pid[" in logfile.read_text())
+        wait_for(lambda: "rotated" in logfile.read_text())  # the pool process reopened it too
     finally:
         os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not pidfile.exists())  # removed by the worker on its way out
