@@ -1,4 +1,5 @@
-"""The `taskq` command: worker, call, result, purge, status, inspect, control, dlq."""
+"""The `taskq` command: worker, call, result, purge, status, inspect, control, dlq,
+dashboard."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from taskq.errors import (
 )
 from taskq.message import peek_id
 from taskq.options import parse_rate
+from taskq.routing import known_queues
 from taskq.startup import connect_at_startup
 from taskq.stores.base import TaskMeta
 from taskq.suggest import did_you_mean
@@ -622,17 +624,6 @@ def print_table(header: list[str], rows: list[list[object]]) -> None:
         typer.echo("  ".join(aligned).rstrip())
 
 
-def known_queues(app: TaskQ) -> list[str]:
-    """The default queue, `task_queues`, and every queue named by a task or a static route."""
-    names = [app.conf.task_default_queue, *app.conf.task_queues]
-    names += [task.queue for task in app.tasks.values() if task.queue]
-    routes = app.conf.task_routes
-    for table in routes if isinstance(routes, list | tuple) else [routes]:
-        if isinstance(table, dict):
-            names += [r if isinstance(r, str) else r.get("queue") for r in table.values()]
-    return sorted({name for name in names if isinstance(name, str)})
-
-
 DestinationOption = Annotated[
     str | None,
     typer.Option(
@@ -677,6 +668,45 @@ async def events(
         tg.start_soon(say_listening)
         async for event in taskq_app.events.receive(task_id=task_id, ready=listening, since=since):
             typer.echo(orjson.dumps(event).decode() if as_json else format_event(event))
+
+
+@cli.command("dashboard")
+@run_command
+async def dashboard(
+    app: AppOption,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="The port to listen on.")] = 5555,
+    address: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
+    auth: Annotated[
+        str | None, typer.Option(help="Basic auth: 'user:password'.", metavar="USER:PASSWORD")
+    ] = None,
+    auth_token: Annotated[str | None, typer.Option(help="A bearer token to accept.")] = None,
+    no_auth: Annotated[bool, typer.Option(help="No authentication (loopback only).")] = False,
+    read_only: Annotated[
+        bool, typer.Option(help="No buttons; refuse every state-changing request.")
+    ] = False,
+    max_tasks: Annotated[int, typer.Option(min=1, help="Recent tasks kept in memory.")] = 10_000,
+    inspect_interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between inspections of the workers.")
+    ] = 2.0,
+    loglevel: LogLevelOption = "info",
+) -> None:
+    """Serve the web dashboard (pip install 'taskq[dashboard]'; workers run with -E)."""
+    configure_logging(loglevel)
+    try:
+        from taskq.contrib.dashboard.serve import serve
+    except ImportError as exc:
+        raise CommandError(f"{exc}: pip install 'taskq[dashboard]'") from None
+    await serve(
+        load_app(app),
+        address=address,
+        port=port,
+        auth=auth,
+        auth_token=auth_token,
+        no_auth=no_auth,
+        read_only=read_only,
+        max_tasks=max_tasks,
+        inspect_interval=inspect_interval,
+    )
 
 
 def format_event(event: dict[str, Any]) -> str:

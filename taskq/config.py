@@ -23,6 +23,7 @@ from taskq.compression import compression_name
 from taskq.errors import ConfigurationError
 from taskq.options import parse_rate
 from taskq.serializers import SERIALIZERS
+from taskq.signing import Signing
 from taskq.suggest import did_you_mean
 
 ENV_PREFIX = "TASKQ_"
@@ -35,6 +36,7 @@ QUEUE_OPTIONS = frozenset(
 
 # Celery settings taskq does not take (yet), and why: naming one is an error that says so,
 # so a celeryconfig.py never loads with a line that quietly does nothing.
+_HMAC = "taskq signs messages with HMAC: set message_signing_key (docs/security.md)"
 CELERY_UNSUPPORTED: dict[str, str] = {
     "worker_autoscaler": "taskq worker --autoscale MAX,MIN scales the task slots itself",
     "worker_state_db": "revocations are kept in the result store, shared by every worker",
@@ -63,9 +65,9 @@ CELERY_UNSUPPORTED: dict[str, str] = {
     "beat_scheduler": "beat keeps its schedule in the result store, shared by every beat",
     "beat_schedule_filename": "beat keeps its schedule in the result store, shared by every beat",
     "beat_sync_every": "beat writes its state at every run",
-    "security_key": "message signing is not built yet",
-    "security_certificate": "message signing is not built yet",
-    "security_cert_store": "message signing is not built yet",
+    "security_key": _HMAC,
+    "security_certificate": _HMAC,
+    "security_cert_store": _HMAC,
     "cache_backend": "use result_backend",
     "database_url": "use result_backend (sqlite:///path)",
 }
@@ -105,6 +107,11 @@ class Settings:
     task_serializer: str = "json"
     task_compression: str | None = None
     accept_content: list[str] = dataclasses.field(default_factory=lambda: ["json"])
+    # A key, or keys (the first signs, all verify): taskq.signing. Never in a repr.
+    message_signing_key: str | bytes | list[str | bytes] | None = dataclasses.field(
+        default=None, repr=False
+    )
+    message_signing_required: bool | None = None  # None: True once there is a key
     task_max_message_bytes: int = defaults.MAX_MESSAGE_BYTES
     task_acks_late: bool = False
     task_reject_on_worker_lost: bool = True
@@ -228,6 +235,7 @@ class Settings:
             raise ConfigurationError(
                 f"worker_heartbeat_interval must be a positive number of seconds, not {heartbeat!r}"
             )
+        self.signing()
         unknown = set(self.accept_content) - set(SERIALIZERS)
         if unknown:
             raise ConfigurationError(f"accept_content names unknown serializers: {sorted(unknown)}")
@@ -281,6 +289,10 @@ class Settings:
                 "enable_utc=False is not supported by taskq: times are kept in UTC"
                 " (set `timezone` for the crontab schedules)"
             )
+
+    def signing(self) -> Signing | None:
+        """How messages are signed and verified: None without a `message_signing_key`."""
+        return Signing.from_setting(self.message_signing_key, self.message_signing_required)
 
     def default_queues(self) -> list[str]:
         """What a worker consumes when told no queues: `task_queues`, else the default."""
@@ -467,6 +479,8 @@ def _parse_env(key: str, name: str, raw: str) -> Any:
     try:
         if raw == "" and "None" in annotation:
             return None
+        if "list[" in annotation and raw.lstrip().startswith("["):  # a key, or a list of keys
+            return orjson.loads(raw)
         if annotation.startswith("bool"):
             return _parse_bool(raw)
         if annotation.startswith("int"):

@@ -47,6 +47,10 @@ class ContentRefusedError(MessageError):
     """A message's serializer is not in `accept_content`."""
 
 
+class SignatureError(MessageError):
+    """A message whose signature does not verify, or an unsigned one where one is required."""
+
+
 class NotRegisteredError(TaskQError):
     """A task name that the app does not know."""
 

@@ -6,9 +6,11 @@ A worker run with `worker_send_task_events` (`taskq worker -E`) sends `task-rece
 `task-started`, `task-succeeded`, `task-failed`, `task-retried`, `task-revoked` and
 `task-rejected`; a producer with `task_send_sent_event` sends `task-sent`. Every event has
 `type`, `uuid` (the task's id), `hostname`, `timestamp` (epoch seconds), `pid` and `clock` (a
-counter of its sender's, increasing by one per event). A payload is a JSON list of events: a
-worker publishes what it buffered once the loop's turn is over, at most every
-`PUBLISH_INTERVAL` (`EventSender`); a producer one per batch of messages it publishes.
+counter of its sender's, increasing by one per event); `task-received` names the `queue` it
+came from (beyond Celery's fields), so a monitor knows it without the producer's `task-sent`.
+A payload is a JSON list of events: a worker publishes what it buffered once the loop's turn
+is over, at most every `PUBLISH_INTERVAL` (`EventSender`); a producer one per batch of messages
+it publishes.
 
 `app.events.receive()` reads them (`taskq events` prints them): live, or on Redis from
 `since` seconds back.
@@ -124,6 +126,7 @@ class EventSender:
             expires=message.expires,
             root_id=message.root_id,
             parent_id=message.parent_id,
+            queue=message.queue,
         )
 
     def rejected(self, task_id: str | None, queue: str, reason: str) -> None:

@@ -11,8 +11,8 @@ anything.
 
 With `compression` (gzip), the body is used for JSON arguments too, compressed.
 
-Imports nothing of taskq but `errors`, `serializers`, `compression`, `typed_json` and
-`elements`.
+Imports nothing of taskq but `errors`, `serializers`, `compression`, `typed_json`,
+`signing` and `elements`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from taskq.compression import compress, decompress
 from taskq.elements import check_element, check_elements
 from taskq.errors import MessageError, MessageTooLargeError
 from taskq.serializers import check_accepted, get_serializer
+from taskq.signing import Signing
 
 ENVELOPE_VERSION = 1
 JSON = "json"
@@ -138,9 +139,10 @@ def _compile_envelope() -> Callable[[Message], dict[str, Any]]:
 _envelope = _compile_envelope()
 
 
-def encode(message: Message, max_bytes: int | None = None) -> bytes:
-    """The envelope's bytes; `MessageTooLargeError` past `max_bytes` (which bounds the
-    arguments before compression too: a worker refuses to inflate a body past it)."""
+def encode(message: Message, max_bytes: int | None = None, signing: Signing | None = None) -> bytes:
+    """The envelope's bytes, signed with `signing`; `MessageTooLargeError` past `max_bytes`
+    (which bounds the arguments before compression too: a worker refuses to inflate a body
+    past it)."""
     data = _envelope(message)
     if message.content_type != JSON or message.compression is not None:
         try:
@@ -156,6 +158,8 @@ def encode(message: Message, max_bytes: int | None = None) -> bytes:
         raw = typed_json.dumps(data)
     except TypeError as exc:
         raise _unserializable(message, exc) from exc
+    if signing is not None:
+        raw = signing.sign(raw)
     _check_size(message, len(raw), max_bytes, "message")
     return raw
 

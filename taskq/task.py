@@ -21,9 +21,11 @@ from taskq.message import Message
 from taskq.options import CallOptions, check_call
 from taskq.result import AsyncResult, EagerResult
 from taskq.sync import SyncResult
+from taskq.workflow import add_to_chord
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
+    from taskq.workflow import Advancing
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,6 +40,8 @@ class Request:
     (`children`)."""
 
     __slots__ = (
+        "additions",
+        "advancing",
         "children",
         "default_exchange",
         "delivery_count",
@@ -66,6 +70,10 @@ class Request:
         self.is_eager = is_eager
         self.retries_exhausted = False
         self.children: list[str] = []
+        # What runs the task's workflow steps (set by the pipeline's workflow stage for a
+        # task of a workflow), and how many members its code added to its chord.
+        self.advancing: Advancing | None = None
+        self.additions = 0
 
     @property
     def id(self) -> str:
@@ -390,13 +398,24 @@ class Task(Generic[P, R]):
             raise RuntimeError(f"{self.name}.replace() is for the task while it runs (bind=True)")
         raise Replace(sig.to_dict())
 
-    def add_to_chord(self, sig: Signature[Any]) -> NoReturn:
-        """Celery's way to grow the chord this task is a member of: not available."""
-        raise RuntimeError(
-            f"{self.name}.add_to_chord(): taskq's chords cannot grow (every member carries "
-            "the chord's size, so that counting it is one atomic step); "
-            "`return self.replace(group(...))` makes this member's result a group's list"
-        )
+    async def add_to_chord(self, sig: Signature[Any]) -> AsyncResult[Any]:
+        """Publish `sig` (a task or a workflow) as one more member of the chord this running
+        task is a member of (`await self.add_to_chord(sig)` in a bound task): the chord's
+        callback waits for it too and gets its result after the other members' results, in
+        the order they were added. `ValueError` for a task that is not a chord's member."""
+        if not isinstance(sig, Signature):
+            raise TypeError(f"{self.name}.add_to_chord() takes a signature, not {sig!r}")
+        request = self.request
+        message = request.message
+        if request.advancing is None or message.chord is None or message.group_id is None:
+            raise ValueError(
+                f"{self.name}.add_to_chord(): task {message.id or self.name} is not running "
+                "as a member of a chord (a bound task in a chord's header)"
+            )
+        # The same call of the same run gets the same token, so a redelivery adds nothing new.
+        token = f"{message.id}:{message.retries}:{request.additions}"
+        request.additions += 1
+        return await add_to_chord(request.advancing, message, token, sig.to_dict())
 
     def retry_countdown(self, retries: int) -> float:
         """The delay before retry number `retries + 1` of an automatic retry."""

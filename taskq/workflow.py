@@ -47,6 +47,7 @@ from taskq.elements import (
     freeze,
     kind_of,
     members,
+    new_id,
     result_ids,
     result_tree,
 )
@@ -283,15 +284,50 @@ async def replace(runtime: Advancing, message: Message, element: Element) -> Non
     whose result is the element's takes the message's id (a group's results are gathered
     by a `GROUP_RESULTS_TASK`), with the message's links, before the rest of its chain, as
     the member of its group or chord."""
-    found = _result_task(element)
-    if found is None:
-        found = _builtin(GROUP_RESULTS_TASK, {})
-        element = _as_chain([element, found])
-    found["options"]["task_id"] = message.id
+    element = _with_result_id(element, message.id)
     links = {"link": message.callbacks, "link_error": message.errbacks}
     element = _with_links(element, {key: value for key, value in links.items() if value})
     membership, send = Membership.of(message), runtime.send_messages
     await launch(runtime.app, element, [], message.chain, membership, message, send=send)
+
+
+async def add_to_chord(
+    runtime: Advancing, message: Message, token: str, element: Element
+) -> AsyncResult[Any]:
+    """Add `element` to the chord `message`'s task is a member of (`Task.add_to_chord`), as
+    its member after the last one: recorded where the chord is counted (once per `token`,
+    so a redelivered caller adds the same member again), then published. Counting the
+    chord reads what was added, and the caller has not counted itself yet, so the callback
+    cannot start before the added member ends."""
+    membership = Membership.of(message)
+    assert membership is not None and membership.chord is not None
+    app, group_id = runtime.app, membership.group_id
+    element = freeze(element)
+    found = _result_task(element)
+    task_id = found["options"]["task_id"] if found is not None else new_id()
+    counter = runtime.chord_counter
+    publishes = _callbacks_of(app, membership) if counter is not None else None
+    if counter is not None and publishes is not None:
+        queue = publishes.callback.queue
+        added = await counter.add_member(queue, group_id, token, task_id)
+    else:
+        store = await app.connected_store()
+        added = await store.chord_add_member(group_id, token, task_id)
+    grown = dataclasses.replace(membership, index=membership.size + added.position)
+    element = _with_result_id(element, added.task_id)
+    await launch(app, element, [], None, grown, message, send=runtime.send_messages)
+    return AsyncResult(added.task_id, app=app)
+
+
+def _with_result_id(element: Element, task_id: str) -> Element:
+    """`element` (frozen) whose result is that of a task with id `task_id` (a group's
+    results gathered by a `GROUP_RESULTS_TASK`)."""
+    found = _result_task(element)
+    if found is None:
+        found = _builtin(GROUP_RESULTS_TASK, {})
+        element = _as_chain([element, found])
+    found["options"]["task_id"] = task_id
+    return element
 
 
 def _result_task(element: Element) -> Element | None:
@@ -360,7 +396,7 @@ def chord_part(
     """What a `ChordCounter` broker records for the finished member `message` (`failure`
     if it failed, else its `value`); None if the callback is not one JSON envelope (a
     group or chord as the body, another serializer): then the store counts."""
-    publishes = _callbacks.setdefault(app, _Callbacks()).of(app, membership)
+    publishes = _callbacks_of(app, membership)
     if publishes is None:
         return None
     outcome, failed = _outcome(message, membership.index, value, failure)
@@ -391,6 +427,12 @@ class _Callbacks:
 
 
 _callbacks: weakref.WeakKeyDictionary[TaskQ, _Callbacks] = weakref.WeakKeyDictionary()
+
+
+def _callbacks_of(app: TaskQ, membership: Membership) -> ChordCallback | None:
+    """What a `ChordCounter` publishes when the chord of `membership` ends; None if it is
+    not one JSON envelope (the store counts that chord)."""
+    return _callbacks.setdefault(app, _Callbacks()).of(app, membership)
 
 
 def _chord_callback(app: TaskQ, body: Element) -> ChordCallback | None:
@@ -430,13 +472,15 @@ async def _store_member_done(runtime: Advancing, membership: Membership) -> None
     group = await GroupResult.restore(membership.group_id, app=app)
     if group is None:
         raise ChordError(f"chord {membership.group_id}: its group is no longer in the store")
-    leaves = [result.id for result in _leaves(group.results)]
+    added = await store.chord_added(membership.group_id)
+    results = [*group.results, *(AsyncResult(task_id, app=app) for task_id in added)]
+    leaves = [result.id for result in _leaves(results)]
     metas = dict(zip(leaves, await store.get_many(leaves), strict=True))
     send = runtime.send_messages
     failed = next(
         (
             (index, leaf)
-            for index, member in enumerate(group.results)
+            for index, member in enumerate(results)
             for leaf in _leaves([member])
             if not _succeeded(metas[leaf.id])
         ),
@@ -444,7 +488,7 @@ async def _store_member_done(runtime: Advancing, membership: Membership) -> None
     )
     outer = body["options"].get("membership")
     if failed is None:
-        values = [_value(member, metas) for member in group.results]
+        values = [_value(member, metas) for member in results]
         outer_membership = Membership(**outer) if outer else None
         await launch(app, body, [values], membership=outer_membership, send=send)
         return

@@ -76,7 +76,7 @@ from taskq.errors import (
     NotConnectedError,
     UnsupportedError,
 )
-from taskq.message import Message, encode
+from taskq.message import Message
 from taskq.urls import masked_url
 
 REASON_HEADER = "taskq-reason"
@@ -200,7 +200,7 @@ class AMQPBroker(Broker):
 
     def _outgoing(self, message: Message, queue: str, now: float) -> _Outgoing:
         """Route a message: straight to its queue (or its delay bucket), or through an exchange."""
-        body = encode(message, self.options.max_message_bytes)
+        body = self.options.encode(message)
         delay = message.eta - now if message.eta is not None else 0.0
         headers = {ETA_HEADER: to_milliseconds(message.eta)} if message.eta and delay > 0 else {}
         properties = _properties(message.priority, headers)

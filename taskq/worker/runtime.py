@@ -64,6 +64,7 @@ class WorkerRuntime:
         self.processes = processes
         self.accept_content = frozenset(app.conf.accept_content)
         self.max_message_bytes = app.conf.task_max_message_bytes
+        self.signing = broker.options.signing
         self.states = StateWriter(store, app.conf.result_expires)
         self.revoked = RevokedIds(app.control.revoke_ttl)
         self.chord_counter = chord_counter
@@ -77,9 +78,11 @@ class WorkerRuntime:
 
     async def receive(self, delivery: Delivery) -> Job | None:
         """The job of a fresh delivery; a bad one is dead-lettered (and its task marked
-        FAILURE): a malformed message, an unknown task, arguments that do not fit."""
+        FAILURE): a bad signature, a malformed message, an unknown task, arguments that do
+        not fit. The signature is checked before anything of the body is parsed."""
         try:
-            message = decode(delivery.body, self.accept_content, self.max_message_bytes)
+            body = delivery.body if self.signing is None else self.signing.verified(delivery.body)
+            message = decode(body, self.accept_content, self.max_message_bytes)
             task = self.app.get_task(message.task)
             task.bind_arguments(message.args, message.kwargs)
         except (MessageError, NotRegisteredError) as exc:

@@ -140,8 +140,13 @@ async def spread(self, values: list[int]) -> list[int]:  # type: ignore[no-untyp
 
 
 @app.task(name="itest.grow_chord", bind=True)
-async def grow_chord(self) -> None:  # type: ignore[no-untyped-def]
-    self.add_to_chord(add.s(1, 1))
+async def grow_chord(self, x: int, times: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """Adds `add(x, 0)`, then a group of `add(x, 1)`... to its chord, `times` members in
+    all; returns their ids."""
+    added = [await self.add_to_chord(add.s(x, 0))]
+    for extra in range(1, times):
+        added.append(await self.add_to_chord(group(add.s(x, extra), add.s(x, extra))))
+    return [result.id for result in added]
 
 
 @app.task(name="itest.touch")

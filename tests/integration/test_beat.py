@@ -86,6 +86,27 @@ async def test_restarted_beat_continues_from_the_stored_state(app: TaskQ) -> Non
     assert len(ticks) == len(set(ticks))
 
 
+async def test_a_disabled_entry_does_not_fire_until_enabled_again(app: TaskQ) -> None:
+    ticks: list[float] = app.ticks  # type: ignore[attr-defined]
+    tocks: list[str] = []
+
+    @app.task(name="b.tock")
+    async def tock() -> None:
+        tocks.append("tock")
+
+    await app.beat.add("tock", task="b.tock", schedule=0.1)
+    await app.beat.set_enabled("tick", False)
+    with pytest.raises(ValueError, match=r"no beat entry 'tik' \(did you mean 'tick'\?\)"):
+        await app.beat.set_enabled("tik", False)
+    assert await app.beat.disabled() == {"tick"}
+    async with running_worker(app):
+        await run_beat_until(app, lambda: len(tocks) >= 5)
+        assert ticks == []
+        await app.beat.set_enabled("tick", True)
+        await run_beat_until(app, lambda: len(ticks) >= 1)
+    assert await app.beat.disabled() == set()
+
+
 async def test_dynamic_entries_are_stored_and_config_removals_forget_state(app: TaskQ) -> None:
     await app.beat.add("report", task="b.tick", schedule=crontab(minute="*/15"))
     assert [entry.name for entry in await app.beat.entries()] == ["report", "tick"]

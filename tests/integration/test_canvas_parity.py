@@ -333,10 +333,25 @@ async def test_errors_are_instances_of_their_documented_classes(app: TaskQ) -> N
         await failed.get(timeout=TIMEOUT)
 
 
-async def test_add_to_chord_is_refused_with_a_clear_error(app: TaskQ) -> None:
-    grown = await chord([s(app, "add", 1, 1), s(app, "grow_chord")], s(app, "tsum"))()
-    with pytest.raises(
-        ChordError,
-        match=r"RuntimeError: itest\.grow_chord\.add_to_chord\(\): taskq.s chords cannot grow",
-    ):
-        await grown.get(timeout=TIMEOUT)
+async def test_add_to_chord_grows_the_chord_its_callback_waits_for(app: TaskQ) -> None:
+    header = [s(app, "add", 1, 1), s(app, "grow_chord", 10, 1), s(app, "add", 2, 2)]
+    values = await (await chord(header, s(app, "identity"))()).get(timeout=TIMEOUT)
+    [ids] = [value for value in values if isinstance(value, list)]
+    assert values == [2, ids, 4, 10]  # the added member's result comes last
+    assert await app.AsyncResult(ids[0]).get(timeout=TIMEOUT) == 10
+
+
+async def test_add_to_chord_twice_appends_in_the_order_added(app: TaskQ) -> None:
+    grown = chord([s(app, "grow_chord", 5, 3), s(app, "add", 1, 1)], s(app, "identity"))
+    values = await (await grown()).get(timeout=TIMEOUT)
+    assert values[1:] == [2, 5, [6, 6], [7, 7]]
+    assert len(values[0]) == 3
+
+
+async def test_add_to_chord_from_a_task_outside_a_chord_is_a_clear_error(app: TaskQ) -> None:
+    alone = await s(app, "grow_chord", 1, 1).apply_async()
+    with pytest.raises(ValueError, match=r"grow_chord\.add_to_chord\(\): task \w+ is not"):
+        await alone.get(timeout=TIMEOUT)
+    in_group = await group(s(app, "grow_chord", 1, 1), s(app, "add", 1, 1))()
+    with pytest.raises(ValueError, match="not running as a member of a chord"):
+        await in_group.get(timeout=TIMEOUT)

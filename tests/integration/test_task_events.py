@@ -102,10 +102,11 @@ async def test_task_events_in_order_with_their_fields(app_settings: dict[str, An
             "[2, 3]",
             app.conf.task_default_queue,
         )
-        assert (received["name"], received["args"], received["kwargs"]) == (
+        assert (received["name"], received["args"], received["kwargs"], received["queue"]) == (
             "ev.add",
             "[2, 3]",
             "{}",
+            app.conf.task_default_queue,
         )
         assert {received["hostname"], started["hostname"], succeeded["hostname"]} == {
             worker.hostname

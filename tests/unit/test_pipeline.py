@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from taskq import Middleware, SoftTimeLimitExceeded, TaskQ, states
+from taskq import Middleware, SoftTimeLimitExceeded, TaskQ, chord, states
 from taskq.execution.job import CallNext, Job, Outcome
 from taskq.options import Option
 from taskq.task import Task
@@ -217,3 +217,26 @@ async def test_always_eager_runs_links_and_chains_inline_and_can_propagate() -> 
     with pytest.raises(KeyError):
         await boom.delay()
     assert await (await app.connected_broker()).queue_length("default") == 0
+
+
+async def test_an_eager_chord_grows_by_add_to_chord() -> None:
+    app = memory_app(task_always_eager=True)
+
+    @app.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(bind=True)
+    async def grow(self: Task[..., int], x: int) -> int:
+        await self.add_to_chord(add.s(x, x))
+        return x
+
+    @app.task
+    async def listed(values: list[int]) -> list[int]:
+        return values
+
+    result = await chord([grow.s(1), add.s(2, 2)], listed.s()).apply_async()
+    assert await result.get() == [1, 4, 2]
+    alone = await grow.delay(1)
+    with pytest.raises(ValueError, match="is not running as a member of a chord"):
+        await alone.get()
