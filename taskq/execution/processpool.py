@@ -4,11 +4,12 @@ time limit truly stops it.
 
 A pool process is started with multiprocessing's `spawn` (a fresh interpreter: no event loop,
 threads or sockets inherited) and imports the app by its import path (`module:attribute`, the
-worker's `-A`). It is handed the delivery's body — the message as it came, arguments in the
-task's serialized form — and answers with the value in the message's serializer, or the
-exception (pickled; one that does not pickle comes back as a `TaskError` of its type and
-message), the ids of the tasks the function published, and its resident memory. The
-traceback text the process recorded is the exception's cause, so the stored traceback shows it.
+worker's `-A`). It is handed the delivery's body — the message as it came (arguments in the
+task's serialized form; a signed one's signature was checked by the worker) — and answers with the
+value in the message's serializer, or the exception (pickled; one that does not pickle comes
+back as a `TaskError` of its type and message), the ids of the tasks the function published,
+and its resident memory. The traceback text the process recorded is the exception's cause,
+so the stored traceback shows it.
 
 A soft time limit reaches the process as SIGUSR1, which raises `SoftTimeLimitExceeded` in the
 function; the run being cancelled (the hard limit, a terminating revoke, a cold shutdown)
@@ -38,6 +39,7 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from taskq.errors import SoftTimeLimitExceeded, WorkerLostError, task_error_type
+from taskq.message import decode
 from taskq.serializers import get_serializer
 from taskq.stores.base import exception_type
 
@@ -162,7 +164,7 @@ class ProcessPool:
         """Run the job's function in a pool process; its value, or raise its exception."""
         process = await self._idle_out.receive()
         try:
-            delivery = job.delivery
+            delivery = job.delivery  # a signature in the body is a field decode passes over
             process.pipe.send((delivery.body, delivery.queue, delivery.delivery_count))
             reply = await process.receive()
         except EOFError:
@@ -283,7 +285,6 @@ def serve(pipe: multiprocessing.connection.Connection, settings: PoolSettings) -
     """A pool process: import the app, then run what comes down the pipe until told to stop
     (None) or the worker's end closes."""
     from taskq import daemon, logs
-    from taskq.message import decode
     from taskq.task import Request
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the worker's
