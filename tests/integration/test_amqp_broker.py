@@ -120,6 +120,25 @@ async def test_quorum_queues_count_deliveries(open_broker: OpenBroker, queue: st
     await consumer.aclose()
 
 
+async def test_a_quorum_queues_dead_letters_and_delays_are_quorum_queues_too(
+    open_broker: OpenBroker, queue: str, rabbitmq_server: RabbitMQServer
+) -> None:
+    """So that each of them survives the loss of a node of a cluster, as the queue does."""
+    broker = await open_broker(quorum_queues=[queue])
+    await broker.publish(new_message(eta=time.time() + 0.3), queue)
+    await broker.add_dead_letter(queue, encode(new_message()), "test: poison")
+    consumer = broker.consume([queue], 10)
+    with anyio.fail_after(10):
+        await (await anext(consumer)).ack()  # back from its (quorum) bucket
+    await consumer.aclose()
+    assert await broker.dead_letter_length(queue) == 1
+    listed = rabbitmq_server.ctl("list_queues", "name", "type", "--no-table-headers", "-q")
+    types = dict(line.split() for line in listed.splitlines() if line.startswith(queue))
+    assert types[queue] == types[f"{queue}.dlq"] == "quorum"
+    buckets = {name: kind for name, kind in types.items() if ".delay." in name}
+    assert buckets and set(buckets.values()) == {"quorum"}
+
+
 async def test_a_dropped_connection_gives_back_what_the_consumer_held(
     open_broker: OpenBroker, queue: str, rabbitmq_server: RabbitMQServer
 ) -> None:
