@@ -7,8 +7,11 @@
     cluster.wait_for_failover("{default}")       # the promoted replica
     victim.start()                               # rejoins, as a replica
 
-    rabbit = RabbitMQCluster(tmp_path)           # 3 nodes joined into one cluster
-    rabbit.start()                               # rabbit.nodes[i].url, .kill(), .start()
+    rabbit = RabbitMQCluster(tmp_path)           # 3 nodes forming one cluster as they boot
+    rabbit.start()                               # (classic_config peer discovery, ~30 s)
+    rabbit.url(first=rabbit.nodes[1])            # Celery's fail-over list, that node first
+    rabbit.leader_of("q")                        # the node leading quorum queue q
+    rabbit.nodes[0].kill(); rabbit.nodes[0].start()   # SIGKILL; back into the cluster
 
 Built from tests/servers.py's servers (same isolation: loopback only, every file under the
 given directory, only our own pids signalled). Standard library only.
@@ -16,13 +19,21 @@ given directory, only our own pids signalled). Standard library only.
 
 from __future__ import annotations
 
+import json
+import secrets
+import signal
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from servers import (
     LOOPBACK,
+    RabbitMQServer,
     RedisServer,
     ServerStartError,
+    end_process,
+    epmd_answers,
+    free_ports,
     redis_command,
     require_binary,
     wait_until_ready,
@@ -147,3 +158,114 @@ def _info(node: RedisServer, *command: str) -> bytes:
         return redis_command(node.port, *command)
     except OSError:
         return b""
+
+
+class _ClusterRabbit(RabbitMQServer):
+    """A RabbitMQ node that finds its peers through the cluster's epmd and shares its cookie."""
+
+    def __init__(self, directory: Path, epmd_port: int, cookie: str) -> None:
+        super().__init__(directory)
+        self._shared_epmd_port = epmd_port
+        self._cookie = cookie
+        self.peers: list[str] = []  # every node's name: they form the cluster as they boot
+
+    def _prepare_fresh_directory(self) -> None:
+        super()._prepare_fresh_directory()
+        self._epmd_port = self._shared_epmd_port
+        with (self.directory / "rabbitmq.conf").open("a") as config:
+            config.write("cluster_formation.peer_discovery_backend = classic_config\n")
+            for index, peer in enumerate(self.peers, 1):
+                config.write(f"cluster_formation.classic_config.nodes.{index} = {peer}\n")
+        cookie = self.directory / "home" / ".erlang.cookie"
+        cookie.unlink(missing_ok=True)
+        cookie.write_text(self._cookie)
+        cookie.chmod(0o400)
+
+    def _start_epmd(self) -> bool:
+        return True  # the cluster's, running while the cluster is
+
+
+class RabbitMQCluster:
+    """Three RabbitMQ nodes on loopback joined into one cluster (a private epmd and cookie)."""
+
+    def __init__(self, directory: Path, *, size: int = 3, timeout: float = 120.0) -> None:
+        self.directory = directory.resolve()
+        self.timeout = timeout
+        self._epmd_port = free_ports(1)[0]
+        cookie = secrets.token_hex(16)
+        self.nodes = [
+            _ClusterRabbit(self.directory / f"node{i}", self._epmd_port, cookie)
+            for i in range(size)
+        ]
+        for node in self.nodes:
+            node.peers = [peer.nodename for peer in self.nodes]
+        self._epmd: subprocess.Popen[bytes] | None = None
+
+    def url(self, first: RabbitMQServer | None = None) -> str:
+        """Celery's fail-over list of every node, `first` (default: the first node) first."""
+        first = first or self.nodes[0]
+        ordered = [first, *(node for node in self.nodes if node is not first)]
+        return ";".join(node.url for node in ordered)
+
+    def start(self) -> None:
+        require_binary("epmd", "erlang-base")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_epmd()
+            with ThreadPoolExecutor(len(self.nodes)) as pool:  # booting, they join each other
+                for started in [pool.submit(node.start) for node in self.nodes]:
+                    started.result()
+            self.wait_for_members(len(self.nodes))
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        if self._epmd is not None:
+            end_process(self._epmd, signal.SIGTERM)
+            self._epmd = None
+
+    def wait_for_members(self, count: int) -> None:
+        """Until a running node counts `count` running nodes in the cluster."""
+
+        def running() -> bool:
+            live = next(node for node in self.nodes if node.running)
+            status = live.ctl("cluster_status", "--formatter", "json")
+            return status.count("@localhost") >= count and _running_nodes(status) == count
+
+        try:
+            wait_until_ready(running, lambda: True, self.timeout)
+        except TimeoutError as exc:
+            raise ServerStartError(f"the RabbitMQ cluster never had {count} nodes: {exc}") from exc
+
+    def leader_of(self, queue: str) -> RabbitMQServer:
+        """The running node leading quorum queue `queue`."""
+        live = next(node for node in self.nodes if node.running)
+        listed = live.ctl("list_queues", "name", "leader", "--no-table-headers", "-q")
+        for line in listed.splitlines():
+            name, _, leader = line.partition("\t")
+            if name == queue:
+                return next(node for node in self.nodes if node.nodename == leader.strip())
+        raise LookupError(f"no quorum queue {queue!r}")
+
+    def _start_epmd(self) -> None:
+        log = (self.directory / "epmd.log").open("ab")
+        with log:
+            self._epmd = subprocess.Popen(
+                ["epmd", "-port", str(self._epmd_port), "-address", LOOPBACK],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        epmd = self._epmd
+        if not wait_until_ready(
+            lambda: epmd_answers(self._epmd_port), lambda: epmd.poll() is None, 5.0
+        ):
+            raise ServerStartError(f"epmd did not start on port {self._epmd_port}")
+
+
+def _running_nodes(status_json: str) -> int:
+    return len(json.loads(status_json).get("running_nodes", []))

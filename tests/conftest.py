@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from cluster_servers import ReplicatedRedisCluster
+from cluster_servers import RabbitMQCluster, ReplicatedRedisCluster
 from servers import RabbitMQServer, RedisCluster, RedisServer, ServerNotInstalled
 from support import WorkerProcess, worker_environment
 
 Server = TypeVar("Server", RedisServer, RedisCluster, RabbitMQServer)
-Startable = RedisServer | RedisCluster | RabbitMQServer | ReplicatedRedisCluster
+Startable = RedisServer | RedisCluster | RabbitMQServer | ReplicatedRedisCluster | RabbitMQCluster
 
 
 def _in_ci() -> bool:
@@ -72,6 +72,16 @@ def replicated_redis_cluster(
     """Six Redis Cluster nodes (3 masters, a replica each, AOF, node timeout 2 s), for one
     module's fail-over tests: a killed node must be started again by the test."""
     cluster = ReplicatedRedisCluster(tmp_path_factory.mktemp("redis-replicated"))
+    _start(cluster)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def rabbitmq_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQCluster]:
+    """Three RabbitMQ nodes in one cluster (~30 s to start), for one module's fail-over
+    tests: a killed node must be started again by the test."""
+    cluster = RabbitMQCluster(tmp_path_factory.mktemp("rabbitmq-cluster"))
     _start(cluster)
     yield cluster
     cluster.stop()
