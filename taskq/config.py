@@ -60,7 +60,7 @@ CELERY_UNSUPPORTED: dict[str, str] = {
     "task_store_errors_even_if_ignored": "a task with ignore_result stores no state at all",
     "task_inherit_parent_priority": "give the priority on the call or the task",
     "broker_heartbeat": "RabbitMQ heartbeats take the URL's ?heartbeat= parameter",
-    "broker_failover_strategy": "name one broker URL",
+    "broker_failover_strategy": "the URLs of a fail-over list are tried until one answers",
     "beat_scheduler": "beat keeps its schedule in the result store, shared by every beat",
     "beat_schedule_filename": "beat keeps its schedule in the result store, shared by every beat",
     "beat_sync_every": "beat writes its state at every run",
@@ -81,6 +81,7 @@ class Settings:
     _observers: list[Callable[[str], None]] = dataclasses.field(
         default_factory=list, init=False, repr=False, compare=False
     )
+    # A list of fail-over URLs is kept as Celery's other spelling of it, `url1;url2`.
     broker_url: str | None = None
     result_backend: str | None = None
     broker_transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -356,11 +357,22 @@ def _normalise(name: str, value: Any) -> Any:
         return None  # Celery's 0: no pool, so no limit on connections either
     if name in _NAME_LISTS and isinstance(value, str | tuple | set | frozenset):
         return [value] if isinstance(value, str) else list(value)
+    if name in ("broker_url", "result_backend"):
+        return _url_list(value, name)
     if name == "task_queues":
         return _queues(value)
     if name == "task_annotations":
         return _annotations(value)
     return value
+
+
+def _url_list(value: Any, name: str) -> Any:
+    """A list of fail-over URLs as one `;`-separated string, Celery's other spelling of it."""
+    if not isinstance(value, list | tuple):
+        return value
+    if not value or not all(isinstance(url, str) and url.strip() for url in value):
+        raise ConfigurationError(f"{name} must be a URL or a list of URLs, not {value!r}")
+    return ";".join(url.strip() for url in value)
 
 
 def _queues(given: Any) -> dict[str, dict[str, Any]]:

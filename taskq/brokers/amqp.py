@@ -313,7 +313,7 @@ class AMQPBroker(Broker):
         bucket = self._queues.get(name)
         if bucket is None:
             await self._queue(queue)
-            bucket = await declare_bucket(self._publisher(), queue, ttl)
+            bucket = await declare_bucket(self._publisher(), self._config, queue, ttl)
             self._queues[name] = bucket
         return bucket
 

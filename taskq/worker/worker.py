@@ -503,6 +503,9 @@ class Worker:
     async def _renew_leases(self, visibility: float) -> None:
         while True:
             await anyio.sleep(visibility / RENEWALS_PER_TIMEOUT)
-            async with anyio.create_task_group() as renewals:  # concurrently: one wait in all
-                for delivery in list(self._held):
-                    renewals.start_soon(delivery.extend, visibility)
+            # A renewal still waiting for its broker node at the next round is given up (the
+            # next round tries again): it must not hold back those of reachable nodes.
+            with anyio.move_on_after(visibility / RENEWALS_PER_TIMEOUT):
+                async with anyio.create_task_group() as renewals:  # concurrently
+                    for delivery in list(self._held):
+                        renewals.start_soon(delivery.extend, visibility)

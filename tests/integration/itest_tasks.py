@@ -88,6 +88,13 @@ async def slow_increment(value: int, seconds: float) -> int:
     return value + 1
 
 
+@app.task(name="itest.finished_at", acks_late=True)
+async def finished_at(seconds: float) -> float:
+    """When it finished, after `seconds`: a drain's completions over time (fail-over tests)."""
+    await anyio.sleep(seconds)
+    return time.time()
+
+
 @app.task(name="itest.count_calls")
 async def count_calls(results: list[int], marker: str) -> int:
     """A chord callback of `slow_square`s that leaves one line in `marker` per call: how
