@@ -55,11 +55,12 @@ def sqlite_path(url: str) -> Path:
     return Path(url[len(prefix) :])
 
 
-# A URL's password: after `scheme://user:`, up to the last `@` before a space or a quote (so
-# a password with an unescaped `@` is masked whole, at worst with some of the host), and a
-# query parameter whose name holds "password".
+# A URL's password: after `scheme://user:`, up to the last `@` before a space, a quote or the
+# `;` of a fail-over list's next URL (so a password with an unescaped `@` is masked whole, at
+# worst with some of the host), and a query parameter whose name holds "password".
+_SCHEME = r"[a-zA-Z][a-zA-Z0-9+.\-]*://"
 _PASSWORDS = re.compile(
-    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s'\"/:@]*:)(?P<password>[^\s'\"]*)@"
+    rf"(?P<head>{_SCHEME}[^\s'\"/:@]*:)(?P<password>(?:[^\s'\";]|;(?!{_SCHEME}))*)@"
     r"|(?P<name>[?&][^=&\s'\"]*password[^=&\s'\"]*=)[^&\s'\"]*",
     re.IGNORECASE,
 )
