@@ -35,6 +35,12 @@ def plain_pid() -> int:
     return os.getpid()
 
 
+@app.task(name="ptest.grow_chord", bind=True)
+def grow_chord(self) -> str:  # type: ignore[no-untyped-def]
+    """A chord member that tries to add a member to its chord."""
+    return self.add_to_chord_sync(plain_pid.si()).id  # type: ignore[no-any-return]
+
+
 @app.task(name="ptest.spin")
 def spin(seconds: float) -> int:
     """Burns CPU for `seconds` in pure Python (no await, no sleep a thread could skip)."""

@@ -18,7 +18,7 @@ import pytest
 from servers import RedisServer
 from support import INTEGRATION, WorkerProcess, wait_for
 
-from taskq import TaskError, TaskQ
+from taskq import ChordError, TaskError, TaskQ, chord, signature
 from taskq.worker.scrape import free_port
 
 pytestmark = pytest.mark.integration
@@ -116,6 +116,17 @@ async def test_a_hard_time_limit_kills_cpu_bound_code_and_replaces_its_pool_proc
     after = await (await producer.send_task("ptest.plain_pid")).get(timeout=30)
     assert after not in (before, worker.pid)
     assert f"Pool process {before} killed" in worker.output()
+
+
+async def test_add_to_chord_in_a_pool_process_fails_the_chord_saying_why(
+    producer: TaskQ, start_worker: StartWorker
+) -> None:
+    worker = start_worker("--pool", "process", "--pool-processes", "1", app=APP)
+    wait_for(lambda: "process pool 1" in worker.output())
+    header = [signature("ptest.grow_chord", app=producer)]
+    grown = chord(header, signature("ptest.plain_pid", app=producer, immutable=True))
+    with pytest.raises(ChordError, match=r"add_to_chord_sync\(\) is not available in a process"):
+        await (await grown.apply_async()).get(timeout=30)
 
 
 async def test_max_tasks_per_child_recycles_pool_processes_without_losing_a_task(
