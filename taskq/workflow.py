@@ -166,7 +166,11 @@ def _build(
     if kind == CHAIN:
         first, *rest = members(element)
         _build(app, plan, first, prefix, [*rest, *then], membership, parent)
-    elif kind == GROUP:
+        return
+    # What follows goes into a message (a task's `chain`, or a chord's callback that every
+    # member carries): past `CHAIN_INLINE` links, by reference.
+    then = _stored_beyond_inline(plan, then)
+    if kind == GROUP:
         tail = _after_group(element, then, membership)
         if tail:  # a group that something waits for is a chord
             bare = _without_links(element)
@@ -178,7 +182,6 @@ def _build(
         body = _as_chain([body, *then]) if then else body
         _build_chord(app, plan, element["kwargs"]["header"], body, prefix, membership, parent)
     else:
-        then = _stored_beyond_inline(plan, then)
         plan.messages.append(_message(app, element, prefix, then, membership, parent))
 
 
