@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -24,7 +23,6 @@ import typer
 
 from taskq import dlq, logs, typed_json
 from taskq.app import TaskQ
-from taskq.beat.scheduler import Beat, read_state
 from taskq.control import DEFAULT_TIMEOUT, INSPECT_COMMANDS, CommandOptions, Replies
 from taskq.daemon import Daemon, reopen_logfile
 from taskq.errors import (
@@ -36,12 +34,14 @@ from taskq.errors import (
     TaskError,
     TaskQError,
 )
+from taskq.exporter import Exporter
 from taskq.message import peek_id
 from taskq.options import parse_rate
 from taskq.routing import known_queues
 from taskq.startup import connect_at_startup
 from taskq.stores.base import TaskMeta
 from taskq.suggest import did_you_mean
+from taskq.urls import masked_url
 from taskq.worker.autoscale import parse_autoscale
 from taskq.worker.supervisor import RECYCLED, Supervisor, follow_supervisor
 from taskq.worker.worker import Worker, default_hostname
@@ -102,7 +102,9 @@ EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 
 def _print_version(wanted: bool) -> None:
     if wanted:
-        typer.echo(f"taskq {importlib.metadata.version('taskq')}")
+        from importlib.metadata import version  # zipfile, csv, email: 1.7 MB of RSS
+
+        typer.echo(f"taskq {version('taskq')}")
         raise typer.Exit()
 
 
@@ -197,21 +199,26 @@ def run_command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
             # the rest of the output nowhere and exits 1 quietly, as the Python docs advise.
             raise
         except CommandError as exc:
-            typer.echo(f"Error: {exc}", err=True)
+            print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except LoginRefusedError as exc:  # exit 2: a supervisor need not try again
-            typer.echo(f"Error: {exc}", err=True)
+            print_error(str(exc))
             raise typer.Exit(2) from None
         except (TaskQError, ValueError, OSError) as exc:
-            typer.echo(f"Error: {exc}", err=True)
+            print_error(str(exc))
             raise typer.Exit(1) from None
         except Exception as exc:
             if type(exc).__module__.partition(".")[0] not in BROKER_CLIENTS:
                 raise
-            typer.echo(f"Error: {type(exc).__name__}: {exc}", err=True)  # e.g. Redis is down
+            print_error(f"{type(exc).__name__}: {exc}")  # e.g. Redis is down
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def print_error(text: str) -> None:
+    """The one line a failed command prints, passwords masked."""
+    typer.echo(f"Error: {masked_url(text)}", err=True)
 
 
 def split_queues(app: TaskQ, queues: str | None) -> list[str]:
@@ -342,6 +349,8 @@ async def worker(
     async with taskq_app, anyio.create_task_group() as tg:
         await tg.start(_shutdown_on_signals, runner, supervised)
         if beat:
+            from taskq.beat.scheduler import Beat  # a worker without --beat loads no beat code
+
             tg.start_soon(Beat(taskq_app).run)
         await runner.run()
         tg.cancel_scope.cancel()
@@ -413,6 +422,8 @@ async def beat_command(
     gid: GidOption = None,
 ) -> None:
     """Run the periodic-task scheduler (any number may run: one leads, the others stand by)."""
+    from taskq.beat.scheduler import Beat
+
     configure_logging(loglevel)
     taskq_app = load_app(app)
     if list_entries:
@@ -434,17 +445,22 @@ async def beat_command(
 
 
 async def _print_entries(app: TaskQ) -> None:
+    from taskq.beat.scheduler import Beat, read_state
+
     scheduler = Beat(app)
     store = await app.connected_store()
     now = datetime.now(UTC)
+    disabled = await app.beat.disabled()
     for entry in await app.beat.entries():
         state = await read_state(store, entry.name)
         upcoming = scheduler.upcoming(entry, state, now)
         runs = state.total_runs if state else 0
-        typer.echo(
-            f"{entry.name}: {entry.task} {entry.schedule!r}"
-            f" next {upcoming.isoformat() if upcoming else 'never'} runs {runs}"
+        when = (
+            "disabled"
+            if entry.name in disabled
+            else "next " + (upcoming.isoformat() if upcoming else "never")
         )
+        typer.echo(f"{entry.name}: {entry.task} {entry.schedule!r} {when} runs {runs}")
 
 
 def configure_logging(level: str, log_format: str = "text", worker: str | None = None) -> None:
@@ -649,7 +665,7 @@ async def events(
     since: Annotated[
         float | None,
         typer.Option(
-            min=0, help="Start this many seconds back (Redis keeps event_retention seconds)."
+            min=0, help="Start this many seconds back (Redis, RabbitMQ: within event_retention)."
         ),
     ] = None,
     loglevel: LogLevelOption = "warning",
@@ -707,6 +723,32 @@ async def dashboard(
         max_tasks=max_tasks,
         inspect_interval=inspect_interval,
     )
+
+
+@cli.command()
+@run_command
+async def exporter(
+    app: AppOption,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="The port of /metrics (every interface).")
+    ] = 9808,
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            "--queues", "-Q", help="Comma-separated queues to sample (default: the app's)."
+        ),
+    ] = None,
+    loglevel: LogLevelOption = "info",
+) -> None:
+    """Serve the whole cluster's metrics on /metrics, under the worker's names: task counts,
+    runtimes and queue waits from the task events (workers run with -E), the queues' depths,
+    and the workers online and their active tasks from their heartbeats."""
+    configure_logging(loglevel)
+    taskq_app = load_app(app)
+    names = split_queues(taskq_app, queues) if queues else known_queues(taskq_app)
+    cluster = Exporter(taskq_app, port, names)  # the port bound, or a one-line error
+    async with taskq_app:
+        await cluster.run()
 
 
 def format_event(event: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from taskq.options import parse_rate
 from taskq.serializers import SERIALIZERS
 from taskq.signing import Signing
 from taskq.suggest import did_you_mean
+from taskq.tls import TLSOptions
 
 ENV_PREFIX = "TASKQ_"
 logger = logging.getLogger("taskq.config")
@@ -58,10 +59,8 @@ CELERY_UNSUPPORTED: dict[str, str] = {
     "task_remote_tracebacks": "tracebacks are always stored with a failure",
     "task_store_errors_even_if_ignored": "a task with ignore_result stores no state at all",
     "task_inherit_parent_priority": "give the priority on the call or the task",
-    "broker_use_ssl": "put the TLS options in the URL (rediss://, amqps://)",
-    "redis_backend_use_ssl": "put the TLS options in the URL (rediss://)",
     "broker_heartbeat": "RabbitMQ heartbeats take the URL's ?heartbeat= parameter",
-    "broker_failover_strategy": "name one broker URL",
+    "broker_failover_strategy": "the URLs of a fail-over list are tried until one answers",
     "beat_scheduler": "beat keeps its schedule in the result store, shared by every beat",
     "beat_schedule_filename": "beat keeps its schedule in the result store, shared by every beat",
     "beat_sync_every": "beat writes its state at every run",
@@ -82,9 +81,14 @@ class Settings:
     _observers: list[Callable[[str], None]] = dataclasses.field(
         default_factory=list, init=False, repr=False, compare=False
     )
+    # A list of fail-over URLs is kept as Celery's other spelling of it, `url1;url2`.
     broker_url: str | None = None
     result_backend: str | None = None
     broker_transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # TLS options (Celery's: ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile), or True:
+    # taskq.tls. The store takes broker_use_ssl when it is on the broker's server.
+    broker_use_ssl: dict[str, Any] | bool | None = None
+    redis_backend_use_ssl: dict[str, Any] | bool | None = None
     broker_pool_limit: int | None = None
     # Connecting: a worker or beat retries at startup; how long a publish may wait (None: as
     # long as the broker's own window, Redis' `reconnect_timeout`, RabbitMQ's `publish_timeout`).
@@ -136,7 +140,7 @@ class Settings:
     worker_log_format: str = "text"  # "json", or a logging format string as Celery's
     worker_send_task_events: bool = False  # task events (taskq.events); `taskq worker -E`
     task_send_sent_event: bool = False  # producers send task-sent events
-    event_retention: float = 600.0  # seconds of task events Redis keeps for a late reader
+    event_retention: float = 600.0  # seconds of task events Redis and RabbitMQ keep
     beat_schedule: dict[str, Any] = dataclasses.field(default_factory=dict)
     beat_max_loop_interval: float = 300.0
     beat_lease_ttl: float = 10.0
@@ -236,6 +240,8 @@ class Settings:
                 f"worker_heartbeat_interval must be a positive number of seconds, not {heartbeat!r}"
             )
         self.signing()
+        for setting in ("broker_use_ssl", "redis_backend_use_ssl"):
+            TLSOptions.read(getattr(self, setting), setting)
         unknown = set(self.accept_content) - set(SERIALIZERS)
         if unknown:
             raise ConfigurationError(f"accept_content names unknown serializers: {sorted(unknown)}")
@@ -351,11 +357,22 @@ def _normalise(name: str, value: Any) -> Any:
         return None  # Celery's 0: no pool, so no limit on connections either
     if name in _NAME_LISTS and isinstance(value, str | tuple | set | frozenset):
         return [value] if isinstance(value, str) else list(value)
+    if name in ("broker_url", "result_backend"):
+        return _url_list(value, name)
     if name == "task_queues":
         return _queues(value)
     if name == "task_annotations":
         return _annotations(value)
     return value
+
+
+def _url_list(value: Any, name: str) -> Any:
+    """A list of fail-over URLs as one `;`-separated string, Celery's other spelling of it."""
+    if not isinstance(value, list | tuple):
+        return value
+    if not value or not all(isinstance(url, str) and url.strip() for url in value):
+        raise ConfigurationError(f"{name} must be a URL or a list of URLs, not {value!r}")
+    return ";".join(url.strip() for url in value)
 
 
 def _queues(given: Any) -> dict[str, dict[str, Any]]:

@@ -192,9 +192,15 @@ def decode(
     max_bytes: int = defaults.MAX_MESSAGE_BYTES,
 ) -> Message:
     """Parse and validate an envelope; `MessageError` (or `ContentRefusedError`) says why not.
-    A compressed body may not inflate past `max_bytes`."""
+    Bounded before anything is parsed: `max_bytes` of envelope, and a compressed body may not
+    inflate past it; `defaults.MAX_NESTING` levels of arrays and objects."""
+    if len(raw) > max_bytes:
+        raise MessageTooLargeError(
+            f"malformed message: {len(raw)} bytes, over the limit of {max_bytes}"
+            " (task_max_message_bytes)"
+        )
     try:
-        data = typed_json.loads(raw)
+        data = typed_json.loads(raw, defaults.MAX_NESTING)
     except orjson.JSONDecodeError as exc:
         raise MessageError(f"malformed message: not JSON ({exc})") from None
     except MessageError as exc:
@@ -213,6 +219,9 @@ def decode(
         _refuse(message)
     if message.priority is not None and not 0 <= message.priority <= 9:
         raise MessageError(f"malformed message: priority {message.priority!r} is not 0-9")
+    for name, place in (("group_index", message.group_index), ("group_size", message.group_size)):
+        if place is not None and place < 0:
+            raise MessageError(f"malformed message: {name} {place!r} is negative")
     if message.chain or message.chord is not None or message.callbacks or message.errbacks:
         _check_workflow(message)
     serializer = check_accepted(message.content_type, accept_content)
@@ -281,4 +290,8 @@ def _decode_body(payload: bytes, loads: Any) -> tuple[list[Any], dict[str, Any]]
         raise MessageError(f"malformed message: body does not decode ({exc!r})") from None
     if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
         raise MessageError("malformed message: body is not [args, kwargs]")
+    try:
+        typed_json.check_depth([args, kwargs], defaults.MAX_NESTING)
+    except MessageError as exc:
+        raise MessageError(f"malformed message: body {exc}") from None
     return list(args), kwargs

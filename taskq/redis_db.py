@@ -28,7 +28,7 @@ import anyio
 import anyio.lowlevel
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.backoff import NoBackoff
 from redis.exceptions import (
@@ -47,8 +47,15 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from taskq.errors import BrokerUnavailable, ConfigurationError, LoginRefusedError, NotConnectedError
-from taskq.urls import masked_url
+from taskq.errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    LoginRefusedError,
+    NotConnectedError,
+    TaskQError,
+)
+from taskq.tls import TLSOptions, tls_error
+from taskq.urls import alternatives, masked_url
 
 T = TypeVar("T")
 
@@ -62,7 +69,6 @@ CONNECT_TIMEOUT = 5.0
 # A reply slower than this (a hung Redis) is a transient error. Enforced around each round
 # trip here, not as redis-py's socket_timeout, which costs ~70 µs on every read.
 COMMAND_TIMEOUT = 30.0
-SUBSCRIBE_TIMEOUT = 30.0
 RETRY_FIRST_DELAY = 0.05
 RETRY_MAX_DELAY = 2.0
 
@@ -100,28 +106,45 @@ class RedisSettings:
     also be URL parameters: `redis://host:7000/0?cluster=true&prefix=shop:`.
     """
 
-    url: str
+    url: str  # the first node's
+    nodes: tuple[tuple[str, int], ...] = ()  # every startup node, the URL's first
     cluster: bool = False
     prefix: str = DEFAULT_PREFIX
     reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT
     max_connections: int | None = None  # `broker_pool_limit`: None for as many as needed
+    tls: TLSOptions | None = None  # `broker_use_ssl` / `redis_backend_use_ssl`, for rediss://
 
     @classmethod
     def parse(
-        cls, url: str, transport: dict[str, Any] | None, max_connections: int | None = None
+        cls,
+        url: str,
+        transport: dict[str, Any] | None,
+        max_connections: int | None = None,
+        tls: TLSOptions | None = None,
     ) -> RedisSettings:
-        """Settings from the URL, whose `cluster` and `prefix` parameters win over `transport`."""
-        parts = urlsplit(url)
+        """Settings from the URL, whose `cluster` and `prefix` parameters win over `transport`.
+
+        A cluster's URL may name several startup nodes, `redis://n1:7000,n2:7001/0`, or be a
+        fail-over list of URLs that differ only in their `host:port`s, `redis://n1:7000/0;
+        redis://n2:7001/0`: any one of them that answers will do.
+        """
+        first, nodes = _startup_nodes(url)
+        parts = urlsplit(first)
         query = parse_qsl(parts.query, keep_blank_values=True)
         options = {**(transport or {}), **{k: v for k, v in query if k in _OWN_PARAMETERS}}
         cluster = _flag(options.get(CLUSTER_OPTION, False), CLUSTER_OPTION)
+        if len(nodes) > 1 and not cluster:
+            raise ConfigurationError(
+                f"several Redis nodes in {masked_url(url)!r} need ?cluster=true (Redis Cluster;"
+                " taskq does not support Redis Sentinel)"
+            )
         prefix = options.get(PREFIX_OPTION, DEFAULT_PREFIX)
         if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
             raise ConfigurationError(
                 f"the Redis key prefix must be a string without braces: {prefix!r}"
             )
         if cluster and parts.path.strip("/") not in ("", "0"):
-            raise ConfigurationError(f"Redis Cluster has only database 0: {url!r}")
+            raise ConfigurationError(f"Redis Cluster has only database 0: {masked_url(url)!r}")
         if cluster and max_connections is not None:
             raise ConfigurationError(
                 "broker_pool_limit is not supported with Redis Cluster: a client there opens"
@@ -130,11 +153,37 @@ class RedisSettings:
         rest = urlencode([(k, v) for k, v in query if k not in _OWN_PARAMETERS])
         return cls(
             url=urlunsplit(parts._replace(query=rest)),
+            nodes=nodes,
             cluster=cluster,
             prefix=prefix,
             reconnect_timeout=float(options.get("reconnect_timeout", DEFAULT_RECONNECT_TIMEOUT)),
             max_connections=max_connections,
+            tls=tls,
         )
+
+
+def _startup_nodes(url: str) -> tuple[str, tuple[tuple[str, int], ...]]:
+    """The URL of the first node named, and every `(host, port)` named (see `parse`)."""
+    first: str | None = None
+    shared: set[tuple[str, str, str, str]] = set()  # what the URLs must have in common
+    nodes: list[tuple[str, int]] = []
+    for alternative in alternatives(url):
+        parts = urlsplit(alternative)
+        login, at, hosts = parts.netloc.rpartition("@")
+        shared.add((parts.scheme, login, parts.path, parts.query))
+        for host in hosts.split(","):
+            address = urlsplit(f"//{host}")
+            if not address.hostname:
+                raise ConfigurationError(f"a Redis node without a host in {masked_url(url)!r}")
+            nodes.append((address.hostname, address.port or 6379))
+            first = first or urlunsplit(parts._replace(netloc=f"{login}{at}{host}"))
+    if len(shared) > 1:
+        raise ConfigurationError(
+            f"the Redis URLs {masked_url(url)!r} differ in more than their host:port"
+        )
+    if first is None:
+        raise ConfigurationError("the Redis URL is empty")
+    return first, tuple(nodes)
 
 
 class _Connection(Connection):
@@ -164,9 +213,10 @@ class _Connection(Connection):
 MAX_CONNECTIONS = 10_000
 
 
-def _client_options() -> dict[str, Any]:
+def _client_options(tls: TLSOptions | None) -> dict[str, Any]:
     # No retries inside redis-py: `retrying` retries with backoff and logs the outage.
     return {
+        **(tls.redis_options() if tls is not None else {}),
         "connection_class": _Connection,  # redis-py puts its own for rediss:// and unix://
         "retry": Retry(NoBackoff(), 0),
         "socket_connect_timeout": CONNECT_TIMEOUT,
@@ -180,35 +230,48 @@ def _client_options() -> dict[str, Any]:
 
 class RedisConnection:
     """A client and its connection pool, shared by every broker and store of one
-    process and event loop that use the same settings; `node` serves pub/sub (with
-    Redis Cluster, the node of the URL: a PUBLISH reaches subscribers on every node; with a
-    `broker_pool_limit`, a client of its own beside the capped one)."""
+    process and event loop that use the same settings, and the connections of pub/sub: with
+    Redis Cluster each on one live node after another (a PUBLISH reaches subscribers on every
+    node, so any will do, and the next one is tried when one is lost); otherwise on a client
+    of their own (`node`), so that a `broker_pool_limit` capping the commands' connections
+    cannot starve them."""
 
     def __init__(self, settings: RedisSettings) -> None:
         self.settings = settings
-        self.node: Redis = Redis.from_url(settings.url, **_client_options())
-        self.client: Client = self.node
+        self.client: Client
+        self.node: Redis | None = None
         if settings.cluster:
-            self.client = RedisCluster.from_url(settings.url, **_client_options())
-        elif settings.max_connections is not None:
+            others = [ClusterNode(host, port) for host, port in settings.nodes[1:]]
+            self.client = RedisCluster.from_url(
+                settings.url, startup_nodes=others, **_client_options(settings.tls)
+            )
+        else:
+            self.node = self.client = Redis.from_url(settings.url, **_client_options(settings.tls))
+        if settings.max_connections is not None and self.node is not None:
             # Commands wait for one of at most `max_connections` connections; subscriptions
             # (one connection each, held for good) stay on `node`, so they cannot starve them.
             pool = BlockingConnectionPool.from_url(
                 settings.url,
-                **{**_client_options(), "max_connections": settings.max_connections},
+                **{**_client_options(settings.tls), "max_connections": settings.max_connections},
                 timeout=None,
             )
             self.client = Redis(connection_pool=pool)
             self.client.auto_close_connection_pool = True
         self.users = 0
         self.outage = Outage()
+        self._subscribed = 0  # pub/sub connections made: which cluster node is next
 
     def pubsub(self) -> PubSub:
-        return self.node.pubsub()
+        if self.node is not None:
+            return self.node.pubsub()
+        assert isinstance(self.client, RedisCluster)
+        nodes = self.client.get_nodes()  # as of the last topology refresh
+        self._subscribed += 1
+        return self.client.pubsub(node=nodes[self._subscribed % len(nodes)] if nodes else None)
 
     async def aclose(self) -> None:
         await self.client.aclose()
-        if self.node is not self.client:
+        if self.node is not None and self.node is not self.client:
             await self.node.aclose()
 
 
@@ -242,10 +305,17 @@ class SharedConnection:
 
     async def open_with(self, scripts: Scripts) -> None:
         """`open()`, then load `scripts` on the server (leaving again if that fails); a
-        refused login or an unreachable Redis is raised as one line (`connect_error`)."""
+        refused login or an unreachable Redis is raised as one line (`connect_error`).
+
+        A cluster is given `CONNECT_TIMEOUT`: the first failure on a master that is gone
+        refreshes the client's view of the cluster, and the next attempt loads on the live
+        masters."""
         connection = self.open()
+        patience = CONNECT_TIMEOUT if self.settings.cluster else 0.0
         try:
-            await scripts.load(connection.client)
+            await retrying(
+                lambda: scripts.load(connection.client), patience, "connecting", connection.outage
+            )
         except BaseException as exc:
             await self.close()
             explained = connect_error(self.settings.url, exc)
@@ -265,11 +335,14 @@ class SharedConnection:
             await connection.aclose()
 
 
-def connect_error(url: str, exc: BaseException) -> BrokerUnavailable | LoginRefusedError | None:
+def connect_error(url: str, exc: BaseException) -> TaskQError | None:
     """What a failed first connection to Redis at `url` means, in one line; None for an
     error that is not about connecting (it is raised as it is)."""
     if isinstance(exc, RedisClusterException):  # no node of the cluster answered
         exc = exc.__cause__ or exc
+    tls = tls_error(f"Redis at {masked_url(url)}", exc)
+    if tls is not None:
+        return tls
     if isinstance(exc, AuthenticationError):
         parts = urlsplit(url)
         if parts.password is None:
@@ -363,9 +436,13 @@ class RetryBackoff:
     def __init__(self) -> None:
         self.failures = 0
 
-    async def sleep(self) -> None:
+    def next_delay(self) -> float:
+        """Count a failure; how long to wait before the next attempt."""
         self.failures += 1
-        await anyio.sleep(min(RETRY_FIRST_DELAY * 2 ** (self.failures - 1), RETRY_MAX_DELAY))
+        return min(RETRY_FIRST_DELAY * 2.0 ** (self.failures - 1), RETRY_MAX_DELAY)
+
+    async def sleep(self) -> None:
+        await anyio.sleep(self.next_delay())
 
 
 class Outage:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, Unpack
 
+import anyio
 import orjson
 
 from taskq import sync, typed_json
@@ -403,15 +404,31 @@ class Task(Generic[P, R]):
         task is a member of (`await self.add_to_chord(sig)` in a bound task): the chord's
         callback waits for it too and gets its result after the other members' results, in
         the order they were added. `ValueError` for a task that is not a chord's member."""
+        return await self._add_to_chord(self._growing_request("add_to_chord", sig), sig)
+
+    def add_to_chord_sync(self, sig: Signature[Any]) -> SyncResult[Any]:
+        """`add_to_chord()` for a plain-function task (it runs in a worker thread): the member
+        is added by the worker's event loop, and this returns once it is published."""
+        request = self._growing_request("add_to_chord_sync", sig)
+        return SyncResult(anyio.from_thread.run(self._add_to_chord, request, sig))
+
+    def _growing_request(self, call: str, sig: Signature[Any]) -> Request:
+        """The request of this running chord member; else a clear error."""
         if not isinstance(sig, Signature):
-            raise TypeError(f"{self.name}.add_to_chord() takes a signature, not {sig!r}")
+            raise TypeError(f"{self.name}.{call}() takes a signature, not {sig!r}")
         request = self.request
         message = request.message
         if request.advancing is None or message.chord is None or message.group_id is None:
             raise ValueError(
-                f"{self.name}.add_to_chord(): task {message.id or self.name} is not running "
+                f"{self.name}.{call}(): task {message.id or self.name} is not running "
                 "as a member of a chord (a bound task in a chord's header)"
             )
+        return request
+
+    @staticmethod
+    async def _add_to_chord(request: Request, sig: Signature[Any]) -> AsyncResult[Any]:
+        message = request.message
+        assert request.advancing is not None
         # The same call of the same run gets the same token, so a redelivery adds nothing new.
         token = f"{message.id}:{message.retries}:{request.additions}"
         request.additions += 1

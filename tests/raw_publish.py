@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from functools import partial
 
 import aio_pika
 import anyio
@@ -35,9 +36,7 @@ async def publish_raw(
         async with connection:
             channel = await connection.channel(publisher_confirms=True)
             exchange = await channel.get_exchange("taskq")
-            async with anyio.create_task_group() as confirms:
+            async with anyio.create_task_group() as confirms:  # awaited together
                 for body in bodies:
                     message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
-                    confirms.start_soon(
-                        lambda m=message: exchange.publish(m, routing_key=queue, mandatory=True)
-                    )
+                    confirms.start_soon(partial(exchange.publish, message, queue, mandatory=True))

@@ -148,6 +148,9 @@ class EagerRun:
     async def is_revoked(self, task_id: str) -> bool:
         return bool(await self.store.revoked([task_id]))
 
+    def report_revoked(self, job: Job, reason: str) -> None:
+        """An eager run sends no task events."""
+
     async def wait_off_slot(self, wait: Callable[[], Awaitable[object]]) -> bool:
         await wait()
         return True

@@ -137,6 +137,11 @@ class Runtime(Protocol):
         """Whether the task is revoked, asking the store if need be."""
         ...
 
+    def report_revoked(self, job: Job, reason: str) -> None:
+        """A job is being settled as REVOKED (`reason`: expired or revoked; terminated if
+        `job.terminated`): a worker's task events send `task-revoked`."""
+        ...
+
     async def wait_off_slot(self, wait: Callable[[], Awaitable[object]]) -> bool:
         """Await `wait()` with the job's concurrency slot lent to other work meanwhile (a rate
         limit's wait); False if the worker stopped first: the job is to be given back."""

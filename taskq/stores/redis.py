@@ -32,6 +32,7 @@ from taskq.redis_db import (
 )
 from taskq.stores.base import StoreOptions, TaskMeta
 from taskq.stores.redis_listener import Listener
+from taskq.tls import store_tls
 
 _SCRIPTS = Scripts("taskq.stores", "redis.lua")
 
@@ -46,7 +47,8 @@ class RedisStore:
 
     def __init__(self, url: str, conf: Settings) -> None:
         transport = StoreOptions.read(conf, REDIS_OPTIONS).transport
-        self.settings = RedisSettings.parse(url, transport, conf.broker_pool_limit)
+        tls = store_tls(url, conf)
+        self.settings = RedisSettings.parse(url, transport, conf.broker_pool_limit, tls)
         self._shared = SharedConnection(self.settings)
         self._writes: Batcher[tuple[str, bytes, float | None, bool], None] = Batcher(self._write)
         self._listener = Listener(lambda: self.connection)

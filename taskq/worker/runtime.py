@@ -92,7 +92,7 @@ class WorkerRuntime:
             await self._reject(delivery, BadArgumentsError(f"{message.task}: {exc}"), message.task)
             return None
         if self._events is not None:
-            self._events.received(message)
+            self._events.received(message, delivery.queue)
         request = Request(
             message, self.hostname, delivery.queue, delivery.delivery_count, self._exchange
         )
@@ -139,6 +139,12 @@ class WorkerRuntime:
 
     async def add_dead_letter(self, queue: str, body: bytes, reason: str) -> None:
         await self.broker.add_dead_letter(queue, body, reason)
+
+    def report_revoked(self, job: Job, reason: str) -> None:
+        if self._events is not None:
+            self._events.revoked(
+                job.message.id, terminated=job.terminated, expired=reason == "expired"
+            )
 
     async def wait_off_slot(self, wait: Callable[[], Awaitable[object]]) -> bool:
         assert self.lend_slot is not None

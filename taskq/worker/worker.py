@@ -37,6 +37,7 @@ from taskq.errors import ConfigurationError
 from taskq.execution.job import Job
 from taskq.execution.processpool import POOLS, PoolSettings, ProcessPool
 from taskq.execution.settlement import settle_lost
+from taskq.serializers import PICKLE_RISK
 from taskq.urls import masked_url
 from taskq.worker.autoscale import Autoscaler
 from taskq.worker.ops import Operations
@@ -263,8 +264,10 @@ class Worker:
 
     def _log_ready(self) -> None:
         """The ready line: what the worker consumes and how, where, and its tasks (Celery's
-        banner on one line)."""
+        banner on one line), after the warning of a worker accepting pickle."""
         app = self.app
+        if "pickle" in app.conf.accept_content:
+            logger.warning(PICKLE_RISK)
         logger.info(
             "Worker %s ready: queues %s, concurrency %d%s, threads %d, prefetch %d, loop %s,"
             " broker %s, results %s%s, tasks: %s",
@@ -500,6 +503,9 @@ class Worker:
     async def _renew_leases(self, visibility: float) -> None:
         while True:
             await anyio.sleep(visibility / RENEWALS_PER_TIMEOUT)
-            async with anyio.create_task_group() as renewals:  # concurrently: one wait in all
-                for delivery in list(self._held):
-                    renewals.start_soon(delivery.extend, visibility)
+            # A renewal still waiting for its broker node at the next round is given up (the
+            # next round tries again): it must not hold back those of reachable nodes.
+            with anyio.move_on_after(visibility / RENEWALS_PER_TIMEOUT):
+                async with anyio.create_task_group() as renewals:  # concurrently
+                    for delivery in list(self._held):
+                        renewals.start_soon(delivery.extend, visibility)

@@ -136,25 +136,38 @@ async def disable(app: TaskQ, entry: str, fields: Fields) -> str:
     return f"beat entry {entry} disabled"
 
 
-# Path: /api/<kind>/<target>/<action>
-ACTIONS: dict[str, dict[str, Action]] = {
+# Path: /api/<kind>/<target>/<action>, with the fields each action takes.
+ACTIONS: dict[str, dict[str, tuple[Action, frozenset[str]]]] = {
     "workers": {
-        "pool-grow": pool_grow,
-        "pool-shrink": pool_shrink,
-        "add-consumer": add_consumer,
-        "cancel-consumer": cancel_consumer,
-        "shutdown": shutdown,
+        "pool-grow": (pool_grow, frozenset({"n"})),
+        "pool-shrink": (pool_shrink, frozenset({"n"})),
+        "add-consumer": (add_consumer, frozenset({"queue"})),
+        "cancel-consumer": (cancel_consumer, frozenset({"queue"})),
+        "shutdown": (shutdown, frozenset()),
     },
-    "tasks": {"revoke": revoke, "terminate": terminate, "retry": retry},
-    "queues": {"purge": purge},
-    "dead-letters": {"replay": replay, "delete": delete},
-    "beat": {"enable": enable, "disable": disable},
+    "tasks": {
+        "revoke": (revoke, frozenset()),
+        "terminate": (terminate, frozenset()),
+        "retry": (retry, frozenset()),
+    },
+    "queues": {"purge": (purge, frozenset({"confirm"}))},
+    "dead-letters": {
+        "replay": (replay, frozenset({"letter_id"})),
+        "delete": (delete, frozenset({"letter_id"})),
+    },
+    "beat": {"enable": (enable, frozenset()), "disable": (disable, frozenset())},
 }
 
 
-def find(kind: str, action: str) -> Action:
+def find(kind: str, action: str, fields: Fields) -> Action:
+    """The action of the path; an unknown one, or a field it does not take, is an error."""
     try:
-        return ACTIONS[kind][action]
+        found, takes = ACTIONS[kind][action]
     except KeyError:
         known = ", ".join(f"{k}/{a}" for k, table in ACTIONS.items() for a in table)
         raise NotFound(f"no action {kind}/<name>/{action}: the actions are {known}") from None
+    unknown = sorted(set(fields) - takes)
+    if unknown:
+        allowed = ", ".join(sorted(takes)) or "no fields"
+        raise ValueError(f"{kind}/{action} does not take {', '.join(unknown)} (it takes {allowed})")
+    return found

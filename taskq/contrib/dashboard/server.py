@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import anyio
 from starlette.applications import Starlette
@@ -43,6 +43,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 
+FEEDBACK = ("notice", "error")  # what the last action said, shown once by the page it went back to
 View = Callable[["Dashboard", Request], Awaitable[dict[str, Any]]]
 
 
@@ -141,9 +142,10 @@ def _page(template: str, view: View) -> Callable[[Request], Awaitable[Response]]
         dashboard = _dashboard(request)
         if not dashboard.monitoring:
             return _not_monitoring()
-        base = request.scope.get("root_path", "")
-        if template == "tasks.html" and request.query_params.get("id", "").strip():
-            return RedirectResponse(f"{base}/tasks/{request.query_params['id'].strip()}", 303)
+        base = _base(request)
+        wanted = request.query_params.get("id", "").strip()
+        if template == "tasks.html" and wanted:  # the search by id opens the task's page
+            return RedirectResponse(f"{base}/tasks/{quote(wanted, safe='')}", 303)
         context: dict[str, Any] = {
             "base": base,
             "page": template,
@@ -183,32 +185,44 @@ def _api(view: View) -> Callable[[Request], Awaitable[Response]]:
     return api
 
 
+def _query(request: Request, *accepted: str) -> dict[str, str]:
+    """The query parameters, but for the last action's feedback; an unknown one is an error."""
+    params = {k: v for k, v in request.query_params.items() if k not in FEEDBACK}
+    views.check_parameters(params, accepted)
+    return params
+
+
 async def _overview(dashboard: Dashboard, request: Request) -> dict[str, Any]:
+    _query(request)
     return await views.overview(dashboard.taskq, dashboard.monitor)
 
 
 async def _workers(dashboard: Dashboard, request: Request) -> dict[str, Any]:
+    _query(request)
     return views.workers(dashboard.monitor)
 
 
 async def _tasks(dashboard: Dashboard, request: Request) -> dict[str, Any]:
-    return views.tasks(dashboard.monitor, dict(request.query_params))
+    return views.tasks(dashboard.monitor, _query(request, *views.TASK_PARAMETERS))
 
 
 async def _task(dashboard: Dashboard, request: Request) -> dict[str, Any]:
+    _query(request)
     return await views.task(dashboard.taskq, dashboard.monitor, request.path_params["task_id"])
 
 
 async def _queues(dashboard: Dashboard, request: Request) -> dict[str, Any]:
+    _query(request)
     return await views.queues(dashboard.taskq, dashboard.monitor)
 
 
 async def _dead_letters(dashboard: Dashboard, request: Request) -> dict[str, Any]:
-    queue = request.query_params.get("queue", "").strip() or None
+    queue = _query(request, "queue").get("queue", "").strip() or None
     return await views.dead_letters(dashboard.taskq, dashboard.monitor, queue)
 
 
 async def _beat(dashboard: Dashboard, request: Request) -> dict[str, Any]:
+    _query(request)
     return await views.beat(dashboard.taskq)
 
 
@@ -262,7 +276,7 @@ async def _action(request: Request) -> Response:
     back = _back(request, fields.pop("next", ""))
     params = request.path_params
     try:
-        action = actions.find(params["kind"], params["action"])
+        action = actions.find(params["kind"], params["action"], fields)
         done = await action(dashboard.taskq, params["target"], fields)
     except (views.NotFound, ValueError) as exc:
         if from_form:
@@ -276,13 +290,19 @@ async def _action(request: Request) -> Response:
 def _here(request: Request) -> str:
     """This page's path and query, without the last action's notice or error: where its
     forms come back to."""
-    kept = [(k, v) for k, v in request.query_params.multi_items() if k not in ("notice", "error")]
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k not in FEEDBACK]
     return request.url.path + (f"?{urlencode(kept)}" if kept else "")
+
+
+def _base(request: Request) -> str:
+    """The path the dashboard is mounted at ('' when it is the whole server)."""
+    base: str = request.scope.get("root_path", "")
+    return base
 
 
 def _back(request: Request, wanted: str) -> str:
     """Where a form goes back to: its `next` path within the dashboard, else the overview."""
-    base: str = request.scope.get("root_path", "")
+    base = _base(request)
     if wanted.startswith(base + "/") and not wanted.startswith("//"):
         return wanted
     return base + "/"
@@ -301,4 +321,6 @@ def _when(epoch: float | None) -> str:
 def _seconds(value: float | None) -> str:
     if value is None:
         return ""
+    if value < 0.001:
+        return f"{value * 1_000_000:.0f} µs"
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from taskq.message import decode, peek_id
 from taskq.routing import known_queues
 from taskq.serializers import SERIALIZERS
 from taskq.stores.base import TaskMeta
+from taskq.suggest import did_you_mean
 from taskq.urls import masked_url
 
 if TYPE_CHECKING:
@@ -33,17 +35,17 @@ class NotFound(LookupError):
 async def overview(app: TaskQ, monitor: Monitor) -> dict[str, Any]:
     workers = monitor.workers.workers()
     rows = await queue_rows(app, monitor)
+    rates = monitor.throughput.rates()
     return {
         "broker": masked_url((await app.connected_broker()).url),
         "workers_online": sum(1 for worker in workers if worker["online"]),
         "workers_offline": sum(1 for worker in workers if not worker["online"]),
         "workers": workers,
-        "throughput": [
-            {"at": at, "succeeded": ok, "failed": bad} for at, ok, bad in monitor.throughput.rates()
-        ],
+        "throughput": [{"at": at, "succeeded": ok, "failed": bad} for at, ok, bad in rates],
+        "throughput_peak": max(ok + bad for _, ok, bad in rates),
         "queues": rows,
         "dead_letters": sum(row["dead_letters"] for row in rows),
-        "active": [record.to_json() for record in monitor.window.active()],
+        "active": [task for worker in workers for task in worker["active"] or []],
         "tasks_in_window": len(monitor.window),
         "max_tasks": monitor.window.max_tasks,
         "events_since": monitor.events_since,
@@ -53,6 +55,17 @@ async def overview(app: TaskQ, monitor: Monitor) -> dict[str, Any]:
 
 def workers(monitor: Monitor) -> dict[str, Any]:
     return {"workers": monitor.workers.workers(), "inspected_at": monitor.workers.at}
+
+
+TASK_PARAMETERS = (*TaskFilter.__dataclass_fields__, "minutes", "page", "id")
+
+
+def check_parameters(params: Iterable[str], accepted: Sequence[str]) -> None:
+    """A query parameter a page does not take is a ValueError naming it, never ignored."""
+    for name in params:
+        if name not in accepted:
+            takes = f"it takes {', '.join(accepted)}" if accepted else "it takes none"
+            raise ValueError(f"unknown parameter {name!r}{did_you_mean(name, accepted)}: {takes}")
 
 
 def task_filter(params: dict[str, str]) -> TaskFilter:
@@ -240,12 +253,13 @@ async def dead_letters(app: TaskQ, monitor: Monitor, queue: str | None) -> dict[
 def _letter(
     app: TaskQ, letter_id: str, reason: str, failed_at: float, body: bytes, meta: TaskMeta | None
 ) -> dict[str, Any]:
+    summary, _, details = reason.partition("\n")  # a reason may carry a traceback
     row: dict[str, Any] = {
         "letter_id": letter_id,
-        "reason": reason,
+        "reason": summary,
         "failed_at": failed_at,
         "task_id": peek_id(body),
-        "traceback": meta.traceback if meta else None,
+        "traceback": (meta.traceback if meta else None) or details.strip() or None,
     }
     try:
         message = decode(body, frozenset(SERIALIZERS), app.conf.task_max_message_bytes)

@@ -148,14 +148,17 @@ class TaskWindow:
 
     def select(self, wanted: TaskFilter, offset: int, limit: int) -> tuple[list[TaskRecord], int]:
         """The page of matching records (newest first) and how many match in all."""
-        matching = [record for record in self.newest_first() if wanted.matches(record)]
-        return matching[offset : offset + limit], len(matching)
+        page: list[TaskRecord] = []
+        total = 0
+        for record in self.newest_first():
+            if wanted.matches(record):
+                if offset <= total < offset + limit:
+                    page.append(record)
+                total += 1
+        return page, total
 
     def children_of(self, task_id: str) -> list[TaskRecord]:
         return [record for record in self._records.values() if record.parent_id == task_id]
-
-    def active(self) -> list[TaskRecord]:
-        return [record for record in self.newest_first() if record.state == states.STARTED]
 
 
 class Throughput:
