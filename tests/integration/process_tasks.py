@@ -4,6 +4,7 @@ them, CPU-bound work, a leak. The broker comes from TASKQ_BROKER_URL."""
 import hashlib
 import logging
 import os
+import signal
 import time
 
 import anyio
@@ -94,3 +95,9 @@ def log_plain(text: str) -> int:
     """Logs `text` from the process that runs it (a pool process, with --pool process)."""
     logging.getLogger("ptest").warning(text)
     return os.getpid()
+
+
+@app.task(name="ptest.die")
+def die() -> None:
+    """Kills the process that runs it."""
+    os.kill(os.getpid(), signal.SIGKILL)
