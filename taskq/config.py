@@ -23,7 +23,9 @@ from taskq.compression import compression_name
 from taskq.errors import ConfigurationError
 from taskq.options import parse_rate
 from taskq.serializers import SERIALIZERS
+from taskq.signing import Signing
 from taskq.suggest import did_you_mean
+from taskq.tls import TLSOptions
 
 ENV_PREFIX = "TASKQ_"
 logger = logging.getLogger("taskq.config")
@@ -35,12 +37,9 @@ QUEUE_OPTIONS = frozenset(
 
 # Celery settings taskq does not take (yet), and why: naming one is an error that says so,
 # so a celeryconfig.py never loads with a line that quietly does nothing.
-_RECYCLING = "a worker is one process; recycling comes with the process model"
+_HMAC = "taskq signs messages with HMAC: set message_signing_key (docs/security.md)"
 CELERY_UNSUPPORTED: dict[str, str] = {
-    "worker_max_tasks_per_child": _RECYCLING,
-    "worker_max_memory_per_child": _RECYCLING,
-    "worker_pool": "tasks run on the event loop, or in threads for plain functions",
-    "worker_autoscaler": "set worker_concurrency; autoscaling comes with the process model",
+    "worker_autoscaler": "taskq worker --autoscale MAX,MIN scales the task slots itself",
     "worker_state_db": "revocations are kept in the result store, shared by every worker",
     "worker_direct": "there are no per-worker queues; route to a queue a worker consumes",
     "worker_disable_rate_limits": "set no rate_limit (nor task_default_rate_limit) instead",
@@ -60,16 +59,14 @@ CELERY_UNSUPPORTED: dict[str, str] = {
     "task_remote_tracebacks": "tracebacks are always stored with a failure",
     "task_store_errors_even_if_ignored": "a task with ignore_result stores no state at all",
     "task_inherit_parent_priority": "give the priority on the call or the task",
-    "broker_use_ssl": "put the TLS options in the URL (rediss://, amqps://)",
-    "redis_backend_use_ssl": "put the TLS options in the URL (rediss://)",
     "broker_heartbeat": "RabbitMQ heartbeats take the URL's ?heartbeat= parameter",
     "broker_failover_strategy": "the URLs of a fail-over list are tried until one answers",
     "beat_scheduler": "beat keeps its schedule in the result store, shared by every beat",
     "beat_schedule_filename": "beat keeps its schedule in the result store, shared by every beat",
     "beat_sync_every": "beat writes its state at every run",
-    "security_key": "message signing is not built yet",
-    "security_certificate": "message signing is not built yet",
-    "security_cert_store": "message signing is not built yet",
+    "security_key": _HMAC,
+    "security_certificate": _HMAC,
+    "security_cert_store": _HMAC,
     "cache_backend": "use result_backend",
     "database_url": "use result_backend (sqlite:///path)",
 }
@@ -88,6 +85,10 @@ class Settings:
     broker_url: str | None = None
     result_backend: str | None = None
     broker_transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # TLS options (Celery's: ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile), or True:
+    # taskq.tls. The store takes broker_use_ssl when it is on the broker's server.
+    broker_use_ssl: dict[str, Any] | bool | None = None
+    redis_backend_use_ssl: dict[str, Any] | bool | None = None
     broker_pool_limit: int | None = None
     # Connecting: a worker or beat retries at startup; how long a publish may wait (None: as
     # long as the broker's own window, Redis' `reconnect_timeout`, RabbitMQ's `publish_timeout`).
@@ -110,6 +111,11 @@ class Settings:
     task_serializer: str = "json"
     task_compression: str | None = None
     accept_content: list[str] = dataclasses.field(default_factory=lambda: ["json"])
+    # A key, or keys (the first signs, all verify): taskq.signing. Never in a repr.
+    message_signing_key: str | bytes | list[str | bytes] | None = dataclasses.field(
+        default=None, repr=False
+    )
+    message_signing_required: bool | None = None  # None: True once there is a key
     task_max_message_bytes: int = defaults.MAX_MESSAGE_BYTES
     task_acks_late: bool = False
     task_reject_on_worker_lost: bool = True
@@ -120,6 +126,11 @@ class Settings:
     task_eager_propagates: bool = False
     result_expires: float | None = defaults.RESULT_EXPIRES
     worker_concurrency: int = 100
+    worker_processes: int = 1  # worker processes under a supervisor; 0: one per core
+    worker_pool: str = "thread"  # where plain functions run: "thread" or "process"
+    worker_pool_processes: int | None = None  # the process pool's size; None: one per core
+    worker_max_tasks_per_child: int | None = None  # a pool (or worker) process is recycled
+    worker_max_memory_per_child: int | None = None  # KB of resident memory: recycled past it
     worker_threads: int = 10
     worker_prefetch_multiplier: int = 4
     worker_shutdown_timeout: float = 30.0
@@ -129,7 +140,7 @@ class Settings:
     worker_log_format: str = "text"  # "json", or a logging format string as Celery's
     worker_send_task_events: bool = False  # task events (taskq.events); `taskq worker -E`
     task_send_sent_event: bool = False  # producers send task-sent events
-    event_retention: float = 600.0  # seconds of task events Redis keeps for a late reader
+    event_retention: float = 600.0  # seconds of task events Redis and RabbitMQ keep
     beat_schedule: dict[str, Any] = dataclasses.field(default_factory=dict)
     beat_max_loop_interval: float = 300.0
     beat_lease_ttl: float = 10.0
@@ -200,6 +211,24 @@ class Settings:
         for name in ("worker_concurrency", "worker_threads", "worker_prefetch_multiplier"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1")
+        if type(self.worker_processes) is not int or self.worker_processes < 0:
+            raise ConfigurationError(
+                "worker_processes must be an integer >= 0 (0: one per core),"
+                f" not {self.worker_processes!r}"
+            )
+        if self.worker_pool not in ("thread", "process"):
+            hint = " (Celery's prefork is 'process')" if self.worker_pool == "prefork" else ""
+            raise ConfigurationError(
+                f"worker_pool must be 'thread' or 'process', not {self.worker_pool!r}{hint}"
+            )
+        for name in (
+            "worker_pool_processes",
+            "worker_max_tasks_per_child",
+            "worker_max_memory_per_child",
+        ):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < 1):
+                raise ConfigurationError(f"{name} must be an integer >= 1 or None, not {value!r}")
         retention = self.event_retention
         if not isinstance(retention, int | float) or isinstance(retention, bool) or retention <= 0:
             raise ConfigurationError(
@@ -210,6 +239,9 @@ class Settings:
             raise ConfigurationError(
                 f"worker_heartbeat_interval must be a positive number of seconds, not {heartbeat!r}"
             )
+        self.signing()
+        for setting in ("broker_use_ssl", "redis_backend_use_ssl"):
+            TLSOptions.read(getattr(self, setting), setting)
         unknown = set(self.accept_content) - set(SERIALIZERS)
         if unknown:
             raise ConfigurationError(f"accept_content names unknown serializers: {sorted(unknown)}")
@@ -263,6 +295,10 @@ class Settings:
                 "enable_utc=False is not supported by taskq: times are kept in UTC"
                 " (set `timezone` for the crontab schedules)"
             )
+
+    def signing(self) -> Signing | None:
+        """How messages are signed and verified: None without a `message_signing_key`."""
+        return Signing.from_setting(self.message_signing_key, self.message_signing_required)
 
     def default_queues(self) -> list[str]:
         """What a worker consumes when told no queues: `task_queues`, else the default."""
@@ -460,6 +496,8 @@ def _parse_env(key: str, name: str, raw: str) -> Any:
     try:
         if raw == "" and "None" in annotation:
             return None
+        if "list[" in annotation and raw.lstrip().startswith("["):  # a key, or a list of keys
+            return orjson.loads(raw)
         if annotation.startswith("bool"):
             return _parse_bool(raw)
         if annotation.startswith("int"):

@@ -24,7 +24,7 @@ import orjson
 
 from taskq import defaults
 from taskq.brokers.base import Broker
-from taskq.message import Message, encode
+from taskq.message import Message
 from taskq.options import parse_rate
 from taskq.suggest import did_you_mean
 
@@ -245,9 +245,9 @@ class Control:
         ]
         if refused:
             raise ValueError(f"a broadcast task runs now, on every worker: no {', '.join(refused)}")
-        body = encode(message, self.app.conf.task_max_message_bytes)
-        await self.app.middleware.before_publish(message)
         broker = await self.app.connected_broker()
+        body = broker.options.encode(message)
+        await self.app.middleware.before_publish(message)
         request = {"op": BROADCAST_TASK, "queue": message.queue, "body": b64encode(body).decode()}
         await broker.broadcast(CONTROL_CHANNEL, orjson.dumps(request))
         await self.app.middleware.after_publish(message)

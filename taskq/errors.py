@@ -40,6 +40,15 @@ class ContentRefusedError(MessageError):
     """A message's serializer is not in `accept_content`."""
 
 
+class SignatureError(MessageError):
+    """A message whose signature does not verify, or an unsigned one where one is required."""
+
+
+class TLSError(ConfigurationError):
+    """A TLS handshake failed: the server's certificate was not trusted, or it refused the
+    client's. Never retried: it will not mend itself."""
+
+
 class NotRegisteredError(TaskQError):
     """A task name that the app does not know."""
 

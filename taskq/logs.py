@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from taskq.execution.logcontext import current_job
+from taskq.urls import masked_url
 
 TEXT_FORMAT = "[%(asctime)s %(levelname)s %(name)s] %(message)s"
 
@@ -26,8 +27,17 @@ def configure_logging(level: int, log_format: str = "text", worker: str | None =
     if log_format == "json":
         handler.setFormatter(JsonFormatter(worker))
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT if log_format == "text" else log_format))
+        handler.setFormatter(MaskingFormatter(TEXT_FORMAT if log_format == "text" else log_format))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+class MaskingFormatter(logging.Formatter):
+    """A formatter whose lines never show a URL's password, whoever logged it (a client
+    library's error, a traceback): a second line of defence behind `masked_url` where taskq
+    names a URL."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return masked_url(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -57,7 +67,7 @@ class JsonFormatter(logging.Formatter):
                 line["trace_id"] = trace_id
         if record.exc_info:
             line["traceback"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+        return masked_url(orjson.dumps(line, default=str).decode())
 
 
 def _trace_id(traceparent: object) -> str | None:

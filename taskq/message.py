@@ -11,8 +11,8 @@ anything.
 
 With `compression` (gzip), the body is used for JSON arguments too, compressed.
 
-Imports nothing of taskq but `errors`, `serializers`, `compression`, `typed_json` and
-`elements`.
+Imports nothing of taskq but `errors`, `serializers`, `compression`, `typed_json`,
+`signing` and `elements`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from taskq.compression import compress, decompress
 from taskq.elements import check_element, check_elements
 from taskq.errors import MessageError, MessageTooLargeError
 from taskq.serializers import check_accepted, get_serializer
+from taskq.signing import Signing
 
 ENVELOPE_VERSION = 1
 JSON = "json"
@@ -138,9 +139,10 @@ def _compile_envelope() -> Callable[[Message], dict[str, Any]]:
 _envelope = _compile_envelope()
 
 
-def encode(message: Message, max_bytes: int | None = None) -> bytes:
-    """The envelope's bytes; `MessageTooLargeError` past `max_bytes` (which bounds the
-    arguments before compression too: a worker refuses to inflate a body past it)."""
+def encode(message: Message, max_bytes: int | None = None, signing: Signing | None = None) -> bytes:
+    """The envelope's bytes, signed with `signing`; `MessageTooLargeError` past `max_bytes`
+    (which bounds the arguments before compression too: a worker refuses to inflate a body
+    past it)."""
     data = _envelope(message)
     if message.content_type != JSON or message.compression is not None:
         try:
@@ -156,6 +158,8 @@ def encode(message: Message, max_bytes: int | None = None) -> bytes:
         raw = typed_json.dumps(data)
     except TypeError as exc:
         raise _unserializable(message, exc) from exc
+    if signing is not None:
+        raw = signing.sign(raw)
     _check_size(message, len(raw), max_bytes, "message")
     return raw
 
@@ -188,9 +192,15 @@ def decode(
     max_bytes: int = defaults.MAX_MESSAGE_BYTES,
 ) -> Message:
     """Parse and validate an envelope; `MessageError` (or `ContentRefusedError`) says why not.
-    A compressed body may not inflate past `max_bytes`."""
+    Bounded before anything is parsed: `max_bytes` of envelope, and a compressed body may not
+    inflate past it; `defaults.MAX_NESTING` levels of arrays and objects."""
+    if len(raw) > max_bytes:
+        raise MessageTooLargeError(
+            f"malformed message: {len(raw)} bytes, over the limit of {max_bytes}"
+            " (task_max_message_bytes)"
+        )
     try:
-        data = typed_json.loads(raw)
+        data = typed_json.loads(raw, defaults.MAX_NESTING)
     except orjson.JSONDecodeError as exc:
         raise MessageError(f"malformed message: not JSON ({exc})") from None
     except MessageError as exc:
@@ -209,6 +219,9 @@ def decode(
         _refuse(message)
     if message.priority is not None and not 0 <= message.priority <= 9:
         raise MessageError(f"malformed message: priority {message.priority!r} is not 0-9")
+    for name, place in (("group_index", message.group_index), ("group_size", message.group_size)):
+        if place is not None and place < 0:
+            raise MessageError(f"malformed message: {name} {place!r} is negative")
     if message.chain or message.chord is not None or message.callbacks or message.errbacks:
         _check_workflow(message)
     serializer = check_accepted(message.content_type, accept_content)
@@ -277,4 +290,8 @@ def _decode_body(payload: bytes, loads: Any) -> tuple[list[Any], dict[str, Any]]
         raise MessageError(f"malformed message: body does not decode ({exc!r})") from None
     if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
         raise MessageError("malformed message: body is not [args, kwargs]")
+    try:
+        typed_json.check_depth([args, kwargs], defaults.MAX_NESTING)
+    except MessageError as exc:
+        raise MessageError(f"malformed message: body {exc}") from None
     return list(args), kwargs

@@ -47,7 +47,14 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from taskq.errors import BrokerUnavailable, ConfigurationError, LoginRefusedError, NotConnectedError
+from taskq.errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    LoginRefusedError,
+    NotConnectedError,
+    TaskQError,
+)
+from taskq.tls import TLSOptions, tls_error
 from taskq.urls import alternatives, masked_url
 
 T = TypeVar("T")
@@ -105,10 +112,15 @@ class RedisSettings:
     prefix: str = DEFAULT_PREFIX
     reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT
     max_connections: int | None = None  # `broker_pool_limit`: None for as many as needed
+    tls: TLSOptions | None = None  # `broker_use_ssl` / `redis_backend_use_ssl`, for rediss://
 
     @classmethod
     def parse(
-        cls, url: str, transport: dict[str, Any] | None, max_connections: int | None = None
+        cls,
+        url: str,
+        transport: dict[str, Any] | None,
+        max_connections: int | None = None,
+        tls: TLSOptions | None = None,
     ) -> RedisSettings:
         """Settings from the URL, whose `cluster` and `prefix` parameters win over `transport`.
 
@@ -132,7 +144,7 @@ class RedisSettings:
                 f"the Redis key prefix must be a string without braces: {prefix!r}"
             )
         if cluster and parts.path.strip("/") not in ("", "0"):
-            raise ConfigurationError(f"Redis Cluster has only database 0: {url!r}")
+            raise ConfigurationError(f"Redis Cluster has only database 0: {masked_url(url)!r}")
         if cluster and max_connections is not None:
             raise ConfigurationError(
                 "broker_pool_limit is not supported with Redis Cluster: a client there opens"
@@ -146,6 +158,7 @@ class RedisSettings:
             prefix=prefix,
             reconnect_timeout=float(options.get("reconnect_timeout", DEFAULT_RECONNECT_TIMEOUT)),
             max_connections=max_connections,
+            tls=tls,
         )
 
 
@@ -200,9 +213,10 @@ class _Connection(Connection):
 MAX_CONNECTIONS = 10_000
 
 
-def _client_options() -> dict[str, Any]:
+def _client_options(tls: TLSOptions | None) -> dict[str, Any]:
     # No retries inside redis-py: `retrying` retries with backoff and logs the outage.
     return {
+        **(tls.redis_options() if tls is not None else {}),
         "connection_class": _Connection,  # redis-py puts its own for rediss:// and unix://
         "retry": Retry(NoBackoff(), 0),
         "socket_connect_timeout": CONNECT_TIMEOUT,
@@ -229,15 +243,15 @@ class RedisConnection:
         if settings.cluster:
             others = [ClusterNode(host, port) for host, port in settings.nodes[1:]]
             self.client = RedisCluster.from_url(
-                settings.url, startup_nodes=others, **_client_options()
+                settings.url, startup_nodes=others, **_client_options(settings.tls)
             )
         else:
-            self.node = self.client = Redis.from_url(settings.url, **_client_options())
+            self.node = self.client = Redis.from_url(settings.url, **_client_options(settings.tls))
         if settings.max_connections is not None:
             # Commands wait for one of at most `max_connections` connections.
             pool = BlockingConnectionPool.from_url(
                 settings.url,
-                **{**_client_options(), "max_connections": settings.max_connections},
+                **{**_client_options(settings.tls), "max_connections": settings.max_connections},
                 timeout=None,
             )
             self.client = Redis(connection_pool=pool)
@@ -320,11 +334,14 @@ class SharedConnection:
             await connection.aclose()
 
 
-def connect_error(url: str, exc: BaseException) -> BrokerUnavailable | LoginRefusedError | None:
+def connect_error(url: str, exc: BaseException) -> TaskQError | None:
     """What a failed first connection to Redis at `url` means, in one line; None for an
     error that is not about connecting (it is raised as it is)."""
     if isinstance(exc, RedisClusterException):  # no node of the cluster answered
         exc = exc.__cause__ or exc
+    tls = tls_error(f"Redis at {masked_url(url)}", exc)
+    if tls is not None:
+        return tls
     if isinstance(exc, AuthenticationError):
         parts = urlsplit(url)
         if parts.password is None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+import reprlib
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -96,12 +97,26 @@ def dumps(value: Any, option: int = 0) -> bytes:
     return raw
 
 
-def loads(raw: bytes) -> Any:
+def loads(raw: bytes, max_depth: int | None = None) -> Any:
     """The value of JSON bytes, its tagged values read back as their types; a dict of
     another `__type__` stays a dict. `orjson.JSONDecodeError`, or `MessageError` for a
-    tagged value that does not parse."""
-    value = orjson.loads(raw)
+    tagged value that does not parse or a value nested deeper than `max_depth`."""
+    value = orjson.loads(raw)  # itself refuses more than 1024 levels
+    if max_depth is not None and raw.count(b"[") + raw.count(b"{") > max_depth:
+        check_depth(value, max_depth)  # only a value with that many brackets can be as deep
     return _read_tags(value) if raw.find(_MARK) != -1 else value
+
+
+def check_depth(value: Any, max_depth: int) -> None:
+    """`MessageError` when lists and dicts in `value` nest deeper than `max_depth`; without
+    recursion, so any depth is safe to look at."""
+    stack = [(value, 1)] if type(value) in _CONTAINERS else []
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if type(item) is dict else item
+        if depth > max_depth:
+            raise MessageError(f"nested deeper than {max_depth} levels")
+        stack.extend((child, depth + 1) for child in children if type(child) in _CONTAINERS)
 
 
 def _write_tagged(value: Any) -> dict[str, Any]:
@@ -165,6 +180,9 @@ def _dataclass_fields(value: Any) -> dict[str, Any]:
     }
 
 
+_CONTAINERS = (dict, list)
+
+
 def _read_tags(value: Any) -> Any:
     """`value` (fresh from orjson, changed in place) with its tagged values read."""
     if type(value) is dict:
@@ -183,4 +201,6 @@ def _read(tag: str, value: Any) -> Any:
     try:
         return _READERS[tag](value)
     except (TypeError, ValueError, KeyError, ArithmeticError) as exc:  # decimal's are arithmetic
-        raise MessageError(f"tagged {tag} {value!r} does not parse ({exc})") from None
+        raise MessageError(
+            f"tagged {tag} {reprlib.repr(value)} does not parse ({reprlib.repr(str(exc))[1:-1]})"
+        ) from None

@@ -6,9 +6,10 @@ Imports nothing of taskq but `errors`.
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from taskq.errors import ConfigurationError
 
@@ -31,7 +32,9 @@ def load_backend_class(url: str, registry: dict[str, str], kind: str) -> Any:
     scheme = urlsplit(url).scheme
     if "://" not in url or scheme not in registry:
         known = ", ".join(f"{name}://" for name in registry)
-        raise ConfigurationError(f"unsupported {kind} URL {url!r} (expected one of {known})")
+        raise ConfigurationError(
+            f"unsupported {kind} URL {masked_url(url)!r} (expected one of {known})"
+        )
     module_name, class_name = registry[scheme].split(":")
     try:
         module = importlib.import_module(module_name)
@@ -52,12 +55,31 @@ def sqlite_path(url: str) -> Path:
     return Path(url[len(prefix) :])
 
 
-def masked_url(url: str) -> str:
-    """`url` with its password, if any, as `***`: fit for a log line or an error."""
-    if ";" in url:
-        return ";".join(masked_url(part) for part in alternatives(url))
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+# A URL's password: after `scheme://user:`, up to the last `@` before a space or a quote (so
+# a password with an unescaped `@` is masked whole, at worst with some of the host), and a
+# query parameter whose name holds "password".
+_PASSWORDS = re.compile(
+    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s'\"/:@]*:)(?P<password>[^\s'\"]*)@"
+    r"|(?P<name>[?&][^=&\s'\"]*password[^=&\s'\"]*=)[^&\s'\"]*",
+    re.IGNORECASE,
+)
+
+
+_PLACEHOLDER = "password"
+
+
+def masked_url(text: str) -> str:
+    """`text` (a URL, or a line naming URLs) with every URL's password as `***`: fit for a
+    log line or an error. The URLs of a fail-over list (`url1;url2`) are masked each."""
+    if "://" not in text and "password" not in text.lower():
+        return text
+    return ";".join(_PASSWORDS.sub(_mask, part) for part in text.split(";"))
+
+
+def _mask(match: re.Match[str]) -> str:
+    head = match["head"]
+    if head is None:
+        return f"{match['name']}***"
+    if match["password"] == _PLACEHOLDER:  # a hint's example URL, as in "redis://:password@"
+        return match[0]
+    return f"{head}***@"

@@ -49,6 +49,7 @@ from taskq.brokers.amqp_consumer import (
     to_milliseconds,
     winding_down,
 )
+from taskq.brokers.amqp_events import EventStream
 from taskq.brokers.amqp_topology import (
     OPTIONS as AMQP_OPTIONS,
 )
@@ -76,7 +77,8 @@ from taskq.errors import (
     NotConnectedError,
     UnsupportedError,
 )
-from taskq.message import Message, encode
+from taskq.message import Message
+from taskq.tls import TLSOptions
 from taskq.urls import masked_url
 
 REASON_HEADER = "taskq-reason"
@@ -127,6 +129,7 @@ class AMQPBroker(Broker):
     def __init__(self, url: str, conf: Settings) -> None:
         super().__init__(url, conf)
         self._url = url
+        self._tls = TLSOptions.read(conf.broker_use_ssl, "broker_use_ssl", url)
         self._config = AMQPConfig.from_settings(self.transport, conf)
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -135,6 +138,9 @@ class AMQPBroker(Broker):
         self._held: Counter[str] = Counter()  # deliveries this process holds, per queue
         self._consumers: set[Consumer] = set()
         self._subscriptions: set[MemoryObjectSendStream[bytes]] = set()
+        self._events = EventStream(
+            self._config.default_exchange, conf.event_retention, self._config.publish_timeout
+        )
 
     async def connect(self) -> None:
         if self._connection is not None:
@@ -143,6 +149,7 @@ class AMQPBroker(Broker):
             self._url,
             reconnect_interval=self._config.reconnect_interval,
             timeout=self._config.publish_timeout,
+            ssl_context=None if self._tls is None else self._tls.context(),
         )
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -200,7 +207,7 @@ class AMQPBroker(Broker):
 
     def _outgoing(self, message: Message, queue: str, now: float) -> _Outgoing:
         """Route a message: straight to its queue (or its delay bucket), or through an exchange."""
-        body = encode(message, self.options.max_message_bytes)
+        body = self.options.encode(message)
         delay = message.eta - now if message.eta is not None else 0.0
         headers = {ETA_HEADER: to_milliseconds(message.eta)} if message.eta and delay > 0 else {}
         properties = _properties(message.priority, headers)
@@ -359,6 +366,21 @@ class AMQPBroker(Broker):
             self._subscriptions.discard(send)
             with winding_down(self._config.publish_timeout):
                 await channel.close()
+
+    # Task events: a stream queue kept for `event_retention` seconds (amqp_events.py).
+    KEEPS_EVENTS = True
+
+    async def publish_events(self, payload: bytes) -> None:
+        properties = Basic.Properties(content_type=JSON_CONTENT_TYPE)
+        stream = self._events.name
+        await self._publish(_Outgoing("", stream, payload, properties, self._events_stream))
+
+    def read_events(self, since: float | None) -> Broadcasts:
+        return self._events.read(self._open_channel, since)
+
+    async def _events_stream(self) -> None:
+        if self._events.name not in self._queues:
+            self._queues[self._events.name] = await self._events.declare(self._publisher())
 
     # -- inspection -----------------------------------------------------------------
 

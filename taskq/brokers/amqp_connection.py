@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -28,6 +29,7 @@ from yarl import URL
 
 from taskq.brokers.amqp_consumer import winding_down
 from taskq.errors import BrokerUnavailable, LoginRefusedError
+from taskq.tls import tls_error
 from taskq.urls import alternatives, masked_url
 
 logger = logging.getLogger("taskq.brokers.amqp")
@@ -39,14 +41,22 @@ _OPEN_REFUSED = "Connection.OpenOk"
 
 
 async def open_robust_connection(
-    url: str, *, reconnect_interval: float, timeout: float
+    url: str,
+    *,
+    reconnect_interval: float,
+    timeout: float,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AbstractRobustConnection:
-    """The robust connection to `url`, or one line saying why it did not open. A connect
-    that fails or is cancelled (a caller's deadline) is closed: left alone, aio-pika would go
-    on connecting in the background."""
+    """The robust connection to `url` (over TLS with `ssl_context`; several URLs: the nodes
+    of a cluster), or one line saying why it did not open. A connect that fails or is
+    cancelled (a caller's deadline) is closed: left alone, aio-pika would go on connecting in
+    the background."""
     urls = [URL(node) for node in alternatives(url)]
     connection = FailoverConnection(
-        urls, unreachable_after=timeout, reconnect_interval=reconnect_interval
+        urls,
+        unreachable_after=timeout,
+        reconnect_interval=reconnect_interval,
+        ssl_context=ssl_context,
     )
     with _unlogged(_FIRST_CONNECTION_LOGGERS):
         try:
@@ -54,6 +64,9 @@ async def open_robust_connection(
         except BaseException as exc:
             with winding_down(timeout):
                 await connection.close()
+            tls = tls_error(f"RabbitMQ at {masked_url(url)}", exc)
+            if tls is not None:
+                raise tls from None
             if isinstance(exc, CONNECTION_EXCEPTIONS):
                 raise _explained(url, exc, timeout) from None
             raise

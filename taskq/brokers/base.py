@@ -23,7 +23,8 @@ from taskq import defaults
 from taskq.config import Settings, checked_options
 from taskq.defaults import POLLING_INTERVAL, VISIBILITY_TIMEOUT
 from taskq.errors import ConfigurationError
-from taskq.message import Message
+from taskq.message import Message, encode
+from taskq.signing import Signing
 from taskq.urls import load_backend_class
 
 DEAD_LETTER_SUFFIX = ".dlq"
@@ -37,11 +38,17 @@ logger = logging.getLogger("taskq.brokers")
 @dataclass(frozen=True, slots=True)
 class BrokerOptions:
     """What every broker reads: `visibility_timeout` and `polling_interval` of
-    `broker_transport_options`, and `task_max_message_bytes`."""
+    `broker_transport_options`, `task_max_message_bytes`, and how envelopes are signed
+    (`message_signing_key`)."""
 
     visibility_timeout: float = defaults.VISIBILITY_TIMEOUT
     polling_interval: float = defaults.POLLING_INTERVAL
     max_message_bytes: int = defaults.MAX_MESSAGE_BYTES
+    signing: Signing | None = None
+
+    def encode(self, message: Message) -> bytes:
+        """The envelope as this broker sends it: bounded in size, signed."""
+        return encode(message, self.max_message_bytes, self.signing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +189,7 @@ class Broker(ABC):
             visibility_timeout=_seconds(transport, "visibility_timeout", VISIBILITY_TIMEOUT),
             polling_interval=_seconds(transport, "polling_interval", POLLING_INTERVAL),
             max_message_bytes=conf.task_max_message_bytes,
+            signing=conf.signing(),
         )
         self.transport = {k: v for k, v in transport.items() if k not in COMMON_OPTIONS}
 

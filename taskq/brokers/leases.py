@@ -18,8 +18,8 @@ from typing import Protocol
 
 import anyio
 
-from taskq.brokers.base import Delivery
-from taskq.message import Message, encode
+from taskq.brokers.base import BrokerOptions, Delivery
+from taskq.message import Message
 from taskq.wakeups import Backoff, wake_generation
 
 
@@ -66,11 +66,11 @@ class LeaseStore(Protocol):
 Claim = Callable[[int], Awaitable[tuple[list[Claimed], float | None]]]
 
 
-def outgoing(items: Sequence[tuple[Message, str]], max_bytes: int) -> list[Outgoing]:
+def outgoing(items: Sequence[tuple[Message, str]], options: BrokerOptions) -> list[Outgoing]:
     """Encode every message first, so that one too large enqueues nothing."""
     now = time.time()
     return [
-        Outgoing(queue, encode(message, max_bytes), message.priority or 0, message.eta or now)
+        Outgoing(queue, options.encode(message), message.priority or 0, message.eta or now)
         for message, queue in items
     ]
 

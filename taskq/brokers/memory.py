@@ -189,7 +189,7 @@ class MemoryBroker(Broker):
         await anyio.lowlevel.checkpoint()
 
     async def publish_many(self, items: Sequence[tuple[Message, str]]) -> None:
-        messages = outgoing(items, self.options.max_message_bytes)
+        messages = outgoing(items, self.options)
         now = time.time()
         with self._state.lock:
             for message in messages:

@@ -30,7 +30,7 @@ from taskq.brokers.base import Broadcasts, Broker, DeadLetter, Delivery, Schedul
 from taskq.brokers.redis_consumer import GROUP, Consumer, ms
 from taskq.config import Settings
 from taskq.errors import BrokerUnavailable
-from taskq.message import Message, encode
+from taskq.message import Message
 from taskq.redis_db import (
     OPTIONS as REDIS_OPTIONS,
 )
@@ -45,6 +45,7 @@ from taskq.redis_db import (
     close_pubsub,
     retrying,
 )
+from taskq.tls import TLSOptions
 from taskq.urls import masked_url
 
 BANDS = 10
@@ -88,10 +89,11 @@ class QueueKeys:
     def dead(self) -> str:
         return self.keys[BANDS + 2]
 
-    def chord(self, group_id: str) -> tuple[str, str]:
-        """The recorded members and the done marker of a chord whose callback goes here."""
+    def chord(self, group_id: str) -> tuple[str, str, str]:
+        """The recorded members, the done marker and the added members of a chord whose
+        callback goes here."""
         chord = f"{self.base}chord:{group_id}:"
-        return f"{chord}results", f"{chord}done"
+        return f"{chord}results", f"{chord}done", f"{chord}added"
 
 
 class RedisBroker(Broker):
@@ -105,7 +107,8 @@ class RedisBroker(Broker):
 
     def __init__(self, url: str, conf: Settings) -> None:
         super().__init__(url, conf)
-        self.settings = RedisSettings.parse(url, self.transport, conf.broker_pool_limit)
+        tls = TLSOptions.read(conf.broker_use_ssl, "broker_use_ssl", url)
+        self.settings = RedisSettings.parse(url, self.transport, conf.broker_pool_limit, tls)
         self._shared = SharedConnection(self.settings)
         self._keys: dict[str, QueueKeys] = {}
         self._event_retention = conf.event_retention
@@ -175,7 +178,7 @@ class RedisBroker(Broker):
         now = time.time()
         by_queue: dict[str, list[Any]] = {}
         for message, queue in items:
-            body = encode(message, self.options.max_message_bytes)
+            body = self.options.encode(message)
             by_queue.setdefault(queue, []).extend((*placement(message, now), body))
         step = 4 * PUBLISH_CHUNK  # four arguments per message
         commands = [

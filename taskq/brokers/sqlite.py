@@ -268,7 +268,7 @@ class SQLiteBroker(Broker):
         await self._db.close()
 
     async def publish_many(self, items: Sequence[tuple[Message, str]]) -> None:
-        messages = outgoing(items, self.options.max_message_bytes)
+        messages = outgoing(items, self.options)
         await self._run(_insert, messages)
         wake(self._key)
 

@@ -22,7 +22,6 @@ import anyio
 from taskq import states
 from taskq.errors import Retry
 from taskq.execution.job import CallNext, Job, Outcome, Runtime
-from taskq.message import encode
 from taskq.stores.base import exception_type
 
 logger = logging.getLogger("taskq.worker")
@@ -54,7 +53,7 @@ class Retries:
 
     async def _bury(self, job: Job, reason: str) -> None:
         if job.delivery.settled:
-            await self._runtime.add_dead_letter(job.delivery.queue, encode(job.message), reason)
+            await self._runtime.add_dead_letter(job.delivery.queue, job.delivery.body, reason)
         else:
             await job.delivery.dead_letter(reason)
 

@@ -125,7 +125,7 @@ async def revoked(worker: Worker, runtime: WorkerRuntime) -> list[str]:
 
 
 async def conf(worker: Worker, runtime: WorkerRuntime) -> dict[str, Any]:
-    """The worker's settings, passwords in URLs masked."""
+    """The worker's settings, passwords in URLs and signing keys masked."""
     conf = worker.app.conf
     settings = {
         f.name: getattr(conf, f.name) for f in fields(Settings) if not f.name.startswith("_")
@@ -133,6 +133,8 @@ async def conf(worker: Worker, runtime: WorkerRuntime) -> dict[str, Any]:
     for name in ("broker_url", "result_backend"):
         if settings[name] is not None:
             settings[name] = masked_url(settings[name])
+    if settings["message_signing_key"] is not None:
+        settings["message_signing_key"] = "***"
     return settings
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from taskq.app import TaskQ
     from taskq.events import EventSender
     from taskq.execution.pipeline import Stage
+    from taskq.execution.processpool import ProcessPool
     from taskq.worker.metrics import WorkerMetrics
 
 logger = logging.getLogger("taskq.worker")
@@ -49,6 +50,7 @@ class WorkerRuntime:
         hostname: str,
         threads: anyio.CapacityLimiter,
         *,
+        processes: ProcessPool | None = None,
         metrics: WorkerMetrics | None = None,
         outermost: Sequence[Stage] = (),
         settled: Sequence[Stage] = (),
@@ -59,8 +61,10 @@ class WorkerRuntime:
         self.store = store
         self.hostname = hostname
         self.threads: anyio.CapacityLimiter | None = threads
+        self.processes = processes
         self.accept_content = frozenset(app.conf.accept_content)
         self.max_message_bytes = app.conf.task_max_message_bytes
+        self.signing = broker.options.signing
         self.states = StateWriter(store, app.conf.result_expires)
         self.revoked = RevokedIds(app.control.revoke_ttl)
         self.chord_counter = chord_counter
@@ -74,9 +78,11 @@ class WorkerRuntime:
 
     async def receive(self, delivery: Delivery) -> Job | None:
         """The job of a fresh delivery; a bad one is dead-lettered (and its task marked
-        FAILURE): a malformed message, an unknown task, arguments that do not fit."""
+        FAILURE): a bad signature, a malformed message, an unknown task, arguments that do
+        not fit. The signature is checked before anything of the body is parsed."""
         try:
-            message = decode(delivery.body, self.accept_content, self.max_message_bytes)
+            body = delivery.body if self.signing is None else self.signing.verified(delivery.body)
+            message = decode(body, self.accept_content, self.max_message_bytes)
             task = self.app.get_task(message.task)
             task.bind_arguments(message.args, message.kwargs)
         except (MessageError, NotRegisteredError) as exc:
@@ -86,7 +92,7 @@ class WorkerRuntime:
             await self._reject(delivery, BadArgumentsError(f"{message.task}: {exc}"), message.task)
             return None
         if self._events is not None:
-            self._events.received(message)
+            self._events.received(message, delivery.queue)
         request = Request(
             message, self.hostname, delivery.queue, delivery.delivery_count, self._exchange
         )
@@ -133,6 +139,12 @@ class WorkerRuntime:
 
     async def add_dead_letter(self, queue: str, body: bytes, reason: str) -> None:
         await self.broker.add_dead_letter(queue, body, reason)
+
+    def report_revoked(self, job: Job, reason: str) -> None:
+        if self._events is not None:
+            self._events.revoked(
+                job.message.id, terminated=job.terminated, expired=reason == "expired"
+            )
 
     async def wait_off_slot(self, wait: Callable[[], Awaitable[object]]) -> bool:
         assert self.lend_slot is not None

@@ -18,12 +18,12 @@ import signal
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import aio_pika
 import orjson
 import pytest
+from raw_publish import publish_raw
 from support import WorkerProcess, eventually, runs, wait_for, worker_broker_url
 
 from taskq import TaskError, TaskQ, states
@@ -221,30 +221,6 @@ async def test_delayed_calls_wait_in_the_broker_for_their_eta_through_a_worker_r
     assert all(runs(second, r.id) == 1 for r in results)
     assert all(r.id not in first.output() for r in results)
     await drained(broker, queue)
-
-
-async def publish_raw(
-    kind: str, broker: Broker, broker_url: str, prefix: str, queue: str, bodies: Sequence[bytes]
-) -> None:
-    """Put bytes where the broker keeps `queue`'s messages, past every check a producer makes."""
-    if kind == "sqlite":
-        with sqlite3.connect(broker_url.removeprefix("sqlite:///")) as db:
-            sql = "INSERT INTO taskq_messages (queue, body) VALUES (?, ?)"
-            db.executemany(sql, [(queue, body) for body in bodies])
-    elif kind in ("redis", "redis-cluster"):
-        assert isinstance(broker, RedisBroker)
-        keys, client = QueueKeys(prefix, queue), broker.connection.client
-        for body in bodies:
-            await client.xadd(keys.stream(0), {"b": body})  # the field of the broker's publish
-        await client.publish(keys.channel, "1")
-    else:
-        connection = await aio_pika.connect(broker_url)
-        async with connection:
-            channel = await connection.channel(publisher_confirms=True)
-            exchange = await channel.get_exchange("taskq")
-            for body in bodies:
-                message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
-                await exchange.publish(message, routing_key=queue, mandatory=True)
 
 
 async def test_bad_input_is_dead_lettered_and_the_worker_carries_on(
