@@ -53,7 +53,7 @@ def broker_url(
 ) -> str:
     """Every node, the victim first."""
     prefix = f"t{secrets.token_hex(4)}:"
-    return f"{replicated_redis_cluster.url(first=layout[2])}&prefix={prefix}"
+    return f"{replicated_redis_cluster.startup_url(first=layout[2])}&prefix={prefix}"
 
 
 @pytest.fixture
