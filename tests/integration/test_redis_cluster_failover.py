@@ -100,6 +100,12 @@ async def test_a_killed_master_loses_nothing_and_stalls_only_its_own_queue(
             after = await late.send_task("itest.add", args=[2, 3], queue=victim_queue)
             assert await after.get(timeout=30) == 5
 
+            async def both_answer() -> bool:  # the control channel, through the cluster
+                replies = await late.control.inspect(timeout=2).ping()
+                return len(replies.answers) == len(workers)
+
+            await eventually(both_answer, timeout=30)
+
         done = {
             queue: [await r.get(timeout=60) for r in results] for queue, results in sent.items()
         }
