@@ -110,6 +110,22 @@ async def idle(adapter: Adapter, n: int, log: Path) -> Figures:
     }
 
 
+async def drain_processes(adapter: Adapter, n: int, log: Path) -> Figures:
+    """`drain` with two worker processes (taskq `--processes 2`, Celery prefork -c 2)."""
+    return await _drain(adapter, WorkerSpec(Kind.NOOP, processes=2), n, log)
+
+
+async def cpu_threads(adapter: Adapter, n: int, log: Path) -> Figures:
+    """CPU-bound plain functions (about 20 ms of hashing) in the worker's threads."""
+    return await _drain(adapter, WorkerSpec(Kind.HASH), n, log)
+
+
+async def cpu_processes(adapter: Adapter, n: int, log: Path) -> Figures:
+    """The same in a process pool of one process per core (taskq `--pool process`, Celery
+    prefork)."""
+    return await _drain(adapter, WorkerSpec(Kind.HASH, pool="process"), n, log)
+
+
 async def mixed(adapter: Adapter, n: int, log: Path) -> Figures:
     """Throughput approaches MIXED_CONCURRENCY / SLEEP_SECONDS when overhead is small."""
     return await _drain(adapter, WorkerSpec(Kind.SLEEP, concurrency=MIXED_CONCURRENCY), n, log)
@@ -231,10 +247,17 @@ WORKLOADS = {
         ),
         Workload("enqueue_bulk", "enqueue, bulk", 10_000, 500, enqueue_bulk),
         Workload("drain", "drain no-op tasks", 5_000, 500, drain),
+        Workload(
+            "drain_processes", "drain no-op tasks, 2 worker processes", 5_000, 500, drain_processes
+        ),
         Workload("idle", "worker at idle", 1, 1, idle),
         Workload("round_trip", "round trip, delay + get", 1_000, 100, round_trip),
         Workload("mixed", MIXED_TITLE, 10_000, 1_000, mixed),
         Workload("sync", "sync tasks in threads", 5_000, 500, sync),
+        Workload("cpu_threads", "CPU-bound tasks (20 ms) in threads", 200, 20, cpu_threads),
+        Workload(
+            "cpu_processes", "CPU-bound tasks (20 ms) in a process pool", 200, 20, cpu_processes
+        ),
         Workload("chord", "chord", 10_000, 200, chord),
         Workload("chain", "chain", 1_000, 50, chain),
         Workload("short_chains", f"chains of {SHORT_CHAIN}", 1_000, 50, short_chains),

@@ -24,7 +24,16 @@ import typer
 from taskq import dlq, logs, typed_json
 from taskq.app import TaskQ
 from taskq.control import DEFAULT_TIMEOUT, INSPECT_COMMANDS, CommandOptions, Replies
-from taskq.errors import AppLoadError, CommandError, LoginRefusedError, TaskError, TaskQError
+from taskq.daemon import Daemon, reopen_logfile
+from taskq.errors import (
+    AppLoadError,
+    CommandError,
+    ConfigurationError,
+    LoginRefusedError,
+    StartupError,
+    TaskError,
+    TaskQError,
+)
 from taskq.exporter import Exporter
 from taskq.message import peek_id
 from taskq.options import parse_rate
@@ -68,6 +77,20 @@ QueuesOption = Annotated[
 ]
 
 ForceOption = Annotated[bool, typer.Option("--force", "-f", help="Do not ask for confirmation.")]
+
+# The daemon options of `worker` and `beat`, taken by run_command before the event loop starts.
+DetachOption = Annotated[
+    bool, typer.Option("--detach", help="Run in the background (with --logfile).")
+]
+PidfileOption = Annotated[
+    str | None,
+    typer.Option(help="Write the pid here; refuse to start while a live process holds it."),
+]
+LogfileOption = Annotated[
+    str | None, typer.Option(help="Log to this file, not stderr (reopened on SIGHUP).")
+]
+UidOption = Annotated[str | None, typer.Option(help="Run as this user (started as root).")]
+GidOption = Annotated[str | None, typer.Option(help="Run as this group (started as root).")]
 
 
 # Client libraries whose errors (a server down, refused credentials) are one line, too.
@@ -169,7 +192,8 @@ def run_command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             options = event_loop_options(kwargs.get("loop", "auto"))
-            anyio.run(functools.partial(fn, *args, **kwargs), backend_options=options)
+            with Daemon.from_options(kwargs).running():
+                anyio.run(functools.partial(fn, *args, **kwargs), backend_options=options)
         except BrokenPipeError:
             # The reader left (`taskq dlq list | head -1`): Click, around every command, sends
             # the rest of the output nowhere and exits 1 quietly, as the Python docs advise.
@@ -269,6 +293,11 @@ async def worker(
         int | None,
         typer.Option(min=1, help="Recycle a pool (or worker) process past this resident KB."),
     ] = None,
+    detach: DetachOption = False,  # these five are taken by run_command
+    pidfile: PidfileOption = None,
+    logfile: LogfileOption = None,
+    uid: UidOption = None,
+    gid: GidOption = None,
     loop: LoopOption = "auto",  # taken by run_command, which starts the event loop
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (warm shutdown; a second signal is cold)."""
@@ -278,41 +307,47 @@ async def worker(
         if log_format not in ("text", "json"):
             raise CommandError(f"--log-format must be text or json, not {log_format!r}")
         taskq_app.conf.worker_log_format = log_format
+    scaling = parse_autoscale(autoscale) if autoscale else None  # checked before any start
     count = taskq_app.conf.worker_processes if processes is None else processes
     if count != 1 and not supervised:
         taskq_app.conf.validate()
-        if metrics_port or taskq_app.conf.worker_metrics_port:
-            raise CommandError("--metrics-port is for one worker process: not with --processes")
+        configure_logging(loglevel, taskq_app.conf.worker_log_format, hostname)
         supervisor = Supervisor(
             child_arguments(context),
             count or os.cpu_count() or 1,
             hostname or default_hostname(),
+            metrics_port or taskq_app.conf.worker_metrics_port,
         )
         raise typer.Exit(await supervisor.run())
     if supervised:
         follow_supervisor()
-    runner = Worker(
-        taskq_app,
-        queues=split_queues(taskq_app, queues),
-        concurrency=concurrency,
-        threads=threads,
-        prefetch_multiplier=prefetch_multiplier,
-        shutdown_timeout=shutdown_timeout,
-        hostname=hostname,
-        metrics_port=metrics_port,
-        send_events=True if task_events else None,
-        pool=pool,
-        pool_processes=pool_processes,
-        max_tasks_per_child=max_tasks_per_child,
-        max_memory_per_child=max_memory_per_child,
-        app_spec=app,
-        supervised=supervised,
-        autoscale=parse_autoscale(autoscale) if autoscale else None,
-    )
+    try:
+        runner = Worker(
+            taskq_app,
+            queues=split_queues(taskq_app, queues),
+            concurrency=concurrency,
+            threads=threads,
+            prefetch_multiplier=prefetch_multiplier,
+            shutdown_timeout=shutdown_timeout,
+            hostname=hostname,
+            metrics_port=metrics_port,
+            send_events=True if task_events else None,
+            pool=pool,
+            pool_processes=pool_processes,
+            max_tasks_per_child=max_tasks_per_child,
+            max_memory_per_child=max_memory_per_child,
+            app_spec=app,
+            supervised=supervised,
+            autoscale=scaling,
+        )
+    except ConfigurationError as exc:
+        if supervised:  # its siblings would fail the same way: the supervisor stops
+            raise StartupError(str(exc)) from None
+        raise
     configure_logging(loglevel, taskq_app.conf.worker_log_format, runner.hostname)
     await connect_at_startup(taskq_app)
     async with taskq_app, anyio.create_task_group() as tg:
-        await tg.start(_shutdown_on_signals, runner)
+        await tg.start(_shutdown_on_signals, runner, supervised)
         if beat:
             from taskq.beat.scheduler import Beat  # a worker without --beat loads no beat code
 
@@ -324,7 +359,9 @@ async def worker(
 
 
 # What the supervisor decides for itself; its children get every other option it was given.
-SUPERVISOR_OPTIONS = frozenset({"processes", "hostname", "supervised"})
+SUPERVISOR_OPTIONS = frozenset(
+    {"processes", "hostname", "supervised", "metrics_port", "detach", "pidfile", "uid", "gid"}
+)
 
 
 def child_arguments(context: typer.Context) -> list[str]:
@@ -347,14 +384,22 @@ def child_arguments(context: typer.Context) -> list[str]:
 
 
 async def _shutdown_on_signals(
-    runner: Worker, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    runner: Worker,
+    supervised: bool,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         task_status.started()  # handlers are in place before the worker says it is ready
         first = True
         async for signum in signals:
             if signum == signal.SIGHUP:
-                continue  # the log file is reopened (--logfile); a HUP never stops a worker
+                reopen_logfile()  # after logrotate; a HUP never stops a worker
+                if runner.processes is not None:
+                    runner.processes.signal(signal.SIGHUP)
+                continue
+            if signum == signal.SIGINT and supervised:
+                continue  # a terminal's Ctrl-C: the supervisor passes it on as SIGTERM
             if first:
                 runner.stop()
                 first = False
@@ -370,6 +415,11 @@ async def beat_command(
         bool, typer.Option("--list", help="Print the entries and exit.")
     ] = False,
     loglevel: LogLevelOption = "info",
+    detach: DetachOption = False,  # these five are taken by run_command
+    pidfile: PidfileOption = None,
+    logfile: LogfileOption = None,
+    uid: UidOption = None,
+    gid: GidOption = None,
 ) -> None:
     """Run the periodic-task scheduler (any number may run: one leads, the others stand by)."""
     from taskq.beat.scheduler import Beat
@@ -383,10 +433,13 @@ async def beat_command(
     await connect_at_startup(taskq_app)
     async with taskq_app:
         scheduler = Beat(taskq_app)
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(scheduler.run)
-                async for _ in signals:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        reopen_logfile()
+                        continue
                     tg.cancel_scope.cancel()
                     break
 

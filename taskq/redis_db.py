@@ -249,8 +249,9 @@ class RedisConnection:
             )
         else:
             self.node = self.client = Redis.from_url(settings.url, **_client_options(settings.tls))
-        if settings.max_connections is not None:
-            # Commands wait for one of at most `max_connections` connections.
+        if settings.max_connections is not None and self.node is not None:
+            # Commands wait for one of at most `max_connections` connections; subscriptions
+            # (one connection each, held for good) stay on `node`, so they cannot starve them.
             pool = BlockingConnectionPool.from_url(
                 settings.url,
                 **{**_client_options(settings.tls), "max_connections": settings.max_connections},

@@ -55,11 +55,12 @@ def sqlite_path(url: str) -> Path:
     return Path(url[len(prefix) :])
 
 
-# A URL's password: after `scheme://user:`, up to the last `@` before a space or a quote (so
-# a password with an unescaped `@` is masked whole, at worst with some of the host), and a
-# query parameter whose name holds "password".
+# A URL's password: after `scheme://user:`, up to the last `@` before a space, a quote or the
+# `;` of a fail-over list's next URL (so a password with an unescaped `@` is masked whole, at
+# worst with some of the host), and a query parameter whose name holds "password".
+_SCHEME = r"[a-zA-Z][a-zA-Z0-9+.\-]*://"
 _PASSWORDS = re.compile(
-    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s'\"/:@]*:)(?P<password>[^\s'\"]*)@"
+    rf"(?P<head>{_SCHEME}[^\s'\"/:@]*:)(?P<password>(?:[^\s'\";]|;(?!{_SCHEME}))*)@"
     r"|(?P<name>[?&][^=&\s'\"]*password[^=&\s'\"]*=)[^&\s'\"]*",
     re.IGNORECASE,
 )
@@ -70,10 +71,10 @@ _PLACEHOLDER = "password"
 
 def masked_url(text: str) -> str:
     """`text` (a URL, or a line naming URLs) with every URL's password as `***`: fit for a
-    log line or an error. The URLs of a fail-over list (`url1;url2`) are masked each."""
+    log line or an error."""
     if "://" not in text and "password" not in text.lower():
         return text
-    return ";".join(_PASSWORDS.sub(_mask, part) for part in text.split(";"))
+    return _PASSWORDS.sub(_mask, text)
 
 
 def _mask(match: re.Match[str]) -> str:

@@ -47,10 +47,9 @@ async def open_robust_connection(
     timeout: float,
     ssl_context: ssl.SSLContext | None = None,
 ) -> AbstractRobustConnection:
-    """The robust connection to `url` (over TLS with `ssl_context`; several URLs: the nodes
-    of a cluster), or one line saying why it did not open. A connect that fails or is
-    cancelled (a caller's deadline) is closed: left alone, aio-pika would go on connecting in
-    the background."""
+    """The robust connection to `url` (over TLS with `ssl_context`), or one line saying why it
+    did not open. A connect that fails or is cancelled (a caller's deadline) is closed: left
+    alone, aio-pika would go on connecting in the background."""
     urls = [URL(node) for node in alternatives(url)]
     connection = FailoverConnection(
         urls,

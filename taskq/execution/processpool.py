@@ -4,11 +4,12 @@ time limit truly stops it.
 
 A pool process is started with multiprocessing's `spawn` (a fresh interpreter: no event loop,
 threads or sockets inherited) and imports the app by its import path (`module:attribute`, the
-worker's `-A`). It is handed the delivery's body — the message as it came, arguments in the
-task's serialized form — and answers with the value in the message's serializer, or the
-exception (pickled; one that does not pickle comes back as a `TaskError` of its type and
-message), the ids of the tasks the function published, and its resident memory. The
-traceback text the process recorded is the exception's cause, so the stored traceback shows it.
+worker's `-A`). It is handed the delivery's body — the message as it came (arguments in the
+task's serialized form; a signed one's signature was checked by the worker) — and answers with the
+value in the message's serializer, or the exception (pickled; one that does not pickle comes
+back as a `TaskError` of its type and message), the ids of the tasks the function published,
+and its resident memory. The traceback text the process recorded is the exception's cause,
+so the stored traceback shows it.
 
 A soft time limit reaches the process as SIGUSR1, which raises `SoftTimeLimitExceeded` in the
 function; the run being cancelled (the hard limit, a terminating revoke, a cold shutdown)
@@ -38,6 +39,7 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from taskq.errors import SoftTimeLimitExceeded, WorkerLostError, task_error_type
+from taskq.message import decode
 from taskq.serializers import get_serializer
 from taskq.stores.base import exception_type
 
@@ -61,6 +63,7 @@ class PoolSettings:
     hostname: str
     log_level: int
     log_format: str
+    logfile: str | None = None  # the worker's --logfile: reopened on SIGHUP, as the worker's
 
 
 class RemoteTraceback(Exception):
@@ -139,6 +142,12 @@ class ProcessPool:
             with anyio.CancelScope(shield=True):
                 await self._stop_all()
 
+    def signal(self, signum: int) -> None:
+        """Send `signum` to every pool process (SIGHUP: reopen the log file)."""
+        for process in list(self._processes):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signum)
+
     def resize(self, size: int) -> None:
         """`size` processes from now on: more are started; extra ones end now if idle, else
         when their task is done."""
@@ -155,7 +164,7 @@ class ProcessPool:
         """Run the job's function in a pool process; its value, or raise its exception."""
         process = await self._idle_out.receive()
         try:
-            delivery = job.delivery
+            delivery = job.delivery  # a signature in the body is a field decode passes over
             process.pipe.send((delivery.body, delivery.queue, delivery.delivery_count))
             reply = await process.receive()
         except EOFError:
@@ -275,12 +284,16 @@ def _how_it_ended(status: int | None) -> str:
 def serve(pipe: multiprocessing.connection.Connection, settings: PoolSettings) -> None:
     """A pool process: import the app, then run what comes down the pipe until told to stop
     (None) or the worker's end closes."""
-    from taskq import logs
-    from taskq.message import decode
+    from taskq import daemon, logs
     from taskq.task import Request
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the worker's
     signal.signal(signal.SIGUSR1, _soft_limit)
+    logfile = settings.logfile
+    if logfile is None:  # a terminal's hangup is the worker's too
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    else:  # the worker passes its SIGHUP on: logrotate moved the file away
+        signal.signal(signal.SIGHUP, lambda signum, frame: daemon.take_logfile(logfile))
     logs.configure_logging(settings.log_level, settings.log_format, settings.hostname)
     app = _import_app(settings.app_spec)
     app.import_task_modules()

@@ -1,9 +1,12 @@
 """`taskq worker --processes N`: a small process that runs N worker processes and keeps them.
 
 Each child is a whole `taskq worker` (its own event loop and connections, the same queues),
-named `<name>-1` ... `<name>-N`, in a session of its own so that a terminal's Ctrl-C reaches
-only the supervisor, which forwards what it receives: SIGTERM/SIGINT (the first is a warm
-shutdown of every child, a second a cold one) and SIGHUP (reopen the log file). A child that
+named `<name>-1` ... `<name>-N` (with `--metrics-port`, one port for them all:
+`taskq.worker.scrape`), in the supervisor's process group (so that a SIGSTOP to the group,
+or a terminal's job control, reaches them all). The supervisor passes SIGTERM and SIGINT on to
+every child as SIGTERM (the first is a warm shutdown, a second a cold one; a child ignores the
+SIGINT of a terminal's Ctrl-C, which reaches the whole group, so that it counts once) and
+SIGHUP (reopen the log file). A child that
 dies is logged and started again, at once the first time and after a growing delay (1 s, 2 s,
 ... 30 s) while it keeps dying within `STABLE_AFTER` seconds of its start. A child that exits
 with `RECYCLED` asked for it (`--max-tasks-per-child`, `--max-memory-per-child`) after a warm
@@ -24,6 +27,9 @@ from collections.abc import Sequence
 import anyio
 import anyio.abc
 
+from taskq.daemon import reopen_logfile
+from taskq.worker.scrape import MergedScrape, free_port
+
 logger = logging.getLogger("taskq.supervisor")
 
 RECYCLED = 75  # a child's exit status: recycled after a warm drain, start another (EX_TEMPFAIL)
@@ -36,9 +42,16 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 class Supervisor:
     """Runs `python -m taskq worker <arguments> --hostname <name>-i` `count` times."""
 
-    def __init__(self, arguments: Sequence[str], count: int, name: str) -> None:
+    def __init__(
+        self, arguments: Sequence[str], count: int, name: str, metrics_port: int | None = None
+    ) -> None:
         self.arguments = list(arguments)
         self.names = [f"{name}-{i}" for i in range(1, count + 1)]
+        self._scrape: MergedScrape | None = None
+        self._child_ports: dict[str, int] = {}
+        if metrics_port is not None:
+            self._child_ports = {name: free_port() for name in self.names}
+            self._scrape = MergedScrape(metrics_port, self._child_ports)
         self.exit_status = 0
         self._children: dict[str, anyio.abc.Process] = {}
         self._stopping = False
@@ -49,19 +62,27 @@ class Supervisor:
         logger.info(
             "Supervisor starting %d worker processes: %s", len(self.names), ", ".join(self.names)
         )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._forward_signals)
-            async with anyio.create_task_group() as children:
-                for name in self.names:
-                    children.start_soon(self._keep, name)
-            tg.cancel_scope.cancel()
+        if self._scrape is not None:
+            self._scrape.start()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._forward_signals)
+                async with anyio.create_task_group() as children:
+                    for name in self.names:
+                        children.start_soon(self._keep, name)
+                tg.cancel_scope.cancel()
+        finally:
+            if self._scrape is not None:
+                await anyio.to_thread.run_sync(self._scrape.stop)
         logger.info("Supervisor stopped: every worker process has exited")
         return self.exit_status
 
     def command(self, name: str) -> list[str]:
+        port = self._child_ports.get(name)
         return [
             sys.executable, "-m", "taskq", "worker", *self.arguments,
             "--hostname", name, "--processes", "1", "--supervised",
+            *(["--metrics-port", str(port)] if port else []),
         ]  # fmt: skip
 
     async def _keep(self, name: str) -> None:
@@ -73,7 +94,6 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 stdout=None,
                 stderr=None,
-                start_new_session=True,
             )
             self._children[name] = child
             try:
@@ -88,7 +108,7 @@ class Supervisor:
             if status == CANNOT_START:
                 logger.error("Worker process %s cannot start (exit status 2): stopping", name)
                 self.exit_status = CANNOT_START
-                self.stop(signal.SIGTERM)
+                self.stop()
                 return
             if status == RECYCLED:
                 logger.info(
@@ -108,10 +128,13 @@ class Supervisor:
             with anyio.move_on_after(delay):
                 await self._stopped.wait()
 
-    def stop(self, signum: signal.Signals) -> None:
-        """Pass `signum` to every child; from a stop on, none is started again."""
+    def stop(self) -> None:
+        """SIGTERM to every child (a second one is a cold shutdown); none is started again."""
         self._stopping = True
         self._stopped.set()
+        self._signal_children(signal.SIGTERM)
+
+    def _signal_children(self, signum: signal.Signals) -> None:
         for child in list(self._children.values()):
             if child.returncode is None:
                 child.send_signal(signum)
@@ -120,14 +143,14 @@ class Supervisor:
         with anyio.open_signal_receiver(*FORWARDED) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    for child in list(self._children.values()):
-                        child.send_signal(signum)
+                    reopen_logfile()
+                    self._signal_children(signal.SIGHUP)
                     continue
                 if not self._stopping:
                     logger.info(
                         "Supervisor: warm shutdown of %d worker processes", len(self._children)
                     )
-                self.stop(signum)
+                self.stop()
 
 
 def _how_it_ended(status: int) -> str:

@@ -31,6 +31,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from taskq import daemon
 from taskq.brokers.base import Broker, Delivery
 from taskq.errors import ConfigurationError
 from taskq.execution.job import Job
@@ -229,6 +230,7 @@ class Worker:
             self.hostname,
             logging.getLogger().getEffectiveLevel(),
             self.app.conf.worker_log_format,
+            daemon.logfile(),
         )
         pool = ProcessPool(
             settings,

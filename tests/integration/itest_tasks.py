@@ -82,17 +82,17 @@ async def slow_square(x: int, seconds: float) -> int:
     return x * x
 
 
+@app.task(name="itest.slow_increment", acks_late=True)
+async def slow_increment(value: int, seconds: float) -> int:
+    await anyio.sleep(seconds)
+    return value + 1
+
+
 @app.task(name="itest.finished_at", acks_late=True)
 async def finished_at(seconds: float) -> float:
     """When it finished, after `seconds`: a drain's completions over time (fail-over tests)."""
     await anyio.sleep(seconds)
     return time.time()
-
-
-@app.task(name="itest.slow_increment", acks_late=True)
-async def slow_increment(value: int, seconds: float) -> int:
-    await anyio.sleep(seconds)
-    return value + 1
 
 
 @app.task(name="itest.count_calls")

@@ -2,6 +2,7 @@
 them, CPU-bound work, a leak. The broker comes from TASKQ_BROKER_URL."""
 
 import hashlib
+import logging
 import os
 import time
 
@@ -80,3 +81,10 @@ def soft_limited(seconds: float) -> str:
     except SoftTimeLimitExceeded:
         return "cleaned up"
     return "not interrupted"
+
+
+@app.task(name="ptest.log_plain")
+def log_plain(text: str) -> int:
+    """Logs `text` from the process that runs it (a pool process, with --pool process)."""
+    logging.getLogger("ptest").warning(text)
+    return os.getpid()
