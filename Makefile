@@ -3,7 +3,8 @@
 #   make demo    the quickstart example        make bench   the benchmarks (bench-peers: vs peers)
 #   make chaos   the reliability scenarios (kills, restarts, garbage; docs/reliability.md)
 # The test suite starts its own throwaway Redis and RabbitMQ servers on loopback
-# (tests/servers.py); `make services` only installs the packages, it starts nothing.
+# (tests/servers.py); `make services` only installs the packages (and Chromium, for the
+# dashboard's browser tests), it starts nothing.
 
 PYTHON ?= python3
 VENV := .venv
@@ -11,6 +12,8 @@ BIN := $(VENV)/bin
 # Rewritten after each successful install: a newer pyproject.toml triggers a reinstall.
 STAMP := $(VENV)/.installed
 RABBITMQ_SERVER := /usr/lib/rabbitmq/bin/rabbitmq-server
+# Debian's Chromium, which Playwright drives in the dashboard's browser tests.
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: venv services lint test demo bench bench-peers chaos clean
 
@@ -23,16 +26,16 @@ $(STAMP): pyproject.toml
 	touch $@
 
 services:
-	@if command -v redis-server >/dev/null 2>&1 && [ -x $(RABBITMQ_SERVER) ]; then \
-		echo "redis-server and rabbitmq-server are installed"; \
+	@if command -v redis-server >/dev/null 2>&1 && [ -x $(RABBITMQ_SERVER) ] && [ -x $(CHROMIUM) ]; then \
+		echo "redis-server, rabbitmq-server and chromium are installed"; \
 	else \
 		if [ "$$(id -u)" = 0 ]; then sudo=; \
 		elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
-		else echo "installing redis-server and rabbitmq-server needs root (no sudo found)" >&2; exit 1; \
+		else echo "installing redis-server, rabbitmq-server and chromium needs root (no sudo found)" >&2; exit 1; \
 		fi; \
 		set -x; \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update && \
-		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server rabbitmq-server; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server rabbitmq-server chromium; \
 	fi
 
 lint: venv

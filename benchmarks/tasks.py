@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,9 @@ from typing import Any
 from benchmarks import probe
 
 SLEEP_SECONDS = 0.01  # what a sleeping task awaits
+# SHA-256 rounds of a hashing task: about 20 ms of one core. Each hashes 512 bytes, under
+# hashlib's 2,048 at which it lets go of the GIL: threads cannot run two at once.
+HASH_ROUNDS = 17_000
 
 
 class Kind(enum.Enum):
@@ -24,6 +28,7 @@ class Kind(enum.Enum):
     NOOP = "noop"  # nothing (but counting itself)
     SLEEP = "sleep"  # await SLEEP_SECONDS: I/O-bound concurrency
     SYNC = "sync"  # a plain function doing a little arithmetic, run in a thread
+    HASH = "hash"  # a plain function hashing for about 20 ms: CPU-bound, holding the GIL
 
 
 def light_work() -> int:
@@ -59,6 +64,15 @@ async def tally(values: list[Any] | None = None) -> int:
     return len(values or ())
 
 
+def hashing() -> str:
+    """CPU-bound: HASH_ROUNDS of SHA-256 in pure Python calls, about 20 ms."""
+    digest = b"benchmark-digest-seed-32-bytes!!"
+    for _ in range(HASH_ROUNDS):
+        digest = hashlib.sha256(digest * 16).digest()
+    probe.incr_sync()
+    return digest.hex()
+
+
 def blocking_noop() -> None:
     probe.incr_sync()
 
@@ -78,11 +92,17 @@ def blocking_tally(values: list[Any] | None = None) -> int:
     return len(values or ())
 
 
-BODIES: dict[Kind, Callable[..., Any]] = {Kind.NOOP: noop, Kind.SLEEP: sleep, Kind.SYNC: sync}
+BODIES: dict[Kind, Callable[..., Any]] = {
+    Kind.NOOP: noop,
+    Kind.SLEEP: sleep,
+    Kind.SYNC: sync,
+    Kind.HASH: hashing,
+}
 BLOCKING: dict[Kind, Callable[..., Any]] = {
     Kind.NOOP: blocking_noop,
     Kind.SLEEP: blocking_sleep,
     Kind.SYNC: sync,
+    Kind.HASH: hashing,
 }
 
 

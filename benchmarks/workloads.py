@@ -25,6 +25,7 @@ START_TIMEOUT = 120.0  # a worker's start-up, RabbitMQ's connection set-up inclu
 MIN_RATE = 20.0  # tasks/s below which a run counts as stuck
 MIXED_CONCURRENCY = 100
 ROUND_TRIP_WARMUP = 10
+SHORT_CHAIN = 10  # links of each chain of `short_chains`
 DRAIN_WORKER = WorkerSpec(Kind.NOOP)  # drain's worker, which idle measures too
 
 Figures = dict[str, float]
@@ -109,6 +110,22 @@ async def idle(adapter: Adapter, n: int, log: Path) -> Figures:
     }
 
 
+async def drain_processes(adapter: Adapter, n: int, log: Path) -> Figures:
+    """`drain` with two worker processes (taskq `--processes 2`, Celery prefork -c 2)."""
+    return await _drain(adapter, WorkerSpec(Kind.NOOP, processes=2), n, log)
+
+
+async def cpu_threads(adapter: Adapter, n: int, log: Path) -> Figures:
+    """CPU-bound plain functions (about 20 ms of hashing) in the worker's threads."""
+    return await _drain(adapter, WorkerSpec(Kind.HASH), n, log)
+
+
+async def cpu_processes(adapter: Adapter, n: int, log: Path) -> Figures:
+    """The same in a process pool of one process per core (taskq `--pool process`, Celery
+    prefork)."""
+    return await _drain(adapter, WorkerSpec(Kind.HASH, pool="process"), n, log)
+
+
 async def mixed(adapter: Adapter, n: int, log: Path) -> Figures:
     """Throughput approaches MIXED_CONCURRENCY / SLEEP_SECONDS when overhead is small."""
     return await _drain(adapter, WorkerSpec(Kind.SLEEP, concurrency=MIXED_CONCURRENCY), n, log)
@@ -179,13 +196,19 @@ async def round_trip(adapter: Adapter, n: int, log: Path) -> Figures:
 
 
 async def _canvas(
-    adapter: Adapter, tasks: int, log: Path, submit: Callable[[], Awaitable[None]]
+    adapter: Adapter,
+    tasks: int,
+    log: Path,
+    submit: Callable[[], Awaitable[None]],
+    workflows: int = 1,
 ) -> Figures:
-    """Time from submitting a workflow of `tasks` tasks until the last has run."""
+    """Time from submitting a workflow of `tasks` tasks until the last has run; with
+    `workflows`, that many of `tasks // workflows` tasks, one after another."""
     async with warmed_worker(adapter, WorkerSpec(Kind.NOOP), log) as worker:
         with measure.measured(worker.pids()) as window:
-            await submit()
-            await probe.wait_for(1 + tasks, _deadline(tasks), worker.alive)
+            for done in range(1, workflows + 1):
+                await submit()
+                await probe.wait_for(1 + done * tasks // workflows, _deadline(tasks), worker.alive)
     figures = _worker_figures(window, tasks)
     figures["seconds"] = window.seconds
     return figures
@@ -206,6 +229,15 @@ async def chain(adapter: Adapter, n: int, log: Path) -> Figures:
     return await _canvas(adapter, n, log, submit)
 
 
+async def short_chains(adapter: Adapter, n: int, log: Path) -> Figures:
+    """N links as chains of SHORT_CHAIN links, each published when the one before ended:
+    beside `chain`, what a link costs in a short chain and in a long one (CPU per task)."""
+    chains = max(1, n // SHORT_CHAIN)
+    return await _canvas(
+        adapter, chains * SHORT_CHAIN, log, lambda: adapter.chain(SHORT_CHAIN), chains
+    )
+
+
 WORKLOADS = {
     w.name: w
     for w in [
@@ -215,11 +247,19 @@ WORKLOADS = {
         ),
         Workload("enqueue_bulk", "enqueue, bulk", 10_000, 500, enqueue_bulk),
         Workload("drain", "drain no-op tasks", 5_000, 500, drain),
+        Workload(
+            "drain_processes", "drain no-op tasks, 2 worker processes", 5_000, 500, drain_processes
+        ),
         Workload("idle", "worker at idle", 1, 1, idle),
         Workload("round_trip", "round trip, delay + get", 1_000, 100, round_trip),
         Workload("mixed", MIXED_TITLE, 10_000, 1_000, mixed),
         Workload("sync", "sync tasks in threads", 5_000, 500, sync),
+        Workload("cpu_threads", "CPU-bound tasks (20 ms) in threads", 200, 20, cpu_threads),
+        Workload(
+            "cpu_processes", "CPU-bound tasks (20 ms) in a process pool", 200, 20, cpu_processes
+        ),
         Workload("chord", "chord", 10_000, 200, chord),
         Workload("chain", "chain", 1_000, 50, chain),
+        Workload("short_chains", f"chains of {SHORT_CHAIN}", 1_000, 50, short_chains),
     ]
 }

@@ -1,16 +1,15 @@
 """taskq: an asyncio-native distributed task queue.
 
-What users write and catch. A producer that imports taskq does not import the worker: run one
-with `taskq worker`, or `taskq.testing.running_worker` in tests (`taskq.Worker` still loads it
-on first use).
+What users write and catch. A producer that imports taskq does not import the worker nor
+beat: run one with `taskq worker`, or `taskq.testing.running_worker` in tests (`taskq.Worker`,
+`taskq.crontab`, `Interval` and `solar` load their code on first use).
 """
 
-from typing import Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from taskq import states
 from taskq.app import TaskQ
-from taskq.beat.schedules import Interval, crontab
-from taskq.beat.solar import solar
 from taskq.canvas import Signature, chain, chord, chunks, group, signature
 from taskq.errors import (
     BrokerUnavailable,
@@ -35,6 +34,10 @@ from taskq.result import AsyncResult, EagerResult, GroupResult, ResultSet
 from taskq.sync import SyncResult
 from taskq.task import Request, Task
 from taskq.tolerant import tolerant_map
+
+if TYPE_CHECKING:
+    from taskq.beat.schedules import Interval, crontab
+    from taskq.beat.solar import solar
 
 __all__ = [
     "AsyncResult",
@@ -77,9 +80,19 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
-    if name == "Worker":
-        from taskq.worker.worker import Worker
+# Loaded on first use, so that a producer imports no worker and no beat code.
+_LAZY = {
+    "Worker": "taskq.worker.worker",
+    "Interval": "taskq.beat.schedules",
+    "crontab": "taskq.beat.schedules",
+    "solar": "taskq.beat.solar",
+}
 
-        return Worker
-    raise AttributeError(f"module 'taskq' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taskq' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

@@ -5,16 +5,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
-from functools import partial
+from functools import cached_property, partial
 from types import TracebackType
-from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, Unpack, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    Unpack,
+    overload,
+)
 
 import anyio
 
 from taskq import defaults, sync
 from taskq import result as results
 from taskq.backends import Backends
-from taskq.beat.scheduler import BeatEntries
 from taskq.brokers.base import Broker
 from taskq.builtins import BUILTIN_TASKS, register_builtins
 from taskq.canvas import Signature, as_signatures
@@ -36,6 +45,9 @@ from taskq.stores.base import ResultStore
 from taskq.task import Task as BaseTask  # `TaskQ.Task` is the class attribute
 from taskq.task import absolute_time, current_request
 from taskq.urls import masked_url
+
+if TYPE_CHECKING:
+    from taskq.beat.scheduler import BeatEntries
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -91,11 +103,17 @@ class TaskQ:
         self.middleware = MiddlewareStack(self.options)
         self.control = Control(self)
         self.events = Events(self)
-        self.beat = BeatEntries(self)
         register_builtins(self)
         self._connections = LoopConnections(self._build_backends)
         self._router: Router | None = None
         self._routes_seen: Any = None  # a copy of the `task_routes` the router was built from
+
+    @cached_property
+    def beat(self) -> BeatEntries:
+        """Beat's entries added at runtime; beat's code loads here, not with the app."""
+        from taskq.beat.scheduler import BeatEntries
+
+        return BeatEntries(self)
 
     def __repr__(self) -> str:
         return f"<TaskQ {self.main or '__main__'} broker={masked_url(self.broker_url)}>"

@@ -3,9 +3,14 @@ broker may implement for the workflow (`taskq.workflow`), and what it is given.
 
 Without one, the result store counts (`ResultStore.chord_part_done`) and the last member
 reads the results from it and launches the callback. With Redis as both broker and store,
-`taskq.brokers.redis_chords` records a member's result, its count and, with the last member,
-the callback's publish in one script, so that no crash in between can lose the callback.
-Which one an app uses is chosen where its backends are built (`taskq.backends`).
+`taskq.brokers.redis_chords` records a member's result, its count and, with the last
+member, the callback's publish in one script, so that no crash in between can lose the
+callback. Which one an app uses is chosen where its backends are built (`taskq.backends`).
+
+A chord grows (`Task.add_to_chord`) by members recorded where it is counted, before they
+are published (`ChordCounter.add_member`, `ResultStore.chord_add_member`): the step that
+counts reads how many were added, so the size its members carry plus that number is the
+chord's size, and counting stays one step.
 
 Imports nothing of taskq but `message`.
 """
@@ -52,3 +57,26 @@ class ChordCounter(Protocol):
     async def chord_part_done(self, part: ChordPart) -> bool:
         """Record `part`; True for the one call that published the callback (or failure)."""
         ...
+
+    async def add_member(self, queue: str, group_id: str, token: str, task_id: str) -> Added:
+        """Add a member to the chord `group_id` whose callback goes to `queue`, once per
+        `token`: called again with it, the member added the first time."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Added:
+    """A member added to a chord: its position among the added ones (0 for the first), and
+    the id of the task whose result it is."""
+
+    position: int
+    task_id: str
+
+    def encode(self) -> str:
+        return f"{self.position}:{self.task_id}"
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> Added:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        position, task_id = text.split(":", 1)
+        return cls(int(position), task_id)

@@ -1,10 +1,10 @@
-"""The `taskq` command: worker, call, result, purge, status, inspect, control, dlq."""
+"""The `taskq` command: worker, call, result, purge, status, inspect, control, dlq,
+dashboard."""
 
 from __future__ import annotations
 
 import functools
 import importlib
-import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -23,16 +23,28 @@ import typer
 
 from taskq import dlq, logs, typed_json
 from taskq.app import TaskQ
-from taskq.beat.scheduler import Beat, read_state
 from taskq.control import DEFAULT_TIMEOUT, INSPECT_COMMANDS, CommandOptions, Replies
-from taskq.errors import AppLoadError, CommandError, LoginRefusedError, TaskError, TaskQError
+from taskq.daemon import Daemon, reopen_logfile
+from taskq.errors import (
+    AppLoadError,
+    CommandError,
+    ConfigurationError,
+    LoginRefusedError,
+    StartupError,
+    TaskError,
+    TaskQError,
+)
+from taskq.exporter import Exporter
 from taskq.message import peek_id
 from taskq.options import parse_rate
+from taskq.routing import known_queues
 from taskq.startup import connect_at_startup
 from taskq.stores.base import TaskMeta
 from taskq.suggest import did_you_mean
 from taskq.urls import masked_url
-from taskq.worker.worker import Worker
+from taskq.worker.autoscale import parse_autoscale
+from taskq.worker.supervisor import RECYCLED, Supervisor, follow_supervisor
+from taskq.worker.worker import Worker, default_hostname
 
 cli = typer.Typer(
     name="taskq",
@@ -66,6 +78,20 @@ QueuesOption = Annotated[
 
 ForceOption = Annotated[bool, typer.Option("--force", "-f", help="Do not ask for confirmation.")]
 
+# The daemon options of `worker` and `beat`, taken by run_command before the event loop starts.
+DetachOption = Annotated[
+    bool, typer.Option("--detach", help="Run in the background (with --logfile).")
+]
+PidfileOption = Annotated[
+    str | None,
+    typer.Option(help="Write the pid here; refuse to start while a live process holds it."),
+]
+LogfileOption = Annotated[
+    str | None, typer.Option(help="Log to this file, not stderr (reopened on SIGHUP).")
+]
+UidOption = Annotated[str | None, typer.Option(help="Run as this user (started as root).")]
+GidOption = Annotated[str | None, typer.Option(help="Run as this group (started as root).")]
+
 
 # Client libraries whose errors (a server down, refused credentials) are one line, too.
 BROKER_CLIENTS = frozenset({"redis", "aio_pika", "aiormq", "pamqp"})
@@ -76,7 +102,9 @@ EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 
 def _print_version(wanted: bool) -> None:
     if wanted:
-        typer.echo(f"taskq {importlib.metadata.version('taskq')}")
+        from importlib.metadata import version  # zipfile, csv, email: 1.7 MB of RSS
+
+        typer.echo(f"taskq {version('taskq')}")
         raise typer.Exit()
 
 
@@ -164,7 +192,8 @@ def run_command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             options = event_loop_options(kwargs.get("loop", "auto"))
-            anyio.run(functools.partial(fn, *args, **kwargs), backend_options=options)
+            with Daemon.from_options(kwargs).running():
+                anyio.run(functools.partial(fn, *args, **kwargs), backend_options=options)
         except BrokenPipeError:
             # The reader left (`taskq dlq list | head -1`): Click, around every command, sends
             # the rest of the output nowhere and exits 1 quietly, as the Python docs advise.
@@ -200,6 +229,7 @@ def split_queues(app: TaskQ, queues: str | None) -> list[str]:
 @cli.command()
 @run_command
 async def worker(
+    context: typer.Context,
     app: AppOption,
     queues: QueuesOption = None,
     concurrency: Annotated[
@@ -237,6 +267,37 @@ async def worker(
             "--task-events", "-E", help="Send task events (worker_send_task_events): taskq events."
         ),
     ] = False,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Worker processes, kept by a supervisor (0: one per core; default 1)."
+        ),
+    ] = None,
+    supervised: Annotated[bool, typer.Option(hidden=True)] = False,  # a supervisor's child
+    autoscale: Annotated[
+        str | None,
+        typer.Option(help="MAX,MIN: task slots (and pool processes) move between them."),
+    ] = None,
+    pool: Annotated[
+        str | None,
+        typer.Option(help="Where plain (sync) tasks run: thread or process (worker_pool)."),
+    ] = None,
+    pool_processes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Processes of the process pool (default: one per core)."),
+    ] = None,
+    max_tasks_per_child: Annotated[
+        int | None, typer.Option(min=1, help="Recycle a pool (or worker) process after N tasks.")
+    ] = None,
+    max_memory_per_child: Annotated[
+        int | None,
+        typer.Option(min=1, help="Recycle a pool (or worker) process past this resident KB."),
+    ] = None,
+    detach: DetachOption = False,  # these five are taken by run_command
+    pidfile: PidfileOption = None,
+    logfile: LogfileOption = None,
+    uid: UidOption = None,
+    gid: GidOption = None,
     loop: LoopOption = "auto",  # taken by run_command, which starts the event loop
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (warm shutdown; a second signal is cold)."""
@@ -246,34 +307,99 @@ async def worker(
         if log_format not in ("text", "json"):
             raise CommandError(f"--log-format must be text or json, not {log_format!r}")
         taskq_app.conf.worker_log_format = log_format
-    runner = Worker(
-        taskq_app,
-        queues=split_queues(taskq_app, queues),
-        concurrency=concurrency,
-        threads=threads,
-        prefetch_multiplier=prefetch_multiplier,
-        shutdown_timeout=shutdown_timeout,
-        hostname=hostname,
-        metrics_port=metrics_port,
-        send_events=True if task_events else None,
-    )
+    scaling = parse_autoscale(autoscale) if autoscale else None  # checked before any start
+    count = taskq_app.conf.worker_processes if processes is None else processes
+    if count != 1 and not supervised:
+        taskq_app.conf.validate()
+        configure_logging(loglevel, taskq_app.conf.worker_log_format, hostname)
+        supervisor = Supervisor(
+            child_arguments(context),
+            count or os.cpu_count() or 1,
+            hostname or default_hostname(),
+            metrics_port or taskq_app.conf.worker_metrics_port,
+        )
+        raise typer.Exit(await supervisor.run())
+    if supervised:
+        follow_supervisor()
+    try:
+        runner = Worker(
+            taskq_app,
+            queues=split_queues(taskq_app, queues),
+            concurrency=concurrency,
+            threads=threads,
+            prefetch_multiplier=prefetch_multiplier,
+            shutdown_timeout=shutdown_timeout,
+            hostname=hostname,
+            metrics_port=metrics_port,
+            send_events=True if task_events else None,
+            pool=pool,
+            pool_processes=pool_processes,
+            max_tasks_per_child=max_tasks_per_child,
+            max_memory_per_child=max_memory_per_child,
+            app_spec=app,
+            supervised=supervised,
+            autoscale=scaling,
+        )
+    except ConfigurationError as exc:
+        if supervised:  # its siblings would fail the same way: the supervisor stops
+            raise StartupError(str(exc)) from None
+        raise
     configure_logging(loglevel, taskq_app.conf.worker_log_format, runner.hostname)
     await connect_at_startup(taskq_app)
     async with taskq_app, anyio.create_task_group() as tg:
-        await tg.start(_shutdown_on_signals, runner)
+        await tg.start(_shutdown_on_signals, runner, supervised)
         if beat:
+            from taskq.beat.scheduler import Beat  # a worker without --beat loads no beat code
+
             tg.start_soon(Beat(taskq_app).run)
         await runner.run()
         tg.cancel_scope.cancel()
+    if runner.recycling is not None and runner.recycling.recycled:
+        raise typer.Exit(RECYCLED)
+
+
+# What the supervisor decides for itself; its children get every other option it was given.
+SUPERVISOR_OPTIONS = frozenset(
+    {"processes", "hostname", "supervised", "metrics_port", "detach", "pidfile", "uid", "gid"}
+)
+
+
+def child_arguments(context: typer.Context) -> list[str]:
+    """The options of this command line that a supervised worker process is given."""
+    arguments: list[str] = []
+    for param in context.command.params:
+        value = context.params.get(param.name or "")
+        if (
+            param.param_type_name != "option"
+            or param.name in SUPERVISOR_OPTIONS
+            or value is None
+            or value == param.default
+        ):
+            continue
+        if getattr(param, "is_flag", False):
+            arguments.append((param.opts if value else param.secondary_opts)[0])
+        else:
+            arguments += [param.opts[0], str(value)]
+    return arguments
 
 
 async def _shutdown_on_signals(
-    runner: Worker, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    runner: Worker,
+    supervised: bool,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         task_status.started()  # handlers are in place before the worker says it is ready
         first = True
-        async for _ in signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                reopen_logfile()  # after logrotate; a HUP never stops a worker
+                if runner.processes is not None:
+                    runner.processes.signal(signal.SIGHUP)
+                continue
+            if signum == signal.SIGINT and supervised:
+                continue  # a terminal's Ctrl-C: the supervisor passes it on as SIGTERM
             if first:
                 runner.stop()
                 first = False
@@ -289,8 +415,15 @@ async def beat_command(
         bool, typer.Option("--list", help="Print the entries and exit.")
     ] = False,
     loglevel: LogLevelOption = "info",
+    detach: DetachOption = False,  # these five are taken by run_command
+    pidfile: PidfileOption = None,
+    logfile: LogfileOption = None,
+    uid: UidOption = None,
+    gid: GidOption = None,
 ) -> None:
     """Run the periodic-task scheduler (any number may run: one leads, the others stand by)."""
+    from taskq.beat.scheduler import Beat
+
     configure_logging(loglevel)
     taskq_app = load_app(app)
     if list_entries:
@@ -300,26 +433,34 @@ async def beat_command(
     await connect_at_startup(taskq_app)
     async with taskq_app:
         scheduler = Beat(taskq_app)
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(scheduler.run)
-                async for _ in signals:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        reopen_logfile()
+                        continue
                     tg.cancel_scope.cancel()
                     break
 
 
 async def _print_entries(app: TaskQ) -> None:
+    from taskq.beat.scheduler import Beat, read_state
+
     scheduler = Beat(app)
     store = await app.connected_store()
     now = datetime.now(UTC)
+    disabled = await app.beat.disabled()
     for entry in await app.beat.entries():
         state = await read_state(store, entry.name)
         upcoming = scheduler.upcoming(entry, state, now)
         runs = state.total_runs if state else 0
-        typer.echo(
-            f"{entry.name}: {entry.task} {entry.schedule!r}"
-            f" next {upcoming.isoformat() if upcoming else 'never'} runs {runs}"
+        when = (
+            "disabled"
+            if entry.name in disabled
+            else "next " + (upcoming.isoformat() if upcoming else "never")
         )
+        typer.echo(f"{entry.name}: {entry.task} {entry.schedule!r} {when} runs {runs}")
 
 
 def configure_logging(level: str, log_format: str = "text", worker: str | None = None) -> None:
@@ -499,17 +640,6 @@ def print_table(header: list[str], rows: list[list[object]]) -> None:
         typer.echo("  ".join(aligned).rstrip())
 
 
-def known_queues(app: TaskQ) -> list[str]:
-    """The default queue, `task_queues`, and every queue named by a task or a static route."""
-    names = [app.conf.task_default_queue, *app.conf.task_queues]
-    names += [task.queue for task in app.tasks.values() if task.queue]
-    routes = app.conf.task_routes
-    for table in routes if isinstance(routes, list | tuple) else [routes]:
-        if isinstance(table, dict):
-            names += [r if isinstance(r, str) else r.get("queue") for r in table.values()]
-    return sorted({name for name in names if isinstance(name, str)})
-
-
 DestinationOption = Annotated[
     str | None,
     typer.Option(
@@ -535,7 +665,7 @@ async def events(
     since: Annotated[
         float | None,
         typer.Option(
-            min=0, help="Start this many seconds back (Redis keeps event_retention seconds)."
+            min=0, help="Start this many seconds back (Redis, RabbitMQ: within event_retention)."
         ),
     ] = None,
     loglevel: LogLevelOption = "warning",
@@ -554,6 +684,71 @@ async def events(
         tg.start_soon(say_listening)
         async for event in taskq_app.events.receive(task_id=task_id, ready=listening, since=since):
             typer.echo(orjson.dumps(event).decode() if as_json else format_event(event))
+
+
+@cli.command("dashboard")
+@run_command
+async def dashboard(
+    app: AppOption,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="The port to listen on.")] = 5555,
+    address: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
+    auth: Annotated[
+        str | None, typer.Option(help="Basic auth: 'user:password'.", metavar="USER:PASSWORD")
+    ] = None,
+    auth_token: Annotated[str | None, typer.Option(help="A bearer token to accept.")] = None,
+    no_auth: Annotated[bool, typer.Option(help="No authentication (loopback only).")] = False,
+    read_only: Annotated[
+        bool, typer.Option(help="No buttons; refuse every state-changing request.")
+    ] = False,
+    max_tasks: Annotated[int, typer.Option(min=1, help="Recent tasks kept in memory.")] = 10_000,
+    inspect_interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between inspections of the workers.")
+    ] = 2.0,
+    loglevel: LogLevelOption = "info",
+) -> None:
+    """Serve the web dashboard (pip install 'taskq[dashboard]'; workers run with -E)."""
+    configure_logging(loglevel)
+    try:
+        from taskq.contrib.dashboard.serve import serve
+    except ImportError as exc:
+        raise CommandError(f"{exc}: pip install 'taskq[dashboard]'") from None
+    await serve(
+        load_app(app),
+        address=address,
+        port=port,
+        auth=auth,
+        auth_token=auth_token,
+        no_auth=no_auth,
+        read_only=read_only,
+        max_tasks=max_tasks,
+        inspect_interval=inspect_interval,
+    )
+
+
+@cli.command()
+@run_command
+async def exporter(
+    app: AppOption,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="The port of /metrics (every interface).")
+    ] = 9808,
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            "--queues", "-Q", help="Comma-separated queues to sample (default: the app's)."
+        ),
+    ] = None,
+    loglevel: LogLevelOption = "info",
+) -> None:
+    """Serve the whole cluster's metrics on /metrics, under the worker's names: task counts,
+    runtimes and queue waits from the task events (workers run with -E), the queues' depths,
+    and the workers online and their active tasks from their heartbeats."""
+    configure_logging(loglevel)
+    taskq_app = load_app(app)
+    names = split_queues(taskq_app, queues) if queues else known_queues(taskq_app)
+    cluster = Exporter(taskq_app, port, names)  # the port bound, or a one-line error
+    async with taskq_app:
+        await cluster.run()
 
 
 def format_event(event: dict[str, Any]) -> str:

@@ -38,12 +38,8 @@ QUEUE_OPTIONS = frozenset(
 # Celery settings taskq does not take (yet), and why: naming one is an error that says so,
 # so a celeryconfig.py never loads with a line that quietly does nothing.
 _HMAC = "taskq signs messages with HMAC: set message_signing_key (docs/security.md)"
-_RECYCLING = "a worker is one process; recycling comes with the process model"
 CELERY_UNSUPPORTED: dict[str, str] = {
-    "worker_max_tasks_per_child": _RECYCLING,
-    "worker_max_memory_per_child": _RECYCLING,
-    "worker_pool": "tasks run on the event loop, or in threads for plain functions",
-    "worker_autoscaler": "set worker_concurrency; autoscaling comes with the process model",
+    "worker_autoscaler": "taskq worker --autoscale MAX,MIN scales the task slots itself",
     "worker_state_db": "revocations are kept in the result store, shared by every worker",
     "worker_direct": "there are no per-worker queues; route to a queue a worker consumes",
     "worker_disable_rate_limits": "set no rate_limit (nor task_default_rate_limit) instead",
@@ -64,7 +60,7 @@ CELERY_UNSUPPORTED: dict[str, str] = {
     "task_store_errors_even_if_ignored": "a task with ignore_result stores no state at all",
     "task_inherit_parent_priority": "give the priority on the call or the task",
     "broker_heartbeat": "RabbitMQ heartbeats take the URL's ?heartbeat= parameter",
-    "broker_failover_strategy": "name one broker URL",
+    "broker_failover_strategy": "the URLs of a fail-over list are tried until one answers",
     "beat_scheduler": "beat keeps its schedule in the result store, shared by every beat",
     "beat_schedule_filename": "beat keeps its schedule in the result store, shared by every beat",
     "beat_sync_every": "beat writes its state at every run",
@@ -85,6 +81,7 @@ class Settings:
     _observers: list[Callable[[str], None]] = dataclasses.field(
         default_factory=list, init=False, repr=False, compare=False
     )
+    # A list of fail-over URLs is kept as Celery's other spelling of it, `url1;url2`.
     broker_url: str | None = None
     result_backend: str | None = None
     broker_transport_options: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -129,6 +126,11 @@ class Settings:
     task_eager_propagates: bool = False
     result_expires: float | None = defaults.RESULT_EXPIRES
     worker_concurrency: int = 100
+    worker_processes: int = 1  # worker processes under a supervisor; 0: one per core
+    worker_pool: str = "thread"  # where plain functions run: "thread" or "process"
+    worker_pool_processes: int | None = None  # the process pool's size; None: one per core
+    worker_max_tasks_per_child: int | None = None  # a pool (or worker) process is recycled
+    worker_max_memory_per_child: int | None = None  # KB of resident memory: recycled past it
     worker_threads: int = 10
     worker_prefetch_multiplier: int = 4
     worker_shutdown_timeout: float = 30.0
@@ -138,7 +140,7 @@ class Settings:
     worker_log_format: str = "text"  # "json", or a logging format string as Celery's
     worker_send_task_events: bool = False  # task events (taskq.events); `taskq worker -E`
     task_send_sent_event: bool = False  # producers send task-sent events
-    event_retention: float = 600.0  # seconds of task events Redis keeps for a late reader
+    event_retention: float = 600.0  # seconds of task events Redis and RabbitMQ keep
     beat_schedule: dict[str, Any] = dataclasses.field(default_factory=dict)
     beat_max_loop_interval: float = 300.0
     beat_lease_ttl: float = 10.0
@@ -209,6 +211,24 @@ class Settings:
         for name in ("worker_concurrency", "worker_threads", "worker_prefetch_multiplier"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1")
+        if type(self.worker_processes) is not int or self.worker_processes < 0:
+            raise ConfigurationError(
+                "worker_processes must be an integer >= 0 (0: one per core),"
+                f" not {self.worker_processes!r}"
+            )
+        if self.worker_pool not in ("thread", "process"):
+            hint = " (Celery's prefork is 'process')" if self.worker_pool == "prefork" else ""
+            raise ConfigurationError(
+                f"worker_pool must be 'thread' or 'process', not {self.worker_pool!r}{hint}"
+            )
+        for name in (
+            "worker_pool_processes",
+            "worker_max_tasks_per_child",
+            "worker_max_memory_per_child",
+        ):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < 1):
+                raise ConfigurationError(f"{name} must be an integer >= 1 or None, not {value!r}")
         retention = self.event_retention
         if not isinstance(retention, int | float) or isinstance(retention, bool) or retention <= 0:
             raise ConfigurationError(
@@ -337,11 +357,22 @@ def _normalise(name: str, value: Any) -> Any:
         return None  # Celery's 0: no pool, so no limit on connections either
     if name in _NAME_LISTS and isinstance(value, str | tuple | set | frozenset):
         return [value] if isinstance(value, str) else list(value)
+    if name in ("broker_url", "result_backend"):
+        return _url_list(value, name)
     if name == "task_queues":
         return _queues(value)
     if name == "task_annotations":
         return _annotations(value)
     return value
+
+
+def _url_list(value: Any, name: str) -> Any:
+    """A list of fail-over URLs as one `;`-separated string, Celery's other spelling of it."""
+    if not isinstance(value, list | tuple):
+        return value
+    if not value or not all(isinstance(url, str) and url.strip() for url in value):
+        raise ConfigurationError(f"{name} must be a URL or a list of URLs, not {value!r}")
+    return ";".join(url.strip() for url in value)
 
 
 def _queues(given: Any) -> dict[str, dict[str, Any]]:

@@ -11,6 +11,7 @@ BROKER_URL = "sqlite:///taskq.db"
 QUEUE = "default"
 RESULT_EXPIRES = DAY  # result_expires; also what idempotency keys and revocations last
 CHORD_RETENTION = WEEK  # a chord's recorded members and done marker, whatever result_expires is
+CHAIN_RETENTION = WEEK  # the stored rest of a long chain, from when it was launched
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # Levels of arrays and objects in a message, arguments and workflow included: well under
 # what orjson writes (254) and what Python's recursion reaches, so that no walk of a

@@ -1,4 +1,4 @@
-"""Dead-letter queues: list them, and replay letters as fresh messages."""
+"""Dead-letter queues: list them, replay letters as fresh messages, delete them."""
 
 from __future__ import annotations
 
@@ -51,3 +51,13 @@ async def replay(app: TaskQ, queue: str, wanted: str | None = None) -> tuple[int
         await broker.publish(dataclasses.replace(message, retries=0, eta=None), message.queue)
         replayed += await broker.remove_dead_letters(queue, [letter.id])
     return replayed, problems
+
+
+async def delete(app: TaskQ, queue: str, wanted: str | None = None) -> int:
+    """Remove the dead letters of `queue` (those `wanted` names, see `dead_letters`) for
+    good; returns how many."""
+    broker = await app.connected_broker()
+    if wanted is None:
+        return await broker.purge_dead_letters(queue)
+    letters = await dead_letters(app, queue, wanted)
+    return await broker.remove_dead_letters(queue, [letter.id for letter in letters])

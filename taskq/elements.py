@@ -7,6 +7,9 @@ task has `options["task_id"]`, every group `options["group_id"]`. `options` may 
 `link` / `link_error` (lists of elements) and, for the body of a chord that is itself a
 member of a group, `membership`.
 
+A long chain's remainder is kept in the result store, a chunk at a time, and stands in a
+message's `chain` as a `stored_chain` element (`kwargs["key"]`, see `taskq.workflow`).
+
 `check_element` is what a worker applies to the elements of every message it receives
 (`chain`, `chord`, `callbacks`, `errbacks`): a message whose workflow it could not advance
 is malformed, refused before it runs rather than failing after. Links (`callbacks`,
@@ -26,6 +29,7 @@ from taskq.options import WIRE_TYPES
 Element = dict[str, Any]
 
 CHAIN, GROUP, CHORD = "chain", "group", "chord"
+STORED_CHAIN = "stored_chain"  # the rest of a chain, under a key of the result store
 MAP_TASK, STARMAP_TASK = "taskq.map", "taskq.starmap"  # the builtin tasks behind map, starmap
 TOLERANT_MAP_TASK = "taskq.tolerant_map"  # and behind tolerant_map
 CHORD_ERROR_TASK = "taskq.chord_error"  # runs instead of a callback whose chord failed
@@ -46,6 +50,18 @@ def members(element: Element) -> list[Element]:
     return found
 
 
+def stored_chain(key: str) -> Element:
+    """The element standing for the rest of a chain kept under `key` in the result store."""
+    return {
+        "task": "taskq.stored_chain",
+        "args": [],
+        "kwargs": {"key": key},
+        "options": {},
+        "immutable": False,
+        "subtask_type": STORED_CHAIN,
+    }
+
+
 def new_id() -> str:
     """A task or group id."""
     return uuid.uuid4().hex
@@ -62,7 +78,7 @@ def freeze(element: Element) -> Element:
             freeze(member)
         if kind == GROUP:
             element["options"].setdefault("group_id", new_id())
-    else:
+    elif kind != STORED_CHAIN:  # stored frozen
         element["options"].setdefault("task_id", new_id())
     return element
 
@@ -130,6 +146,8 @@ def _check(element: object, where: str, frozen: bool) -> None:
         if kind_of(header) != GROUP:  # type: ignore[arg-type]
             raise _malformed(f"{where}.header", "is not a group")
         _check(kwargs.get("body"), f"{where}.body", frozen)
+    elif kind == STORED_CHAIN:
+        _need(kwargs, "key", str, where)
     elif kind is None:
         _need(element, "task", str, where)
         if not element["task"]:

@@ -24,6 +24,13 @@ class AppLoadError(CommandError):
     exit_code = 2
 
 
+class StartupError(CommandError):
+    """Options a supervised worker process cannot start with: exit status 2, so that its
+    supervisor stops instead of starting it again and again."""
+
+    exit_code = 2
+
+
 class ConfigurationError(TaskQError):
     """A bad setting, URL or app reference."""
 

@@ -77,6 +77,11 @@ def _priority(value: object) -> None:
         raise ValueError(f"priority must be an integer 0-9, not {value!r}")
 
 
+def _pool(value: object) -> None:
+    if value not in (None, "thread", "process"):
+        raise ValueError(f"pool must be 'thread' or 'process', not {value!r}")
+
+
 def _rate_scope(value: object) -> None:
     if value not in ("worker", "global"):
         raise ValueError(f"rate_limit_scope must be 'worker' or 'global', not {value!r}")
@@ -159,6 +164,7 @@ BUILTIN_OPTIONS: tuple[Option, ...] = (
     Option("rate_limit_scope", "worker", check=_rate_scope),
     Option("unique_for"),
     Option("typing", True, check=_boolean("typing")),
+    Option("pool", check=_pool),  # where a plain function runs; None: the worker's --pool
 )
 
 

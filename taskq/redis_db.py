@@ -28,7 +28,7 @@ import anyio
 import anyio.lowlevel
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.backoff import NoBackoff
 from redis.exceptions import (
@@ -55,7 +55,7 @@ from taskq.errors import (
     TaskQError,
 )
 from taskq.tls import TLSOptions, tls_error
-from taskq.urls import masked_url
+from taskq.urls import alternatives, masked_url
 
 T = TypeVar("T")
 
@@ -69,7 +69,6 @@ CONNECT_TIMEOUT = 5.0
 # A reply slower than this (a hung Redis) is a transient error. Enforced around each round
 # trip here, not as redis-py's socket_timeout, which costs ~70 µs on every read.
 COMMAND_TIMEOUT = 30.0
-SUBSCRIBE_TIMEOUT = 30.0
 RETRY_FIRST_DELAY = 0.05
 RETRY_MAX_DELAY = 2.0
 
@@ -107,7 +106,8 @@ class RedisSettings:
     also be URL parameters: `redis://host:7000/0?cluster=true&prefix=shop:`.
     """
 
-    url: str
+    url: str  # the first node's
+    nodes: tuple[tuple[str, int], ...] = ()  # every startup node, the URL's first
     cluster: bool = False
     prefix: str = DEFAULT_PREFIX
     reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT
@@ -122,11 +122,22 @@ class RedisSettings:
         max_connections: int | None = None,
         tls: TLSOptions | None = None,
     ) -> RedisSettings:
-        """Settings from the URL, whose `cluster` and `prefix` parameters win over `transport`."""
-        parts = urlsplit(url)
+        """Settings from the URL, whose `cluster` and `prefix` parameters win over `transport`.
+
+        A cluster's URL may name several startup nodes, `redis://n1:7000,n2:7001/0`, or be a
+        fail-over list of URLs that differ only in their `host:port`s, `redis://n1:7000/0;
+        redis://n2:7001/0`: any one of them that answers will do.
+        """
+        first, nodes = _startup_nodes(url)
+        parts = urlsplit(first)
         query = parse_qsl(parts.query, keep_blank_values=True)
         options = {**(transport or {}), **{k: v for k, v in query if k in _OWN_PARAMETERS}}
         cluster = _flag(options.get(CLUSTER_OPTION, False), CLUSTER_OPTION)
+        if len(nodes) > 1 and not cluster:
+            raise ConfigurationError(
+                f"several Redis nodes in {masked_url(url)!r} need ?cluster=true (Redis Cluster;"
+                " taskq does not support Redis Sentinel)"
+            )
         prefix = options.get(PREFIX_OPTION, DEFAULT_PREFIX)
         if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
             raise ConfigurationError(
@@ -142,12 +153,37 @@ class RedisSettings:
         rest = urlencode([(k, v) for k, v in query if k not in _OWN_PARAMETERS])
         return cls(
             url=urlunsplit(parts._replace(query=rest)),
+            nodes=nodes,
             cluster=cluster,
             prefix=prefix,
             reconnect_timeout=float(options.get("reconnect_timeout", DEFAULT_RECONNECT_TIMEOUT)),
             max_connections=max_connections,
             tls=tls,
         )
+
+
+def _startup_nodes(url: str) -> tuple[str, tuple[tuple[str, int], ...]]:
+    """The URL of the first node named, and every `(host, port)` named (see `parse`)."""
+    first: str | None = None
+    shared: set[tuple[str, str, str, str]] = set()  # what the URLs must have in common
+    nodes: list[tuple[str, int]] = []
+    for alternative in alternatives(url):
+        parts = urlsplit(alternative)
+        login, at, hosts = parts.netloc.rpartition("@")
+        shared.add((parts.scheme, login, parts.path, parts.query))
+        for host in hosts.split(","):
+            address = urlsplit(f"//{host}")
+            if not address.hostname:
+                raise ConfigurationError(f"a Redis node without a host in {masked_url(url)!r}")
+            nodes.append((address.hostname, address.port or 6379))
+            first = first or urlunsplit(parts._replace(netloc=f"{login}{at}{host}"))
+    if len(shared) > 1:
+        raise ConfigurationError(
+            f"the Redis URLs {masked_url(url)!r} differ in more than their host:port"
+        )
+    if first is None:
+        raise ConfigurationError("the Redis URL is empty")
+    return first, tuple(nodes)
 
 
 class _Connection(Connection):
@@ -194,17 +230,24 @@ def _client_options(tls: TLSOptions | None) -> dict[str, Any]:
 
 class RedisConnection:
     """A client and its connection pool, shared by every broker and store of one
-    process and event loop that use the same settings; `node` serves pub/sub (with
-    Redis Cluster, the node of the URL: a PUBLISH reaches subscribers on every node; with a
-    `broker_pool_limit`, a client of its own beside the capped one)."""
+    process and event loop that use the same settings, and the connections of pub/sub: with
+    Redis Cluster each on one live node after another (a PUBLISH reaches subscribers on every
+    node, so any will do, and the next one is tried when one is lost); otherwise on a client
+    of their own (`node`), so that a `broker_pool_limit` capping the commands' connections
+    cannot starve them."""
 
     def __init__(self, settings: RedisSettings) -> None:
         self.settings = settings
-        self.node: Redis = Redis.from_url(settings.url, **_client_options(settings.tls))
-        self.client: Client = self.node
+        self.client: Client
+        self.node: Redis | None = None
         if settings.cluster:
-            self.client = RedisCluster.from_url(settings.url, **_client_options(settings.tls))
-        elif settings.max_connections is not None:
+            others = [ClusterNode(host, port) for host, port in settings.nodes[1:]]
+            self.client = RedisCluster.from_url(
+                settings.url, startup_nodes=others, **_client_options(settings.tls)
+            )
+        else:
+            self.node = self.client = Redis.from_url(settings.url, **_client_options(settings.tls))
+        if settings.max_connections is not None and self.node is not None:
             # Commands wait for one of at most `max_connections` connections; subscriptions
             # (one connection each, held for good) stay on `node`, so they cannot starve them.
             pool = BlockingConnectionPool.from_url(
@@ -216,13 +259,19 @@ class RedisConnection:
             self.client.auto_close_connection_pool = True
         self.users = 0
         self.outage = Outage()
+        self._subscribed = 0  # pub/sub connections made: which cluster node is next
 
     def pubsub(self) -> PubSub:
-        return self.node.pubsub()
+        if self.node is not None:
+            return self.node.pubsub()
+        assert isinstance(self.client, RedisCluster)
+        nodes = self.client.get_nodes()  # as of the last topology refresh
+        self._subscribed += 1
+        return self.client.pubsub(node=nodes[self._subscribed % len(nodes)] if nodes else None)
 
     async def aclose(self) -> None:
         await self.client.aclose()
-        if self.node is not self.client:
+        if self.node is not None and self.node is not self.client:
             await self.node.aclose()
 
 
@@ -256,10 +305,17 @@ class SharedConnection:
 
     async def open_with(self, scripts: Scripts) -> None:
         """`open()`, then load `scripts` on the server (leaving again if that fails); a
-        refused login or an unreachable Redis is raised as one line (`connect_error`)."""
+        refused login or an unreachable Redis is raised as one line (`connect_error`).
+
+        A cluster is given `CONNECT_TIMEOUT`: the first failure on a master that is gone
+        refreshes the client's view of the cluster, and the next attempt loads on the live
+        masters."""
         connection = self.open()
+        patience = CONNECT_TIMEOUT if self.settings.cluster else 0.0
         try:
-            await scripts.load(connection.client)
+            await retrying(
+                lambda: scripts.load(connection.client), patience, "connecting", connection.outage
+            )
         except BaseException as exc:
             await self.close()
             explained = connect_error(self.settings.url, exc)
@@ -380,9 +436,13 @@ class RetryBackoff:
     def __init__(self) -> None:
         self.failures = 0
 
-    async def sleep(self) -> None:
+    def next_delay(self) -> float:
+        """Count a failure; how long to wait before the next attempt."""
         self.failures += 1
-        await anyio.sleep(min(RETRY_FIRST_DELAY * 2 ** (self.failures - 1), RETRY_MAX_DELAY))
+        return min(RETRY_FIRST_DELAY * 2.0 ** (self.failures - 1), RETRY_MAX_DELAY)
+
+    async def sleep(self) -> None:
+        await anyio.sleep(self.next_delay())
 
 
 class Outage:

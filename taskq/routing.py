@@ -10,9 +10,12 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskq.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from taskq.app import TaskQ
 
 Route = dict[str, Any]
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -76,3 +79,14 @@ def _as_route(found: Any, name: str) -> Route:
     if isinstance(found, Mapping):
         return dict(found)
     raise ConfigurationError(f"route for {name!r} is {found!r}: expected a queue name or a dict")
+
+
+def known_queues(app: TaskQ) -> list[str]:
+    """The default queue, `task_queues`, and every queue named by a task or a static route."""
+    names = [app.conf.task_default_queue, *app.conf.task_queues]
+    names += [task.queue for task in app.tasks.values() if task.queue]
+    routes = app.conf.task_routes
+    for table in routes if isinstance(routes, list | tuple) else [routes]:
+        if isinstance(table, dict):
+            names += [r if isinstance(r, str) else r.get("queue") for r in table.values()]
+    return sorted({name for name in names if isinstance(name, str)})

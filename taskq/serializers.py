@@ -6,7 +6,6 @@ Imports nothing of taskq but `errors` and `typed_json`.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,10 +46,22 @@ def _msgpack_loads(data: bytes) -> Any:
     return _msgpack().unpackb(data, raw=False)
 
 
+def _pickle_dumps(value: Any) -> bytes:
+    import pickle  # only for an app that opted into pickle
+
+    return pickle.dumps(value)
+
+
+def _pickle_loads(data: bytes) -> Any:
+    import pickle
+
+    return pickle.loads(data)
+
+
 SERIALIZERS: dict[str, Serializer] = {
     "json": Serializer("json", _json_dumps, typed_json.loads),
     "msgpack": Serializer("msgpack", _msgpack_dumps, _msgpack_loads),
-    "pickle": Serializer("pickle", pickle.dumps, pickle.loads),
+    "pickle": Serializer("pickle", _pickle_dumps, _pickle_loads),
 }
 
 

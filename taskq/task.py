@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, Unpack
 
+import anyio
 import orjson
 
 from taskq import sync, typed_json
@@ -21,9 +22,11 @@ from taskq.message import Message
 from taskq.options import CallOptions, check_call
 from taskq.result import AsyncResult, EagerResult
 from taskq.sync import SyncResult
+from taskq.workflow import add_to_chord
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
+    from taskq.workflow import Advancing
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,6 +41,8 @@ class Request:
     (`children`)."""
 
     __slots__ = (
+        "additions",
+        "advancing",
         "children",
         "default_exchange",
         "delivery_count",
@@ -66,6 +71,10 @@ class Request:
         self.is_eager = is_eager
         self.retries_exhausted = False
         self.children: list[str] = []
+        # What runs the task's workflow steps (set by the pipeline's workflow stage for a
+        # task of a workflow), and how many members its code added to its chord.
+        self.advancing: Advancing | None = None
+        self.additions = 0
 
     @property
     def id(self) -> str:
@@ -227,6 +236,11 @@ class Task(Generic[P, R]):
         self.compression: str | None = settings.pop("compression")
         self.unique_for: float | None = settings.pop("unique_for")
         self.typing: bool = settings.pop("typing")
+        self.pool: str | None = settings.pop("pool")
+        if self.pool == "process" and self.is_coroutine:
+            raise TypeError(
+                f"task {self.name!r}: pool='process' is for plain functions, not async ones"
+            )
         self.options: dict[str, Any] = settings  # the options middleware declared
 
     def __repr__(self) -> str:
@@ -385,13 +399,40 @@ class Task(Generic[P, R]):
             raise RuntimeError(f"{self.name}.replace() is for the task while it runs (bind=True)")
         raise Replace(sig.to_dict())
 
-    def add_to_chord(self, sig: Signature[Any]) -> NoReturn:
-        """Celery's way to grow the chord this task is a member of: not available."""
-        raise RuntimeError(
-            f"{self.name}.add_to_chord(): taskq's chords cannot grow (every member carries "
-            "the chord's size, so that counting it is one atomic step); "
-            "`return self.replace(group(...))` makes this member's result a group's list"
-        )
+    async def add_to_chord(self, sig: Signature[Any]) -> AsyncResult[Any]:
+        """Publish `sig` (a task or a workflow) as one more member of the chord this running
+        task is a member of (`await self.add_to_chord(sig)` in a bound task): the chord's
+        callback waits for it too and gets its result after the other members' results, in
+        the order they were added. `ValueError` for a task that is not a chord's member."""
+        return await self._add_to_chord(self._growing_request("add_to_chord", sig), sig)
+
+    def add_to_chord_sync(self, sig: Signature[Any]) -> SyncResult[Any]:
+        """`add_to_chord()` for a plain-function task (it runs in a worker thread): the member
+        is added by the worker's event loop, and this returns once it is published."""
+        request = self._growing_request("add_to_chord_sync", sig)
+        return SyncResult(anyio.from_thread.run(self._add_to_chord, request, sig))
+
+    def _growing_request(self, call: str, sig: Signature[Any]) -> Request:
+        """The request of this running chord member; else a clear error."""
+        if not isinstance(sig, Signature):
+            raise TypeError(f"{self.name}.{call}() takes a signature, not {sig!r}")
+        request = self.request
+        message = request.message
+        if request.advancing is None or message.chord is None or message.group_id is None:
+            raise ValueError(
+                f"{self.name}.{call}(): task {message.id or self.name} is not running "
+                "as a member of a chord (a bound task in a chord's header)"
+            )
+        return request
+
+    @staticmethod
+    async def _add_to_chord(request: Request, sig: Signature[Any]) -> AsyncResult[Any]:
+        message = request.message
+        assert request.advancing is not None
+        # The same call of the same run gets the same token, so a redelivery adds nothing new.
+        token = f"{message.id}:{message.retries}:{request.additions}"
+        request.additions += 1
+        return await add_to_chord(request.advancing, message, token, sig.to_dict())
 
     def retry_countdown(self, retries: int) -> float:
         """The delay before retry number `retries + 1` of an automatic retry."""

@@ -1,4 +1,4 @@
-"""Backend URLs: scheme -> implementing class, and the SQLite URL convention.
+"""Backend URLs: scheme -> implementing class, fail-over lists, and the SQLite URL convention.
 
 Imports nothing of taskq but `errors`.
 """
@@ -16,8 +16,19 @@ from taskq.errors import ConfigurationError
 _EXTRAS = {"redis": "redis", "rediss": "redis", "amqp": "amqp", "amqps": "amqp"}
 
 
+def alternatives(url: str) -> list[str]:
+    """The URLs of a fail-over list, Celery's `url1;url2` (one URL: itself)."""
+    return [part.strip() for part in url.split(";") if part.strip()]
+
+
 def load_backend_class(url: str, registry: dict[str, str], kind: str) -> Any:
-    """The class registered for `url`'s scheme, imported on first use."""
+    """The class registered for `url`'s scheme (every URL of a fail-over list shares it),
+    imported on first use."""
+    schemes = {urlsplit(part).scheme for part in alternatives(url)}
+    if len(schemes) > 1:
+        raise ConfigurationError(
+            f"the fail-over {kind} URLs {masked_url(url)!r} mix schemes: {sorted(schemes)}"
+        )
     scheme = urlsplit(url).scheme
     if "://" not in url or scheme not in registry:
         known = ", ".join(f"{name}://" for name in registry)
@@ -44,11 +55,12 @@ def sqlite_path(url: str) -> Path:
     return Path(url[len(prefix) :])
 
 
-# A URL's password: after `scheme://user:`, up to the last `@` before a space or a quote (so
-# a password with an unescaped `@` is masked whole, at worst with some of the host), and a
-# query parameter whose name holds "password".
+# A URL's password: after `scheme://user:`, up to the last `@` before a space, a quote or the
+# `;` of a fail-over list's next URL (so a password with an unescaped `@` is masked whole, at
+# worst with some of the host), and a query parameter whose name holds "password".
+_SCHEME = r"[a-zA-Z][a-zA-Z0-9+.\-]*://"
 _PASSWORDS = re.compile(
-    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s'\"/:@]*:)(?P<password>[^\s'\"]*)@"
+    rf"(?P<head>{_SCHEME}[^\s'\"/:@]*:)(?P<password>(?:[^\s'\";]|;(?!{_SCHEME}))*)@"
     r"|(?P<name>[?&][^=&\s'\"]*password[^=&\s'\"]*=)[^&\s'\"]*",
     re.IGNORECASE,
 )

@@ -3,7 +3,14 @@ when a task that belongs to a workflow finishes.
 
 - chain: the envelope's `chain` holds what runs next; on success the worker launches
   it with the result prepended, on failure it marks every later task FAILURE with the
-  same error, so `get()` on the chain's last result raises it.
+  same error, so `get()` on the chain's last result raises it. A message carries at most
+  `CHAIN_INLINE` of the links after it: the rest is stored in the result store when the
+  chain is launched, in chunks of `CHAIN_INLINE` links, each ending with a `stored_chain`
+  element naming the next chunk's key, and stands as that element at the end of `chain`.
+  The link that finds one first in its `chain` reads that chunk and goes on with it. So
+  every message has a bounded size whatever the chain's length, a chunk is read once per
+  `CHAIN_INLINE` links, and nothing is deleted when read: a redelivered link reads it
+  again (chunks expire `CHAIN_RETENTION` after the launch).
 - links of a chain or chord (`link`, `link_error` in its options) are moved onto its
   tasks when it is launched: a chain's link on its last member, its link_error on every
   member; a chord's on its body.
@@ -37,20 +44,25 @@ import orjson
 
 from taskq import states, typed_json
 from taskq.chords import CHORD_RESULTS, ChordCallback, ChordCounter, ChordPart
+from taskq.defaults import CHAIN_RETENTION
 from taskq.elements import (
     CHAIN,
     CHORD,
     CHORD_ERROR_TASK,
     GROUP,
     GROUP_RESULTS_TASK,
+    STORED_CHAIN,
     Element,
+    check_elements,
     freeze,
     kind_of,
     members,
+    new_id,
     result_ids,
     result_tree,
+    stored_chain,
 )
-from taskq.errors import ChordError
+from taskq.errors import ChordError, MessageError
 from taskq.message import JSON, Message
 from taskq.options import CALL_OPTIONS, CallOptions
 from taskq.result import AsyncResult, GroupResult, save_group
@@ -76,12 +88,18 @@ class Membership:
         return cls(message.group_id, message.group_index, message.group_size, message.chord)
 
 
+CHAIN_INLINE = 10  # links after it a message carries; the rest of a chain is stored
+CHAIN_KEY = "chain:{}"  # a stored chunk of a chain's links, in the result store
+
+
 @dataclass(slots=True)
 class Plan:
-    """What launching a tree publishes: messages now, and groups to save for restore."""
+    """What launching a tree publishes: messages now, groups to save for restore, and the
+    chunks of long chains to store first."""
 
     messages: list[Message] = field(default_factory=list)
     groups: dict[str, list[Any]] = field(default_factory=dict)  # group id -> its result ids
+    chains: dict[str, bytes] = field(default_factory=dict)  # chunk key -> its links (JSON)
 
 
 Send = Callable[[Sequence[Message]], Awaitable[None]]
@@ -118,6 +136,10 @@ async def launch(
     _build(app, plan, freeze(element), prefix or [], then or [], membership, parent)
     for group_id, ids in plan.groups.items():
         await save_group(app, group_id, ids)
+    if plan.chains:
+        store = await app.connected_store()
+        for key, links in plan.chains.items():
+            await store.set_key(CHAIN_KEY.format(key), links, CHAIN_RETENTION)
     await (send or app.send_messages)(plan.messages)
 
 
@@ -148,7 +170,24 @@ def _build(
         body = _as_chain([body, *then]) if then else body
         _build_chord(app, plan, element["kwargs"]["header"], body, prefix, membership, parent)
     else:
+        then = _stored_beyond_inline(plan, then)
         plan.messages.append(_message(app, element, prefix, then, membership, parent))
+
+
+def _stored_beyond_inline(plan: Plan, then: list[Element]) -> list[Element]:
+    """`then` with the links past `CHAIN_INLINE` moved into chunks for `plan` to store,
+    each ending with the `stored_chain` element of the next; the first one ends `then`.
+    One that ends with a `stored_chain` already (the rest of a message's chain) may carry
+    it after `CHAIN_INLINE` links."""
+    stored = 1 if then and kind_of(then[-1]) == STORED_CHAIN else 0
+    if len(then) <= CHAIN_INLINE + stored:
+        return then
+    tail: list[Element] = []
+    for start in reversed(range(CHAIN_INLINE, len(then), CHAIN_INLINE)):
+        key = new_id()
+        plan.chains[key] = typed_json.dumps([*then[start : start + CHAIN_INLINE], *tail])
+        tail = [stored_chain(key)]
+    return [*then[:CHAIN_INLINE], *tail]
 
 
 def _build_chord(
@@ -283,15 +322,50 @@ async def replace(runtime: Advancing, message: Message, element: Element) -> Non
     whose result is the element's takes the message's id (a group's results are gathered
     by a `GROUP_RESULTS_TASK`), with the message's links, before the rest of its chain, as
     the member of its group or chord."""
-    found = _result_task(element)
-    if found is None:
-        found = _builtin(GROUP_RESULTS_TASK, {})
-        element = _as_chain([element, found])
-    found["options"]["task_id"] = message.id
+    element = _with_result_id(element, message.id)
     links = {"link": message.callbacks, "link_error": message.errbacks}
     element = _with_links(element, {key: value for key, value in links.items() if value})
     membership, send = Membership.of(message), runtime.send_messages
     await launch(runtime.app, element, [], message.chain, membership, message, send=send)
+
+
+async def add_to_chord(
+    runtime: Advancing, message: Message, token: str, element: Element
+) -> AsyncResult[Any]:
+    """Add `element` to the chord `message`'s task is a member of (`Task.add_to_chord`), as
+    its member after the last one: recorded where the chord is counted (once per `token`,
+    so a redelivered caller adds the same member again), then published. Counting the
+    chord reads what was added, and the caller has not counted itself yet, so the callback
+    cannot start before the added member ends."""
+    membership = Membership.of(message)
+    assert membership is not None and membership.chord is not None
+    app, group_id = runtime.app, membership.group_id
+    element = freeze(element)
+    found = _result_task(element)
+    task_id = found["options"]["task_id"] if found is not None else new_id()
+    counter = runtime.chord_counter
+    publishes = _callbacks_of(app, membership) if counter is not None else None
+    if counter is not None and publishes is not None:
+        queue = publishes.callback.queue
+        added = await counter.add_member(queue, group_id, token, task_id)
+    else:
+        store = await app.connected_store()
+        added = await store.chord_add_member(group_id, token, task_id)
+    grown = dataclasses.replace(membership, index=membership.size + added.position)
+    element = _with_result_id(element, added.task_id)
+    await launch(app, element, [], None, grown, message, send=runtime.send_messages)
+    return AsyncResult(added.task_id, app=app)
+
+
+def _with_result_id(element: Element, task_id: str) -> Element:
+    """`element` (frozen) whose result is that of a task with id `task_id` (a group's
+    results gathered by a `GROUP_RESULTS_TASK`)."""
+    found = _result_task(element)
+    if found is None:
+        found = _builtin(GROUP_RESULTS_TASK, {})
+        element = _as_chain([element, found])
+    found["options"]["task_id"] = task_id
+    return element
 
 
 def _result_task(element: Element) -> Element | None:
@@ -319,8 +393,8 @@ async def task_succeeded(runtime: Advancing, message: Message, value: Any) -> No
     app, send = runtime.app, runtime.send_messages
     membership = Membership.of(message)
     if message.chain:
-        rest = message.chain[1:]
-        await launch(app, message.chain[0], [value], rest, membership, message, send=send)
+        first, *rest = await _unstored_head(app, message.chain)
+        await launch(app, first, [value], rest, membership, message, send=send)
     elif membership is not None and membership.chord is not None:
         await _member_done(runtime, message, membership, value, None)
     for callback in message.callbacks:
@@ -329,8 +403,11 @@ async def task_succeeded(runtime: Advancing, message: Message, value: Any) -> No
 
 async def task_failed(runtime: Advancing, message: Message, meta: TaskMeta) -> None:
     app = runtime.app
-    for element in message.chain:
-        await _fail_all(app, element, meta)
+    later = message.chain
+    while later:
+        later = await _unstored_head(app, later)
+        await _fail_all(app, later[0], meta)
+        later = later[1:]
     membership = Membership.of(message)
     if membership is not None and membership.chord is not None:
         await _member_done(runtime, message, membership, None, meta)
@@ -360,7 +437,7 @@ def chord_part(
     """What a `ChordCounter` broker records for the finished member `message` (`failure`
     if it failed, else its `value`); None if the callback is not one JSON envelope (a
     group or chord as the body, another serializer): then the store counts."""
-    publishes = _callbacks.setdefault(app, _Callbacks()).of(app, membership)
+    publishes = _callbacks_of(app, membership)
     if publishes is None:
         return None
     outcome, failed = _outcome(message, membership.index, value, failure)
@@ -393,13 +470,21 @@ class _Callbacks:
 _callbacks: weakref.WeakKeyDictionary[TaskQ, _Callbacks] = weakref.WeakKeyDictionary()
 
 
+def _callbacks_of(app: TaskQ, membership: Membership) -> ChordCallback | None:
+    """What a `ChordCounter` publishes when the chord of `membership` ends; None if it is
+    not one JSON envelope (the store counts that chord)."""
+    return _callbacks.setdefault(app, _Callbacks()).of(app, membership)
+
+
 def _chord_callback(app: TaskQ, body: Element) -> ChordCallback | None:
     """The one JSON message launching `body` with the results would send, `CHORD_RESULTS`
-    in their place, and its failure; None if launching it sends more than one message."""
+    in their place, and its failure; None if launching it sends more than one message or
+    stores anything first."""
     plan = Plan()
     outer = body["options"].get("membership")
     _build(app, plan, body, [CHORD_RESULTS], [], Membership(**outer) if outer else None, None)
-    if len(plan.messages) != 1 or plan.groups or plan.messages[0].content_type != JSON:
+    single = len(plan.messages) == 1 and not plan.groups and not plan.chains
+    if not single or plan.messages[0].content_type != JSON:
         return None
     callback = plan.messages[0]
     failure = dataclasses.replace(callback, task=CHORD_ERROR_TASK, args=[CHORD_RESULTS], kwargs={})
@@ -430,13 +515,15 @@ async def _store_member_done(runtime: Advancing, membership: Membership) -> None
     group = await GroupResult.restore(membership.group_id, app=app)
     if group is None:
         raise ChordError(f"chord {membership.group_id}: its group is no longer in the store")
-    leaves = [result.id for result in _leaves(group.results)]
+    added = await store.chord_added(membership.group_id)
+    results = [*group.results, *(AsyncResult(task_id, app=app) for task_id in added)]
+    leaves = [result.id for result in _leaves(results)]
     metas = dict(zip(leaves, await store.get_many(leaves), strict=True))
     send = runtime.send_messages
     failed = next(
         (
             (index, leaf)
-            for index, member in enumerate(group.results)
+            for index, member in enumerate(results)
             for leaf in _leaves([member])
             if not _succeeded(metas[leaf.id])
         ),
@@ -444,7 +531,7 @@ async def _store_member_done(runtime: Advancing, membership: Membership) -> None
     )
     outer = body["options"].get("membership")
     if failed is None:
-        values = [_value(member, metas) for member in group.results]
+        values = [_value(member, metas) for member in results]
         outer_membership = Membership(**outer) if outer else None
         await launch(app, body, [values], membership=outer_membership, send=send)
         return
@@ -489,6 +576,20 @@ def _value(result: Any, metas: dict[str, TaskMeta | None]) -> Any:
     meta = metas[result.id]
     assert meta is not None
     return meta.result
+
+
+async def _unstored_head(app: TaskQ, chain: list[Element]) -> list[Element]:
+    """`chain` whose first link is a task or a workflow, not a `stored_chain`: the chunk
+    it names read from the result store in its place."""
+    while kind_of(chain[0]) == STORED_CHAIN:
+        key = CHAIN_KEY.format(chain[0]["kwargs"]["key"])
+        raw = await (await app.connected_store()).get_key(key)
+        if raw is None:
+            raise MessageError(f"chain: its links stored under {key!r} are no longer stored")
+        links = typed_json.loads(raw)
+        check_elements(links, key)
+        chain = [*links, *chain[1:]]
+    return chain
 
 
 async def _fail_all(app: TaskQ, element: Element, meta: TaskMeta) -> None:

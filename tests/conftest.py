@@ -22,17 +22,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from cluster_servers import RabbitMQCluster, ReplicatedRedisCluster
 from servers import RabbitMQServer, RedisCluster, RedisServer, ServerNotInstalled
 from support import WorkerProcess, worker_environment
 
 Server = TypeVar("Server", RedisServer, RedisCluster, RabbitMQServer)
+Startable = RedisServer | RedisCluster | RabbitMQServer | ReplicatedRedisCluster | RabbitMQCluster
 
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"true", "1"}
 
 
-def _start(server: RedisServer | RedisCluster | RabbitMQServer) -> None:
+def _start(server: Startable) -> None:
     """Starts `server`; when its binary is missing, fails in CI and skips elsewhere."""
     try:
         server.start()
@@ -58,6 +60,28 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
     """A three-master Redis Cluster; `.url` is one node, `.startup_nodes` all of them."""
     cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    _start(cluster)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def replicated_redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ReplicatedRedisCluster]:
+    """Six Redis Cluster nodes (3 masters, a replica each, AOF, node timeout 2 s), for one
+    module's fail-over tests: a killed node must be started again by the test."""
+    cluster = ReplicatedRedisCluster(tmp_path_factory.mktemp("redis-replicated"))
+    _start(cluster)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def rabbitmq_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQCluster]:
+    """Three RabbitMQ nodes in one cluster (~30 s to start), for one module's fail-over
+    tests: a killed node must be started again by the test."""
+    cluster = RabbitMQCluster(tmp_path_factory.mktemp("rabbitmq-cluster"))
     _start(cluster)
     yield cluster
     cluster.stop()

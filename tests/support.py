@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
-from taskq import TaskQ, chord, signature
+from taskq import TaskQ, chain, chord, signature
 
 INTEGRATION = Path(__file__).resolve().parent / "integration"
 
@@ -35,6 +36,51 @@ async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 
     with anyio.fail_after(timeout):
         while not await predicate():  # noqa: ASYNC110 - the state lives in another process
             await anyio.sleep(0.02)
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def scrape(port: int) -> Samples:
+    """The samples a /metrics on `port` serves, by name and labels."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"http://127.0.0.1:{port}/metrics")
+    assert response.status_code == 200
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def task_counts(samples: Samples, queue: str) -> dict[tuple[str, str], float]:
+    """`taskq_tasks_total`'s counts of `queue` that are not zero, by (task, state)."""
+    counts = {}
+    for (name, labels), count in samples.items():
+        label = dict(labels)
+        if name == "taskq_tasks_total" and label["queue"] == queue and count:
+            counts[label["task"], label["state"]] = count
+    return counts
+
+
+def queue_depths(samples: Samples, queue: str) -> list[float]:
+    """The queue's length, delayed messages and dead letters."""
+    names = ("taskq_queue_length", "taskq_queue_delayed", "taskq_dead_letters")
+    return [value(samples, name, queue=queue) for name in names]
 
 
 def worker_environment(broker_url: str, transport_options: dict[str, object]) -> dict[str, str]:
@@ -125,6 +171,32 @@ async def kill_a_worker_during_a_chord(
     start_worker("-c", "50")
     assert await result.get(timeout=120) == 1000
     assert (await anyio.Path(marker).read_text()).splitlines() == ["1000 ordered"]
+
+
+async def kill_a_worker_during_a_chain(
+    producer: TaskQ, start_worker: Callable[..., WorkerProcess], links: int = 200
+) -> None:
+    """A chain of `links` `acks_late` links, most of it stored by reference, whose worker is
+    SIGKILLed a third of the way: a second worker runs it to its end, each link once more
+    at most, the last result counting every link."""
+    first = start_worker("-c", "4")
+    steps = [signature("itest.slow_increment", [0.01], app=producer) for _ in range(links - 1)]
+    workflow = chain(signature("itest.slow_increment", [0, 0.01], app=producer), *steps)
+    result = await workflow.apply_async()
+    third = result
+    for _ in range(links - links // 3):
+        assert third.parent is not None
+        third = third.parent
+
+    async def a_third_done() -> bool:
+        return await third.ready()
+
+    await eventually(a_third_done, timeout=60)
+    assert not await result.ready()
+    first.signal(signal.SIGKILL)
+    first.wait()
+    start_worker("-c", "4")
+    assert await result.get(timeout=120) == links
 
 
 def worker_broker_url(kind: str, request: pytest.FixtureRequest, place: Path, prefix: str) -> str:

@@ -27,6 +27,9 @@ RESULT_URL = "BENCH_RESULT_URL"  # a Redis URL: the result backend of every libr
 CONCURRENCY = "BENCH_CONCURRENCY"  # read by libraries whose CLI has no flag for it
 THREADS = "BENCH_THREADS"
 
+# The workloads whose worker runs several processes (benchmarks.workloads).
+MULTIPROCESS_WORKLOADS = frozenset({"drain_processes", "cpu_processes"})
+
 BATCH_SIZE = 1000  # messages per bulk call, for every library with a bulk API
 WORKER_STOP_TIMEOUT = 30.0
 
@@ -42,6 +45,8 @@ class WorkerSpec:
     kind: Kind
     concurrency: int = 100
     threads: int = 10
+    processes: int = 1  # worker processes (a supervisor's, or Celery's prefork children)
+    pool: str = "thread"  # where plain functions run: "thread", or "process" (one per core)
 
 
 def broker_url() -> str:
@@ -141,6 +146,8 @@ class Adapter:
     method that raises NotImplementedError here."""
 
     library: ClassVar[str]
+    #: Whether the adapter runs several worker processes or a process pool (WorkerSpec).
+    multiprocess: ClassVar[bool] = False
     #: How `publish_batch` publishes: the bulk API's name, or why there is none.
     batch_method: ClassVar[str]
 
@@ -155,6 +162,8 @@ class Adapter:
             return f"{self.library} has no {workload}"
         if workload == "enqueue_sync" and type(self).publish_sync is Adapter.publish_sync:
             return f"the {self.library} adapter has no blocking publish"
+        if workload in MULTIPROCESS_WORKLOADS and not self.multiprocess:
+            return f"the {self.library} adapter runs one worker process, with no process pool"
         return None
 
     async def open(self) -> None:

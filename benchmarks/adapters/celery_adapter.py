@@ -2,10 +2,11 @@
 
 Celery has no async tasks: its no-op and sleeping tasks are plain functions. The worker is
 `celery worker` in one process: `--pool solo` for no-op tasks (no forks; the task runs in the
-consumer's thread), `--pool threads` where tasks block (sleep, sync). Its producer API is
-synchronous, so the adapter's calls block the timer's event loop, which has nothing else to
-do meanwhile. Bulk publishing is `group(...).apply_async()`, Celery's API for many calls
-(it publishes the messages one by one over one connection).
+consumer's thread), `--pool threads` where tasks block (sleep, sync, hashing in threads), and
+`--pool prefork` (a child per core, or `--concurrency N`) where the workload wants processes.
+Its producer API is synchronous, so the adapter's calls block the timer's event loop, which
+has nothing else to do meanwhile. Bulk publishing is `group(...).apply_async()`, Celery's API
+for many calls (it publishes the messages one by one over one connection).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ tally = app.task(name="tally")(tasks.blocking_tally)
 
 class CeleryAdapter(Adapter):
     library = "celery"
+    multiprocess = True
     batch_method = "group"
 
     async def close(self) -> None:
@@ -61,6 +63,10 @@ class CeleryAdapter(Adapter):
 
     def worker_argv(self, spec: WorkerSpec) -> list[str]:
         argv = [console_script("celery"), "-A", f"{__name__}:app", "worker", "-l", "warning"]
+        if spec.processes > 1:  # prefork children consume and run: Celery's process model
+            return [*argv, "--pool", "prefork", "--concurrency", str(spec.processes)]
+        if spec.pool == "process":
+            return [*argv, "--pool", "prefork"]  # a child per core
         if spec.kind is Kind.NOOP:
             return [*argv, "--pool", "solo"]
         threads = spec.threads if spec.kind is Kind.SYNC else spec.concurrency

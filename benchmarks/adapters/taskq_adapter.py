@@ -17,6 +17,7 @@ from pathlib import Path
 import taskq
 from benchmarks import tasks
 from benchmarks.adapters.base import (
+    MULTIPROCESS_WORKLOADS,
     Adapter,
     WorkerHandle,
     WorkerSpec,
@@ -67,11 +68,14 @@ class InProcessWorker(WorkerHandle):
 
 class TaskqAdapter(Adapter):
     library = "taskq"
+    multiprocess = True
     batch_method = "group(...).apply_async() (one publish_many per group)"
 
     def unsupported(self, workload: str) -> str | None:
         if workload in ("chord", "chain") and not hasattr(taskq, workload):
             return f"taskq has no canvas yet (taskq.{workload})"
+        if workload in MULTIPROCESS_WORKLOADS and app.broker_url.startswith("memory://"):
+            return "the memory broker lives in one process"
         return None
 
     async def open(self) -> None:
@@ -114,6 +118,10 @@ class TaskqAdapter(Adapter):
             "warning",
             "--loop",  # asyncio's own loop, as every peer here runs on (uvloop is opt-in)
             "asyncio",
+            "--processes",
+            str(spec.processes),
+            "--pool",
+            spec.pool,
         ]
 
     async def start_worker(self, spec: WorkerSpec, log: Path) -> WorkerHandle:

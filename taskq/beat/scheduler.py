@@ -31,6 +31,7 @@ from taskq.beat.custom import Polled
 from taskq.beat.schedules import as_schedule
 from taskq.errors import ConfigurationError
 from taskq.stores.base import ResultStore
+from taskq.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
@@ -113,6 +114,11 @@ class EntryState:
     total_runs: int = 0
 
 
+def _disabled(stored: dict[str, Any]) -> list[str]:
+    """The disabled entries' names (a store written before beat had them has none)."""
+    return list(stored.get("disabled", []))
+
+
 def _moment(value: Any) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
@@ -151,19 +157,39 @@ class BeatEntries:
     async def remove(self, name: str) -> None:
         async with self._editing() as stored:
             removed = stored["dynamic"].pop(name, None) is not None
+            stored["disabled"] = [other for other in _disabled(stored) if other != name]
         if removed:
             await (await self.app.connected_store()).delete_key(STATE_KEY.format(name))
 
     async def entries(self) -> list[Entry]:
         """The static entries of `beat_schedule` and the dynamic ones, by name."""
+        return self._entries(await self._load())
+
+    async def enabled_entries(self) -> list[Entry]:
+        """The entries that fire: all but the disabled ones."""
+        stored = await self._load()
+        disabled = _disabled(stored)
+        return [entry for entry in self._entries(stored) if entry.name not in disabled]
+
+    async def disabled(self) -> set[str]:
+        return set(_disabled(await self._load()))
+
+    async def set_enabled(self, name: str, enabled: bool) -> None:
+        """Disable entry `name` (static or dynamic): no beat fires it until it is enabled
+        again, when it runs as after a downtime (its `catch_up`)."""
+        async with self._editing() as stored:
+            known = [entry.name for entry in self._entries(stored)]
+            if name not in known:
+                raise ValueError(f"no beat entry {name!r}{did_you_mean(name, known)}")
+            disabled = set(_disabled(stored)) - {name}
+            stored["disabled"] = sorted(disabled if enabled else disabled | {name})
+
+    def _entries(self, stored: dict[str, Any]) -> list[Entry]:
         static = {
             name: Entry.from_config(name, spec)
             for name, spec in self.app.conf.beat_schedule.items()
         }
-        dynamic = {
-            name: Entry.from_config(name, spec)
-            for name, spec in (await self._load())["dynamic"].items()
-        }
+        dynamic = {name: Entry.from_config(name, spec) for name, spec in stored["dynamic"].items()}
         return [entry for _, entry in sorted({**dynamic, **static}.items())]
 
     async def _load(self) -> dict[str, Any]:
@@ -192,9 +218,11 @@ class BeatEntries:
         current = sorted(self.app.conf.beat_schedule)
         store = await self.app.connected_store()
         async with self._editing() as stored:
-            for gone in set(stored["static"]) - set(current):
-                await store.delete_key(STATE_KEY.format(gone))
+            gone = set(stored["static"]) - set(current)
+            for name in gone:
+                await store.delete_key(STATE_KEY.format(name))
             stored["static"] = current
+            stored["disabled"] = [name for name in _disabled(stored) if name not in gone]
 
 
 class Beat:
@@ -229,7 +257,7 @@ class Beat:
         """Fire what is due; returns the seconds until the next entry is due."""
         now = datetime.now(UTC)
         soonest = self.app.conf.beat_max_loop_interval
-        for entry in await self.app.beat.entries():
+        for entry in await self.app.beat.enabled_entries():
             due = await self._fire_if_due(store, entry, now)
             if due is not None:
                 soonest = min(soonest, (due - now).total_seconds())

@@ -49,6 +49,7 @@ from taskq.brokers.amqp_consumer import (
     to_milliseconds,
     winding_down,
 )
+from taskq.brokers.amqp_events import EventStream
 from taskq.brokers.amqp_topology import (
     OPTIONS as AMQP_OPTIONS,
 )
@@ -137,6 +138,9 @@ class AMQPBroker(Broker):
         self._held: Counter[str] = Counter()  # deliveries this process holds, per queue
         self._consumers: set[Consumer] = set()
         self._subscriptions: set[MemoryObjectSendStream[bytes]] = set()
+        self._events = EventStream(
+            self._config.default_exchange, conf.event_retention, self._config.publish_timeout
+        )
 
     async def connect(self) -> None:
         if self._connection is not None:
@@ -309,7 +313,7 @@ class AMQPBroker(Broker):
         bucket = self._queues.get(name)
         if bucket is None:
             await self._queue(queue)
-            bucket = await declare_bucket(self._publisher(), queue, ttl)
+            bucket = await declare_bucket(self._publisher(), self._config, queue, ttl)
             self._queues[name] = bucket
         return bucket
 
@@ -362,6 +366,21 @@ class AMQPBroker(Broker):
             self._subscriptions.discard(send)
             with winding_down(self._config.publish_timeout):
                 await channel.close()
+
+    # Task events: a stream queue kept for `event_retention` seconds (amqp_events.py).
+    KEEPS_EVENTS = True
+
+    async def publish_events(self, payload: bytes) -> None:
+        properties = Basic.Properties(content_type=JSON_CONTENT_TYPE)
+        stream = self._events.name
+        await self._publish(_Outgoing("", stream, payload, properties, self._events_stream))
+
+    def read_events(self, since: float | None) -> Broadcasts:
+        return self._events.read(self._open_channel, since)
+
+    async def _events_stream(self) -> None:
+        if self._events.name not in self._queues:
+            self._queues[self._events.name] = await self._events.declare(self._publisher())
 
     # -- inspection -----------------------------------------------------------------
 

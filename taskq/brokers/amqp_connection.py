@@ -1,5 +1,6 @@
 """Opening the RabbitMQ connection: aio-pika's robust connection, which reconnects by itself
-once it has been open, and a first connection that fails explained in one line.
+once it has been open (to the next node of a cluster given as several URLs), and a first
+connection that fails explained in one line.
 
 A refused login (ACCESS_REFUSED) and a vhost RabbitMQ will not open (NOT_ALLOWED on
 connection.open: it does not exist, or the user has no permissions on it) are
@@ -15,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
@@ -27,7 +30,9 @@ from yarl import URL
 from taskq.brokers.amqp_consumer import winding_down
 from taskq.errors import BrokerUnavailable, LoginRefusedError
 from taskq.tls import tls_error
-from taskq.urls import masked_url
+from taskq.urls import alternatives, masked_url
+
+logger = logging.getLogger("taskq.brokers.amqp")
 
 # The loggers of the libraries' own account of a failing first connection.
 _FIRST_CONNECTION_LOGGERS = ("aiormq.connection", "aio_pika.robust_connection")
@@ -45,8 +50,12 @@ async def open_robust_connection(
     """The robust connection to `url` (over TLS with `ssl_context`), or one line saying why it
     did not open. A connect that fails or is cancelled (a caller's deadline) is closed: left
     alone, aio-pika would go on connecting in the background."""
-    connection = aio_pika.RobustConnection(
-        URL(url), reconnect_interval=reconnect_interval, ssl_context=ssl_context
+    urls = [URL(node) for node in alternatives(url)]
+    connection = FailoverConnection(
+        urls,
+        unreachable_after=timeout,
+        reconnect_interval=reconnect_interval,
+        ssl_context=ssl_context,
     )
     with _unlogged(_FIRST_CONNECTION_LOGGERS):
         try:
@@ -61,6 +70,70 @@ async def open_robust_connection(
                 raise _explained(url, exc, timeout) from None
             raise
     return connection
+
+
+class FailoverConnection(aio_pika.RobustConnection):
+    """aio-pika's robust connection to one of several nodes of a cluster (`urls`): each
+    attempt to connect, the first one and every reconnection, tries them in turn, from the one
+    that answered last, until one does; aio-pika then restores the channels, what they
+    declared and their consumers, on that node. A refused login is not tried elsewhere.
+
+    Once no node has answered for `unreachable_after` seconds (`publish_timeout`, after which
+    publishing fails and /readyz says the broker does not answer) the outage is logged, and so
+    is its end."""
+
+    def __init__(self, urls: Sequence[URL], *, unreachable_after: float, **kwargs: Any) -> None:
+        super().__init__(urls[0], **kwargs)
+        self._urls = list(urls)
+        self._current = 0
+        self._unreachable_after = unreachable_after
+        self._down_since: float | None = None
+        self._logged_down = False
+
+    # aio-pika calls this (its private `__connect_transport`) for each attempt to connect.
+    async def _RobustConnection__connect_transport(self) -> None:
+        connect = super()._RobustConnection__connect_transport  # type: ignore[misc]
+        error: BaseException | None = None
+        for offset in range(len(self._urls)):
+            index = (self._current + offset) % len(self._urls)
+            self.url = self._urls[index]
+            try:
+                await connect()
+            except ProbableAuthenticationError:
+                raise
+            except CONNECTION_EXCEPTIONS as exc:
+                error = exc
+                continue
+            self._connected_to(index)
+            return
+        assert error is not None
+        self._unreachable(error)
+        raise error
+
+    def _connected_to(self, index: int) -> None:
+        if index != self._current or self._down_since is not None:
+            logger.warning(
+                "Connected to RabbitMQ at %s%s",
+                masked_url(str(self._urls[index])),
+                ""
+                if self._down_since is None
+                else f" after {time.monotonic() - self._down_since:.1f} s without a node",
+            )
+        self._current = index
+        self._down_since, self._logged_down = None, False
+
+    def _unreachable(self, error: BaseException) -> None:
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+        if not self._logged_down and now - self._down_since >= self._unreachable_after:
+            self._logged_down = True
+            logger.error(
+                "No RabbitMQ node answered for %.0f s (%s): %s; still trying",
+                now - self._down_since,
+                ", ".join(masked_url(str(url)) for url in self._urls),
+                error,
+            )
 
 
 def _explained(url: str, exc: BaseException, timeout: float) -> Exception:

@@ -14,6 +14,9 @@ For every task queue `q` (durable, declared on first use):
                                         exchange. A delayed message waits in the largest bucket
                                         not longer than its remaining delay and comes back to
                                         `q`; its consumer parks it again until it is due.
+                                        When `q` is a quorum queue, so are `q.dlq` and its
+                                        buckets (dead-lettering at-least-once), so that all of
+                                        them survive the loss of any one node of a cluster.
     exchange  <default>.broadcast.<channel>   fanout, for the control plane
 
 Exchanges named by `task_routes` are topic exchanges unless `exchange_types` says otherwise;
@@ -237,13 +240,23 @@ async def declare_queue(channel: AbstractChannel, config: AMQPConfig, name: str)
     await queue.bind(config.default_exchange, name)
     for binding in config.bindings.get(name, ()):
         await queue.bind(binding.exchange, binding.routing_key)
-    dead = await _declare(channel, dead_letter_queue(name), {})
+    dead_arguments = {"x-queue-type": QUORUM} if config.is_quorum(name) else {}
+    dead = await _declare(channel, dead_letter_queue(name), dead_arguments)
     await dead.bind(config.dead_letter_exchange, name)
     return queue
 
 
-async def declare_bucket(channel: AbstractChannel, queue: str, ttl: int) -> AbstractQueue:
-    return await _declare(channel, bucket_queue(queue, ttl), bucket_arguments(queue, ttl))
+async def declare_bucket(
+    channel: AbstractChannel, config: AMQPConfig, queue: str, ttl: int
+) -> AbstractQueue:
+    arguments = bucket_arguments(queue, ttl)
+    if config.is_quorum(queue):  # dead-lettered into `queue` only once `queue` has taken it
+        arguments |= {
+            "x-queue-type": QUORUM,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+    return await _declare(channel, bucket_queue(queue, ttl), arguments)
 
 
 async def _declare(channel: AbstractChannel, name: str, arguments: dict[str, Any]) -> AbstractQueue:

@@ -18,12 +18,16 @@
 --   KEYS[14]     P{Q}:idle            string  set while some consumer sleeps on this queue:
 --                                            only then do producers PUBLISH a wake-up.
 --
--- The "chord" script also takes, after those 14, two keys per chord whose callback goes to Q:
+-- The "chord" script also takes, after those 14, three keys per chord whose callback goes to
+-- Q ("chord_add_member" the last one):
 --   P{Q}:chord:<group id>:results  hash    member index -> 's' .. result JSON, or
 --                                            'f' .. failure JSON; expires CHORD_RETENTION
 --                                            after the last member recorded.
 --   P{Q}:chord:<group id>:done     string  set (for CHORD_RETENTION) once the callback is
 --                                            published, so late duplicates publish nothing.
+--   P{Q}:chord:<group id>:added    hash    members added to the chord (Task.add_to_chord):
+--                                            the addition's token -> "<position>:<task id>";
+--                                            the chord's size is the members' plus HLEN.
 --
 -- A delivery is (band, stream id, consumer, times delivered to the group). Settling checks
 -- the entry's record in the group's pending list: if another consumer has taken it over, or
@@ -224,7 +228,9 @@ return 0
 -- callback in the same step: the callback's envelope with the results, in index order,
 -- spliced in; or, if a member failed, the failure envelope with the description of the
 -- lowest failed member spliced in. A member is recorded once (HSETNX), so a redelivered one
--- does not count twice; the done marker keeps a late duplicate from publishing again.
+-- does not count twice; the done marker keeps a late duplicate from publishing again. The
+-- chord's size is the one its members carry plus the members added to it (indices from
+-- that size on), read here, in the step that counts.
 -- ARGV: the wake-up channel, retention ms, then of each chord (in the order of its keys):
 -- size, band, due, token (as "publish"), splice (1: the results go between head and tail;
 -- 0: the callback ignores them and head is all of it), head, tail, failure head, failure
@@ -247,8 +253,8 @@ local function results_of(results, size)
   return '[' .. table.concat(values, ',', 1, size) .. ']'
 end
 
-local function callback(results, at)
-  local list, failure = results_of(results, tonumber(ARGV[at]))
+local function callback(results, size, at)
+  local list, failure = results_of(results, size)
   if failure then return ARGV[at + 7] .. failure .. ARGV[at + 8] end
   if ARGV[at + 4] == '1' then return ARGV[at + 5] .. list .. ARGV[at + 6] end
   return ARGV[at + 5]
@@ -257,26 +263,41 @@ end
 local at, chord = 3, 0
 while at <= #ARGV do
   chord = chord + 1
-  local results, done = KEYS[13 + 2 * chord], KEYS[14 + 2 * chord]
-  local size, members = tonumber(ARGV[at]), tonumber(ARGV[at + 9])
+  local results, done, added = KEYS[12 + 3 * chord], KEYS[13 + 3 * chord], KEYS[14 + 3 * chord]
+  local members = tonumber(ARGV[at + 9])
   published[chord] = 0
   if redis.call('EXISTS', done) == 0 then
+    local size = tonumber(ARGV[at]) + redis.call('HLEN', added)
     for i = at + 10, at + 9 + 2 * members, 2 do
       if tonumber(ARGV[i]) < size then redis.call('HSETNX', results, ARGV[i], ARGV[i + 1]) end
     end
     if redis.call('HLEN', results) >= size then
-      enqueue(ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], callback(results, at))
+      enqueue(ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], callback(results, size, at))
       redis.call('DEL', results)
       redis.call('SET', done, '1', 'PX', retention)
       published[chord], any = 1, true
     else
       redis.call('PEXPIRE', results, retention)
+      redis.call('PEXPIRE', added, retention)
     end
   end
   at = at + 10 + 2 * members
 end
 if any then wake(ARGV[1]) end
 return published
+
+--@ chord_add_member
+-- Adds a member to a chord whose callback goes to Q, once per token; returns
+-- "<position>:<task id>", the first one recorded for the token. KEYS: after the 14, the
+-- chord's added members. ARGV: token, task id, retention ms.
+local added = KEYS[15]
+local found = redis.call('HGET', added, ARGV[1])
+if not found then
+  found = redis.call('HLEN', added) .. ':' .. ARGV[2]
+  redis.call('HSET', added, ARGV[1], found)
+end
+redis.call('PEXPIRE', added, ARGV[3])
+return found
 
 --@ ack
 -- ARGV: group, consumer, then band, id, times delivered of each delivery.

@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
+import anyio
 from redis.asyncio.client import PubSub
 
 from taskq.brokers.base import Broadcasts, Broker, DeadLetter, Delivery, Scheduled
@@ -88,10 +89,11 @@ class QueueKeys:
     def dead(self) -> str:
         return self.keys[BANDS + 2]
 
-    def chord(self, group_id: str) -> tuple[str, str]:
-        """The recorded members and the done marker of a chord whose callback goes here."""
+    def chord(self, group_id: str) -> tuple[str, str, str]:
+        """The recorded members, the done marker and the added members of a chord whose
+        callback goes here."""
         chord = f"{self.base}chord:{group_id}:"
-        return f"{chord}results", f"{chord}done"
+        return f"{chord}results", f"{chord}done", f"{chord}added"
 
 
 class RedisBroker(Broker):
@@ -134,6 +136,36 @@ class RedisBroker(Broker):
     async def send(self, commands: Sequence[Command], *, raise_errors: bool = True) -> list[Any]:
         """One pipeline, without retries (see `Scripts.run`)."""
         return await SCRIPTS.run(self.connection.client, commands, raise_errors=raise_errors)
+
+    def failure_domain(self, queue: str) -> str | None:
+        """What becomes unreachable together with `queue`: in a cluster its slot's master
+        (each queue its own domain, however masters share them), else the one server."""
+        return queue if self.settings.cluster else None
+
+    async def send_apart(self, queues: Sequence[str], commands: Sequence[Command]) -> list[Any]:
+        """`send(commands, raise_errors=False)`, `commands[i]` being about `queues[i]`, with
+        the commands of each failure domain in a round trip of its own, concurrently: Redis
+        unreachable for one domain is the result (the error) of its commands only."""
+        domains: dict[str | None, list[int]] = {}
+        for index, queue in enumerate(queues):
+            domains.setdefault(self.failure_domain(queue), []).append(index)
+        results: list[Any] = [None] * len(commands)
+
+        async def send_domain(indexes: list[int]) -> None:
+            try:
+                replies = await self.send([commands[i] for i in indexes], raise_errors=False)
+            except TRANSIENT_ERRORS as exc:
+                replies = [exc] * len(indexes)
+            for index, reply in zip(indexes, replies, strict=True):
+                results[index] = reply
+
+        if len(domains) == 1:
+            await send_domain(next(iter(domains.values())))
+        else:
+            async with anyio.create_task_group() as group:
+                for indexes in domains.values():
+                    group.start_soon(send_domain, indexes)
+        return results
 
     async def run(self, commands: Sequence[Command], what: str) -> list[Any]:
         """One pipeline, retried while Redis is unreachable."""

@@ -1,7 +1,8 @@
 """Chords counted by the Redis broker itself (`taskq.chords.ChordCounter`), chosen when the
 result store is the same Redis (same server, database and prefix): a finished member's
 result and, with the last member, the callback's publish are one call of the "chord" script
-(`redis.lua`), under the hash tag of the callback's queue. The members finishing in one
+(`redis.lua`), under the hash tag of the callback's queue, where the members added to the
+chord (`Task.add_to_chord`) are recorded too. The members finishing in one
 event-loop turn share that call; the results are kept with the chord (`CHORD_RETENTION`
 after its latest member), whatever `result_expires` is.
 """
@@ -17,7 +18,7 @@ import orjson
 from taskq.batching import Batcher
 from taskq.brokers.redis import SCRIPTS, RedisBroker, placement
 from taskq.brokers.redis_consumer import ms
-from taskq.chords import CHORD_RESULTS, ChordPart
+from taskq.chords import CHORD_RESULTS, Added, ChordPart
 from taskq.defaults import CHORD_RETENTION
 from taskq.message import encode
 from taskq.redis_db import Command
@@ -47,6 +48,13 @@ class RedisChords:
         counted = _Counted(part)
         await self._parts.submit(counted)
         return counted.published
+
+    async def add_member(self, queue: str, group_id: str, token: str, task_id: str) -> Added:
+        queue_keys = self._broker.keys(queue)
+        keys = [*queue_keys.keys, queue_keys.chord(group_id)[2]]
+        command = SCRIPTS.call("chord_add_member", keys, [token, task_id, ms(CHORD_RETENTION)])
+        [added] = await self._broker.run([command], "adding a chord member")
+        return Added.decode(added)
 
     async def _count(self, counted: list[_Counted]) -> None:
         """One script call per callback queue for the members of one loop turn."""

@@ -22,13 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from redis.asyncio.client import PubSub
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskq.batching import Batcher
 from taskq.brokers.base import Delivery
 from taskq.errors import NotConnectedError
 from taskq.redis_db import (
-    SUBSCRIBE_TIMEOUT,
     TRANSIENT_ERRORS,
     Command,
     RetryBackoff,
@@ -43,8 +41,12 @@ CLAIM_FRACTION = 4  # a consumer claims once this fraction of its prefetch is fr
 MAX_MAINTENANCE_INTERVAL = 1.0  # seconds between looks at expired leases and due messages
 MIN_MAINTENANCE_INTERVAL = 0.02
 IDLE_MARKER_MS = 60_000
+# Without a wake-up subscription (pub/sub lost), how often every queue is looked at.
+DEAF_POLL_INTERVAL = 0.25
+WAKEUPS_SUBSCRIBE_TIMEOUT = 2.0  # a subscription slower than this: poll meanwhile
 # What a consumer that stops may meet: Redis unreachable, or the broker closed before it.
 _GONE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, NotConnectedError)
+_NOT_SUBSCRIBED: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, TimeoutError)
 
 logger = logging.getLogger("taskq.redis")
 
@@ -94,7 +96,7 @@ class RedisDelivery(Delivery):
         return [self.band, self.id, self.count]
 
     async def _ack(self) -> None:
-        await self._consumer.acks.submit(self)
+        await self._consumer.ack(self)
 
     async def _requeue(self, delay: float | None) -> None:
         await self._consumer.requeue([self], delay, delivered=True)
@@ -118,7 +120,9 @@ class Consumer:
         self.queues = queues
         self.name = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.slots = _Slots(prefetch)
-        self.acks: Batcher[RedisDelivery, None] = Batcher(self._flush_acks)
+        # Acks of one loop turn share a round trip per failure domain (see `failure_domain`):
+        # acks waiting for a dead cluster master do not hold back those of other queues.
+        self._acks: dict[str | None, Batcher[RedisDelivery, None]] = {}
         visibility = broker.options.visibility_timeout
         self.lease_ms = ms(visibility)
         self.interval = min(max(visibility / 4, MIN_MAINTENANCE_INTERVAL), MAX_MAINTENANCE_INTERVAL)
@@ -141,7 +145,6 @@ class Consumer:
                     pending.extend(await self._next_batch(wakeups))
                 except TRANSIENT_ERRORS as exc:
                     self.broker.connection.outage.failed("consuming", exc)
-                    await wakeups.close()
                     await backoff.sleep()
                     continue
                 if backoff.failures:
@@ -203,12 +206,16 @@ class Consumer:
         ]
         # Shielded: a claim whose result we dropped would sit leased for the whole timeout.
         with anyio.CancelScope(shield=True):
-            results = await self.broker.send(commands, raise_errors=False)
+            results = await self.broker.send_apart([q for q, _ in shares], commands)
+        unreachable = [result for result in results if isinstance(result, TRANSIENT_ERRORS)]
+        if len(unreachable) == len(results):
+            raise unreachable[0]
         batch: list[RedisDelivery] = []
         for (queue, share), result in zip(shares, results, strict=True):
-            if isinstance(result, TRANSIENT_ERRORS):
-                raise result
-            if isinstance(result, Exception):
+            if isinstance(result, TRANSIENT_ERRORS):  # claimed again at the next maintenance
+                self._candidates.discard(queue)
+                self.broker.connection.outage.failed(f"consuming from {queue!r}", result)
+            elif isinstance(result, Exception):
                 self._unclaimable(queue, result)
             else:
                 batch += self._claimed(queue, share, result)
@@ -253,6 +260,13 @@ class Consumer:
         """Own expired leases seen for a whole interval: the tasks are no longer ours."""
         limit = time.monotonic() - self.interval
         return [member for member, seen in self._suspects.get(queue, {}).items() if seen <= limit]
+
+    async def ack(self, delivery: RedisDelivery) -> None:
+        domain = self.broker.failure_domain(delivery.queue)
+        acks = self._acks.get(domain)
+        if acks is None:
+            acks = self._acks[domain] = Batcher(self._flush_acks)
+        await acks.submit(delivery)
 
     async def _flush_acks(self, deliveries: list[RedisDelivery]) -> None:
         await self.broker.run(self._per_queue("ack", deliveries), "acknowledging")
@@ -315,41 +329,65 @@ class Consumer:
 
 
 class _Wakeups:
-    """The consumer's subscription to its queues' wake-up channels."""
+    """The consumer's subscription to its queues' wake-up channels. Without one (it cannot
+    be made, or was lost) the consumer polls: every queue may have news every
+    `DEAF_POLL_INTERVAL`, and subscribing is tried again with backoff, so claiming never
+    waits for pub/sub."""
 
     def __init__(self, broker: RedisBroker, channels: dict[bytes, str]) -> None:
         self._broker = broker
         self._channels = channels
         self._pubsub: PubSub | None = None
+        self._backoff = RetryBackoff()
+        self._retry_at = 0.0
 
     async def open(self) -> None:
         """Subscribe, and wait until Redis confirms: a wake-up after this reaches us."""
-        if self._pubsub is not None:
+        if self._pubsub is not None or time.monotonic() < self._retry_at:
             return
         pubsub = self._broker.connection.pubsub()
         try:
-            await pubsub.subscribe(*self._channels)
-            confirmed = 0
-            with anyio.move_on_after(SUBSCRIBE_TIMEOUT):
+            with anyio.fail_after(WAKEUPS_SUBSCRIBE_TIMEOUT):
+                await pubsub.subscribe(*self._channels)
+                confirmed = 0
                 while confirmed < len(self._channels):
-                    message = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT)
+                    message = await pubsub.get_message(timeout=WAKEUPS_SUBSCRIBE_TIMEOUT)
                     confirmed += message is not None and message["type"] == "subscribe"
-            if confirmed < len(self._channels):
-                raise RedisTimeoutError("Redis did not confirm the subscription")
+        except _NOT_SUBSCRIBED as exc:
+            await close_pubsub(pubsub)
+            self._lost("subscribing to wake-ups", exc)
+            return
         except BaseException:
             await close_pubsub(pubsub)
             raise
         self._pubsub = pubsub
+        if self._backoff.failures:
+            self._broker.connection.outage.over()
+            self._backoff = RetryBackoff()
 
     async def wait(self, timeout: float) -> set[str]:
-        """The queues woken within `timeout` seconds (and any woken since the last look)."""
-        assert self._pubsub is not None
+        """The queues woken within `timeout` seconds (and any woken since the last look);
+        without a subscription, every queue after at most `DEAF_POLL_INTERVAL`."""
+        if self._pubsub is None:
+            await anyio.sleep(min(timeout, DEAF_POLL_INTERVAL))
+            return set(self._channels.values())
         woken: set[str] = set()
-        message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
-        while message is not None:
-            woken.add(self._channels[message["channel"]])
-            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+        try:
+            message = await self._pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=timeout
+            )
+            while message is not None:
+                woken.add(self._channels[message["channel"]])
+                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+        except TRANSIENT_ERRORS as exc:
+            await self.close()
+            self._lost("listening for wake-ups", exc)
+            return set(self._channels.values())
         return woken
+
+    def _lost(self, what: str, error: Exception) -> None:
+        self._broker.connection.outage.failed(what, error)
+        self._retry_at = time.monotonic() + self._backoff.next_delay()
 
     async def close(self) -> None:
         pubsub, self._pubsub = self._pubsub, None

@@ -24,6 +24,7 @@ class Advance:
         return self._advance(job, call_next) if in_workflow(job.message) else call_next(job)
 
     async def _advance(self, job: Job, call_next: CallNext) -> Outcome:
+        job.request.advancing = self._runtime  # what `Task.add_to_chord` grows a chord with
         outcome = await call_next(job)
         if outcome.status == states.SUCCESS:
             await task_succeeded(self._runtime, job.message, outcome.value)

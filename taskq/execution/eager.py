@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import anyio
 
     from taskq.app import TaskQ
+    from taskq.execution.processpool import ProcessPool
 
 logger = logging.getLogger("taskq.eager")
 
@@ -92,6 +93,7 @@ class EagerRun:
 
     hostname = HOSTNAME
     threads: anyio.CapacityLimiter | None = None
+    processes: ProcessPool | None = None  # eager runs call plain functions in threads
     chord_counter: ChordCounter | None = None  # the store counts: the callback runs here
 
     def __init__(self, app: TaskQ, store: ResultStore) -> None:
@@ -145,6 +147,9 @@ class EagerRun:
 
     async def is_revoked(self, task_id: str) -> bool:
         return bool(await self.store.revoked([task_id]))
+
+    def report_revoked(self, job: Job, reason: str) -> None:
+        """An eager run sends no task events."""
 
     async def wait_off_slot(self, wait: Callable[[], Awaitable[object]]) -> bool:
         await wait()

@@ -45,6 +45,7 @@ async def skip(runtime: Runtime, job: Job, reason: str) -> Outcome:
         logger.warning("Task %s[%s] %s: terminated while running", task, task_id, reason)
     else:
         logger.info("Task %s[%s] %s: discarded before it ran", task, task_id, reason)
+    runtime.report_revoked(job, reason)
     error = TaskRevokedError(reason)
     meta = failure(job, runtime.hostname, error, status=states.REVOKED)
     await runtime.states.write(meta)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import anyio
 
     from taskq.app import TaskQ
+    from taskq.execution.processpool import ProcessPool
     from taskq.task import Request, Task
 
 
@@ -107,6 +108,11 @@ class Runtime(Protocol):
         ...
 
     @property
+    def processes(self) -> ProcessPool | None:
+        """The process pool of `pool="process"` tasks; None: they run in threads."""
+        ...
+
+    @property
     def chord_counter(self) -> ChordCounter | None:
         """The broker, when it counts chords itself (see `taskq.workflow`)."""
         ...
@@ -129,6 +135,11 @@ class Runtime(Protocol):
 
     async def is_revoked(self, task_id: str) -> bool:
         """Whether the task is revoked, asking the store if need be."""
+        ...
+
+    def report_revoked(self, job: Job, reason: str) -> None:
+        """A job is being settled as REVOKED (`reason`: expired or revoked; terminated if
+        `job.terminated`): a worker's task events send `task-revoked`."""
         ...
 
     async def wait_off_slot(self, wait: Callable[[], Awaitable[object]]) -> bool:

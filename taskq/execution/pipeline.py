@@ -98,6 +98,6 @@ def standard_pipeline(
         Record(runtime),
         Retries(runtime),
         Replacement(runtime),
-        TimeLimits(),
+        TimeLimits(runtime),
     ]
     return Pipeline(runtime.app, outer, inner, Call(runtime))

@@ -7,6 +7,8 @@ coroutine, at the await it is blocked on, so the task may catch it and clean up.
 only interrupt a waiting task by cancelling it, so the coroutine is driven by a thin wrapper
 that turns our own cancellation into that exception. A plain function in a thread cannot be
 interrupted: past its hard limit it is abandoned (its result discarded) and the task fails.
+A plain function in a pool process is limited as a coroutine is: the soft limit reaches the
+process as a signal (`taskq.execution.processpool`), the hard one kills it.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from typing import Any
 import anyio
 
 from taskq.errors import SoftTimeLimitExceeded, TimeLimitExceeded
-from taskq.execution.job import CallNext, Job, Outcome
+from taskq.execution.job import CallNext, Job, Outcome, Runtime
 
 
 class TimeLimits:
+    def __init__(self, runtime: Runtime) -> None:
+        self._processes = runtime.processes
+
     def applies_to(self, task: Any) -> bool:
         return True
 
@@ -30,7 +35,7 @@ class TimeLimits:
         task, message, conf = job.task, job.message, job.task.app.conf
         hard = message.time_limit or task.time_limit or conf.task_time_limit
         soft = message.soft_time_limit or task.soft_time_limit or conf.task_soft_time_limit
-        if task.is_coroutine:
+        if task.is_coroutine or (self._processes is not None and self._processes.takes(task)):
             if hard is None and soft is None:
                 return call_next(job)
             return run_with_limits(call_next(job), soft, hard)

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import anyio
 
 from taskq import defaults, states, typed_json
+from taskq.chords import Added
 from taskq.config import Settings, checked_options
 from taskq.errors import ConfigurationError, MessageError, TimeoutError
 from taskq.urls import load_backend_class
@@ -130,7 +131,17 @@ class ResultStore(Protocol):
     async def forget(self, task_id: str) -> None: ...
 
     async def chord_part_done(self, group_id: str, task_id: str, size: int) -> bool:
-        """True exactly once per group: when its last distinct member is recorded."""
+        """True exactly once per group: when its last distinct member is recorded, counting
+        `size` and the members added to it (`chord_add_member`) so far."""
+        ...
+
+    async def chord_add_member(self, group_id: str, token: str, task_id: str) -> Added:
+        """Add a member to the chord `group_id` (`Task.add_to_chord`), once per `token`:
+        called again with it, the member added the first time."""
+        ...
+
+    async def chord_added(self, group_id: str) -> list[str]:
+        """The task ids of the members added to the chord, in the order they were added."""
         ...
 
     # Plain keys and values, apart from task states: idempotency keys, rate-limit slots, beat's
@@ -156,6 +167,10 @@ class ResultStore(Protocol):
 
     async def lease_remaining(self, name: str) -> float | None:
         """Seconds until the lease `name` ends unless renewed; None when nobody holds it."""
+        ...
+
+    async def lease_holder(self, name: str) -> str | None:
+        """The owner holding the lease `name` now, if any (beat's leader, for a monitor)."""
         ...
 
     async def revoke(self, task_ids: Sequence[str], ttl: float) -> None: ...

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from taskq.chords import Added
 from taskq.config import Settings
 from taskq.stores.base import StoreOptions, TaskMeta, announce_ready, wait_until_ready
 
@@ -61,6 +62,7 @@ class _Space:
     revoked: _Expiring[bool] = field(default_factory=_Expiring)
     chord_members: dict[str, set[str]] = field(default_factory=dict)
     chords_done: set[str] = field(default_factory=set)
+    chords_added: dict[str, dict[str, Added]] = field(default_factory=dict)  # by token
 
 
 _SPACES: dict[str, _Space] = {}
@@ -113,11 +115,18 @@ class MemoryStore:
             return False
         members = self._space.chord_members.setdefault(group_id, set())
         members.add(task_id)
-        if len(members) < size:
+        if len(members) < size + len(self._space.chords_added.get(group_id, ())):
             return False
         del self._space.chord_members[group_id]
         self._space.chords_done.add(group_id)
         return True
+
+    async def chord_add_member(self, group_id: str, token: str, task_id: str) -> Added:
+        added = self._space.chords_added.setdefault(group_id, {})
+        return added.setdefault(token, Added(len(added), task_id))
+
+    async def chord_added(self, group_id: str) -> list[str]:
+        return [added.task_id for added in self._space.chords_added.get(group_id, {}).values()]
 
     async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
         if self._space.keys.get(key) is not None:
@@ -143,6 +152,9 @@ class MemoryStore:
 
     async def lease_remaining(self, name: str) -> float | None:
         return self._space.leases.remaining(name)
+
+    async def lease_holder(self, name: str) -> str | None:
+        return self._space.leases.get(name)
 
     async def revoke(self, task_ids: Sequence[str], ttl: float) -> None:
         for task_id in task_ids:

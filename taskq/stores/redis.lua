@@ -7,6 +7,8 @@
 --                                      One call of "states" writes keys of one cluster slot.
 --   P chord:{<group id>}:members  set  ids of the chord members recorded so far
 --   P chord:{<group id>}:done  string  set once the chord's last member is recorded
+--   P chord:{<group id>}:added   hash  members added to the chord (Task.add_to_chord): the
+--                                      addition's token -> "<position>:<task id>"
 --   P lease:<name>             string  the owner of the lease, expiring with it
 --   P revoked                  zset    revoked task ids; score: end of the revocation (Redis TIME, ms)
 --
@@ -35,17 +37,29 @@ end
 return 0
 
 --@ chord_part_done
--- Records a member; 1 exactly once per group, when its last distinct member is recorded.
--- KEYS: members, done. ARGV: task id, group size, retention ms.
+-- Records a member; 1 exactly once per group, when its last distinct member is recorded
+-- (of the group's size and the members added to it). KEYS: members, done, added.
+-- ARGV: task id, group size, retention ms.
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('SADD', KEYS[1], ARGV[1])
-if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) then
+if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) + redis.call('HLEN', KEYS[3]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return 0
 end
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
 return 1
+
+--@ chord_add_member
+-- Adds a member to a chord, once per token; returns "<position>:<task id>", the first one
+-- recorded for the token. KEYS: added. ARGV: token, task id, retention ms.
+local added = redis.call('HGET', KEYS[1], ARGV[1])
+if not added then
+  added = redis.call('HLEN', KEYS[1]) .. ':' .. ARGV[2]
+  redis.call('HSET', KEYS[1], ARGV[1], added)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return added
 
 --@ lease
 -- Acquires the lease if it is free, renews it if ARGV[1] holds it. KEYS: the lease.

@@ -17,6 +17,7 @@ import anyio
 from redis.crc import key_slot
 
 from taskq.batching import Batcher
+from taskq.chords import Added
 from taskq.config import Settings
 from taskq.defaults import CHORD_RETENTION
 from taskq.errors import TimeoutError
@@ -109,11 +110,25 @@ class RedisStore:
         await self._run([("DEL", self._meta_key(task_id))], "forgetting a task state")
 
     async def chord_part_done(self, group_id: str, task_id: str, size: int) -> bool:
-        base = f"{self._prefix}chord:{{{group_id}}}"
-        keys = [f"{base}:members", f"{base}:done"]
+        keys = [self._chord_key(group_id, "members"), self._chord_key(group_id, "done")]
+        keys.append(self._chord_key(group_id, "added"))
         args = [task_id, size, _ms(CHORD_RETENTION)]
         [done] = await self._run([_SCRIPTS.call("chord_part_done", keys, args)], "counting a chord")
         return bool(done)
+
+    async def chord_add_member(self, group_id: str, token: str, task_id: str) -> Added:
+        keys, args = [self._chord_key(group_id, "added")], [token, task_id, _ms(CHORD_RETENTION)]
+        command = _SCRIPTS.call("chord_add_member", keys, args)
+        [added] = await self._run([command], "adding a chord member")
+        return Added.decode(added)
+
+    async def chord_added(self, group_id: str) -> list[str]:
+        command = ("HVALS", self._chord_key(group_id, "added"))
+        [values] = await self._run([command], "reading a chord's added members")
+        return [added.task_id for added in sorted(Added.decode(value) for value in values)]
+
+    def _chord_key(self, group_id: str, name: str) -> str:
+        return f"{self._prefix}chord:{{{group_id}}}:{name}"
 
     async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
         command = ("SET", self._key(key), value, "NX", "PX", _ms(ttl))
@@ -144,6 +159,10 @@ class RedisStore:
         if ms == -2:  # no such key
             return None
         return float("inf") if ms == -1 else ms / 1000
+
+    async def lease_holder(self, name: str) -> str | None:
+        [owner] = await self._run([("GET", f"{self._prefix}lease:{name}")], "reading a lease")
+        return owner.decode() if isinstance(owner, bytes) else owner
 
     async def revoke(self, task_ids: Sequence[str], ttl: float) -> None:
         if task_ids:

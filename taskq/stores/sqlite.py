@@ -2,8 +2,9 @@
 
 The file may be shared with the SQLite broker, so every table is prefixed
 `taskq_` and none collides with the broker's. Task states, idempotency keys,
-leases, revocations and finished chords share one table of expiring values,
-told apart by `kind`; chord members have a table of their own.
+leases, revocations, finished chords and the members added to a chord (kind
+`chord_added:<group id>`, key: the addition's token) share one table of expiring
+values, told apart by `kind`; chord members have a table of their own.
 
 Calls run in a worker thread, one at a time per connection, so the event loop
 never blocks. `wait()` is woken at once by a `set_state` on the same file in the
@@ -19,6 +20,7 @@ from typing import TypeVar
 
 import orjson
 
+from taskq.chords import Added
 from taskq.config import Settings
 from taskq.defaults import CHORD_RETENTION
 from taskq.sqlite_db import OPTIONS as SQLITE_OPTIONS
@@ -36,6 +38,7 @@ _KEY = "key"
 _LEASE = "lease"
 _REVOKED = "revoked"
 _CHORD_DONE = "chord_done"
+_CHORD_ADDED = "chord_added:"  # + the group id
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS taskq_kv (
@@ -104,6 +107,12 @@ class SQLiteStore:
     async def chord_part_done(self, group_id: str, task_id: str, size: int) -> bool:
         return await self._write(lambda conn: _chord_part_done(conn, group_id, task_id, size))
 
+    async def chord_add_member(self, group_id: str, token: str, task_id: str) -> Added:
+        return await self._write(lambda conn: _chord_add_member(conn, group_id, token, task_id))
+
+    async def chord_added(self, group_id: str) -> list[str]:
+        return await self._run(lambda conn: _chord_added(conn, group_id))
+
     async def set_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
         return await self._write(lambda conn: _claim(conn, _KEY, key, value, ttl, renewer=None))
 
@@ -122,6 +131,10 @@ class SQLiteStore:
 
     async def lease_remaining(self, name: str) -> float | None:
         return await self._run(lambda conn: _remaining(conn, _LEASE, name))
+
+    async def lease_holder(self, name: str) -> str | None:
+        found = await self._run(lambda conn: _get_many_live(conn, _LEASE, [name]))
+        return found[name].decode() if name in found else None
 
     async def revoke(self, task_ids: Sequence[str], ttl: float) -> None:
         rows = [(_REVOKED, task_id, b"") for task_id in task_ids]
@@ -217,11 +230,34 @@ def _chord_part_done(conn: sqlite3.Connection, group_id: str, task_id: str, size
             (group_id, task_id),
         )
         sql = "SELECT count(*) FROM taskq_chord_members WHERE group_id = ?"
-        if conn.execute(sql, (group_id,)).fetchone()[0] < size:
+        if conn.execute(sql, (group_id,)).fetchone()[0] < size + _added_count(conn, group_id):
             return False
         conn.execute("DELETE FROM taskq_chord_members WHERE group_id = ?", (group_id,))
         _put(conn, [(_CHORD_DONE, group_id, b"")], CHORD_RETENTION)
         return True
+
+
+def _added_count(conn: sqlite3.Connection, group_id: str) -> int:
+    sql = f"SELECT count(*) FROM taskq_kv WHERE kind = ? AND {_LIVE}"
+    return int(conn.execute(sql, (_CHORD_ADDED + group_id, time.time())).fetchone()[0])
+
+
+def _chord_add_member(conn: sqlite3.Connection, group_id: str, token: str, task_id: str) -> Added:
+    with transaction(conn):  # the count and the insert, with no other writer in between
+        kind = _CHORD_ADDED + group_id
+        found = _get_live(conn, kind, token)
+        if found is not None:
+            return Added.decode(found)
+        added = Added(_added_count(conn, group_id), task_id)
+        _put(conn, [(kind, token, added.encode().encode())], CHORD_RETENTION)
+        return added
+
+
+def _chord_added(conn: sqlite3.Connection, group_id: str) -> list[str]:
+    sql = f"SELECT value FROM taskq_kv WHERE kind = ? AND {_LIVE}"
+    rows = conn.execute(sql, (_CHORD_ADDED + group_id, time.time())).fetchall()
+    added = sorted(Added.decode(bytes(row[0])) for row in rows)
+    return [member.task_id for member in added]
 
 
 def _purge_expired(conn: sqlite3.Connection) -> bool:

@@ -44,6 +44,7 @@ async def stats(worker: Worker, runtime: WorkerRuntime) -> dict[str, Any]:
         "broker": masked_url(runtime.broker.url),
         "loop": event_loop_name(),
         "max_rss_kb": _max_rss_kb(),
+        "pool_processes": worker.processes.pids if worker.processes else [],
     }
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
@@ -55,18 +56,129 @@ def prometheus_registry() -> CollectorRegistry:
     return CollectorRegistry(auto_describe=True)
 
 
-class _TaskSeries:
-    """The children of one (task, queue): labels are resolved once, not per job."""
+def scrape(registry: CollectorRegistry) -> tuple[int, str, bytes]:
+    """A GET /metrics answer: the registry in Prometheus' text format."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+    return 200, CONTENT_TYPE_LATEST, generate_latest(registry)
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """A metric's definition, the one place of its name, help, labels and buckets: a worker
+    and the exporter (`taskq.exporter`, which adds a `worker` label to a worker's gauges)
+    define the same series from it."""
+
+    kind: Literal["counter", "gauge", "histogram"]
+    name: str
+    doc: str
+    labels: tuple[str, ...] = ()
+
+    def define(self, registry: CollectorRegistry, *more_labels: str) -> Any:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        labels = [*more_labels, *self.labels]
+        if self.kind == "histogram":
+            return Histogram(self.name, self.doc, labels, buckets=BUCKETS, registry=registry)
+        kind = Counter if self.kind == "counter" else Gauge
+        return kind(self.name, self.doc, labels, registry=registry)
+
+
+TASKS = Series(
+    "counter",
+    "taskq_tasks",
+    "Task runs by outcome: succeeded, failed, retried, revoked, replaced, rejected.",
+    ("task", "queue", "state"),
+)
+RUNTIME = Series(
+    "histogram", "taskq_task_runtime_seconds", "Seconds a task's function ran.", ("task", "queue")
+)
+QUEUE_WAIT = Series(
+    "histogram",
+    "taskq_task_queue_wait_seconds",
+    "Seconds from a message's sending (or its eta, if later) to its start.",
+    ("task", "queue"),
+)
+ACTIVE = Series("gauge", "taskq_worker_active_tasks", "Tasks running now.")
+PREFETCHED = Series(
+    "gauge", "taskq_worker_prefetched", "Messages reserved by the worker, not started yet."
+)
+CONCURRENCY = Series("gauge", "taskq_worker_concurrency", "Tasks the worker runs at once.")
+QUEUE_LENGTH = Series(
+    "gauge", "taskq_queue_length", "Messages in the queue (waiting, reserved, delayed).", ("queue",)
+)
+QUEUE_DELAYED = Series(
+    "gauge", "taskq_queue_delayed", "Messages in the queue not due yet.", ("queue",)
+)
+DEAD_LETTERS = Series("gauge", "taskq_dead_letters", "Dead letters of the queue.", ("queue",))
+
+
+class TaskSeries:
+    """The series of a task run's outcome: counted by state, the runtime and the queue wait
+    observed, with the children of one (task, queue) resolved once, not per job."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.tasks = TASKS.define(registry)
+        self.runtime = RUNTIME.define(registry)
+        self.queue_wait = QUEUE_WAIT.define(registry)
+        self._children: dict[tuple[str, str], _TaskChildren] = {}
+
+    def of(self, task: str, queue: str) -> _TaskChildren:
+        key = (task, queue)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = _TaskChildren(self, task, queue)
+        return children
+
+
+class _TaskChildren:
     __slots__ = ("runtime", "states", "wait")
 
-    def __init__(self, metrics: WorkerMetrics, task: str, queue: str) -> None:
+    def __init__(self, series: TaskSeries, task: str, queue: str) -> None:
         self.states = {
-            status: metrics.tasks.labels(task, queue, label)
+            status: series.tasks.labels(task, queue, label)
             for status, label in STATE_LABELS.items()
         }
-        self.runtime = metrics.runtime.labels(task, queue)
-        self.wait = metrics.queue_wait.labels(task, queue)
+        self.runtime = series.runtime.labels(task, queue)
+        self.wait = series.queue_wait.labels(task, queue)
+
+
+class QueueDepths:
+    """The queues' lengths, delayed messages and dead letters, sampled every
+    `QUEUE_SAMPLE_INTERVAL` seconds (`sample`); `broker_answers` whether the last sample
+    succeeded."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.length = QUEUE_LENGTH.define(registry)
+        self.delayed = QUEUE_DELAYED.define(registry)
+        self.dead_letters = DEAD_LETTERS.define(registry)
+        self.broker_answers = False
+
+    async def sample(self, broker: Broker, queues: Sequence[str]) -> None:
+        """Every few seconds, until cancelled. A sample that takes longer than the interval
+        means the broker does not answer (a client may keep trying to reconnect for a
+        minute)."""
+        while True:
+            try:
+                with anyio.fail_after(QUEUE_SAMPLE_INTERVAL):
+                    await self._sample(broker, queues)
+                self.broker_answers = True
+            except TimeoutError:
+                self._lost(f"the broker did not answer within {QUEUE_SAMPLE_INTERVAL:g} s")
+            except Exception as exc:  # the broker is down: the next sample tries again
+                self._lost(str(exc))
+            await anyio.sleep(QUEUE_SAMPLE_INTERVAL)
+
+    async def _sample(self, broker: Broker, queues: Sequence[str]) -> None:
+        for queue in queues:
+            self.length.labels(queue).set(await broker.queue_length(queue))
+            self.delayed.labels(queue).set(await broker.scheduled_length(queue))
+            self.dead_letters.labels(queue).set(await broker.dead_letter_length(queue))
+
+    def _lost(self, why: str) -> None:
+        if self.broker_answers:
+            logger.warning("Could not sample the queues' lengths: %s", why)
+        self.broker_answers = False
 
 
 class WorkerMetrics:
@@ -80,45 +192,12 @@ class WorkerMetrics:
         active: Callable[[], int],
         prefetched: Callable[[], int],
     ) -> None:
-        from prometheus_client import Counter, Gauge, Histogram
-
-        def gauge(name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
-            return Gauge(name, doc, labels, registry=registry)
-
         self.registry = registry
-        self.tasks = Counter(
-            "taskq_tasks",
-            "Task runs by outcome: succeeded, failed, retried, revoked, replaced, rejected.",
-            ["task", "queue", "state"],
-            registry=registry,
-        )
-        self.runtime = Histogram(
-            "taskq_task_runtime_seconds",
-            "Seconds a task's function ran.",
-            ["task", "queue"],
-            buckets=BUCKETS,
-            registry=registry,
-        )
-        self.queue_wait = Histogram(
-            "taskq_task_queue_wait_seconds",
-            "Seconds from a message's sending (or its eta, if later) to its start.",
-            ["task", "queue"],
-            buckets=BUCKETS,
-            registry=registry,
-        )
-        gauge("taskq_worker_active_tasks", "Tasks running now.").set_function(active)
-        prefetch_doc = "Messages reserved by the worker, not started yet."
-        gauge("taskq_worker_prefetched", prefetch_doc).set_function(prefetched)
-        gauge("taskq_worker_concurrency", "Tasks the worker runs at once.").set(concurrency)
-        self.queue_length = gauge(
-            "taskq_queue_length", "Messages in the queue (waiting, reserved, delayed).", ["queue"]
-        )
-        self.queue_delayed = gauge(
-            "taskq_queue_delayed", "Messages in the queue not due yet.", ["queue"]
-        )
-        self.dead_letters = gauge("taskq_dead_letters", "Dead letters of the queue.", ["queue"])
-        self.broker_answers = False  # the last sample of the queues succeeded
-        self._series: dict[tuple[str, str], _TaskSeries] = {}
+        self.series = TaskSeries(registry)
+        ACTIVE.define(registry).set_function(active)
+        PREFETCHED.define(registry).set_function(prefetched)
+        CONCURRENCY.define(registry).set(concurrency)
+        self.queues = QueueDepths(registry)
 
     # -- the pipeline stage ----------------------------------------------------------
 
@@ -126,8 +205,7 @@ class WorkerMetrics:
         return True
 
     async def handle(self, job: Job, call_next: CallNext) -> Outcome:
-        key = (job.task.name, job.delivery.queue)
-        series = self._series.get(key) or self._series.setdefault(key, _TaskSeries(self, *key))
+        series = self.series.of(job.task.name, job.delivery.queue)
         message = job.message
         series.wait.observe(max(0.0, time.time() - max(message.sent_at, message.eta or 0.0)))
         outcome = await call_next(job)
@@ -142,30 +220,4 @@ class WorkerMetrics:
 
     def rejected(self, task: str | None, queue: str) -> None:
         """A message dead-lettered before it became a job (`task`: its name, if registered)."""
-        self.tasks.labels(task or UNKNOWN_TASK, queue, REJECTED).inc()
-
-    async def sample_queues(self, broker: Broker, queues: Sequence[str]) -> None:
-        """Every few seconds: the queues' lengths, delayed messages and dead letters. A sample
-        that takes longer than the interval means the broker does not answer (a client may
-        keep trying to reconnect for a minute)."""
-        while True:
-            try:
-                with anyio.fail_after(QUEUE_SAMPLE_INTERVAL):
-                    await self._sample(broker, queues)
-                self.broker_answers = True
-            except TimeoutError:
-                self._lost(f"the broker did not answer within {QUEUE_SAMPLE_INTERVAL:g} s")
-            except Exception as exc:  # the broker is down: the next sample tries again
-                self._lost(str(exc))
-            await anyio.sleep(QUEUE_SAMPLE_INTERVAL)
-
-    async def _sample(self, broker: Broker, queues: Sequence[str]) -> None:
-        for queue in queues:
-            self.queue_length.labels(queue).set(await broker.queue_length(queue))
-            self.queue_delayed.labels(queue).set(await broker.scheduled_length(queue))
-            self.dead_letters.labels(queue).set(await broker.dead_letter_length(queue))
-
-    def _lost(self, why: str) -> None:
-        if self.broker_answers:
-            logger.warning("Could not sample the queues' lengths: %s", why)
-        self.broker_answers = False
+        self.series.tasks.labels(task or UNKNOWN_TASK, queue, REJECTED).inc()

@@ -12,13 +12,13 @@ import anyio
 
 from taskq.events import EventSender, TaskEvents
 from taskq.execution.logcontext import LogContext
-from taskq.worker.http import HttpServer, Response
 from taskq.worker.loopwatch import LoopWatch
-from taskq.worker.metrics import WorkerMetrics, prometheus_registry
+from taskq.worker.metrics import WorkerMetrics, prometheus_registry, scrape
 
 if TYPE_CHECKING:
     from taskq.brokers.base import Broker
     from taskq.execution.pipeline import Stage
+    from taskq.worker.http import HttpServer, Response
     from taskq.worker.worker import Worker
 
 LIVENESS_BOUND = 1.0  # seconds the event loop may be overdue before /healthz fails
@@ -31,11 +31,15 @@ class Operations:
 
     def __init__(self, worker: Worker, port: int | None, send_events: bool = False) -> None:
         self.port = port
-        self.watch = LoopWatch(worker.app.conf.worker_blocking_warning)
+        self.watch = LoopWatch(
+            worker.app.conf.worker_blocking_warning, busy=lambda: worker.active_tasks > 0
+        )
         self.metrics: WorkerMetrics | None = None
         self._worker = worker
         self._server: HttpServer | None = None
         if port is not None:
+            from taskq.worker.http import HttpServer  # http.server: a MB of RSS, for the port
+
             self.metrics = WorkerMetrics(
                 prometheus_registry(),
                 concurrency=worker.concurrency,
@@ -46,21 +50,20 @@ class Operations:
             self._server = HttpServer(port, routes)
             self._server.start()  # probes answer while the worker waits for its broker
         # The worker's outermost pipeline stages: the log context outside the metrics, so
-        # that whatever the metrics log is about its job.
+        # that whatever the metrics log is about its job; the loop watch, woken by each job.
         self.stages: list[Stage] = (
             [LogContext()] if worker.app.conf.worker_log_format == "json" else []
         )
+        self.stages.append(self.watch)
         if self.metrics is not None:
             self.stages.append(self.metrics)
-        # Task events (`-E`): task-revoked outermost (the guard's outcomes too), the run's
-        # started and outcome events inside the settlement (before a retry is published).
+        # Task events (`-E`): the run's started and outcome events inside the settlement
+        # (before a retry is published); the intake and the REVOKED settlement send the rest.
         self.events: EventSender | None = None
         self.settled_stages: list[Stage] = []
         if send_events:
             self.events = EventSender(worker.hostname)
-            events = TaskEvents(self.events)
-            self.stages.append(events.revoked)
-            self.settled_stages.append(events)
+            self.settled_stages.append(TaskEvents(self.events))
 
     async def run(self, broker: Broker) -> None:
         """Watch the loop, send the task events and sample the queues until cancelled, then
@@ -68,26 +71,23 @@ class Operations:
         async with anyio.create_task_group() as services:
             if self.events is not None:
                 services.start_soon(self.events.run, broker)
-            if self.watch.warn_after is not None or self._server is not None:
-                services.start_soon(self.watch.run)
+            services.start_soon(self.watch.run)
             if self._server is None or self.metrics is None:
                 return
             try:
-                await self.metrics.sample_queues(broker, self._worker.queues)
+                await self.metrics.queues.sample(broker, self._worker.queues)
             finally:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(self._server.stop)
 
     def _scrape(self) -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
         assert self.metrics is not None
-        return 200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)
+        return scrape(self.metrics.registry)
 
     def _healthz(self) -> Response:
         """Alive while the event loop answers within `LIVENESS_BOUND`."""
-        blocked = self.watch.blocked_for()
-        if blocked > LIVENESS_BOUND:
+        if not self.watch.answers_within(LIVENESS_BOUND):
+            blocked = max(self.watch.blocked_for(), LIVENESS_BOUND)
             return _text(503, f"event loop blocked for {blocked:.1f} s")
         return _text(200, "ok")
 
@@ -96,7 +96,7 @@ class Operations:
         assert self.metrics is not None
         if not self._worker.consuming:
             return _text(503, "not consuming")
-        if not self.metrics.broker_answers:
+        if not self.metrics.queues.broker_answers:
             return _text(503, "the broker did not answer")
         return _text(200, "ok")
 

@@ -41,34 +41,12 @@ class _Peer:
         return not self.gone and now - self.last_heartbeat <= MISSED_BEATS * self.interval
 
 
-class Presence:
-    """Sends this worker's heartbeats (`run`) and keeps what it hears (`hear`, `peers`)."""
+class Peers:
+    """The table of the workers heard: `hear` takes in a presence event, `peers` reads it
+    (a worker's, and the exporter's)."""
 
-    def __init__(
-        self,
-        broker: Broker,
-        hostname: str,
-        interval: float,
-        queues: Callable[[], list[str]],
-        active: Callable[[], int],
-    ) -> None:
-        self._broker = broker
-        self._hostname = hostname
-        self._interval = interval
-        self._queues = queues
-        self._active = active
+    def __init__(self) -> None:
         self._peers: dict[str, _Peer] = {}
-
-    async def run(self) -> None:
-        """Announce this worker, beat until cancelled, then say goodbye."""
-        try:
-            await self._send(ONLINE)
-            while True:
-                await anyio.sleep(self._interval)
-                await self._send(HEARTBEAT)
-        finally:
-            with anyio.move_on_after(GOODBYE_TIMEOUT, shield=True):
-                await self._send(OFFLINE)
 
     def hear(self, event: dict[str, Any]) -> None:
         """Take in a presence event (one of `EVENTS`) from the control channel."""
@@ -98,6 +76,36 @@ class Presence:
             }
             for name, peer in self._peers.items()
         }
+
+
+class Presence(Peers):
+    """Sends this worker's heartbeats (`run`) and keeps what it hears (`hear`, `peers`)."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        hostname: str,
+        interval: float,
+        queues: Callable[[], list[str]],
+        active: Callable[[], int],
+    ) -> None:
+        super().__init__()
+        self._broker = broker
+        self._hostname = hostname
+        self._interval = interval
+        self._queues = queues
+        self._active = active
+
+    async def run(self) -> None:
+        """Announce this worker, beat until cancelled, then say goodbye."""
+        try:
+            await self._send(ONLINE)
+            while True:
+                await anyio.sleep(self._interval)
+                await self._send(HEARTBEAT)
+        finally:
+            with anyio.move_on_after(GOODBYE_TIMEOUT, shield=True):
+                await self._send(OFFLINE)
 
     async def _send(self, op: str) -> None:
         event = {

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from taskq.app import TaskQ
     from taskq.events import EventSender
     from taskq.execution.pipeline import Stage
+    from taskq.execution.processpool import ProcessPool
     from taskq.worker.metrics import WorkerMetrics
 
 logger = logging.getLogger("taskq.worker")
@@ -49,6 +50,7 @@ class WorkerRuntime:
         hostname: str,
         threads: anyio.CapacityLimiter,
         *,
+        processes: ProcessPool | None = None,
         metrics: WorkerMetrics | None = None,
         outermost: Sequence[Stage] = (),
         settled: Sequence[Stage] = (),
@@ -59,6 +61,7 @@ class WorkerRuntime:
         self.store = store
         self.hostname = hostname
         self.threads: anyio.CapacityLimiter | None = threads
+        self.processes = processes
         self.accept_content = frozenset(app.conf.accept_content)
         self.max_message_bytes = app.conf.task_max_message_bytes
         self.signing = broker.options.signing
@@ -89,7 +92,7 @@ class WorkerRuntime:
             await self._reject(delivery, BadArgumentsError(f"{message.task}: {exc}"), message.task)
             return None
         if self._events is not None:
-            self._events.received(message)
+            self._events.received(message, delivery.queue)
         request = Request(
             message, self.hostname, delivery.queue, delivery.delivery_count, self._exchange
         )
@@ -136,6 +139,12 @@ class WorkerRuntime:
 
     async def add_dead_letter(self, queue: str, body: bytes, reason: str) -> None:
         await self.broker.add_dead_letter(queue, body, reason)
+
+    def report_revoked(self, job: Job, reason: str) -> None:
+        if self._events is not None:
+            self._events.revoked(
+                job.message.id, terminated=job.terminated, expired=reason == "expired"
+            )
 
     async def wait_off_slot(self, wait: Callable[[], Awaitable[object]]) -> bool:
         assert self.lend_slot is not None

@@ -31,12 +31,17 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from taskq import daemon
 from taskq.brokers.base import Broker, Delivery
+from taskq.errors import ConfigurationError
 from taskq.execution.job import Job
+from taskq.execution.processpool import POOLS, PoolSettings, ProcessPool
 from taskq.execution.settlement import settle_lost
 from taskq.serializers import PICKLE_RISK
 from taskq.urls import masked_url
+from taskq.worker.autoscale import Autoscaler
 from taskq.worker.ops import Operations
+from taskq.worker.recycling import Recycling
 from taskq.worker.remote import RemoteControl
 from taskq.worker.runtime import WorkerRuntime, event_loop_name
 
@@ -48,6 +53,10 @@ logger = logging.getLogger("taskq.worker")
 # Leases are renewed this many times per visibility timeout, so one late renewal is harmless.
 RENEWALS_PER_TIMEOUT = 4
 FINAL_STATES_TIMEOUT = 10.0  # seconds a stopping worker gives its last task states to be written
+
+
+def default_hostname() -> str:
+    return f"{os.getpid()}@{socket.gethostname()}"
 
 
 class _Retire:
@@ -75,18 +84,32 @@ class Worker:
         hostname: str | None = None,
         metrics_port: int | None = None,
         send_events: bool | None = None,
+        pool: str | None = None,
+        pool_processes: int | None = None,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
+        app_spec: str | None = None,
+        supervised: bool = False,
+        autoscale: tuple[int, int] | None = None,
     ) -> None:
         conf = app.conf
         conf.validate()  # before the metrics port is bound from it
         self.app = app
         self.queues = list(queues or conf.default_queues())
-        self.concurrency = concurrency or conf.worker_concurrency
+        if autoscale is not None and (concurrency or pool_processes):
+            raise ConfigurationError(
+                "--autoscale MAX,MIN sets the concurrency and the process pool's size:"
+                " not with -c/--concurrency or --pool-processes"
+            )
+        self.autoscaler = Autoscaler(self, *autoscale) if autoscale else None
+        self.concurrency = autoscale[1] if autoscale else concurrency or conf.worker_concurrency
         self.threads = threads or conf.worker_threads
-        self.prefetch = self.concurrency * (prefetch_multiplier or conf.worker_prefetch_multiplier)
+        most = autoscale[0] if autoscale else self.concurrency
+        self.prefetch = most * (prefetch_multiplier or conf.worker_prefetch_multiplier)
         self.shutdown_timeout = (
             conf.worker_shutdown_timeout if shutdown_timeout is None else shutdown_timeout
         )
-        self.hostname = hostname or f"{os.getpid()}@{socket.gethostname()}"
+        self.hostname = hostname or default_hostname()
         self.ready = anyio.Event()
         self._held: set[Delivery] = set()
         self._running: dict[anyio.CancelScope, Job] = {}
@@ -104,6 +127,20 @@ class Worker:
         self._work_out: MemoryObjectReceiveStream[Work] = receive
         self.send_events = conf.worker_send_task_events if send_events is None else send_events
         self._ops = Operations(self, metrics_port or conf.worker_metrics_port, self.send_events)
+        self.pool = pool or conf.worker_pool
+        if self.pool not in POOLS:
+            raise ConfigurationError(f"--pool must be one of {', '.join(POOLS)}, not {self.pool!r}")
+        self.pool_processes = (
+            self.concurrency
+            if autoscale
+            else pool_processes or conf.worker_pool_processes or os.cpu_count() or 1
+        )
+        self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
+        self.max_memory_per_child = max_memory_per_child or conf.worker_max_memory_per_child
+        self.app_spec = app_spec  # how a pool process imports the app: module:attribute
+        self.processes: ProcessPool | None = None
+        self.supervised = supervised  # a supervisor's child: it recycles this process too
+        self.recycling: Recycling | None = None
 
     @property
     def active_tasks(self) -> int:
@@ -147,6 +184,8 @@ class Worker:
         broker = await self.app.connected_broker()
         store = await self.app.connected_store()
         threads = anyio.CapacityLimiter(self.threads)
+        self.processes = self._process_pool()
+        self.recycling = self._recycling()
         chords = await self.app.chord_counter()
         ops = self._ops
         runtime = WorkerRuntime(
@@ -156,8 +195,9 @@ class Worker:
             chords,
             self.hostname,
             threads,
+            processes=self.processes,
             metrics=ops.metrics,
-            outermost=ops.stages,
+            outermost=[*ops.stages, *([self.recycling] if self.recycling else [])],
             settled=ops.settled_stages,
             events=ops.events,
         )
@@ -165,6 +205,10 @@ class Worker:
         self._runtime = runtime
         async with anyio.create_task_group() as services:
             services.start_soon(self._ops.run, broker)
+            if self.processes is not None:
+                services.start_soon(self.processes.run_service)
+            if self.autoscaler is not None:
+                services.start_soon(self.autoscaler.run)
             self._log_ready()
             services.start_soon(runtime.states.run)
             services.start_soon(self._renew_leases, broker.options.visibility_timeout)
@@ -179,6 +223,45 @@ class Worker:
         await self.app.middleware.worker_stop(self)
         logger.info("Worker %s stopped", self.hostname)
 
+    def _process_pool(self) -> ProcessPool | None:
+        """The process pool, if a task's function runs in one."""
+        settings = PoolSettings(
+            self.app_spec or "",
+            self.hostname,
+            logging.getLogger().getEffectiveLevel(),
+            self.app.conf.worker_log_format,
+            daemon.logfile(),
+        )
+        pool = ProcessPool(
+            settings,
+            self.pool_processes,
+            self.pool,
+            max_tasks=self.max_tasks_per_child,
+            max_memory_kb=self.max_memory_per_child,
+        )
+        pooled = [name for name, task in self.app.tasks.items() if pool.takes(task)]
+        if not pooled:
+            return None
+        if self.app_spec is None:
+            raise ConfigurationError(
+                f"{', '.join(pooled)} run in a process pool, whose processes import the app by"
+                " its path: run `taskq worker -A module:app`, or give Worker(app_spec=...)"
+            )
+        return pool
+
+    def _recycling(self) -> Recycling | None:
+        """The stage that recycles this process, when a supervisor starts another."""
+        limits = (self.max_tasks_per_child, self.max_memory_per_child)
+        if limits == (None, None):
+            return None
+        if self.processes is None and not self.supervised:
+            raise ConfigurationError(
+                "max tasks/memory per child recycle the processes of a process pool (--pool"
+                " process) or a supervisor's worker processes (--processes N): this worker has"
+                " neither"
+            )
+        return Recycling(self, *limits) if self.supervised else None
+
     def _log_ready(self) -> None:
         """The ready line: what the worker consumes and how, where, and its tasks (Celery's
         banner on one line), after the warning of a worker accepting pickle."""
@@ -186,17 +269,23 @@ class Worker:
         if "pickle" in app.conf.accept_content:
             logger.warning(PICKLE_RISK)
         logger.info(
-            "Worker %s ready: queues %s, concurrency %d, threads %d, prefetch %d, loop %s,"
+            "Worker %s ready: queues %s, concurrency %d%s, threads %d, prefetch %d, loop %s,"
             " broker %s, results %s%s, tasks: %s",
             self.hostname,
             ",".join(self.queues),
             self.concurrency,
+            (
+                f" (autoscale {self.autoscaler.minimum}-{self.autoscaler.maximum})"
+                if self.autoscaler
+                else ""
+            ),
             self.threads,
             self.prefetch,
             event_loop_name(),
             masked_url(app.broker_url),
             masked_url(app.result_backend_url),
-            (f", metrics on port {self._ops.port}" if self._ops.port else "")
+            (f", process pool {self.pool_processes}" if self.processes else "")
+            + (f", metrics on port {self._ops.port}" if self._ops.port else "")
             + (", task events" if self.send_events else ""),
             ", ".join(app.user_tasks()) or "none",
         )
@@ -373,6 +462,8 @@ class Worker:
         self.concurrency += n
         for _ in range(n):
             self._loops.start_soon(self._task_loop, self._runtime)
+        if self.autoscaler is not None:
+            self.autoscaler.follow(self.concurrency)
 
     def shrink(self, n: int) -> None:
         """`n` fewer task loops: each retires when it next takes work, after its job."""
@@ -381,6 +472,8 @@ class Worker:
         self.concurrency -= n
         for _ in range(n):
             self._work_in.send_nowait(_Retire())
+        if self.autoscaler is not None:
+            self.autoscaler.follow(self.concurrency)
 
     def add_consumer(self, queue: str) -> None:
         """Consume `queue` too, from now on."""
@@ -410,6 +503,9 @@ class Worker:
     async def _renew_leases(self, visibility: float) -> None:
         while True:
             await anyio.sleep(visibility / RENEWALS_PER_TIMEOUT)
-            async with anyio.create_task_group() as renewals:  # concurrently: one wait in all
-                for delivery in list(self._held):
-                    renewals.start_soon(delivery.extend, visibility)
+            # A renewal still waiting for its broker node at the next round is given up (the
+            # next round tries again): it must not hold back those of reachable nodes.
+            with anyio.move_on_after(visibility / RENEWALS_PER_TIMEOUT):
+                async with anyio.create_task_group() as renewals:  # concurrently
+                    for delivery in list(self._held):
+                        renewals.start_soon(delivery.extend, visibility)

@@ -279,6 +279,20 @@ async def test_chord_groups_are_independent(store: ResultStore) -> None:
     assert await store.chord_part_done(first, "b", 2) is True
 
 
+async def test_a_chord_waits_for_the_members_added_to_it(store: ResultStore) -> None:
+    group_id = new_id()
+    assert await store.chord_part_done(group_id, "0", 2) is False
+    first = await store.chord_add_member(group_id, "caller:0:0", "x")
+    assert (first.position, first.task_id) == (0, "x")
+    assert await store.chord_add_member(group_id, "caller:0:0", "other") == first  # redelivered
+    assert (await store.chord_add_member(group_id, "caller:0:1", "y")).position == 1
+    assert await store.chord_part_done(group_id, "1", 2) is False
+    assert await store.chord_part_done(group_id, "2", 2) is False
+    assert await store.chord_part_done(group_id, "3", 2) is True
+    assert await store.chord_added(group_id) == ["x", "y"]
+    assert await store.chord_added(new_id()) == []
+
+
 async def test_chord_part_done_once_with_concurrent_callers(
     store: ResultStore, store_url: str
 ) -> None:
@@ -365,6 +379,14 @@ async def test_lease_remaining(store: ResultStore) -> None:
     assert remaining is not None and 4.0 < remaining <= 5.0
     assert await store.lease("beat", "a", 0.2)
     await eventually(lambda: _is_none(store.lease_remaining("beat")))
+
+
+async def test_lease_holder_is_the_owner_until_the_lease_ends(store: ResultStore) -> None:
+    name = new_id()
+    assert await store.lease_holder(name) is None
+    assert await store.lease(name, "beat-a", 0.2)
+    assert await store.lease_holder(name) == "beat-a"
+    await eventually(lambda: _is_none(store.lease_holder(name)))
 
 
 async def _is_none(value: Awaitable[object]) -> bool:

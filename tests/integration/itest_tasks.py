@@ -82,6 +82,19 @@ async def slow_square(x: int, seconds: float) -> int:
     return x * x
 
 
+@app.task(name="itest.slow_increment", acks_late=True)
+async def slow_increment(value: int, seconds: float) -> int:
+    await anyio.sleep(seconds)
+    return value + 1
+
+
+@app.task(name="itest.finished_at", acks_late=True)
+async def finished_at(seconds: float) -> float:
+    """When it finished, after `seconds`: a drain's completions over time (fail-over tests)."""
+    await anyio.sleep(seconds)
+    return time.time()
+
+
 @app.task(name="itest.count_calls")
 async def count_calls(results: list[int], marker: str) -> int:
     """A chord callback of `slow_square`s that leaves one line in `marker` per call: how
@@ -140,8 +153,19 @@ async def spread(self, values: list[int]) -> list[int]:  # type: ignore[no-untyp
 
 
 @app.task(name="itest.grow_chord", bind=True)
-async def grow_chord(self) -> None:  # type: ignore[no-untyped-def]
-    self.add_to_chord(add.s(1, 1))
+async def grow_chord(self, x: int, times: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """Adds `add(x, 0)`, then a group of `add(x, 1)`... to its chord, `times` members in
+    all; returns their ids."""
+    added = [await self.add_to_chord(add.s(x, 0))]
+    for extra in range(1, times):
+        added.append(await self.add_to_chord(group(add.s(x, extra), add.s(x, extra))))
+    return [result.id for result in added]
+
+
+@app.task(name="itest.grow_chord_in_thread", bind=True)
+def grow_chord_in_thread(self, x: int) -> str:  # type: ignore[no-untyped-def]
+    """A plain function (run in a thread) adding `add(x, 0)` to its chord; returns its id."""
+    return self.add_to_chord_sync(add.s(x, 0)).id  # type: ignore[no-any-return]
 
 
 @app.task(name="itest.touch")
@@ -185,3 +209,12 @@ async def retry_once(self) -> int:  # type: ignore[no-untyped-def]
 async def block_loop(seconds: float) -> None:
     """The mistake of code ported from Celery: a blocking call in an async task."""
     time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point
+
+
+# -- the dashboard (tests/integration/test_dashboard.py) --------------------------------
+
+
+@app.task(name="itest.dead_letter_until", autoretry_for=(FileNotFoundError,), max_retries=0)
+async def dead_letter_until(path: str) -> str:
+    """Dead-lettered (its one try fails) until the file `path` exists; then returns it."""
+    return await anyio.Path(path).read_text()

@@ -11,7 +11,7 @@ from typing import Any
 import aio_pika
 import anyio
 import pytest
-from servers import RabbitMQServer
+from servers import RabbitMQServer, free_ports
 from support import eventually
 
 from taskq import TaskQ
@@ -19,7 +19,7 @@ from taskq.brokers.amqp_consumer import ETA_HEADER
 from taskq.brokers.amqp_topology import bucket_queue, bucket_ttls
 from taskq.brokers.base import Broker, Delivery, create_broker
 from taskq.config import Settings
-from taskq.errors import ConfigurationError
+from taskq.errors import BrokerUnavailable, ConfigurationError
 from taskq.message import Message, decode, encode
 
 pytestmark = pytest.mark.integration
@@ -118,6 +118,43 @@ async def test_quorum_queues_count_deliveries(open_broker: OpenBroker, queue: st
     assert third.delivery_count == 3
     await third.ack()
     await consumer.aclose()
+
+
+async def test_a_quorum_queues_dead_letters_and_delays_are_quorum_queues_too(
+    open_broker: OpenBroker, queue: str, rabbitmq_server: RabbitMQServer
+) -> None:
+    """So that each of them survives the loss of a node of a cluster, as the queue does."""
+    broker = await open_broker(quorum_queues=[queue])
+    await broker.publish(new_message(eta=time.time() + 0.3), queue)
+    await broker.add_dead_letter(queue, encode(new_message()), "test: poison")
+    consumer = broker.consume([queue], 10)
+    with anyio.fail_after(10):
+        await (await anext(consumer)).ack()  # back from its (quorum) bucket
+    await consumer.aclose()
+    assert await broker.dead_letter_length(queue) == 1
+    listed = rabbitmq_server.ctl("list_queues", "name", "type", "--no-table-headers", "-q")
+    types = dict(line.split() for line in listed.splitlines() if line.startswith(queue))
+    assert types[queue] == types[f"{queue}.dlq"] == "quorum"
+    buckets = {name: kind for name, kind in types.items() if ".delay." in name}
+    assert buckets and set(buckets.values()) == {"quorum"}
+
+
+async def test_a_fail_over_list_connects_to_the_first_node_that_answers(
+    rabbitmq_server: RabbitMQServer, queue: str
+) -> None:
+    closed, other = free_ports(2)
+    dead = f"amqp://guest:guest@127.0.0.1:{closed}/"
+    broker = create_broker(f"{dead};{rabbitmq_server.url}", Settings())
+    await broker.connect()
+    try:
+        await broker.publish(new_message(), queue)
+        assert await broker.queue_length(queue) == 1
+    finally:
+        await broker.close()
+    nowhere = create_broker(f"{dead};amqp://127.0.0.1:{other}/", Settings())
+    expected = rf"RabbitMQ at amqp://guest:\*\*\*@127.0.0.1:{closed}/;amqp://127.0.0.1:{other}/ is"
+    with pytest.raises(BrokerUnavailable, match=expected):
+        await nowhere.connect()
 
 
 async def test_a_dropped_connection_gives_back_what_the_consumer_held(

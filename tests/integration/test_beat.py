@@ -86,6 +86,27 @@ async def test_restarted_beat_continues_from_the_stored_state(app: TaskQ) -> Non
     assert len(ticks) == len(set(ticks))
 
 
+async def test_a_disabled_entry_does_not_fire_until_enabled_again(app: TaskQ) -> None:
+    ticks: list[float] = app.ticks  # type: ignore[attr-defined]
+    tocks: list[str] = []
+
+    @app.task(name="b.tock")
+    async def tock() -> None:
+        tocks.append("tock")
+
+    await app.beat.add("tock", task="b.tock", schedule=0.1)
+    await app.beat.set_enabled("tick", False)
+    with pytest.raises(ValueError, match=r"no beat entry 'tik' \(did you mean 'tick'\?\)"):
+        await app.beat.set_enabled("tik", False)
+    assert await app.beat.disabled() == {"tick"}
+    async with running_worker(app):
+        await run_beat_until(app, lambda: len(tocks) >= 5)
+        assert ticks == []
+        await app.beat.set_enabled("tick", True)
+        await run_beat_until(app, lambda: len(ticks) >= 1)
+    assert await app.beat.disabled() == set()
+
+
 async def test_dynamic_entries_are_stored_and_config_removals_forget_state(app: TaskQ) -> None:
     await app.beat.add("report", task="b.tick", schedule=crontab(minute="*/15"))
     assert [entry.name for entry in await app.beat.entries()] == ["report", "tick"]
@@ -274,16 +295,21 @@ def test_beat_list_and_worker_with_beat(
         "nightly": {"task": "itest.add", "schedule": nightly, "args": [1, 2]},
     }
     env = {**worker_env, "TASKQ_BEAT_SCHEDULE": json.dumps(schedule)}
+
+    async def disable_nightly() -> None:
+        async with TaskQ("lister", broker=env["TASKQ_BROKER_URL"]) as lister:
+            lister.conf.beat_schedule = schedule
+            await lister.beat.set_enabled("nightly", False)
+
+    anyio.run(disable_nightly)
     listed = subprocess.run(
         [sys.executable, "-m", "taskq", "beat", "-A", "itest_tasks:app", "--list"],
         env=env, cwd=Path(__file__).parent, capture_output=True, text=True,
     )  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     lines = sorted(listed.stdout.splitlines())
-    assert (
-        lines[0].startswith("nightly: itest.add crontab(minute='15', hour='2'")
-        and "T02:15:00" in lines[0]
-    )
+    assert lines[0].startswith("nightly: itest.add crontab(minute='15', hour='2'")
+    assert lines[0].endswith(" disabled runs 0")
     assert lines[1].startswith("tick: itest.record_tick Interval(seconds=0.5)")
     worker_env.update(env)
     start_worker("--beat")

@@ -81,6 +81,30 @@ async def test_failure_stops_the_chain_and_the_last_result_raises(app: TaskQ) ->
             await result.get(timeout=10)
 
 
+async def test_a_long_chain_runs_every_link_in_order(app: TaskQ) -> None:
+    async with running_worker(app):
+        add, record = t(app, "add"), t(app, "record")
+        links = [add.s(1) for _ in range(44)]
+        result = await chain(add.s(0, 1), *links, record.s("end")).apply_async()
+        assert await result.get(timeout=30) == [45, "end"]
+        assert await result.parent.get(timeout=10) == 45
+        store = await app.connected_store()
+        walked = result
+        for expected in range(45, 0, -1):  # every link's own result, back to the first
+            walked = walked.parent
+            assert (await store.get(walked.id)).result == expected  # type: ignore[union-attr]
+
+
+async def test_a_failure_early_in_a_long_chain_fails_every_later_link(app: TaskQ) -> None:
+    async with running_worker(app):
+        add, fail = t(app, "add"), t(app, "fail")
+        result = await chain(add.s(1, 1), fail.s(), *(add.s(1) for _ in range(40))).apply_async()
+        with pytest.raises(ValueError, match="boom"):
+            await result.get(timeout=10)
+        with pytest.raises(ValueError, match="boom"):
+            await result.parent.parent.get(timeout=10)  # a link stored, never published
+
+
 async def test_group_results_in_order_and_restore(app: TaskQ) -> None:
     async with running_worker(app):
         add = t(app, "add")

@@ -268,6 +268,9 @@ async def test_replace_in_a_chain_and_a_chord_header_keeps_order(app: TaskQ) -> 
         s(app, "add", 1, 1), signature("itest.add_replaced", [5], app=app), s(app, "add", 100)
     )()
     assert await in_chain.get(timeout=TIMEOUT) == 107
+    ones = [s(app, "add", 1) for _ in range(25)]  # the rest of the chain stored by reference
+    in_long_chain = await chain(s(app, "add", 1, 1), s(app, "add_replaced", 5), *ones)()
+    assert await in_long_chain.get(timeout=TIMEOUT) == 32
     header = [
         s(app, "add", 1, 0),
         replaced,
@@ -333,10 +336,32 @@ async def test_errors_are_instances_of_their_documented_classes(app: TaskQ) -> N
         await failed.get(timeout=TIMEOUT)
 
 
-async def test_add_to_chord_is_refused_with_a_clear_error(app: TaskQ) -> None:
-    grown = await chord([s(app, "add", 1, 1), s(app, "grow_chord")], s(app, "tsum"))()
-    with pytest.raises(
-        ChordError,
-        match=r"RuntimeError: itest\.grow_chord\.add_to_chord\(\): taskq.s chords cannot grow",
-    ):
-        await grown.get(timeout=TIMEOUT)
+async def test_add_to_chord_grows_the_chord_its_callback_waits_for(app: TaskQ) -> None:
+    header = [s(app, "add", 1, 1), s(app, "grow_chord", 10, 1), s(app, "add", 2, 2)]
+    values = await (await chord(header, s(app, "identity"))()).get(timeout=TIMEOUT)
+    [ids] = [value for value in values if isinstance(value, list)]
+    assert values == [2, ids, 4, 10]  # the added member's result comes last
+    assert await app.AsyncResult(ids[0]).get(timeout=TIMEOUT) == 10
+
+
+async def test_add_to_chord_twice_appends_in_the_order_added(app: TaskQ) -> None:
+    grown = chord([s(app, "grow_chord", 5, 3), s(app, "add", 1, 1)], s(app, "identity"))
+    values = await (await grown()).get(timeout=TIMEOUT)
+    assert values[1:] == [2, 5, [6, 6], [7, 7]]
+    assert len(values[0]) == 3
+
+
+async def test_add_to_chord_sync_grows_the_chord_of_a_plain_function(app: TaskQ) -> None:
+    grown = chord([s(app, "grow_chord_in_thread", 7), s(app, "add", 1, 1)], s(app, "identity"))
+    added_id, *rest = await (await grown()).get(timeout=TIMEOUT)
+    assert rest == [2, 7]
+    assert await app.AsyncResult(added_id).get(timeout=TIMEOUT) == 7
+
+
+async def test_add_to_chord_from_a_task_outside_a_chord_is_a_clear_error(app: TaskQ) -> None:
+    alone = await s(app, "grow_chord", 1, 1).apply_async()
+    with pytest.raises(ValueError, match=r"grow_chord\.add_to_chord\(\): task \w+ is not"):
+        await alone.get(timeout=TIMEOUT)
+    in_group = await group(s(app, "grow_chord", 1, 1), s(app, "add", 1, 1))()
+    with pytest.raises(ValueError, match="not running as a member of a chord"):
+        await in_group.get(timeout=TIMEOUT)

@@ -19,6 +19,7 @@ from taskq.errors import (
     SoftTimeLimitExceeded,
     TaskRevokedError,
 )
+from taskq.message import peek_id
 from taskq.middleware import Middleware
 from taskq.task import Task
 from taskq.testing import running_worker
@@ -379,6 +380,31 @@ async def test_dead_letter_replay_runs_the_task_again_with_retries_reset(app: Ta
         await eventually(succeeded)
         assert await result.get(timeout=1) == 0
     assert await (await app.connected_broker()).dead_letter_length(app.conf.task_default_queue) == 0
+
+
+async def test_dead_letters_deleted_by_task_id_then_all(app: TaskQ) -> None:
+    from taskq import dlq
+
+    @app.task(autoretry_for=(ConnectionError,), max_retries=0)
+    async def down() -> None:
+        raise ConnectionError("down")
+
+    queue = app.conf.task_default_queue
+    broker = await app.connected_broker()
+    async with running_worker(app):
+        first, second = await down.delay(), await down.delay()
+        for result in (first, second):
+            with pytest.raises(ConnectionError):
+                await result.get(timeout=10)
+
+        async def both_dead_lettered() -> bool:
+            return await broker.dead_letter_length(queue) == 2
+
+        await eventually(both_dead_lettered)
+    assert await dlq.delete(app, queue, first.id) == 1
+    assert [peek_id(letter.body) for letter in await dlq.dead_letters(app, queue)] == [second.id]
+    assert await dlq.delete(app, queue) == 1
+    assert await broker.dead_letter_length(queue) == 0
 
 
 async def test_a_delivery_the_worker_cannot_handle_ends_in_the_dead_letters(app: TaskQ) -> None:

@@ -10,8 +10,9 @@ from typing import Any
 
 import anyio
 import pytest
+from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
-from servers import RedisServer
+from servers import RedisServer, free_ports
 
 from taskq import TaskQ, group, signature
 from taskq.brokers.base import Broker, Delivery, create_broker
@@ -226,3 +227,23 @@ async def test_a_queue_whose_keys_redis_refuses_does_not_stop_the_others(
         assert task_id(delivery) == sent.id
         await delivery.ack()
     assert "Cannot claim from queue 'broken': Redis refused (WRONGTYPE" in caplog.text
+
+
+async def test_a_consumer_whose_pub_sub_is_unreachable_polls_instead(
+    open_broker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wake-ups that cannot be subscribed to (the node they were on is gone) do not stop
+    claiming: the consumer polls until it can subscribe again."""
+    broker = await open_broker()
+    [closed] = free_ports(1)
+    nowhere = Redis(host="127.0.0.1", port=closed)
+    monkeypatch.setattr(broker.connection, "pubsub", nowhere.pubsub)
+    await broker.publish(message(), "q")
+    async with aclosing(broker.consume(["q"], 10)) as consumer:
+        with anyio.fail_after(5):
+            await (await anext(consumer)).ack()
+            later = message()
+            await broker.publish(later, "q")  # while the consumer sleeps, unwoken
+            delivery = await anext(consumer)
+    assert task_id(delivery) == later.id
+    await nowhere.aclose()

@@ -164,8 +164,8 @@ async def test_chord_keys_expire_with_the_chord_retention_in_the_queues_slot(app
     broker = await app.connected_broker()
     assert isinstance(broker, RedisBroker)
     keys = broker.keys(app.conf.task_default_queue)
-    results, done = keys.chord(first.group_id or "")
-    assert {key_slot(key.encode()) for key in (results, done, keys.stream(0))} == {
+    results, done, added = keys.chord(first.group_id or "")
+    assert {key_slot(key.encode()) for key in (results, done, added, keys.stream(0))} == {
         key_slot(keys.stream(0).encode())
     }
     client = broker.connection.client

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 from servers import RedisServer, redis_command
-from support import WorkerProcess, eventually, kill_a_worker_during_a_chord, runs
+from support import (
+    WorkerProcess,
+    eventually,
+    kill_a_worker_during_a_chain,
+    kill_a_worker_during_a_chord,
+    runs,
+)
 
 from taskq import TaskQ
 from taskq.brokers.redis import RedisBroker
@@ -46,6 +52,16 @@ async def producer(broker_url: str) -> AsyncIterator[TaskQ]:
     app = TaskQ("producer", broker=broker_url)
     async with app:
         yield app
+
+
+async def test_a_chain_stored_by_reference_survives_a_killed_worker(
+    producer: TaskQ, start_worker: StartWorker, prefix: str
+) -> None:
+    await kill_a_worker_during_a_chain(producer, start_worker, links=200)
+    broker = await producer.connected_broker()
+    assert isinstance(broker, RedisBroker)
+    stored = await broker.connection.client.keys(f"{prefix}key:chain:*")
+    assert len(stored) == 19  # the 189 links after the first message's 10, in chunks of 10
 
 
 async def test_chord_survives_a_killed_worker_through_the_atomic_script(

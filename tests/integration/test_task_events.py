@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import orjson
 import pytest
 from support import eventually
 
 from taskq import TaskQ
+from taskq.events import encode_batch
 from taskq.testing import running_worker
 
 pytestmark = pytest.mark.integration
@@ -102,10 +102,11 @@ async def test_task_events_in_order_with_their_fields(app_settings: dict[str, An
             "[2, 3]",
             app.conf.task_default_queue,
         )
-        assert (received["name"], received["args"], received["kwargs"]) == (
+        assert (received["name"], received["args"], received["kwargs"], received["queue"]) == (
             "ev.add",
             "[2, 3]",
             "{}",
+            app.conf.task_default_queue,
         )
         assert {received["hostname"], started["hostname"], succeeded["hostname"]} == {
             worker.hostname
@@ -181,8 +182,8 @@ async def test_no_events_unless_asked(app_settings: dict[str, Any]) -> None:
         assert await result.get(timeout=15) == 3
         marker = await app.send_task("ev.add", args=[0, 0])
         broker = await app.connected_broker()
-        payload = [{"type": "task-sent", "uuid": marker.id, "hostname": "x"}]
-        await broker.publish_events(orjson.dumps(payload))
+        row = ("task-started", marker.id, 0.0)
+        await broker.publish_events(encode_batch("x", 1, 1, [row]))
         await eventually(lambda: _async(bool(of(events, marker.id))))
         assert of(events, result.id) == []
 
@@ -192,15 +193,15 @@ async def _async(value: bool) -> bool:
 
 
 async def test_a_late_reader_reads_back_what_the_broker_keeps(app_settings: dict[str, Any]) -> None:
-    """On Redis a reader started after the task ran reads its events back with `since`
-    (within `event_retention`); the other brokers' events are live only."""
+    """On Redis and RabbitMQ a reader started after the task ran reads its events back with
+    `since` (within `event_retention`); the other brokers' events are live only."""
     app = make_app(app_settings, worker_send_task_events=True)
     async with app:
         async with running_worker(app):
             result = await app.send_task("ev.add", args=[4, 4])
             assert await result.get(timeout=15) == 8
         keeps = (await app.connected_broker()).KEEPS_EVENTS
-        assert keeps == app_settings["broker"].startswith("redis")
+        assert keeps == app_settings["broker"].startswith(("redis", "amqp"))
         events: list[dict[str, Any]] = []
         ready = anyio.Event()
 

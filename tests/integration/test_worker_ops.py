@@ -14,18 +14,26 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from servers import RedisServer
-from support import TaskqProcess, WorkerProcess, eventually
+from support import (
+    TaskqProcess,
+    WorkerProcess,
+    eventually,
+    free_port,
+    queue_depths,
+    scrape,
+    task_counts,
+    value,
+)
 
 from taskq import TaskError, TaskQ
+from taskq.exporter import WORKERS_ONLINE
 
 pytestmark = pytest.mark.integration
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 StartWorker = Callable[..., WorkerProcess]
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture
@@ -37,28 +45,6 @@ def broker_url(redis_server: RedisServer) -> str:
 async def producer(broker_url: str) -> AsyncIterator[TaskQ]:
     async with TaskQ("producer", broker=broker_url) as app:
         yield app
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def scrape(port: int) -> Samples:
-    async with httpx.AsyncClient() as client:
-        response = await client.get(f"http://127.0.0.1:{port}/metrics")
-    assert response.status_code == 200
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 async def test_metrics_count_the_tasks_a_drain_ran(
@@ -104,16 +90,8 @@ async def test_metrics_count_the_tasks_a_drain_ran(
 
     async def counted() -> bool:
         samples = await scrape(port)
-        counts = {
-            (dict(labels)["task"], dict(labels)["state"]): count
-            for (name, labels), count in samples.items()
-            if name == "taskq_tasks_total"
-        }
-        queues = [
-            value(samples, name, queue="default")
-            for name in ("taskq_queue_length", "taskq_queue_delayed", "taskq_dead_letters")
-        ]
-        return {k: v for k, v in counts.items() if v} == expected and queues == [1, 1, 1]
+        counts, depths = task_counts(samples, "default"), queue_depths(samples, "default")
+        return counts == expected and depths == [1, 1, 1]
 
     await eventually(counted)
     output = worker.output()  # a text log line of a failure has its traceback after it
@@ -128,6 +106,7 @@ async def test_metrics_count_the_tasks_a_drain_ran(
     assert value(samples, wait, task="itest.add", queue="default") == 23  # revoked included
     assert value(samples, "taskq_worker_active_tasks") == 0
     scraped = {name for name, _ in samples} | {name.rpartition("_")[0] for name, _ in samples}
+    scraped.add(WORKERS_ONLINE.name)  # the exporter's own (tests/integration/test_exporter.py)
     for documented in (DOCS / "operations.md", DOCS / "grafana-dashboard.json"):
         named = set(re.findall(r"taskq_[a-z_]+[a-z]", documented.read_text()))
         assert named and named <= scraped, f"{documented.name}: {named - scraped}"

@@ -12,7 +12,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from support import WorkerProcess, kill_a_worker_during_a_chord, wait_for
+from support import (
+    WorkerProcess,
+    kill_a_worker_during_a_chain,
+    kill_a_worker_during_a_chord,
+    wait_for,
+)
 
 from taskq import TaskError, TaskQ, states
 
@@ -44,6 +49,12 @@ async def test_global_rate_limit_holds_across_three_workers(
     starts = sorted([await r.get(timeout=60) for r in results])
     rate = (len(starts) - 1) / (starts[-1] - starts[0])
     assert 9.0 <= rate <= 11.0, rate
+
+
+async def test_a_chain_stored_by_reference_survives_a_killed_worker(
+    producer: TaskQ, start_worker: StartWorker
+) -> None:
+    await kill_a_worker_during_a_chain(producer, start_worker)
 
 
 async def test_chord_survives_a_killed_worker_and_calls_back_once(

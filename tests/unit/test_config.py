@@ -243,8 +243,8 @@ def test_namespaced_typos_and_bad_namespaces_are_errors() -> None:
         conf.config_from_object({"TASKQ_result_expires": 5}, namespace="TASKQ")
     with pytest.raises(ConfigurationError, match="namespace must be uppercase"):
         conf.config_from_object({"taskq_broker_url": "memory://x"}, namespace="taskq")
-    with pytest.raises(ConfigurationError, match="'worker_max_tasks_per_child' is not supported"):
-        conf.config_from_object({"TASKQ_WORKER_MAX_TASKS_PER_CHILD": 9}, namespace="TASKQ")
+    with pytest.raises(ConfigurationError, match="'worker_state_db' is not supported"):
+        conf.config_from_object({"TASKQ_WORKER_STATE_DB": "/tmp/state"}, namespace="TASKQ")
     conf.config_from_object({"TASKQ_WORKER_CONCURRENCY": 7, "OTHER": 1}, namespace="TASKQ")
     assert conf.worker_concurrency == 7
 
@@ -256,9 +256,9 @@ def _fields() -> list[str]:
 def test_celery_settings_taskq_does_not_take_say_so() -> None:
     with pytest.raises(
         ConfigurationError,
-        match="Celery setting 'worker_max_tasks_per_child' is not supported by taskq: a worker",
+        match="Celery setting 'worker_state_db' is not supported by taskq: revocations are",
     ):
-        TaskQ("shop", worker_max_tasks_per_child=100)
+        TaskQ("shop", worker_state_db="/var/run/celery/state")
     celeryconfig = SimpleNamespace(broker_url="memory://", security_key="/etc/key.pem")
     with pytest.raises(ConfigurationError, match="'security_key' is not supported"):
         TaskQ("shop").config_from_object(celeryconfig)

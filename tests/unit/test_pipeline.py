@@ -8,8 +8,10 @@ from typing import Any
 
 import anyio
 import pytest
+from support import eventually
 
-from taskq import Middleware, SoftTimeLimitExceeded, TaskQ, states
+from taskq import Middleware, SoftTimeLimitExceeded, TaskQ, chord, states
+from taskq.elements import stored_chain
 from taskq.execution.job import CallNext, Job, Outcome
 from taskq.options import Option
 from taskq.task import Task
@@ -217,3 +219,53 @@ async def test_always_eager_runs_links_and_chains_inline_and_can_propagate() -> 
     with pytest.raises(KeyError):
         await boom.delay()
     assert await (await app.connected_broker()).queue_length("default") == 0
+
+
+async def test_an_eager_chord_grows_by_add_to_chord() -> None:
+    app = memory_app(task_always_eager=True)
+
+    @app.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(bind=True)
+    async def grow(self: Task[..., int], x: int) -> int:
+        await self.add_to_chord(add.s(x, x))
+        return x
+
+    @app.task(bind=True)
+    def grow_in_thread(self: Task[..., int], x: int) -> int:
+        self.add_to_chord_sync(add.s(x, x))
+        return x
+
+    @app.task
+    async def listed(values: list[int]) -> list[int]:
+        return values
+
+    result = await chord([grow.s(1), add.s(2, 2), grow_in_thread.s(3)], listed.s()).apply_async()
+    assert await result.get() == [1, 4, 3, 2, 6]
+    alone = await grow.delay(1)
+    with pytest.raises(ValueError, match="is not running as a member of a chord"):
+        await alone.get()
+
+
+async def test_a_chain_whose_stored_links_are_gone_is_dead_lettered_saying_so() -> None:
+    app = memory_app()
+
+    @app.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    async with app:
+        message = app.build_message(add.name, [1, 2], {})
+        message.chain = [stored_chain("expired")]
+        await app.publish_messages([message])
+        broker = await app.connected_broker()
+        async with running_worker(app):
+
+            async def dead_lettered() -> bool:
+                return await broker.dead_letter_length("default") == 1
+
+            await eventually(dead_lettered, timeout=5)
+        [dead] = await broker.dead_letters("default")
+        assert "links stored under 'chain:expired' are no longer stored" in dead.reason
