@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from taskq.errors import ConfigurationError, SignatureError
 
+_DIGEST = "sha256"
 _FIELD = b',"signature":"'
 _HEX_DIGITS = hashlib.sha256().digest_size * 2
 _SUFFIX_SIZE = len(_FIELD) + _HEX_DIGITS + 2  # the closing quote and brace
@@ -70,8 +71,8 @@ class Signing:
 
     def sign(self, envelope: bytes) -> bytes:
         """`envelope` (a JSON object as `message.encode` writes it) with its signature."""
-        digest = hmac.new(self._signing_key, envelope, hashlib.sha256).hexdigest()
-        return b"".join((envelope[:-1], _FIELD, digest.encode("ascii"), _END))
+        digest = hmac.digest(self._signing_key, envelope, _DIGEST).hex().encode("ascii")
+        return b"".join((envelope[:-1], _FIELD, digest, _END))
 
     def verified(self, raw: bytes) -> bytes:
         """The envelope `raw` carries, its signature checked and taken off; `SignatureError`
@@ -84,8 +85,8 @@ class Signing:
         cut = len(raw) - _SUFFIX_SIZE
         envelope = raw[:cut] + b"}"
         given = raw[cut + len(_FIELD) : -len(_END)]
-        for key in self._keys:
-            expected = hmac.new(key, envelope, hashlib.sha256).hexdigest().encode("ascii")
+        for key in self._keys:  # hmac.digest: OpenSSL's one-shot HMAC, the quickest
+            expected = hmac.digest(key, envelope, _DIGEST).hex().encode("ascii")
             if hmac.compare_digest(expected, given):
                 return envelope
         raise SignatureError("bad signature: it does not verify with any key")
