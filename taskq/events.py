@@ -61,7 +61,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     REJECTED: ("requeue", "dead_lettered", "reason", "queue"),
 }
 TASK_EVENTS = tuple(FIELDS)
-FLUSH_TIMEOUT = 5.0  # seconds a stopping worker gives its last events
+FLUSH_TIMEOUT = 5.0  # seconds a publish of events may take, a stopping worker's last one too
 # A worker publishes its buffer at most this often (seconds): a busy one sends one payload
 # per interval, not one per loop turn, and an event is at most this late. A publish costs
 # the worker a round trip (about 0.1-0.3 ms of CPU on Redis), shared by what it carries: at
@@ -123,18 +123,23 @@ class EventSender:
                 await self._publish()
                 await anyio.sleep(max(0.0, PUBLISH_INTERVAL - (time.monotonic() - began)))
         finally:
-            with anyio.move_on_after(FLUSH_TIMEOUT, shield=True):
-                await self._publish()
+            await self._publish()
 
     async def _publish(self) -> None:
+        """Publish the buffer, shielded (a stopping worker finishes a publish under way rather
+        than losing its batch) and within `FLUSH_TIMEOUT`."""
         batch, self._buffer = self._buffer, []
         if not batch or self._broker is None:
             return
         clock, self._clock = self._clock + 1, self._clock + len(batch)
+        payload = encode_batch(self.hostname, self._pid, clock, batch)
         try:
-            await self._broker.publish_events(encode_batch(self.hostname, self._pid, clock, batch))
+            with anyio.fail_after(FLUSH_TIMEOUT, shield=True):
+                await self._broker.publish_events(payload)
         except Exception as exc:  # the broker is down: these events are lost, as Celery's
-            logger.warning("Could not send %d task event(s): %s", len(batch), exc)
+            logger.warning(
+                "Could not send %d task event(s): %s", len(batch), exc or type(exc).__name__
+            )
 
     # -- what the worker reports -------------------------------------------------------
 
