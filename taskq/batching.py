@@ -1,12 +1,15 @@
-"""Round trips shared by concurrent callers: the one batching primitive of taskq.
+"""Round trips shared by concurrent callers: the batching primitives of taskq.
 
-Redis commands (state writes, acks, chord counts, subscriptions), a worker's lookups of stored
-revocations and its task-state writes all use it. Imports nothing of taskq.
+`Batcher`: one outcome for the whole batch, flushes one at a time. Redis commands (state
+writes, acks, chord counts, subscriptions), a worker's lookups of stored revocations and its
+task-state writes use it. `TurnBatcher`: each caller its own outcome and cancellation, for
+publishes (see its docstring). Imports nothing of taskq.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -106,3 +109,125 @@ class Batcher(Generic[T, R]):
         finally:
             self._running = None
             batch.done.set()
+
+
+# Sends items in one round trip: each item's error, or None where it was taken.
+Send = Callable[[list[T]], Awaitable[list[Exception | None]]]
+
+
+class _Caller(Generic[T]):
+    __slots__ = ("future", "items")
+
+    def __init__(self, items: Sequence[T], future: asyncio.Future[None] | None) -> None:
+        self.items = items
+        self.future = future
+
+
+class _Turn(Generic[T]):
+    __slots__ = ("callers", "loop", "sender")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.callers: list[_Caller[T]] = []
+        self.sender: asyncio.Task[None] | None = None
+
+    def waiting(self) -> list[_Caller[T]]:
+        return [c for c in self.callers if c.future is not None and not c.future.done()]
+
+
+class TurnBatcher(Generic[T]):
+    """`submit(items)` sends `items` in one round trip with those submitted in the same
+    event-loop turn.
+
+    A web app publishing from many requests at once, or `asyncio.gather` of `delay()` calls,
+    starts many publishes in the same turn of the loop. The first of a turn yields once; every
+    publish made meanwhile joins its batch. A publish alone in its turn is sent by its own
+    caller, as if there were no batching; a batch of several is sent by a task of its own,
+    which each caller awaits through a future of its own, so that one caller's cancellation
+    (`publish_timeout`) neither cancels the others nor is ignored: a cancelled caller's items
+    are left out if the batch has not gone yet, and the send itself is cancelled once no caller
+    waits for it. Each caller gets its own items' outcome: the first error among them, or None.
+    """
+
+    def __init__(self, send: Send[T]) -> None:
+        self._send = send
+        self._open: _Turn[T] | None = None
+
+    async def submit(self, items: Sequence[T]) -> None:
+        loop = asyncio.get_running_loop()
+        batch = self._open
+        if batch is not None and batch.loop is loop:
+            future = loop.create_future()
+            batch.callers.append(_Caller(items, future))
+            await self._wait(batch, future)
+            return
+        batch = self._open = _Turn(loop)
+        first = _Caller(items, None)
+        batch.callers.append(first)
+        cancelled = False
+        try:
+            await asyncio.sleep(0)  # the turn in which the others join
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            self._close(batch, first, cancelled)
+        if first.future is None:
+            _raise_first(await self._send(list(items)))
+        else:
+            await self._wait(batch, first.future)
+
+    def _close(self, batch: _Turn[T], first: _Caller[T], cancelled: bool) -> None:
+        """No more joining `batch`; it goes as a task if others joined `first`'s call."""
+        if self._open is batch:
+            self._open = None
+        if cancelled:
+            batch.callers.remove(first)
+        elif len(batch.callers) > 1:
+            first.future = batch.loop.create_future()
+        if any(caller.future is not None for caller in batch.callers):
+            batch.sender = batch.loop.create_task(self._send_batch(batch))
+
+    @staticmethod
+    async def _wait(batch: _Turn[T], future: asyncio.Future[None]) -> None:
+        try:
+            await future
+        except asyncio.CancelledError:
+            if batch.sender is not None and not batch.waiting():
+                batch.sender.cancel()
+            raise
+
+    async def _send_batch(self, batch: _Turn[T]) -> None:
+        callers = batch.waiting()
+        items = [item for caller in callers for item in caller.items]
+        try:
+            errors = await self._send(items) if items else []
+        except BaseException as exc:  # every caller's, cancellation included
+            for caller in callers:
+                _settle(caller, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        start = 0
+        for caller in callers:
+            end = start + len(caller.items)
+            _settle(caller, next((e for e in errors[start:end] if e is not None), None))
+            start = end
+
+
+def _settle(caller: _Caller[T], error: BaseException | None) -> None:
+    future = caller.future
+    if future is None or future.done():
+        return
+    if isinstance(error, asyncio.CancelledError):
+        future.cancel()
+    elif error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(None)
+
+
+def _raise_first(errors: list[Exception | None]) -> None:
+    for error in errors:
+        if error is not None:
+            raise error
