@@ -1,0 +1,66 @@
+"""An early ack on Redis (a task that is not `acks_late`): the run may start once the ack is
+written to the connection, before Redis has answered it; the ack still lands."""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import aclosing
+
+import anyio
+import pytest
+from redis.asyncio import Redis
+from servers import RedisServer
+
+from taskq.brokers.base import create_broker
+from taskq.brokers.redis import RedisBroker
+from taskq.config import Settings
+from taskq.message import Message
+
+pytestmark = pytest.mark.integration
+
+PAUSE_MS = 2000
+
+
+async def test_an_early_ack_returns_before_redis_answers_and_still_lands(
+    redis_server: RedisServer,
+) -> None:
+    url = f"{redis_server.url}?prefix=t{uuid.uuid4().hex[:12]}:"
+    broker = create_broker(url, Settings())
+    assert isinstance(broker, RedisBroker)
+    await broker.connect()
+    other = Redis.from_url(redis_server.url)
+    try:
+        await broker.publish(Message(id=uuid.uuid4().hex, task="tests.work"), "q")
+        async with aclosing(broker.consume(["q"], 10)) as consumer:
+            delivery = await anext(consumer)
+            assert await broker.queue_length("q") == 1  # claimed, not acked
+            await other.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+            with anyio.fail_after(PAUSE_MS / 2000):  # well before Redis answers anything
+                await delivery.ack_before_run()
+            await other.execute_command("CLIENT", "UNPAUSE")
+            with anyio.fail_after(10):
+                while await broker.queue_length("q"):  # held until the ack lands
+                    await anyio.sleep(0.01)
+    finally:
+        await other.execute_command("CLIENT", "UNPAUSE")
+        await other.aclose()
+        await broker.close()
+
+
+async def test_a_plain_ack_waits_for_redis(redis_server: RedisServer) -> None:
+    url = f"{redis_server.url}?prefix=t{uuid.uuid4().hex[:12]}:"
+    broker = create_broker(url, Settings())
+    await broker.connect()
+    other = Redis.from_url(redis_server.url)
+    try:
+        await broker.publish(Message(id=uuid.uuid4().hex, task="tests.work"), "q")
+        async with aclosing(broker.consume(["q"], 10)) as consumer:
+            delivery = await anext(consumer)
+            await other.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+            with anyio.move_on_after(PAUSE_MS / 2000) as waited:
+                await delivery.ack()
+            assert waited.cancelled_caught
+    finally:
+        await other.execute_command("CLIENT", "UNPAUSE")
+        await other.aclose()
+        await broker.close()
