@@ -118,12 +118,14 @@ Send = Callable[[list[T]], Awaitable[list[Exception | None]]]
 class _Caller(Generic[T]):
     __slots__ = ("future", "items")
 
-    def __init__(self, items: Sequence[T], future: asyncio.Future[None] | None) -> None:
+    def __init__(self, items: Sequence[T], future: asyncio.Future[None]) -> None:
         self.items = items
         self.future = future
 
 
 class _Turn(Generic[T]):
+    """The publishes of one loop turn after its first: sent together by `sender`."""
+
     __slots__ = ("callers", "loop", "sender")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -132,18 +134,18 @@ class _Turn(Generic[T]):
         self.sender: asyncio.Task[None] | None = None
 
     def waiting(self) -> list[_Caller[T]]:
-        return [c for c in self.callers if c.future is not None and not c.future.done()]
+        return [caller for caller in self.callers if not caller.future.done()]
 
 
 class TurnBatcher(Generic[T]):
-    """`submit(items)` sends `items` in one round trip with those submitted in the same
-    event-loop turn.
+    """`submit(items)` sends `items`; the submits after the first of an event-loop turn go
+    together, in one round trip.
 
     A web app publishing from many requests at once, or `asyncio.gather` of `delay()` calls,
-    starts many publishes in the same turn of the loop. The first of a turn yields once; every
-    publish made meanwhile joins its batch. A publish alone in its turn is sent by its own
-    caller, as if there were no batching; a batch of several is sent by a task of its own,
-    which each caller awaits through a future of its own, so that one caller's cancellation
+    starts many publishes in the same turn of the loop. The first of a turn is sent at once by
+    its caller, as if there were no batching (a publish one at a time pays nothing for it);
+    the others of that turn join one batch, sent in the next turn by a task of its own, which
+    each caller awaits through a future of its own, so that one caller's cancellation
     (`publish_timeout`) neither cancels the others nor is ignored: a cancelled caller's items
     are left out if the batch has not gone yet, and the send itself is cancelled once no caller
     waits for it. Each caller gets its own items' outcome: the first error among them, or None.
@@ -151,54 +153,37 @@ class TurnBatcher(Generic[T]):
 
     def __init__(self, send: Send[T]) -> None:
         self._send = send
+        self._turn_used = False  # a submit was made in this loop turn
         self._open: _Turn[T] | None = None
 
     async def submit(self, items: Sequence[T]) -> None:
         loop = asyncio.get_running_loop()
-        batch = self._open
-        if batch is not None and batch.loop is loop:
-            future = loop.create_future()
-            batch.callers.append(_Caller(items, future))
-            await self._wait(batch, future)
-            return
-        batch = self._open = _Turn(loop)
-        first = _Caller(items, None)
-        batch.callers.append(first)
-        cancelled = False
-        try:
-            await asyncio.sleep(0)  # the turn in which the others join
-        except asyncio.CancelledError:
-            cancelled = True
-            raise
-        finally:
-            self._close(batch, first, cancelled)
-        if first.future is None:
+        if not self._turn_used:
+            self._turn_used = True
+            loop.call_soon(self._next_turn)
             _raise_first(await self._send(list(items)))
-        else:
-            await self._wait(batch, first.future)
-
-    def _close(self, batch: _Turn[T], first: _Caller[T], cancelled: bool) -> None:
-        """No more joining `batch`; it goes as a task if others joined `first`'s call."""
-        if self._open is batch:
-            self._open = None
-        if cancelled:
-            batch.callers.remove(first)
-        elif len(batch.callers) > 1:
-            first.future = batch.loop.create_future()
-        if any(caller.future is not None for caller in batch.callers):
-            batch.sender = batch.loop.create_task(self._send_batch(batch))
-
-    @staticmethod
-    async def _wait(batch: _Turn[T], future: asyncio.Future[None]) -> None:
+            return
+        turn = self._open
+        if turn is None or turn.loop is not loop:
+            turn = self._open = _Turn(loop)
+            turn.sender = loop.create_task(self._send_turn(turn))
+        future = loop.create_future()
+        turn.callers.append(_Caller(items, future))
         try:
             await future
         except asyncio.CancelledError:
-            if batch.sender is not None and not batch.waiting():
-                batch.sender.cancel()
+            if not turn.waiting() and turn.sender is not None:
+                if self._open is turn:  # cancelled before it started, it will not close it
+                    self._open = None
+                turn.sender.cancel()
             raise
 
-    async def _send_batch(self, batch: _Turn[T]) -> None:
-        callers = batch.waiting()
+    def _next_turn(self) -> None:
+        self._turn_used = False
+
+    async def _send_turn(self, turn: _Turn[T]) -> None:
+        self._open = None  # this task runs in the turn after: later submits start anew
+        callers = turn.waiting()
         items = [item for caller in callers for item in caller.items]
         try:
             errors = await self._send(items) if items else []
@@ -217,7 +202,7 @@ class TurnBatcher(Generic[T]):
 
 def _settle(caller: _Caller[T], error: BaseException | None) -> None:
     future = caller.future
-    if future is None or future.done():
+    if future.done():
         return
     if isinstance(error, asyncio.CancelledError):
         future.cancel()

@@ -43,17 +43,18 @@ async def broker_of(app: TaskQ) -> RedisBroker:
     return broker
 
 
-async def test_a_hundred_concurrent_delays_take_one_round_trip(
+async def test_a_hundred_concurrent_delays_take_two_round_trips(
     url: str, round_trips: list[int]
 ) -> None:
     async with TaskQ("producer", broker=url) as app:
         work = app.task(name="tests.work")(lambda n: n)
         broker = await broker_of(app)
+        await asyncio.gather(*(work.delay(n) for n in range(2)))  # two connections made
         round_trips[0] = 0
         results = await asyncio.gather(*(work.delay(n) for n in range(100)))
-        assert round_trips[0] == 1
+        assert round_trips[0] == 2  # the first at once, the 99 others of its turn together
         assert len({result.id for result in results}) == 100
-        assert await broker.queue_length("default") == 100
+        assert await broker.queue_length("default") == 102
 
 
 async def test_one_at_a_time_each_publish_is_its_own_round_trip(
@@ -97,7 +98,7 @@ async def test_a_queue_redis_refuses_fails_only_the_calls_publishing_there(url: 
         assert await broker.queue_length("fine") == 2
 
 
-@pytest.mark.parametrize("cancelled", [0, 1], ids=["the first", "a later one"])
+@pytest.mark.parametrize("cancelled", [1, 2])
 async def test_a_call_cancelled_before_its_batch_goes_is_not_published(
     url: str, cancelled: int
 ) -> None:
@@ -105,7 +106,7 @@ async def test_a_call_cancelled_before_its_batch_goes_is_not_published(
         work = app.task(name="tests.work")(lambda n: n)
         broker = await broker_of(app)
         calls = [asyncio.ensure_future(work.delay(n)) for n in range(3)]
-        await asyncio.sleep(0)  # every call has joined the batch, which has not gone yet
+        await asyncio.sleep(0)  # the first is sent; the others joined a batch not gone yet
         calls[cancelled].cancel()
         done = await asyncio.gather(*calls, return_exceptions=True)
         assert isinstance(done[cancelled], asyncio.CancelledError)
