@@ -138,14 +138,14 @@ class _Turn(Generic[T]):
 
 
 class TurnBatcher(Generic[T]):
-    """`submit(items)` sends `items`; the submits after the first of an event-loop turn go
-    together, in one round trip.
+    """`submit(items)` sends `items` at once, or, while another caller's send is in flight,
+    together with the other submits of that time, in one round trip.
 
     A web app publishing from many requests at once, or `asyncio.gather` of `delay()` calls,
-    starts many publishes in the same turn of the loop. The first of a turn is sent at once by
-    its caller, as if there were no batching (a publish one at a time pays nothing for it);
-    the others of that turn join one batch, sent in the next turn by a task of its own, which
-    each caller awaits through a future of its own, so that one caller's cancellation
+    starts many publishes in the same turn of the loop. The first is sent at once by its
+    caller, as if there were no batching (a publish one at a time pays nothing for it); those
+    made while it is in flight join one batch, sent in the next loop turn by a task of its own,
+    which each caller awaits through a future of its own, so that one caller's cancellation
     (`publish_timeout`) neither cancels the others nor is ignored: a cancelled caller's items
     are left out if the batch has not gone yet, and the send itself is cancelled once no caller
     waits for it. Each caller gets its own items' outcome: the first error among them, or None.
@@ -153,15 +153,17 @@ class TurnBatcher(Generic[T]):
 
     def __init__(self, send: Send[T]) -> None:
         self._send = send
-        self._turn_used = False  # a submit was made in this loop turn
+        self._sending = False  # a caller is sending its own items
         self._open: _Turn[T] | None = None
 
     async def submit(self, items: Sequence[T]) -> None:
         loop = asyncio.get_running_loop()
-        if not self._turn_used:
-            self._turn_used = True
-            loop.call_soon(self._next_turn)
-            _raise_first(await self._send(list(items)))
+        if not self._sending:
+            self._sending = True
+            try:
+                _raise_first(await self._send(list(items)))
+            finally:
+                self._sending = False
             return
         turn = self._open
         if turn is None or turn.loop is not loop:
@@ -177,9 +179,6 @@ class TurnBatcher(Generic[T]):
                     self._open = None
                 turn.sender.cancel()
             raise
-
-    def _next_turn(self) -> None:
-        self._turn_used = False
 
     async def _send_turn(self, turn: _Turn[T]) -> None:
         self._open = None  # this task runs in the turn after: later submits start anew

@@ -222,13 +222,14 @@ class _Connection(Connection):
             return super().pack_command(*args)
         parts = [b"*%d\r\n" % len(args)]
         for arg in args:
-            if isinstance(arg, bytes):
+            kind = type(arg)  # exact types: a publish has some twenty arguments to pack
+            if kind is bytes:
                 data = arg
-            elif isinstance(arg, str):
+            elif kind is str:
                 data = arg.encode()
-            elif isinstance(arg, int) and not isinstance(arg, bool):
+            elif kind is int:
                 data = b"%d" % arg
-            elif isinstance(arg, float):
+            elif kind is float:
                 data = repr(arg).encode()
             else:
                 return super().pack_command(*args)

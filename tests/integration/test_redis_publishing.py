@@ -52,7 +52,7 @@ async def test_a_hundred_concurrent_delays_take_two_round_trips(
         await asyncio.gather(*(work.delay(n) for n in range(2)))  # two connections made
         round_trips[0] = 0
         results = await asyncio.gather(*(work.delay(n) for n in range(100)))
-        assert round_trips[0] == 2  # the first at once, the 99 others of its turn together
+        assert round_trips[0] == 2  # the first at once, the 99 others made meanwhile together
         assert len({result.id for result in results}) == 100
         assert await broker.queue_length("default") == 102
 
