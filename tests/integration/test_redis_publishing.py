@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from redis.asyncio.connection import AbstractConnection
 from servers import RedisServer
 
 from taskq import TaskQ
@@ -21,20 +18,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def url(redis_server: RedisServer) -> str:
     return f"{redis_server.url}?prefix=t{uuid.uuid4().hex[:12]}:"
-
-
-@pytest.fixture
-def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Counts the writes to Redis connections: one per command or pipeline sent."""
-    counter = [0]
-    send = AbstractConnection.send_packed_command
-
-    async def counting(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
-        counter[0] += 1
-        await send(self, *args, **kwargs)
-
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
-    yield counter
 
 
 async def broker_of(app: TaskQ) -> RedisBroker:
