@@ -71,6 +71,8 @@ CONNECT_TIMEOUT = 5.0
 # A reply slower than this (a hung Redis) is a transient error. Enforced around each round
 # trip here, not as redis-py's socket_timeout, which costs ~70 µs on every read.
 COMMAND_TIMEOUT = 30.0
+# How uvloop words a write on a transport that is closed already (see `_send`).
+_CLOSED_TRANSPORT = "the handler is closed"
 RETRY_FIRST_DELAY = 0.05
 RETRY_MAX_DELAY = 2.0
 
@@ -454,6 +456,12 @@ async def _send(client: Client, commands: Sequence[Command]) -> list[Any]:
         if not deadline.expired():
             raise
         raise RedisTimeoutError(f"Redis did not answer within {COMMAND_TIMEOUT} s") from None
+    except RuntimeError as exc:
+        # uvloop's answer to a write on a connection its peer has closed (a cluster node that
+        # just died, under a pipeline of redis-py's that had not noticed yet): lost, not a bug.
+        if _CLOSED_TRANSPORT not in str(exc):
+            raise
+        raise RedisConnectionError(f"the connection to Redis was closed ({exc})") from exc
 
 
 async def close_pubsub(pubsub: PubSub) -> None:

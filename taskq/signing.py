@@ -32,13 +32,14 @@ class Signing:
     """Signs with the first of `keys`, verifies with any; `required`: an unsigned envelope is
     refused too, not only a badly signed one. Its repr names no key."""
 
-    __slots__ = ("_keys", "_signing_key", "required")
+    __slots__ = ("_keyed", "required")
 
     def __init__(self, keys: Sequence[bytes], required: bool = True) -> None:
         if not keys:
             raise ConfigurationError("message_signing_key: no key given")
-        self._keys = tuple(keys)
-        self._signing_key = self._keys[0]
+        # An HMAC keyed once per key: each message then costs a copy and its own blocks,
+        # not the key's two blocks again (a third less than hmac.digest for an envelope).
+        self._keyed = tuple(hmac.new(key, digestmod=hashlib.sha256) for key in keys)
         self.required = required
 
     @classmethod
@@ -66,12 +67,11 @@ class Signing:
         return cls(keys, required=True if required is None else required)
 
     def __repr__(self) -> str:
-        return f"Signing({len(self._keys)} key(s), required={self.required})"
+        return f"Signing({len(self._keyed)} key(s), required={self.required})"
 
     def sign(self, envelope: bytes) -> bytes:
         """`envelope` (a JSON object as `message.encode` writes it) with its signature."""
-        digest = hmac.new(self._signing_key, envelope, hashlib.sha256).hexdigest()
-        return b"".join((envelope[:-1], _FIELD, digest.encode("ascii"), _END))
+        return b"".join((envelope[:-1], _FIELD, _hex_hmac(self._keyed[0], envelope), _END))
 
     def verified(self, raw: bytes) -> bytes:
         """The envelope `raw` carries, its signature checked and taken off; `SignatureError`
@@ -84,11 +84,16 @@ class Signing:
         cut = len(raw) - _SUFFIX_SIZE
         envelope = raw[:cut] + b"}"
         given = raw[cut + len(_FIELD) : -len(_END)]
-        for key in self._keys:
-            expected = hmac.new(key, envelope, hashlib.sha256).hexdigest().encode("ascii")
-            if hmac.compare_digest(expected, given):
+        for keyed in self._keyed:
+            if hmac.compare_digest(_hex_hmac(keyed, envelope), given):
                 return envelope
         raise SignatureError("bad signature: it does not verify with any key")
+
+
+def _hex_hmac(keyed: hmac.HMAC, envelope: bytes) -> bytes:
+    mac = keyed.copy()
+    mac.update(envelope)
+    return mac.hexdigest().encode("ascii")
 
 
 def _is_signed(raw: bytes) -> bool:

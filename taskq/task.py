@@ -418,10 +418,15 @@ class Task(Generic[P, R]):
             raise TypeError(f"{self.name}.{call}() takes a signature, not {sig!r}")
         request = self.request
         message = request.message
-        if request.advancing is None or message.chord is None or message.group_id is None:
+        if message.chord is None or message.group_id is None:
             raise ValueError(
                 f"{self.name}.{call}(): task {message.id or self.name} is not running "
                 "as a member of a chord (a bound task in a chord's header)"
+            )
+        if request.advancing is None:
+            raise RuntimeError(
+                f"{self.name}.{call}() is not available in a process of the pool "
+                "(pool='process'): the worker's event loop, which grows the chord, is not there"
             )
         return request
 

@@ -10,7 +10,8 @@ when a task that belongs to a workflow finishes.
   The link that finds one first in its `chain` reads that chunk and goes on with it. So
   every message has a bounded size whatever the chain's length, a chunk is read once per
   `CHAIN_INLINE` links, and nothing is deleted when read: a redelivered link reads it
-  again (chunks expire `CHAIN_RETENTION` after the launch).
+  again (chunks expire `CHAIN_RETENTION` after the launch). With a `message_signing_key`
+  a chunk is signed as an envelope is, and verified when read.
 - links of a chain or chord (`link`, `link_error` in its options) are moved onto its
   tasks when it is launched: a chain's link on its last member, its link_error on every
   member; a chord's on its body.
@@ -66,6 +67,7 @@ from taskq.errors import ChordError, MessageError
 from taskq.message import JSON, Message
 from taskq.options import CALL_OPTIONS, CallOptions
 from taskq.result import AsyncResult, GroupResult, save_group
+from taskq.signing import Signing
 from taskq.stores.base import TaskMeta
 
 if TYPE_CHECKING:
@@ -137,10 +139,16 @@ async def launch(
     for group_id, ids in plan.groups.items():
         await save_group(app, group_id, ids)
     if plan.chains:
-        store = await app.connected_store()
+        store, signing = await app.connected_store(), await _signing(app)
         for key, links in plan.chains.items():
-            await store.set_key(CHAIN_KEY.format(key), links, CHAIN_RETENTION)
+            signed = links if signing is None else signing.sign(links)
+            await store.set_key(CHAIN_KEY.format(key), signed, CHAIN_RETENTION)
     await (send or app.send_messages)(plan.messages)
+
+
+async def _signing(app: TaskQ) -> Signing | None:
+    """How the app signs its envelopes, which signs a chain's stored links the same way."""
+    return (await app.connected_broker()).options.signing
 
 
 def _build(
@@ -158,7 +166,11 @@ def _build(
     if kind == CHAIN:
         first, *rest = members(element)
         _build(app, plan, first, prefix, [*rest, *then], membership, parent)
-    elif kind == GROUP:
+        return
+    # What follows goes into a message (a task's `chain`, or a chord's callback that every
+    # member carries): past `CHAIN_INLINE` links, by reference.
+    then = _stored_beyond_inline(plan, then)
+    if kind == GROUP:
         tail = _after_group(element, then, membership)
         if tail:  # a group that something waits for is a chord
             bare = _without_links(element)
@@ -170,7 +182,6 @@ def _build(
         body = _as_chain([body, *then]) if then else body
         _build_chord(app, plan, element["kwargs"]["header"], body, prefix, membership, parent)
     else:
-        then = _stored_beyond_inline(plan, then)
         plan.messages.append(_message(app, element, prefix, then, membership, parent))
 
 
@@ -185,7 +196,8 @@ def _stored_beyond_inline(plan: Plan, then: list[Element]) -> list[Element]:
     tail: list[Element] = []
     for start in reversed(range(CHAIN_INLINE, len(then), CHAIN_INLINE)):
         key = new_id()
-        plan.chains[key] = typed_json.dumps([*then[start : start + CHAIN_INLINE], *tail])
+        links = [*then[start : start + CHAIN_INLINE], *tail]
+        plan.chains[key] = typed_json.dumps({"links": links})
         tail = [stored_chain(key)]
     return [*then[:CHAIN_INLINE], *tail]
 
@@ -586,10 +598,21 @@ async def _unstored_head(app: TaskQ, chain: list[Element]) -> list[Element]:
         raw = await (await app.connected_store()).get_key(key)
         if raw is None:
             raise MessageError(f"chain: its links stored under {key!r} are no longer stored")
-        links = typed_json.loads(raw)
-        check_elements(links, key)
-        chain = [*links, *chain[1:]]
+        signing = await _signing(app)
+        chain = [*_stored_links(raw if signing is None else signing.verified(raw), key), *chain[1:]]
     return chain
+
+
+def _stored_links(raw: bytes, key: str) -> list[Element]:
+    """The links of a stored chunk, checked as a message's are; `MessageError` otherwise."""
+    try:
+        stored = typed_json.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MessageError(f"malformed message: {key} is not JSON ({exc})") from None
+    links = stored.get("links") if type(stored) is dict else None
+    check_elements(links, f"{key}.links")
+    assert isinstance(links, list)
+    return links
 
 
 async def _fail_all(app: TaskQ, element: Element, meta: TaskMeta) -> None:

@@ -2,6 +2,7 @@
 
     cluster = ReplicatedRedisCluster(tmp_path)   # 3 masters, a replica each, AOF,
     cluster.start()                              # cluster-node-timeout 2 s
+    cluster.startup_url(first=node)              # every node, that one first
     victim = cluster.master_of("{default}")      # the master serving that key's slot
     victim.kill()                                # SIGKILL; its replica takes over in ~3 s
     cluster.wait_for_failover("{default}")       # the promoted replica
@@ -27,8 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from servers import (
+    CLUSTER_MASTERS,
     LOOPBACK,
     RabbitMQServer,
+    RedisCluster,
     RedisServer,
     ServerStartError,
     end_process,
@@ -40,7 +43,6 @@ from servers import (
 )
 
 NODE_TIMEOUT_MS = 2000
-MASTERS = 3
 
 
 class _ClusterNode(RedisServer):
@@ -55,35 +57,21 @@ class _ClusterNode(RedisServer):
             config.write(f"cluster-node-timeout {NODE_TIMEOUT_MS}\n")
 
 
-class ReplicatedRedisCluster:
+class ReplicatedRedisCluster(RedisCluster):
     """Six Redis Cluster nodes on loopback: three masters sharing the slots, a replica each."""
 
-    def __init__(self, directory: Path, *, timeout: float = 60.0) -> None:
-        self.directory = directory.resolve()
-        self.timeout = timeout
-        self.nodes = [_ClusterNode(self.directory / f"node{i}") for i in range(2 * MASTERS)]
+    REPLICAS = 1
 
-    def url(self, first: RedisServer | None = None) -> str:
+    def __init__(self, directory: Path, *, timeout: float = 60.0) -> None:
+        super().__init__(directory, timeout=timeout)
+        self.nodes = [_ClusterNode(self.directory / f"node{i}") for i in range(2 * CLUSTER_MASTERS)]
+
+    def startup_url(self, first: RedisServer | None = None) -> str:
         """Every node as a startup node, `first` (default: the first node) named first."""
         first = first or self.nodes[0]
         ordered = [first, *(node for node in self.nodes if node is not first)]
         hosts = ",".join(f"{LOOPBACK}:{node.port}" for node in ordered)
         return f"redis://{hosts}/0?cluster=true"
-
-    def start(self) -> None:
-        redis_cli = require_binary("redis-cli", "redis-tools")
-        try:
-            for node in self.nodes:
-                node.start()
-            self._create(redis_cli)
-            self.wait_for_state_ok()
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
 
     def master_of(self, key: str) -> RedisServer:
         """The running master that serves `key`'s slot, as a live node sees it."""
@@ -138,19 +126,8 @@ class ReplicatedRedisCluster:
         except TimeoutError as exc:
             raise ServerStartError(f"cluster_state never became ok: {exc}") from exc
 
-    def _create(self, redis_cli: str) -> None:
-        addresses = [f"{LOOPBACK}:{node.port}" for node in self.nodes]
-        options = ["--cluster-replicas", "1", "--cluster-yes"]
-        result = subprocess.run(
-            [redis_cli, "--cluster", "create", *addresses, *options],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=self.timeout,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise ServerStartError(f"redis-cli --cluster create failed:\n{result.stdout}")
+    def _wait_for_state_ok(self) -> None:
+        self.wait_for_state_ok()
 
 
 def _info(node: RedisServer, *command: str) -> bytes:

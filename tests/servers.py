@@ -299,6 +299,8 @@ class RedisServer:
 class RedisCluster:
     """Three Redis Cluster masters on loopback sharing all 16384 slots, no replicas."""
 
+    REPLICAS = 0  # per master
+
     def __init__(self, directory: Path, *, timeout: float = 30.0) -> None:
         self.directory = directory.resolve()
         self.timeout = timeout
@@ -341,7 +343,7 @@ class RedisCluster:
                 "create",
                 *addresses,
                 "--cluster-replicas",
-                "0",
+                str(self.REPLICAS),
                 "--cluster-yes",
             ],
             stdin=subprocess.DEVNULL,

@@ -139,7 +139,11 @@ class AMQPBroker(Broker):
         self._consumers: set[Consumer] = set()
         self._subscriptions: set[MemoryObjectSendStream[bytes]] = set()
         self._events = EventStream(
-            self._config.default_exchange, conf.event_retention, self._config.publish_timeout
+            url,
+            self._config.default_exchange,
+            conf.event_retention,
+            reconnect_interval=self._config.reconnect_interval,
+            timeout=self._config.publish_timeout,
         )
 
     async def connect(self) -> None:
@@ -167,6 +171,7 @@ class AMQPBroker(Broker):
             consumer.end()
         for subscription in self._subscriptions:
             subscription.close()
+        await self._events.close()
         if connection is not None:
             with winding_down(self._config.publish_timeout):
                 await connection.close()
@@ -367,20 +372,15 @@ class AMQPBroker(Broker):
             with winding_down(self._config.publish_timeout):
                 await channel.close()
 
-    # Task events: a stream queue kept for `event_retention` seconds (amqp_events.py).
+    # Task events: a stream queue kept for `event_retention` seconds, on a connection of
+    # its own (amqp_events.py).
     KEEPS_EVENTS = True
 
     async def publish_events(self, payload: bytes) -> None:
-        properties = Basic.Properties(content_type=JSON_CONTENT_TYPE)
-        stream = self._events.name
-        await self._publish(_Outgoing("", stream, payload, properties, self._events_stream))
+        await self._events.publish(payload)
 
     def read_events(self, since: float | None) -> Broadcasts:
-        return self._events.read(self._open_channel, since)
-
-    async def _events_stream(self) -> None:
-        if self._events.name not in self._queues:
-            self._queues[self._events.name] = await self._events.declare(self._publisher())
+        return self._events.read(since)
 
     # -- inspection -----------------------------------------------------------------
 

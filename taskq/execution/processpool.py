@@ -14,9 +14,10 @@ so the stored traceback shows it.
 A soft time limit reaches the process as SIGUSR1, which raises `SoftTimeLimitExceeded` in the
 function; the run being cancelled (the hard limit, a terminating revoke, a cold shutdown)
 kills the process with SIGKILL. A process that dies with its task (killed, out of memory)
-fails it with `WorkerLostError`. Whatever the way a process ends — killed, dead,
-recycled after `max_tasks` tasks or once its memory grew past `max_memory_kb` — another is
-started in its place, and the next job waits for a process that is ready.
+fails it with `WorkerLostError`; one found dead when a job is handed to it passes the job on.
+Whatever the way a process ends — killed, dead, recycled after `max_tasks` tasks or once its
+memory grew past `max_memory_kb` — another is started in its place, and the next job waits for
+a process that is ready.
 """
 
 from __future__ import annotations
@@ -162,16 +163,15 @@ class ProcessPool:
 
     async def run(self, job: Job) -> Any:
         """Run the job's function in a pool process; its value, or raise its exception."""
-        process = await self._idle_out.receive()
+        process = await self._handed(job)
         try:
-            delivery = job.delivery  # a signature in the body is a field decode passes over
-            process.pipe.send((delivery.body, delivery.queue, delivery.delivery_count))
             reply = await process.receive()
-        except EOFError:
+        except (EOFError, OSError):
+            await anyio.to_thread.run_sync(process.process.join, STOP_TIMEOUT)  # its status
             self._lost(process)
-            status = process.process.exitcode
             raise WorkerLostError(
-                f"pool process {process.pid} {_how_it_ended(status)} while running the task"
+                f"pool process {process.pid} ended while running the task"
+                f" ({_how_it_ended(process.process.exitcode)})"
             ) from None
         except BaseException:  # cancelled: the hard limit, a terminating revoke, a shutdown
             self._kill(process, f"its task {job.message.task}[{job.message.id}] was cancelled")
@@ -183,6 +183,22 @@ class ProcessPool:
         if outcome == "ok":
             return get_serializer(job.message.content_type).loads(payload)
         raise _exception(*payload)
+
+    async def _handed(self, job: Job) -> _Process:
+        """An idle process that took the job (one that died idle is replaced, and the job
+        goes to another: it never started)."""
+        delivery = job.delivery  # a signature in the body is a field decode passes over
+        while True:
+            process = await self._idle_out.receive()
+            try:
+                process.pipe.send((delivery.body, delivery.queue, delivery.delivery_count))
+            except OSError:
+                logger.warning(
+                    "Pool process %d had ended while idle; starting another", process.pid
+                )
+                self._lost(process)
+                continue
+            return process
 
     # -- the processes --------------------------------------------------------------
 
@@ -273,9 +289,11 @@ def _exception(pickled: bytes | None, kind: str, message: str, text: str) -> Bas
 
 
 def _how_it_ended(status: int | None) -> str:
-    if status is not None and status < 0:
-        return f"was killed by {signal.Signals(-status).name}"
-    return f"exited with status {status}"
+    if status is None:
+        return "its pipe closed"
+    if status < 0:
+        return f"killed by {signal.Signals(-status).name}"
+    return f"exit status {status}"
 
 
 # -- in the pool process ------------------------------------------------------------

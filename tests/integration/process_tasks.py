@@ -4,6 +4,7 @@ them, CPU-bound work, a leak. The broker comes from TASKQ_BROKER_URL."""
 import hashlib
 import logging
 import os
+import signal
 import time
 
 import anyio
@@ -33,6 +34,12 @@ async def started(marker_dir: str, seconds: float) -> int:
 def plain_pid() -> int:
     """A plain function: the pid of the process that ran it."""
     return os.getpid()
+
+
+@app.task(name="ptest.grow_chord", bind=True)
+def grow_chord(self) -> str:  # type: ignore[no-untyped-def]
+    """A chord member that tries to add a member to its chord."""
+    return self.add_to_chord_sync(plain_pid.si()).id  # type: ignore[no-any-return]
 
 
 @app.task(name="ptest.spin")
@@ -88,3 +95,9 @@ def log_plain(text: str) -> int:
     """Logs `text` from the process that runs it (a pool process, with --pool process)."""
     logging.getLogger("ptest").warning(text)
     return os.getpid()
+
+
+@app.task(name="ptest.die")
+def die() -> None:
+    """Kills the process that runs it."""
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -95,6 +95,16 @@ async def test_a_long_chain_runs_every_link_in_order(app: TaskQ) -> None:
             assert (await store.get(walked.id)).result == expected  # type: ignore[union-attr]
 
 
+async def test_a_chord_and_a_group_early_in_a_long_chain(app: TaskQ) -> None:
+    async with running_worker(app):
+        add, tsum = t(app, "add"), t(app, "tsum")
+        ones = [add.s(1) for _ in range(30)]
+        chorded = chain(chord([add.s(1, 1), add.s(2, 2)], tsum.s()), *ones)
+        assert await (await chorded.apply_async()).get(timeout=30) == 36
+        grouped = chain(add.s(1, 1), group(add.s(1), add.s(2)), tsum.s(), *ones)
+        assert await (await grouped.apply_async()).get(timeout=30) == 37
+
+
 async def test_a_failure_early_in_a_long_chain_fails_every_later_link(app: TaskQ) -> None:
     async with running_worker(app):
         add, fail = t(app, "add"), t(app, "fail")

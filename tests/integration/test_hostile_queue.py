@@ -74,7 +74,7 @@ async def test_a_worker_dead_letters_every_hostile_message_and_carries_on(
     prefix: str,
     queue: str,
 ) -> None:
-    worker = start_worker("-c", "50")  # on RabbitMQ it declares the queue the bytes go to
+    worker = start_worker("-c", "200")  # on RabbitMQ it declares the queue the bytes go to
     broker = await producer.connected_broker()
     bodies = hostile_bodies(COUNT)
     for start in range(0, COUNT, BATCH):

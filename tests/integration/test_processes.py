@@ -18,7 +18,7 @@ import pytest
 from servers import RedisServer
 from support import INTEGRATION, WorkerProcess, wait_for
 
-from taskq import TaskError, TaskQ
+from taskq import ChordError, TaskError, TaskQ, chord, signature
 from taskq.worker.scrape import free_port
 
 pytestmark = pytest.mark.integration
@@ -112,10 +112,30 @@ async def test_a_hard_time_limit_kills_cpu_bound_code_and_replaces_its_pool_proc
     spinning = await producer.send_task("ptest.spin", args=[60], time_limit=1)
     with pytest.raises(TaskError, match=r"TimeLimitExceeded.*hard time limit \(1s?\)"):
         await spinning.get(timeout=20)
-    wait_for(lambda: not Path(f"/proc/{before}").exists())  # stopped, not left spinning
+    wait_for(lambda: not running(before))  # stopped, not left spinning
     after = await (await producer.send_task("ptest.plain_pid")).get(timeout=30)
     assert after not in (before, worker.pid)
     assert f"Pool process {before} killed" in worker.output()
+
+    os.kill(after, signal.SIGKILL)  # dies idle: the next task goes to its replacement
+    wait_for(lambda: not running(after))
+    replacement = await (await producer.send_task("ptest.plain_pid")).get(timeout=30)
+    assert replacement != after
+    dying = await producer.send_task("ptest.die")  # dies running: the task is lost with it
+    with pytest.raises(TaskError, match=r"WorkerLostError.*ended while running the task"):
+        await dying.get(timeout=30)
+    assert "(killed by SIGKILL)" in str(await dying.traceback())
+
+
+async def test_add_to_chord_in_a_pool_process_fails_the_chord_saying_why(
+    producer: TaskQ, start_worker: StartWorker
+) -> None:
+    worker = start_worker("--pool", "process", "--pool-processes", "1", app=APP)
+    wait_for(lambda: "process pool 1" in worker.output())
+    header = [signature("ptest.grow_chord", app=producer)]
+    grown = chord(header, signature("ptest.plain_pid", app=producer, immutable=True))
+    with pytest.raises(ChordError, match=r"add_to_chord_sync\(\) is not available in a process"):
+        await (await grown.apply_async()).get(timeout=30)
 
 
 async def test_max_tasks_per_child_recycles_pool_processes_without_losing_a_task(
@@ -265,3 +285,11 @@ async def test_a_signed_message_runs_in_the_process_pool(
     worker = start_worker("--pool", "process", "--pool-processes", "1", app=APP)
     async with TaskQ("producer", broker=broker_url, message_signing_key=key) as signed:
         assert await (await signed.send_task("ptest.plain_pid")).get(timeout=30) != worker.pid
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

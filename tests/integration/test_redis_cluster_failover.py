@@ -53,7 +53,7 @@ def broker_url(
 ) -> str:
     """Every node, the victim first."""
     prefix = f"t{secrets.token_hex(4)}:"
-    return f"{replicated_redis_cluster.url(first=layout[2])}&prefix={prefix}"
+    return f"{replicated_redis_cluster.startup_url(first=layout[2])}&prefix={prefix}"
 
 
 @pytest.fixture
@@ -99,6 +99,12 @@ async def test_a_killed_master_loses_nothing_and_stalls_only_its_own_queue(
         async with TaskQ("late", broker=broker_url) as late:
             after = await late.send_task("itest.add", args=[2, 3], queue=victim_queue)
             assert await after.get(timeout=30) == 5
+
+            async def both_answer() -> bool:  # the control channel, through the cluster
+                replies = await late.control.inspect(timeout=2).ping()
+                return len(replies.answers) == len(workers)
+
+            await eventually(both_answer, timeout=30)
 
         done = {
             queue: [await r.get(timeout=60) for r in results] for queue, results in sent.items()

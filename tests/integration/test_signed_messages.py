@@ -1,7 +1,8 @@
 """Signed messages with a real `taskq worker` on SQLite and Redis: a signed round trip; an
 unsigned, a tampered and a foreign-key message written straight into the broker are
-dead-lettered with "bad signature", FAILURE recorded, the worker carrying on; key rotation;
-a forged dead letter is not replayed (its replay would sign it)."""
+dead-lettered with "bad signature", FAILURE recorded, the worker carrying on; what workers
+publish (retries, chains, chords) and beat's ticks are signed; key rotation; a forged dead
+letter is not replayed (its replay would sign it)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 from raw_publish import publish_raw
 from support import WorkerProcess, eventually, worker_broker_url
 
 from taskq import Signature, TaskError, TaskQ, chord, dlq, signature, states
+from taskq.beat import Beat
 from taskq.message import Message, encode
 from taskq.signing import Signing
+from taskq.testing import running_worker
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +149,27 @@ async def test_rotation_the_first_key_signs_and_every_key_verifies(
         refused = await foreign.send_task("itest.add", args=[3, 3])
         with pytest.raises(TaskError, match="bad signature: it does not verify with any key"):
             await refused.get(timeout=20)
+
+
+async def test_beat_signs_what_it_sends(tmp_path: Path) -> None:
+    """A worker of the same app refuses unsigned messages: the ticks run only if beat
+    signed them."""
+    app = producer(f"sqlite:///{tmp_path}/beat.db", "beat", NEW_KEY)
+    ticks: list[float] = []
+
+    @app.task(name="signed.tick", bind=True)
+    async def tick(self: Any) -> None:
+        ticks.append(self.request.headers["beat_scheduled_at"])
+
+    app.conf.beat_schedule = {"tick": {"task": "signed.tick", "schedule": 0.2}}
+    async with app, running_worker(app):
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as beats:
+                beats.start_soon(Beat(app, lease_ttl=1).run)
+                await eventually(lambda: _at_least(ticks, 2))
+                beats.cancel_scope.cancel()
+        assert await (await app.connected_broker()).dead_letter_length("beat") == 0
+
+
+async def _at_least(ticks: list[float], count: int) -> bool:
+    return len(ticks) >= count

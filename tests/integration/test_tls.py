@@ -12,9 +12,9 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from redis.exceptions import NoPermissionError
@@ -26,12 +26,14 @@ from taskq import TaskQ
 
 pytestmark = pytest.mark.integration
 
+T = TypeVar("T")
 
-def _started(server: TLSRedisServer | TLSRabbitMQServer) -> None:
-    """As tests/conftest.py starts servers: a missing one fails in CI, skips elsewhere."""
+
+def _installed(start: Callable[[], T]) -> T:
+    """`start()`, as tests/conftest.py starts servers: a missing binary (openssl,
+    redis-server, rabbitmq-server) fails in CI and skips elsewhere."""
     try:
-        server.start()
-        return
+        return start()
     except ServerNotInstalled as exc:
         missing = str(exc)
     if os.environ.get("CI", "").strip().lower() in {"true", "1"}:
@@ -41,7 +43,7 @@ def _started(server: TLSRedisServer | TLSRabbitMQServer) -> None:
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    return make_certificates(tmp_path_factory.mktemp("certificates"))
+    return _installed(lambda: make_certificates(tmp_path_factory.mktemp("certificates")))
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,7 @@ def tls_redis(
     tmp_path_factory: pytest.TempPathFactory, certificates: Certificates
 ) -> Iterator[TLSRedisServer]:
     server = TLSRedisServer(tmp_path_factory.mktemp("tls-redis"), certificates)
-    _started(server)
+    _installed(server.start)
     yield server
     server.stop()
 
@@ -59,7 +61,7 @@ def tls_rabbitmq(
     tmp_path_factory: pytest.TempPathFactory, certificates: Certificates
 ) -> Iterator[TLSRabbitMQServer]:
     server = TLSRabbitMQServer(tmp_path_factory.mktemp("tls-rabbitmq"), certificates)
-    _started(server)
+    _installed(server.start)
     yield server
     server.stop()
 

@@ -2,11 +2,14 @@
 every broker in tests/integration/test_canvas_parity.py)."""
 
 import inspect
+from collections.abc import Sequence
 
 import pytest
 
-from taskq import chord, group
+from taskq import chain, chord, group
+from taskq.message import Message, encode
 from taskq.testing import memory_app
+from taskq.workflow import launch
 
 app = memory_app("canvas")
 
@@ -65,3 +68,20 @@ async def test_replace_run_eagerly_gives_the_replacements_result() -> None:
     async with app:
         result = await doubled.apply((21,))
         assert await result.get() == 42
+
+
+async def test_what_a_long_chain_publishes_is_bounded_whatever_its_length() -> None:
+    published: list[Message] = []
+
+    async def capture(messages: Sequence[Message]) -> None:
+        published.extend(messages)
+
+    ones = [add.s(1) for _ in range(1000)]
+    header = chord([add.s(1, 1), add.s(2, 2)], add.s(0))
+    async with app:
+        await launch(app, chain(add.s(0, 0), *ones).to_dict(), send=capture)
+        await launch(app, chain(header, *ones).to_dict(), send=capture)
+    first, *members = published
+    assert len(first.chain) == 11  # ten links and the stored rest
+    assert all(len(member.chord["kwargs"]["tasks"]) == 12 for member in members)  # type: ignore[index]
+    assert max(len(encode(message)) for message in published) < 8_000

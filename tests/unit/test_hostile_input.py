@@ -24,7 +24,7 @@ from taskq.signing import Signing
 ACCEPT = ["json", "msgpack"]
 SMALL_LIMIT = 64 * 1024
 fuzz = settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
 )
 
 MUTABLE = encode(

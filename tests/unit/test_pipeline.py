@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 from support import eventually
 
-from taskq import Middleware, SoftTimeLimitExceeded, TaskQ, chord, states
+from taskq import Middleware, SoftTimeLimitExceeded, TaskQ, chain, chord, states
 from taskq.elements import stored_chain
 from taskq.execution.job import CallNext, Job, Outcome
 from taskq.options import Option
@@ -269,3 +270,31 @@ async def test_a_chain_whose_stored_links_are_gone_is_dead_lettered_saying_so() 
             await eventually(dead_lettered, timeout=5)
         [dead] = await broker.dead_letters("default")
         assert "links stored under 'chain:expired' are no longer stored" in dead.reason
+
+
+async def test_a_signed_long_chain_runs_and_a_forged_stored_chunk_is_refused() -> None:
+    app = memory_app(message_signing_key="k" * 32)
+
+    @app.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    async with app:
+        store, broker = await app.connected_store(), await app.connected_broker()
+        async with running_worker(app):
+            result = await chain(add.s(0, 0), *(add.s(1) for _ in range(25))).apply_async()
+            assert await result.get(timeout=5) == 25  # its chunks signed, and verified
+            link = add.s(100).to_dict()
+            link["options"]["task_id"] = "forged-link"
+            await store.set_key("chain:forged", orjson.dumps({"links": [link]}), 60)
+            message = app.build_message(add.name, [1, 2], {})
+            message.chain = [stored_chain("forged")]
+            await app.publish_messages([message])
+
+            async def dead_lettered() -> bool:
+                return await broker.dead_letter_length("default") == 1
+
+            await eventually(dead_lettered, timeout=5)
+        [dead] = await broker.dead_letters("default")
+        assert "bad signature: the message is not signed" in dead.reason
+        assert await store.get("forged-link") is None  # never published

@@ -8,6 +8,7 @@ import typer
 from taskq import TaskQ
 from taskq.cli import child_arguments, cli
 from taskq.errors import ConfigurationError
+from taskq.testing import running_worker
 from taskq.worker.autoscale import parse_autoscale
 from taskq.worker.worker import Worker
 
@@ -63,3 +64,13 @@ def test_a_supervised_child_gets_every_option_but_the_supervisor_s() -> None:
     assert child_arguments(context) == [
         "--app", "shop:app", "--concurrency", "3", "--task-events", "--pool", "process",
     ]  # fmt: skip
+
+
+async def test_pool_grow_and_shrink_move_the_autoscale_bounds_past_them() -> None:
+    app = TaskQ("shop", broker="memory://bounds")
+    async with running_worker(app, autoscale=(4, 2)) as worker:
+        assert worker.autoscaler is not None
+        await app.control.pool_grow(5)
+        assert (worker.concurrency, worker.autoscaler.maximum) == (7, 7)
+        await app.control.pool_shrink(6)
+        assert (worker.concurrency, worker.autoscaler.minimum) == (1, 1)
