@@ -25,6 +25,7 @@ START_TIMEOUT = 120.0  # a worker's start-up, RabbitMQ's connection set-up inclu
 MIN_RATE = 20.0  # tasks/s below which a run counts as stuck
 MIXED_CONCURRENCY = 100
 ROUND_TRIP_WARMUP = 10
+IN_FLIGHT = 100  # enqueue_concurrent's publishes awaited together
 SHORT_CHAIN = 10  # links of each chain of `short_chains`
 DRAIN_WORKER = WorkerSpec(Kind.NOOP)  # drain's worker, which idle measures too
 
@@ -171,6 +172,22 @@ async def enqueue_sync(adapter: Adapter, n: int, log: Path) -> Figures:
         await adapter.purge()
 
 
+async def enqueue_concurrent(adapter: Adapter, n: int, log: Path) -> Figures:
+    """One producer, IN_FLIGHT single publishes at a time through `asyncio.gather` (what a busy
+    web app does); a library whose publish blocks runs them one after another."""
+
+    async def in_flight() -> None:
+        for start in range(0, n, IN_FLIGHT):
+            await asyncio.gather(
+                *(adapter.publish(Kind.NOOP) for _ in range(min(IN_FLIGHT, n - start)))
+            )
+
+    try:
+        return await _publish_timed(n, in_flight)
+    finally:
+        await adapter.purge()
+
+
 async def enqueue_bulk(adapter: Adapter, n: int, log: Path) -> Figures:
     """One producer through the library's bulk API (see each adapter's `batch_method`)."""
     try:
@@ -244,6 +261,13 @@ WORKLOADS = {
         Workload("enqueue", "enqueue, one at a time", 10_000, 500, enqueue),
         Workload(
             "enqueue_sync", "enqueue from sync code, one at a time", 10_000, 500, enqueue_sync
+        ),
+        Workload(
+            "enqueue_concurrent",
+            f"enqueue, {IN_FLIGHT} calls in flight",
+            10_000,
+            500,
+            enqueue_concurrent,
         ),
         Workload("enqueue_bulk", "enqueue, bulk", 10_000, 500, enqueue_bulk),
         Workload("drain", "drain no-op tasks", 5_000, 500, drain),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
@@ -18,8 +19,6 @@ from typing import (
     Unpack,
     overload,
 )
-
-import anyio
 
 from taskq import defaults, sync
 from taskq import result as results
@@ -398,16 +397,20 @@ class TaskQ:
             raise ValueError(f"publish_timeout must be a positive number of seconds: {timeout!r}")
         for message in messages:
             await self.middleware.before_publish(message)
-        with anyio.move_on_after(timeout) as deadline:
-            broker = await self.connected_broker()
-            if self.conf.task_send_sent_event and messages:  # first: before any worker's
-                await broker.publish_events(sent_events(messages))
-            await broker.publish_many([(message, message.queue) for message in messages])
-        if deadline.cancelled_caught:
+        deadline = asyncio.timeout(timeout)  # asyncio's: cheaper than an anyio cancel scope
+        try:
+            async with deadline:
+                broker = await self.connected_broker()
+                if self.conf.task_send_sent_event and messages:  # first: before any worker's
+                    await broker.publish_events(sent_events(messages))
+                await broker.publish_many([(message, message.queue) for message in messages])
+        except TimeoutError:
+            if not deadline.expired():
+                raise
             raise BrokerUnavailable(
                 f"the broker at {masked_url(self.broker_url)} took no message within "
                 f"publish_timeout ({timeout:g} s)"
-            )
+            ) from None
         for message in messages:
             await self.middleware.after_publish(message)
 

@@ -1,12 +1,15 @@
-"""Round trips shared by concurrent callers: the one batching primitive of taskq.
+"""Round trips shared by concurrent callers: the batching primitives of taskq.
 
-Redis commands (state writes, acks, chord counts, subscriptions), a worker's lookups of stored
-revocations and its task-state writes all use it. Imports nothing of taskq.
+`Batcher`: one outcome for the whole batch, flushes one at a time. Redis commands (state
+writes, acks, chord counts, subscriptions), a worker's lookups of stored revocations and its
+task-state writes use it. `TurnBatcher`: each caller its own outcome and cancellation, for
+publishes (see its docstring). Imports nothing of taskq.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -106,3 +109,109 @@ class Batcher(Generic[T, R]):
         finally:
             self._running = None
             batch.done.set()
+
+
+# Sends items in one round trip: each item's error, or None where it was taken.
+Send = Callable[[list[T]], Awaitable[list[Exception | None]]]
+
+
+class _Caller(Generic[T]):
+    __slots__ = ("future", "items")
+
+    def __init__(self, items: Sequence[T], future: asyncio.Future[None]) -> None:
+        self.items = items
+        self.future = future
+
+
+class _Turn(Generic[T]):
+    """The publishes of one loop turn after its first: sent together by `sender`."""
+
+    __slots__ = ("callers", "loop", "sender")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.callers: list[_Caller[T]] = []
+        self.sender: asyncio.Task[None] | None = None
+
+    def waiting(self) -> list[_Caller[T]]:
+        return [caller for caller in self.callers if not caller.future.done()]
+
+
+class TurnBatcher(Generic[T]):
+    """`submit(items)` sends `items` at once, or, while another caller's send is in flight,
+    together with the other submits of that time, in one round trip.
+
+    A web app publishing from many requests at once, or `asyncio.gather` of `delay()` calls,
+    starts many publishes in the same turn of the loop. The first is sent at once by its
+    caller, as if there were no batching (a publish one at a time pays nothing for it); those
+    made while it is in flight join one batch, sent in the next loop turn by a task of its own,
+    which each caller awaits through a future of its own, so that one caller's cancellation
+    (`publish_timeout`) neither cancels the others nor is ignored: a cancelled caller's items
+    are left out if the batch has not gone yet, and the send itself is cancelled once no caller
+    waits for it. Each caller gets its own items' outcome: the first error among them, or None.
+    """
+
+    def __init__(self, send: Send[T]) -> None:
+        self._send = send
+        self._sending = False  # a caller is sending its own items
+        self._open: _Turn[T] | None = None
+
+    async def submit(self, items: Sequence[T]) -> None:
+        loop = asyncio.get_running_loop()
+        if not self._sending:
+            self._sending = True
+            try:
+                _raise_first(await self._send(list(items)))
+            finally:
+                self._sending = False
+            return
+        turn = self._open
+        if turn is None or turn.loop is not loop:
+            turn = self._open = _Turn(loop)
+            turn.sender = loop.create_task(self._send_turn(turn))
+        future = loop.create_future()
+        turn.callers.append(_Caller(items, future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if not turn.waiting() and turn.sender is not None:
+                if self._open is turn:  # cancelled before it started, it will not close it
+                    self._open = None
+                turn.sender.cancel()
+            raise
+
+    async def _send_turn(self, turn: _Turn[T]) -> None:
+        self._open = None  # this task runs in the turn after: later submits start anew
+        callers = turn.waiting()
+        items = [item for caller in callers for item in caller.items]
+        try:
+            errors = await self._send(items) if items else []
+        except BaseException as exc:  # every caller's, cancellation included
+            for caller in callers:
+                _settle(caller, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        start = 0
+        for caller in callers:
+            end = start + len(caller.items)
+            _settle(caller, next((e for e in errors[start:end] if e is not None), None))
+            start = end
+
+
+def _settle(caller: _Caller[T], error: BaseException | None) -> None:
+    future = caller.future
+    if future.done():
+        return
+    if isinstance(error, asyncio.CancelledError):
+        future.cancel()
+    elif error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(None)
+
+
+def _raise_first(errors: list[Exception | None]) -> None:
+    for error in errors:
+        if error is not None:
+            raise error

@@ -121,7 +121,7 @@ def _global_options(
 
 
 def event_loop_options(loop: str) -> dict[str, Any]:
-    """anyio's backend options for `--loop`: `auto` takes uvloop, usually the faster loop,
+    """anyio's backend options for `--loop`: `auto` takes uvloop
     when it is installed (`pip install taskq[uvloop]`)."""
     if loop not in EVENT_LOOPS:
         raise CommandError(f"--loop must be one of {', '.join(EVENT_LOOPS)}, not {loop!r}")

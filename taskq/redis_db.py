@@ -18,7 +18,9 @@ import logging
 import time
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, TypeVar
@@ -188,23 +190,48 @@ def _startup_nodes(url: str) -> tuple[str, tuple[tuple[str, int], ...]]:
     return first, tuple(nodes)
 
 
+_on_written: ContextVar[Callable[[], None] | None] = ContextVar("taskq_on_written", default=None)
+
+
+@contextmanager
+def when_written(callback: Callable[[], None]) -> Iterator[None]:
+    """Within this block, `callback()` runs each time a command has been written to a
+    connection (handed to the socket, its reply still to come). Only on taskq's own
+    connection class: for a connection redis-py chooses (rediss://, unix://) it never runs."""
+    token = _on_written.set(callback)
+    try:
+        yield
+    finally:
+        _on_written.reset(token)
+
+
 class _Connection(Connection):
     """redis-py's connection with a linear `pack_command`: redis-py re-joins a growing buffer
     for every argument, which made packing the long argument lists of batched script calls
-    most of a worker's Redis client time. Same bytes on the wire."""
+    most of a worker's Redis client time. Same bytes on the wire. It also tells `when_written`
+    callbacks that a command went out."""
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        await super().send_packed_command(command, check_health)
+        callback = _on_written.get()
+        if callback is not None:
+            callback()
 
     def pack_command(self, *args: Any) -> list[bytes]:
         if not isinstance(args[0], str) or " " in args[0]:  # "SCRIPT LOAD" and the like
             return super().pack_command(*args)
         parts = [b"*%d\r\n" % len(args)]
         for arg in args:
-            if isinstance(arg, bytes):
+            kind = type(arg)  # exact types: a publish has some twenty arguments to pack
+            if kind is bytes:
                 data = arg
-            elif isinstance(arg, str):
+            elif kind is str:
                 data = arg.encode()
-            elif isinstance(arg, int) and not isinstance(arg, bool):
+            elif kind is int:
                 data = b"%d" % arg
-            elif isinstance(arg, float):
+            elif kind is float:
                 data = repr(arg).encode()
             else:
                 return super().pack_command(*args)
@@ -412,8 +439,10 @@ class Scripts:
 async def _send(client: Client, commands: Sequence[Command]) -> list[Any]:
     """The replies (or errors) of `commands`: one command as is, several in a pipeline.
     A cancelled read makes redis-py drop its connection, so the timeout leaves none dirty."""
+    # asyncio's own timeout: an anyio cancel scope cost about a sixth of a lone publish.
+    deadline = asyncio.timeout(COMMAND_TIMEOUT)
     try:
-        with anyio.fail_after(COMMAND_TIMEOUT):
+        async with deadline:
             if len(commands) == 1:
                 try:
                     return [await client.execute_command(*commands[0])]
@@ -424,6 +453,8 @@ async def _send(client: Client, commands: Sequence[Command]) -> list[Any]:
                 pipe.execute_command(*command)
             return list(await pipe.execute(raise_on_error=False))
     except TimeoutError:
+        if not deadline.expired():
+            raise
         raise RedisTimeoutError(f"Redis did not answer within {COMMAND_TIMEOUT} s") from None
     except RuntimeError as exc:
         # uvloop's answer to a write on a connection its peer has closed (a cluster node that

@@ -100,6 +100,12 @@ class Delivery(ABC):
     async def ack(self) -> None:
         await self._settle(self._ack)
 
+    async def ack_before_run(self) -> None:
+        """Ack a message whose task is about to run (not `acks_late`). A broker may return
+        once the ack is written to its connection, its reply still to come; by default, once
+        the ack is done."""
+        await self.ack()
+
     async def nack(self, requeue: bool = True, delay: float | None = None) -> None:
         """Give the message back (after `delay` seconds), or dead-letter it when not `requeue`."""
         if requeue:

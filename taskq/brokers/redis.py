@@ -26,6 +26,7 @@ from typing import Any
 import anyio
 from redis.asyncio.client import PubSub
 
+from taskq.batching import TurnBatcher
 from taskq.brokers.base import Broadcasts, Broker, DeadLetter, Delivery, Scheduled
 from taskq.brokers.redis_consumer import GROUP, Consumer, ms
 from taskq.config import Settings
@@ -53,6 +54,8 @@ PURGE_CHUNK = 10_000
 PUBLISH_CHUNK = 1000  # messages per script call, so that no call holds Redis up for long
 SCRIPTS = Scripts("taskq.brokers", "redis.lua")
 _STREAM_ID = re.compile(r"\d+-\d+")
+# A message ready to send: its queue and the "publish" script's band, due, token and body.
+Publication = tuple[str, tuple[int, int, str, bytes]]
 
 
 def _band(priority: object) -> int:
@@ -113,6 +116,7 @@ class RedisBroker(Broker):
         self._keys: dict[str, QueueKeys] = {}
         self._event_retention = conf.event_retention
         self._events_key = f"{self.settings.prefix}events"
+        self._publisher = TurnBatcher(self._publish_now)
 
     @property
     def connection(self) -> RedisConnection:
@@ -175,26 +179,56 @@ class RedisBroker(Broker):
         )
 
     async def publish_many(self, items: Sequence[tuple[Message, str]]) -> None:
+        """Encoded here (a message that cannot be is this call's error alone), then sent
+        with the other publishes of this loop turn (`TurnBatcher`)."""
         now = time.time()
+        await self._publisher.submit(
+            [
+                (queue, (*placement(message, now), self.options.encode(message)))
+                for message, queue in items
+            ]
+        )
+
+    async def _publish_now(self, entries: list[Publication]) -> list[Exception | None]:
+        """One round trip: a "publish" script call per queue (and PUBLISH_CHUNK messages);
+        each entry's error is its queue's first."""
         by_queue: dict[str, list[Any]] = {}
-        for message, queue in items:
-            body = self.options.encode(message)
-            by_queue.setdefault(queue, []).extend((*placement(message, now), body))
+        for queue, message in entries:
+            by_queue.setdefault(queue, []).extend(message)
         step = 4 * PUBLISH_CHUNK  # four arguments per message
-        commands = [
-            self.script("publish", queue, [self.keys(queue).channel, *fields[i : i + step]])
-            for queue, fields in by_queue.items()
-            for i in range(0, len(fields), step)
-        ]
-        if not commands:
-            return
+        queues: list[str] = []
+        commands: list[Command] = []
+        for queue, fields in by_queue.items():
+            for i in range(0, len(fields), step):
+                queues.append(queue)
+                commands.append(
+                    self.script("publish", queue, [self.keys(queue).channel, *fields[i : i + step]])
+                )
         try:
-            await self.run(commands, "publishing")
+            replies = await retrying(
+                lambda: self._send_retryable(commands),
+                self.settings.reconnect_timeout,
+                "publishing",
+                self.connection.outage,
+            )
         except TRANSIENT_ERRORS as exc:
             raise BrokerUnavailable(
                 f"Redis at {masked_url(self.url)} took no message within reconnect_timeout "
                 f"({self.settings.reconnect_timeout:g} s): {exc}"
             ) from exc
+        errors: dict[str, Exception] = {}
+        for queue, reply in zip(queues, replies, strict=True):
+            if isinstance(reply, Exception):
+                errors.setdefault(queue, reply)
+        return [errors.get(queue) for queue, _ in entries]
+
+    async def _send_retryable(self, commands: Sequence[Command]) -> list[Any]:
+        """`send` returning each command's error, but raising one that a retry may mend."""
+        replies = await self.send(commands, raise_errors=False)
+        for reply in replies:
+            if isinstance(reply, TRANSIENT_ERRORS):
+                raise reply
+        return replies
 
     def _consume(self, queues: list[str], prefetch: int) -> AsyncGenerator[Delivery, None]:
         return Consumer(self, queues, prefetch).deliveries()

@@ -11,6 +11,7 @@ share a round trip.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -18,6 +19,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -31,6 +33,7 @@ from taskq.redis_db import (
     Command,
     RetryBackoff,
     close_pubsub,
+    when_written,
 )
 
 if TYPE_CHECKING:
@@ -81,7 +84,7 @@ class _Slots:
 class RedisDelivery(Delivery):
     """A claimed stream entry, leased to its consumer until it is settled once."""
 
-    __slots__ = ("_consumer", "band", "count", "id")
+    __slots__ = ("_consumer", "band", "count", "id", "on_written")
     LOST = _GONE
 
     def __init__(self, consumer: Consumer, queue: str, fields: list[Any]) -> None:
@@ -90,6 +93,11 @@ class RedisDelivery(Delivery):
         self.band = int(band)
         self.count = int(count)  # times delivered to the group: with the consumer, the lease token
         self._consumer = consumer
+        self.on_written: Callable[[], None] | None = None  # see `ack_before_run`
+
+    async def ack_before_run(self) -> None:
+        """Returns once the ack is written to the connection; its reply is awaited behind."""
+        await self._consumer.ack_in_flight(self)
 
     @property
     def token(self) -> list[Any]:
@@ -123,6 +131,7 @@ class Consumer:
         # Acks of one loop turn share a round trip per failure domain (see `failure_domain`):
         # acks waiting for a dead cluster master do not hold back those of other queues.
         self._acks: dict[str | None, Batcher[RedisDelivery, None]] = {}
+        self._acking: set[asyncio.Future[None]] = set()  # acks in flight (`ack_in_flight`)
         visibility = broker.options.visibility_timeout
         self.lease_ms = ms(visibility)
         self.interval = min(max(visibility / 4, MIN_MAINTENANCE_INTERVAL), MAX_MAINTENANCE_INTERVAL)
@@ -268,8 +277,27 @@ class Consumer:
             acks = self._acks[domain] = Batcher(self._flush_acks)
         await acks.submit(delivery)
 
+    async def ack_in_flight(self, delivery: RedisDelivery) -> None:
+        """Ack `delivery` in a task of its own; return once the ack is written (or is over,
+        which is also how a connection that tells no writes, or an error, ends the wait)."""
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def done(*_: object) -> None:
+            if not written.done():
+                written.set_result(None)
+
+        delivery.on_written = done
+        acking = asyncio.ensure_future(delivery.ack())
+        self._acking.add(acking)
+        acking.add_done_callback(self._acking.discard)
+        acking.add_done_callback(done)
+        await written
+        if acking.done():
+            acking.result()  # its error, as an awaited ack raises it
+
     async def _flush_acks(self, deliveries: list[RedisDelivery]) -> None:
-        await self.broker.run(self._per_queue("ack", deliveries), "acknowledging")
+        with when_written(partial(_tell_written, deliveries)):
+            await self.broker.run(self._per_queue("ack", deliveries), "acknowledging")
 
     async def requeue(
         self, deliveries: list[RedisDelivery], delay: float | None, *, delivered: bool
@@ -326,6 +354,13 @@ class Consumer:
             await self.broker.send(commands)
         except _GONE as exc:
             logger.warning("Consumer %s stopped without Redis (%s)", self.name, exc)
+
+
+def _tell_written(deliveries: list[RedisDelivery]) -> None:
+    for delivery in deliveries:
+        if delivery.on_written is not None:
+            delivery.on_written()
+            delivery.on_written = None
 
 
 class _Wakeups:

@@ -1,9 +1,11 @@
 """Settlement: the delivery ends as the outcome says, always.
 
 Before the run, a task that is not `acks_late` is acked (at most once: a worker killed now
-loses it). After the run, once its outcome is recorded: a RETRY publishes the retry; then the
-delivery is acked, unless it is settled already (acked early, or dead-lettered by the retries
-stage). `settle_lost` settles a job whose run was cut short.
+loses it; on Redis the run starts once the ack is written, before its reply: a worker killed
+in that window may see the message again, see `Delivery.ack_before_run`). After the run,
+once its outcome is recorded: a RETRY publishes the retry; then the delivery is acked,
+unless it is settled already (acked early, or dead-lettered by the retries stage).
+`settle_lost` settles a job whose run was cut short.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class Settlement:
     async def handle(self, job: Job, call_next: CallNext) -> Outcome:
         job.started = True
         if not job.acks_late:
-            await job.delivery.ack()
+            await job.delivery.ack_before_run()
         outcome = await call_next(job)
         if outcome.retry is not None:
             await self._runtime.publish(outcome.retry, job.delivery.queue)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio.connection import AbstractConnection
 
 from taskq import sync
 
@@ -68,3 +69,17 @@ def broker_url(sqlite_url: str) -> str:
 def transport_options() -> dict[str, object]:
     """Short leases for crash tests and quick polling; override to add broker-specific ones."""
     return {"visibility_timeout": 2, "polling_interval": 0.05}
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Counts the writes to Redis connections: one per command or pipeline sent."""
+    counter = [0]
+    send = AbstractConnection.send_packed_command
+
+    async def counting(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
+        counter[0] += 1
+        await send(self, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    yield counter

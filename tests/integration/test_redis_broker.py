@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
 import anyio
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
 from servers import RedisServer, free_ports
 
 from taskq import TaskQ, group, signature
@@ -42,20 +41,6 @@ async def open_broker(url: str) -> AsyncIterator[Any]:
     yield open_
     for broker in opened:
         await broker.close()
-
-
-@pytest.fixture
-def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Counts the writes to Redis connections: one per command or pipeline sent."""
-    counter = [0]
-    send = AbstractConnection.send_packed_command
-
-    async def counting(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
-        counter[0] += 1
-        await send(self, *args, **kwargs)
-
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
-    yield counter
 
 
 def message(**fields: Any) -> Message:

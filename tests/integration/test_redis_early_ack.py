@@ -1,0 +1,68 @@
+"""An early ack on Redis (a task that is not `acks_late`): the run may start once the ack is
+written to the connection, before Redis has answered it; the ack still lands."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+import anyio
+import pytest
+from redis.asyncio import Redis
+from servers import RedisServer
+from support import eventually
+
+from taskq.brokers.base import create_broker
+from taskq.brokers.redis import RedisBroker
+from taskq.config import Settings
+from taskq.message import Message
+
+pytestmark = pytest.mark.integration
+
+PAUSE_MS = 2000
+
+
+@pytest.fixture
+async def paused(redis_server: RedisServer) -> AsyncIterator[tuple[RedisBroker, Redis]]:
+    """A broker, and a client of the same Redis that pauses it (unpaused at the end)."""
+    url = f"{redis_server.url}?prefix=t{uuid.uuid4().hex[:12]}:"
+    broker = create_broker(url, Settings())
+    assert isinstance(broker, RedisBroker)
+    await broker.connect()
+    other = Redis.from_url(redis_server.url)
+    try:
+        await broker.publish(Message(id=uuid.uuid4().hex, task="tests.work"), "q")
+        yield broker, other
+    finally:
+        await other.execute_command("CLIENT", "UNPAUSE")
+        await other.aclose()
+        await broker.close()
+
+
+async def test_an_early_ack_returns_before_redis_answers_and_still_lands(
+    paused: tuple[RedisBroker, Redis],
+) -> None:
+    broker, other = paused
+    async with aclosing(broker.consume(["q"], 10)) as consumer:
+        delivery = await anext(consumer)
+        assert await broker.queue_length("q") == 1  # claimed, not acked
+        await other.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+        with anyio.fail_after(PAUSE_MS / 2000):  # well before Redis answers anything
+            await delivery.ack_before_run()
+        await other.execute_command("CLIENT", "UNPAUSE")
+
+        async def acked() -> bool:  # the entry stays in its stream until the ack lands
+            return await broker.queue_length("q") == 0
+
+        await eventually(acked)
+
+
+async def test_a_plain_ack_waits_for_redis(paused: tuple[RedisBroker, Redis]) -> None:
+    broker, other = paused
+    async with aclosing(broker.consume(["q"], 10)) as consumer:
+        delivery = await anext(consumer)
+        await other.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+        with anyio.move_on_after(PAUSE_MS / 2000) as waited:
+            await delivery.ack()
+        assert waited.cancelled_caught
