@@ -291,5 +291,5 @@ def running(pid: int) -> bool:
     """Whether process `pid` exists and is not a zombie waiting to be reaped."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or reaped while being read
         return False
