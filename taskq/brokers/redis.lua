@@ -76,10 +76,36 @@ local function append(band, deliveries, body)
   end
 end
 
-local function settle(band, group, id)
-  redis.call('XACK', stream(band), group, id)
-  redis.call('XDEL', stream(band), id)
-  redis.call('ZREM', LEASES, band .. id)
+-- Ids per call of a command that takes many (Lua's stack holds about 8000 unpacked values).
+local CHUNK = 1000
+
+local function in_chunks(items, call)
+  for first = 1, #items, CHUNK do call(unpack(items, first, math.min(first + CHUNK - 1, #items))) end
+end
+
+-- Entries are settled at the end of a script, all of them in one XACK and one XDEL per band
+-- and one ZREM: a batch of a hundred acks costs a few calls, not three hundred.
+-- settle() is false for an entry gathered already (a delivery twice in one call).
+local settling, settling_leases, gathered = {}, {}, {}
+
+local function settle(band, id)
+  local member = band .. id
+  if gathered[member] then return false end
+  gathered[member] = true
+  local key = stream(band)
+  local ids = settling[key] or {}
+  settling[key] = ids
+  ids[#ids + 1] = id
+  settling_leases[#settling_leases + 1] = member
+  return true
+end
+
+local function settle_gathered(group)
+  for key, ids in pairs(settling) do
+    in_chunks(ids, function(...) redis.call('XACK', key, group, ...) end)
+    in_chunks(ids, function(...) redis.call('XDEL', key, ...) end)
+  end
+  in_chunks(settling_leases, function(...) redis.call('ZREM', LEASES, ...) end)
 end
 
 local function body_of(band, id)
@@ -129,6 +155,7 @@ local group, consumer, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = server_ms()
 local deadline = now + tonumber(ARGV[4])
 local entries, suspects, confirmed, buried = {}, {}, {}, 0
+local leases = {} -- deadline, member, ...: one ZADD at the end
 for i = 7, #ARGV do confirmed[ARGV[i]] = true end
 
 local function take(band, id, fields, count)
@@ -136,14 +163,15 @@ local function take(band, id, fields, count)
   if body == nil or not string.match(earlier, '^%d+$') then
     local what = body == nil and 'without its envelope (field b)' or 'with a bad field d'
     bury_malformed('stream entry ' .. id .. ' ' .. what, body or cjson.encode(fields))
-    settle(band, group, id)
+    settle(band, id)
     buried = buried + 1
     return
   end
-  redis.call('ZADD', LEASES, deadline, band .. id)
-  for _, value in ipairs({band, id, body, tonumber(earlier) + count, count}) do
-    entries[#entries + 1] = value
-  end
+  leases[#leases + 1] = deadline
+  leases[#leases + 1] = band .. id
+  local at = #entries
+  entries[at + 1], entries[at + 2], entries[at + 3] = band, id, body
+  entries[at + 4], entries[at + 5] = tonumber(earlier) + count, count
 end
 
 local function promote()
@@ -210,6 +238,8 @@ for band = 9, 0, -1 do
   if wanted <= 0 then break end
   if redis.call('XLEN', stream(band)) > 0 then read(band, wanted) end
 end
+in_chunks(leases, function(...) redis.call('ZADD', LEASES, ...) end)
+settle_gathered(group)
 -- Fewer than asked: the queue is drained, so the caller may sleep on it.
 if #entries / 5 + buried < limit then redis.call('SET', IDLE, '1', 'PX', ARGV[6]) end
 local next_due = redis.call('ZRANGE', DELAYED, 0, 0, 'WITHSCORES')[2]
@@ -302,10 +332,9 @@ return found
 --@ ack
 -- ARGV: group, consumer, then band, id, times delivered of each delivery.
 for i = 3, #ARGV, 3 do
-  if held(ARGV[i], ARGV[1], ARGV[2], ARGV[i + 1], ARGV[i + 2]) then
-    settle(ARGV[i], ARGV[1], ARGV[i + 1])
-  end
+  if held(ARGV[i], ARGV[1], ARGV[2], ARGV[i + 1], ARGV[i + 2]) then settle(ARGV[i], ARGV[i + 1]) end
 end
+settle_gathered(ARGV[1])
 return 0
 
 --@ requeue
@@ -315,16 +344,16 @@ return 0
 local group, consumer, due = ARGV[1], ARGV[2], tonumber(ARGV[4])
 for i = 5, #ARGV, 4 do
   local band, id, deliveries = ARGV[i], ARGV[i + 1], ARGV[i + 3]
-  if held(band, group, consumer, id, ARGV[i + 2]) then
+  if held(band, group, consumer, id, ARGV[i + 2]) and settle(band, id) then
     local body = body_of(band, id)
     if due > 0 then
       redis.call('ZADD', DELAYED, due, band .. deliveries .. ':r' .. id .. ':' .. body)
     else
       append(band, deliveries, body)
     end
-    settle(band, group, id)
   end
 end
+settle_gathered(group)
 wake(ARGV[3])
 return 0
 
@@ -333,11 +362,11 @@ return 0
 -- then band, id, times delivered of each delivery.
 for i = 5, #ARGV, 3 do
   local band, id = ARGV[i], ARGV[i + 1]
-  if held(band, ARGV[1], ARGV[2], id, ARGV[i + 2]) then
+  if held(band, ARGV[1], ARGV[2], id, ARGV[i + 2]) and settle(band, id) then
     redis.call('XADD', DEAD, '*', 'r', ARGV[3], 'b', body_of(band, id), 't', ARGV[4])
-    settle(band, ARGV[1], id)
   end
 end
+settle_gathered(ARGV[1])
 return 0
 
 --@ extend
