@@ -126,25 +126,28 @@ class PeakRSS:
 
 @dataclass
 class Window:
-    """What one timed window measured: wall time, the tree's CPU, its peak RSS, CPU steal."""
+    """What one timed window measured: wall time, the tree's CPU, its peak RSS, CPU steal, and
+    the CPU of the servers it was given (the benchmark's Redis)."""
 
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    server_cpu_seconds: float = 0.0
     peak_rss: int = 0
     steal_percent: float = 0.0
 
 
 @contextmanager
-def measured(pids: Sequence[int]) -> Iterator[Window]:
+def measured(pids: Sequence[int], servers: Sequence[int] = ()) -> Iterator[Window]:
     """Measure a block: the `Window` is filled in when the block ends."""
     window = Window()
     steal_before, total_before = cpu_times()
-    cpu_before = cpu_seconds(pids)
+    cpu_before, server_before = cpu_seconds(pids), cpu_seconds(servers)
     with PeakRSS(pids) as rss:
         started = time.perf_counter()
         yield window
         window.seconds = time.perf_counter() - started
     window.cpu_seconds = cpu_seconds(pids) - cpu_before
+    window.server_cpu_seconds = cpu_seconds(servers) - server_before
     window.peak_rss = rss.peak
     steal_after, total_after = cpu_times()
     window.steal_percent = 100 * (steal_after - steal_before) / max(1, total_after - total_before)

@@ -26,6 +26,7 @@ FIGURES = [
     Figure("p99_ms", "p99 ms", ",.2f", False),
     Figure("seconds", "wall s", ",.2f", False),
     Figure("cpu_us_per_task", "CPU µs/task", ",.0f", False),
+    Figure("redis_cpu_us_per_task", "Redis CPU µs/task", ",.0f", False),
     Figure("peak_rss_mb", "peak RSS MB", ",.0f", False),
     Figure("idle_rss_mb", "idle RSS MB", ",.1f", False, "idle RSS {} MB"),
     Figure("processes", "processes", ",.0f", None),  # how many the idle RSS adds up

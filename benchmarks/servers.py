@@ -42,6 +42,7 @@ class Servers:
 
     redis_url: str
     redis_port: int
+    redis_pid: int
     amqp_url: str | None
 
     def reset(self) -> None:
@@ -65,7 +66,7 @@ def running(directory: Path, *, amqp: bool) -> Iterator[Servers]:
             rabbitmq.start()
             stack.callback(rabbitmq.stop)
             amqp_url = rabbitmq.url
-        yield Servers(redis.url, redis.port, amqp_url)
+        yield Servers(redis.url, redis.port, redis.pid, amqp_url)
 
 
 def redis_ceiling(port: int, requests: int = CEILING_REQUESTS) -> dict[str, float]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from benchmarks import servers, venvs
 from benchmarks.adapters import LIBRARIES, TASKQ, Library, taskq_broker_missing
-from benchmarks.adapters.base import BROKER_URL, RESULT_URL
+from benchmarks.adapters.base import BROKER_URL, REDIS_PID, RESULT_URL
 from benchmarks.probe import URL_VARIABLE as PROBE_URL
 from benchmarks.workloads import WORKLOADS, Workload
 
@@ -147,7 +147,7 @@ def _environment(case: Case, srv: servers.Servers, scratch: Path) -> dict[str, s
             if k.startswith(SETTING_PREFIX)
         }
     )
-    env.update({PROBE_URL: srv.redis_url, RESULT_URL: srv.redis_url})
+    env.update({PROBE_URL: srv.redis_url, RESULT_URL: srv.redis_url, REDIS_PID: str(srv.redis_pid)})
     env.update({BROKER_URL: urls[case.broker], "PYTHONPATH": str(servers.ROOT)})
     return env
 

@@ -4,8 +4,10 @@ Each returns its figures for one run: a dict from figure name (see `report.FIGUR
 number.
 Worker-side figures come from a timed window on a warmed-up worker: it has already run one
 task (so it is connected and its code is loaded), it is paused while the backlog is published,
-and the window runs from resuming it until the last task has counted itself. `idle` measures
-the same warmed-up worker left alone.
+and the window runs from resuming it until the last task has counted itself; the window also
+measures the benchmark's redis-server (`redis_cpu_us_per_task`: the broker on Redis, and the
+completion counter and the results on every broker). `idle` measures the same warmed-up
+worker left alone.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import measure, probe
-from benchmarks.adapters.base import Adapter, NotAvailable, WorkerHandle, WorkerSpec
+from benchmarks.adapters.base import Adapter, NotAvailable, WorkerHandle, WorkerSpec, redis_pid
 from benchmarks.tasks import SLEEP_SECONDS, Kind
 
 START_TIMEOUT = 120.0  # a worker's start-up, RabbitMQ's connection set-up included
@@ -74,6 +76,7 @@ def _worker_figures(window: measure.Window, tasks: int) -> Figures:
     return {
         "tasks_per_s": tasks / window.seconds,
         "cpu_us_per_task": 1e6 * window.cpu_seconds / tasks,
+        "redis_cpu_us_per_task": 1e6 * window.server_cpu_seconds / tasks,
         "peak_rss_mb": window.peak_rss / 2**20,
         "steal_pct": window.steal_percent,
     }
@@ -84,7 +87,7 @@ async def _drain(adapter: Adapter, spec: WorkerSpec, n: int, log: Path) -> Figur
         await worker.pause()
         await adapter.publish_batch(spec.kind, n)
         pids = worker.pids()
-        with measure.sampled(pids[0]), measure.measured(pids) as window:
+        with measure.sampled(pids[0]), measure.measured(pids, [redis_pid()]) as window:
             await worker.resume()
             await probe.wait_for(1 + n, _deadline(n), worker.alive)
     return _worker_figures(window, n)
@@ -222,7 +225,7 @@ async def _canvas(
     """Time from submitting a workflow of `tasks` tasks until the last has run; with
     `workflows`, that many of `tasks // workflows` tasks, one after another."""
     async with warmed_worker(adapter, WorkerSpec(Kind.NOOP), log) as worker:
-        with measure.measured(worker.pids()) as window:
+        with measure.measured(worker.pids(), [redis_pid()]) as window:
             for done in range(1, workflows + 1):
                 await submit()
                 await probe.wait_for(1 + done * tasks // workflows, _deadline(tasks), worker.alive)

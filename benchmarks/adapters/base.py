@@ -24,6 +24,7 @@ from benchmarks.tasks import Kind
 # Set by the suite for the runner and inherited by the worker it starts.
 BROKER_URL = "BENCH_BROKER_URL"
 RESULT_URL = "BENCH_RESULT_URL"  # a Redis URL: the result backend of every library
+REDIS_PID = "BENCH_REDIS_PID"  # that Redis's redis-server, whose CPU the workloads measure too
 CONCURRENCY = "BENCH_CONCURRENCY"  # read by libraries whose CLI has no flag for it
 THREADS = "BENCH_THREADS"
 
@@ -55,6 +56,10 @@ def broker_url() -> str:
 
 def result_url() -> str:
     return os.environ[RESULT_URL]
+
+
+def redis_pid() -> int:
+    return int(os.environ[REDIS_PID])
 
 
 def env_int(name: str, default: int) -> int:
