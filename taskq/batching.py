@@ -52,6 +52,7 @@ class Batcher(Generic[T, R]):
         self._running: Batch[T, R] | None = None
         self._lock: anyio.Lock | None = None
         self._opened: anyio.Event | None = None
+        self._posted: set[asyncio.Task[None]] = set()  # flushes run by `post`
 
     @property
     def pending(self) -> int:
@@ -76,6 +77,16 @@ class Batcher(Generic[T, R]):
             with anyio.CancelScope(shield=True):
                 await self._run(batch)
         return await batch.wait()
+
+    def post(self, item: T) -> Batch[T, R]:
+        """`submit` without waiting: a batch that `item` opens is flushed by a task of its own."""
+        opens = self._open is None
+        batch = self.put(item)
+        if opens and not self._served:
+            flush = asyncio.get_running_loop().create_task(self._run(batch))
+            self._posted.add(flush)
+            flush.add_done_callback(self._posted.discard)
+        return batch
 
     async def serve(self) -> None:
         """Run batches as they open, for ever (for `served=True`)."""

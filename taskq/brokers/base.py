@@ -122,8 +122,8 @@ class Delivery(ABC):
             await self._extend(seconds)
 
     def settle_elsewhere(self) -> bool:
-        """Mark it settled by its consumer, in a batch of its own (given back on stopping);
-        False if it was settled already."""
+        """Mark it settled by its consumer, which settles it in a batch of its own (given back
+        on stopping, or acked early on Redis); False if it was settled already."""
         if self._settled:
             return False
         self._settled = True

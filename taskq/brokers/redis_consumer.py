@@ -6,7 +6,8 @@ delayed messages move into their streams, expired leases of other consumers are 
 over, and new entries are read highest band first, as many as the queue's share of the
 free prefetch. Its own expired leases it takes back only when they are still expired a
 whole maintenance interval later (see `claim` in `redis.lua`). Acks of one event-loop turn
-share a round trip.
+share a round trip; an early ack (`ack_before_run`) costs no task of its own: the batch's
+flush frees its prefetch slot once Redis has answered.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class _Slots:
 class RedisDelivery(Delivery):
     """A claimed stream entry, leased to its consumer until it is settled once."""
 
-    __slots__ = ("_consumer", "band", "count", "id", "on_written")
+    __slots__ = ("_consumer", "band", "count", "id", "written")
     LOST = _GONE
 
     def __init__(self, consumer: Consumer, queue: str, fields: list[Any]) -> None:
@@ -93,11 +94,12 @@ class RedisDelivery(Delivery):
         self.band = int(band)
         self.count = int(count)  # times delivered to the group: with the consumer, the lease token
         self._consumer = consumer
-        self.on_written: Callable[[], None] | None = None  # see `ack_before_run`
+        self.written: asyncio.Future[None] | None = None  # of an early ack: see `ack_before_run`
 
     async def ack_before_run(self) -> None:
         """Returns once the ack is written to the connection; its reply is awaited behind."""
-        await self._consumer.ack_in_flight(self)
+        if self.settle_elsewhere():
+            await self._consumer.ack_early(self)
 
     @property
     def token(self) -> list[Any]:
@@ -131,7 +133,6 @@ class Consumer:
         # Acks of one loop turn share a round trip per failure domain (see `failure_domain`):
         # acks waiting for a dead cluster master do not hold back those of other queues.
         self._acks: dict[str | None, Batcher[RedisDelivery, None]] = {}
-        self._acking: set[asyncio.Future[None]] = set()  # acks in flight (`ack_in_flight`)
         visibility = broker.options.visibility_timeout
         self.lease_ms = ms(visibility)
         self.interval = min(max(visibility / 4, MIN_MAINTENANCE_INTERVAL), MAX_MAINTENANCE_INTERVAL)
@@ -271,33 +272,47 @@ class Consumer:
         return [member for member, seen in self._suspects.get(queue, {}).items() if seen <= limit]
 
     async def ack(self, delivery: RedisDelivery) -> None:
-        domain = self.broker.failure_domain(delivery.queue)
+        await self._ack_batcher(delivery.queue).submit(delivery)
+
+    async def ack_early(self, delivery: RedisDelivery) -> None:
+        """Ack `delivery` (marked settled) with the acks of this loop turn, flushed by a task
+        if it opens the batch; return once the ack is written (or is over, which is also how
+        a connection that tells no writes, or an error, ends the wait)."""
+        delivery.written = asyncio.get_running_loop().create_future()
+        self._ack_batcher(delivery.queue).post(delivery)
+        await delivery.written
+
+    def _ack_batcher(self, queue: str) -> Batcher[RedisDelivery, None]:
+        domain = self.broker.failure_domain(queue)
         acks = self._acks.get(domain)
         if acks is None:
             acks = self._acks[domain] = Batcher(self._flush_acks)
-        await acks.submit(delivery)
-
-    async def ack_in_flight(self, delivery: RedisDelivery) -> None:
-        """Ack `delivery` in a task of its own; return once the ack is written (or is over,
-        which is also how a connection that tells no writes, or an error, ends the wait)."""
-        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def done(*_: object) -> None:
-            if not written.done():
-                written.set_result(None)
-
-        delivery.on_written = done
-        acking = asyncio.ensure_future(delivery.ack())
-        self._acking.add(acking)
-        acking.add_done_callback(self._acking.discard)
-        acking.add_done_callback(done)
-        await written
-        if acking.done():
-            acking.result()  # its error, as an awaited ack raises it
+        return acks
 
     async def _flush_acks(self, deliveries: list[RedisDelivery]) -> None:
-        with when_written(partial(_tell_written, deliveries)):
-            await self.broker.run(self._per_queue("ack", deliveries), "acknowledging")
+        """Send the acks; then settle the early ones, which nobody awaits past their write:
+        an error is raised to one still waiting, logged for the others (the message comes
+        back when its lease runs out), and each frees its prefetch slot."""
+        try:
+            with when_written(partial(_tell_written, deliveries)):
+                await self.broker.run(self._per_queue("ack", deliveries), "acknowledging")
+        except Exception as exc:
+            for delivery in deliveries:
+                written = delivery.written
+                if written is None:
+                    continue
+                if written.done() or isinstance(exc, RedisDelivery.LOST):
+                    logger.warning(
+                        "Lost the settlement of a message from %r (%r)", delivery.queue, exc
+                    )
+                else:
+                    written.set_exception(exc)
+            raise
+        finally:
+            _tell_written(deliveries)  # the wait ends, whatever became of the write
+            for delivery in deliveries:
+                if delivery.written is not None:
+                    self.slots.release()
 
     async def requeue(
         self, deliveries: list[RedisDelivery], delay: float | None, *, delivered: bool
@@ -358,9 +373,9 @@ class Consumer:
 
 def _tell_written(deliveries: list[RedisDelivery]) -> None:
     for delivery in deliveries:
-        if delivery.on_written is not None:
-            delivery.on_written()
-            delivery.on_written = None
+        written = delivery.written
+        if written is not None and not written.done():
+            written.set_result(None)
 
 
 class _Wakeups:

@@ -66,3 +66,21 @@ async def test_a_plain_ack_waits_for_redis(paused: tuple[RedisBroker, Redis]) ->
         with anyio.move_on_after(PAUSE_MS / 2000) as waited:
             await delivery.ack()
         assert waited.cancelled_caught
+
+
+async def test_early_acks_written_together_free_their_prefetch_once_redis_answers(
+    paused: tuple[RedisBroker, Redis],
+) -> None:
+    broker, other = paused
+    await broker.publish_many([(Message(id=uuid.uuid4().hex, task="tests.work"), "q")] * 2)
+    async with aclosing(broker.consume(["q"], 2)) as consumer:
+        held = [await anext(consumer), await anext(consumer)]  # the whole prefetch
+        await other.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+        with anyio.fail_after(PAUSE_MS / 2000):
+            async with anyio.create_task_group() as early:
+                for delivery in held:
+                    early.start_soon(delivery.ack_before_run)
+        await other.execute_command("CLIENT", "UNPAUSE")
+        with anyio.fail_after(PAUSE_MS / 1000):
+            await anext(consumer)  # a slot came back with the acks' reply
+        assert await broker.queue_length("q") == 1
