@@ -5,9 +5,9 @@ number.
 Worker-side figures come from a timed window on a warmed-up worker: it has already run one
 task (so it is connected and its code is loaded), it is paused while the backlog is published,
 and the window runs from resuming it until the last task has counted itself; the window also
-measures the benchmark's redis-server (`redis_cpu_us_per_task`: the broker on Redis, and the
-completion counter and the results on every broker). `idle` measures the same warmed-up
-worker left alone.
+measures the benchmark's redis-server (`redis_cpu_us_per_task`: the broker and results on
+Redis, the results on RabbitMQ, the completion counter on every broker). `idle` measures the
+same warmed-up worker left alone.
 """
 
 from __future__ import annotations
