@@ -9,13 +9,15 @@ from collections.abc import Hashable
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from taskq.batching import Batch, Batcher
+from taskq.batching import Batcher
+from taskq.execution.job import Written
 from taskq.stores.base import ResultStore, TaskMeta
 
 logger = logging.getLogger("taskq.worker")
 
 # Past this many states waiting to be written, `record` waits for the write: a store
-# slower than the tasks holds the task loops back instead of growing the backlog.
+# slower than the tasks (or a domain whose node is lost) holds the task loops back instead
+# of growing the backlog, and with it the `acks_late` acks waiting for their states.
 MAX_BACKLOG = 1000
 
 
@@ -25,7 +27,8 @@ class StateWriter:
     node is lost holds back the writes of no other.
 
     `put(meta)` queues a state without waiting (STARTED); `write(meta)` queues one and returns
-    once it is stored; `record(meta, wait=False)` waits only while the backlog is too long.
+    once it is stored; `record(meta, wait=False)` waits only while the backlog is too long,
+    and returns the write if it is still under way.
     A queued state not yet written when the same task's next state comes is replaced by it:
     a task that ends before its STARTED went out skips that write. `run()` runs the domains'
     writing loops, a service of the worker; `flush()` waits for everything queued to be
@@ -47,13 +50,13 @@ class StateWriter:
     async def write(self, meta: TaskMeta) -> None:
         await self._queue(meta).wait()
 
-    async def record(self, meta: TaskMeta, *, wait: bool) -> None:
+    async def record(self, meta: TaskMeta, *, wait: bool) -> Written | None:
         if wait or self._backlog >= MAX_BACKLOG:
             await self.write(meta)
-        else:
-            self._queue(meta)
+            return None
+        return self._queue(meta)
 
-    def _queue(self, meta: TaskMeta) -> Batch[TaskMeta, None]:
+    def _queue(self, meta: TaskMeta) -> Written:
         domain = self._store.write_domain(meta.task_id)
         batches = self._domains.get(domain)
         if batches is None:
