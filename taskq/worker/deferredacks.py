@@ -11,8 +11,9 @@ and by the state writer's backlog (past `MAX_BACKLOG` states not written yet, a 
 waits for its task's write itself, on its slot).
 
 The deliveries of one batch of states wait in one task, and their acks go out together, so
-that the broker batches them as it does the task loops' own. Those are asyncio tasks: an
-anyio task group's cost five times as much to start, about as much as a whole no-op task.
+that the broker batches them as it does the task loops' own. Those are plain asyncio tasks:
+one started by an anyio task group costs five times as much (~50 µs), as much as the rest of
+a no-op task's run.
 """
 
 from __future__ import annotations
