@@ -84,7 +84,7 @@ class _States:
         metas, self._queued = list(self._queued.values()), {}
         await self._store.set_states(metas, self._ttl)
 
-    async def record(self, meta: TaskMeta, *, wait: bool) -> Written | None:
+    async def record(self, meta: TaskMeta, *, wait: bool, acked: bool) -> Written | None:
         await self.write(meta)
         return None
 

@@ -89,9 +89,12 @@ class States(Protocol):
         """Store a state; return once it is stored."""
         ...
 
-    async def record(self, meta: TaskMeta, *, wait: bool) -> Written | None:
-        """Store a final state, waiting for it only when `wait` (or when writes lag); the
-        write if it is still under way."""
+    async def record(self, meta: TaskMeta, *, wait: bool, acked: bool) -> Written | None:
+        """Store a final state, waiting for it only when `wait` (or when writes lag).
+        `acked`: the delivery's ack waits for this state (`acks_late`); the write still under
+        way is returned for the ack to wait for it off the task's slot where that keeps a lost
+        node from taking every slot (a store that spreads its writes over domains), else it
+        is waited for here, which costs less."""
         ...
 
 

@@ -53,7 +53,9 @@ class Record:
             outcome.meta = state(job, hostname, states.SUCCESS, outcome.value, time.time())
             if job.stores_result:
                 stored_first = job.task.has_hooks or reads_results_next(message)
-                outcome.written = await writer.record(outcome.meta, wait=stored_first)
+                outcome.written = await writer.record(
+                    outcome.meta, wait=stored_first, acked=job.acks_late
+                )
             return outcome
         assert outcome.error is not None  # a FAILURE or a RETRY
         if outcome.status == states.FAILURE:  # with its traceback, in the log as in the store

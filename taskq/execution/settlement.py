@@ -5,9 +5,10 @@ loses it; on Redis the run starts once the ack is written, before its reply: a w
 in that window may see the message again, see `Delivery.ack_before_run`). After the run,
 once its outcome is recorded: a RETRY publishes the retry; then the delivery is acked,
 unless it is settled already (acked early, or dead-lettered by the retries stage). An
-`acks_late` task's ack waits for its state to be stored, but not on its concurrency slot: the
-worker acks it once the write is done (`taskq.worker.deferredacks`), and a worker killed
-before that leaves it to be delivered again.
+`acks_late` task's ack waits for its state to be stored; where the store spreads its writes
+over domains, not on its concurrency slot: the worker acks it once the write is done
+(`taskq.worker.deferredacks`), and a worker killed before that leaves it to be delivered
+again.
 `settle_lost` settles a job whose run was cut short.
 """
 

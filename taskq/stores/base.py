@@ -125,6 +125,11 @@ class ResultStore(Protocol):
         task unless the store spreads its keys over nodes."""
         return None
 
+    @property
+    def spreads_writes(self) -> bool:
+        """Whether `write_domain` tells apart more than one domain."""
+        return False
+
     async def get(self, task_id: str) -> TaskMeta | None: ...
 
     async def get_many(self, task_ids: Sequence[str]) -> list[TaskMeta | None]:

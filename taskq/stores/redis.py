@@ -95,6 +95,10 @@ class RedisStore(ResultStore):
         commands = [_SCRIPTS.call("states", keys, args) for keys, args in slots.values()]
         await self._run(commands, "writing task states")
 
+    @property
+    def spreads_writes(self) -> bool:
+        return self._cluster
+
     def write_domain(self, task_id: str) -> Hashable:
         if not self._cluster:
             return None

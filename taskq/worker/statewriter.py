@@ -27,8 +27,9 @@ class StateWriter:
     node is lost holds back the writes of no other.
 
     `put(meta)` queues a state without waiting (STARTED); `write(meta)` queues one and returns
-    once it is stored; `record(meta, wait=False)` waits only while the backlog is too long,
-    and returns the write if it is still under way.
+    once it is stored; `record(meta, wait=False, acked=...)` waits only while the backlog is
+    too long, or for the state of an `acks_late` task on a store with one write domain; it
+    returns an `acks_late` task's write still under way, for its ack to wait off the slot.
     A queued state not yet written when the same task's next state comes is replaced by it:
     a task that ends before its STARTED went out skips that write. `run()` runs the domains'
     writing loops, a service of the worker; `flush()` waits for everything queued to be
@@ -50,11 +51,12 @@ class StateWriter:
     async def write(self, meta: TaskMeta) -> None:
         await self._queue(meta).wait()
 
-    async def record(self, meta: TaskMeta, *, wait: bool) -> Written | None:
-        if wait or self._backlog >= MAX_BACKLOG:
+    async def record(self, meta: TaskMeta, *, wait: bool, acked: bool) -> Written | None:
+        if wait or self._backlog >= MAX_BACKLOG or (acked and not self._store.spreads_writes):
             await self.write(meta)
             return None
-        return self._queue(meta)
+        written = self._queue(meta)
+        return written if acked else None
 
     def _queue(self, meta: TaskMeta) -> Written:
         domain = self._store.write_domain(meta.task_id)

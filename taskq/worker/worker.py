@@ -5,7 +5,8 @@ the broker consumer (at most `prefetch` unsettled), so running a task costs no t
 spawn. A loop turns its delivery into a job (`WorkerRuntime.receive`) and runs it through
 the pipeline (`taskq.execution`). A job held back by its rate limit lends its slot: a new
 loop takes its place while it waits, and one loop retires when it comes back. An `acks_late`
-job's ack waits for its state to be stored without its slot (`taskq.worker.deferredacks`).
+job's ack waits for its state to be stored, without its slot where the store spreads its
+writes over domains (`taskq.worker.deferredacks`).
 
 The control plane (`taskq.worker.remote`) may change the queues, which starts consuming again
 (what is held from the consumer before is settled as ever), and the number of task loops.
