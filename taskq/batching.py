@@ -54,11 +54,6 @@ class Batcher(Generic[T, R]):
         self._opened: anyio.Event | None = None
         self._posted: set[asyncio.Task[None]] = set()  # flushes run by `post`
 
-    @property
-    def pending(self) -> int:
-        """Items waiting for a flush that has not begun."""
-        return len(self._open.items) if self._open is not None else 0
-
     def put(self, item: T) -> Batch[T, R]:
         """Add `item` to the open batch (opening one); its flush is the caller's, or the
         service's, to run."""

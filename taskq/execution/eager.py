@@ -19,7 +19,7 @@ from taskq import states
 from taskq.brokers.base import Delivery
 from taskq.chords import ChordCounter
 from taskq.errors import BadArgumentsError
-from taskq.execution.job import Job, Outcome
+from taskq.execution.job import Job, Outcome, Written
 from taskq.execution.pipeline import standard_pipeline
 from taskq.message import Message, encode
 from taskq.result import EagerResult
@@ -84,8 +84,9 @@ class _States:
         metas, self._queued = list(self._queued.values()), {}
         await self._store.set_states(metas, self._ttl)
 
-    async def record(self, meta: TaskMeta, *, wait: bool) -> None:
+    async def record(self, meta: TaskMeta, *, wait: bool, acked: bool) -> Written | None:
         await self.write(meta)
+        return None
 
 
 class EagerRun:
@@ -154,6 +155,10 @@ class EagerRun:
     async def wait_off_slot(self, wait: Callable[[], Awaitable[object]]) -> bool:
         await wait()
         return True
+
+    async def ack_when_written(self, delivery: Delivery, written: Written) -> None:
+        await written.wait()
+        await delivery.ack()
 
 
 def _meta_of(outcome: Outcome, task_id: str) -> TaskMeta:

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from taskq.batching import Batch
 from taskq.brokers.base import Delivery
 from taskq.chords import ChordCounter
 from taskq.message import Message
@@ -51,16 +52,22 @@ class Job:
         return bool(value if value is not None else getattr(self.task.app.conf, f"task_{name}"))
 
 
+# A state's write under way: `done` once it is stored, `wait()` raising if it failed.
+Written = Batch[TaskMeta, None]
+
+
 @dataclass(slots=True)
 class Outcome:
     """What running a job came to. `status` is a task state (SUCCESS, FAILURE, RETRY,
     REVOKED), GIVEN_BACK or REPLACED; `meta` is what was (or, without a stored result, would have
-    been) recorded; `retry` the message to publish for a RETRY."""
+    been) recorded; `written` its write if still under way; `retry` the message to publish for
+    a RETRY."""
 
     status: str
     value: Any = None
     error: BaseException | None = None
     meta: TaskMeta | None = None
+    written: Written | None = None
     retry: Message | None = None
     elapsed: float = 0.0
 
@@ -82,8 +89,12 @@ class States(Protocol):
         """Store a state; return once it is stored."""
         ...
 
-    async def record(self, meta: TaskMeta, *, wait: bool) -> None:
-        """Store a final state, waiting for it only when `wait` (or when writes lag)."""
+    async def record(self, meta: TaskMeta, *, wait: bool, acked: bool) -> Written | None:
+        """Store a final state, waiting for it only when `wait` (or when writes lag).
+        `acked`: the delivery's ack waits for this state (`acks_late`); the write still under
+        way is returned for the ack to wait for it off the task's slot where that keeps a lost
+        node from taking every slot (a store that spreads its writes over domains), else it
+        is waited for here, which costs less."""
         ...
 
 
@@ -140,6 +151,11 @@ class Runtime(Protocol):
     def report_revoked(self, job: Job, reason: str) -> None:
         """A job is being settled as REVOKED (`reason`: expired or revoked; terminated if
         `job.terminated`): a worker's task events send `task-revoked`."""
+        ...
+
+    async def ack_when_written(self, delivery: Delivery, written: Written) -> None:
+        """Ack `delivery` once `written` is stored (an `acks_late` task's). A worker returns at
+        once: the job's slot goes on to the next job while the write is under way."""
         ...
 
     async def wait_off_slot(self, wait: Callable[[], Awaitable[object]]) -> bool:

@@ -2,9 +2,10 @@
 outcome's state.
 
 A task's SUCCESS may be written behind it (its slot goes on to the next task while the write
-is in flight), unless something relies on it being stored first: the ack of an `acks_late`
-task, the task's own hooks, or what its success starts that may read it (a chain's next
-step, a chord's callback, a link). A result that cannot be serialized makes the outcome a
+is in flight), unless something run next relies on it being stored first: the task's own
+hooks, or what its success starts that may read it (a chain's next step, a chord's callback,
+a link). The write under way goes with the outcome: the ack of an `acks_late` task waits
+for it (see `taskq.execution.settlement`). A result that cannot be serialized makes the outcome a
 FAILURE saying so, before anything is logged, stored or started with it.
 """
 
@@ -51,8 +52,10 @@ class Record:
             logger.info("Task %s[%s] succeeded in %.3fs", message.task, message.id, outcome.elapsed)
             outcome.meta = state(job, hostname, states.SUCCESS, outcome.value, time.time())
             if job.stores_result:
-                stored_first = job.acks_late or job.task.has_hooks or reads_results_next(message)
-                await writer.record(outcome.meta, wait=stored_first)
+                stored_first = job.task.has_hooks or reads_results_next(message)
+                outcome.written = await writer.record(
+                    outcome.meta, wait=stored_first, acked=job.acks_late
+                )
             return outcome
         assert outcome.error is not None  # a FAILURE or a RETRY
         if outcome.status == states.FAILURE:  # with its traceback, in the log as in the store

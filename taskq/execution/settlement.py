@@ -4,7 +4,11 @@ Before the run, a task that is not `acks_late` is acked (at most once: a worker 
 loses it; on Redis the run starts once the ack is written, before its reply: a worker killed
 in that window may see the message again, see `Delivery.ack_before_run`). After the run,
 once its outcome is recorded: a RETRY publishes the retry; then the delivery is acked,
-unless it is settled already (acked early, or dead-lettered by the retries stage).
+unless it is settled already (acked early, or dead-lettered by the retries stage). An
+`acks_late` task's ack waits for its state to be stored; where the store spreads its writes
+over domains, not on its concurrency slot: the worker acks it once the write is done
+(`taskq.worker.deferredacks`), and a worker killed before that leaves it to be delivered
+again.
 `settle_lost` settles a job whose run was cut short.
 """
 
@@ -36,7 +40,10 @@ class Settlement:
         if outcome.retry is not None:
             await self._runtime.publish(outcome.retry, job.delivery.queue)
         if not job.delivery.settled:
-            await job.delivery.ack()
+            if outcome.written is None:
+                await job.delivery.ack()
+            else:  # an acks_late task's state still being written
+                await self._runtime.ack_when_written(job.delivery, outcome.written)
         return outcome
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -117,6 +117,18 @@ class ResultStore(Protocol):
         """`set_state` for many tasks in one round trip; `MessageError` before writing any
         if one does not serialize."""
         ...
+
+    def write_domain(self, task_id: str) -> Hashable:
+        """What the task's state writes stall together with when a node is lost: a worker
+        batches each domain's writes apart, so a stalled domain holds back no other. A pure
+        function of the id, since a task's states must land in order; one domain for every
+        task unless the store spreads its keys over nodes."""
+        return None
+
+    @property
+    def spreads_writes(self) -> bool:
+        """Whether `write_domain` tells apart more than one domain."""
+        return False
 
     async def get(self, task_id: str) -> TaskMeta | None: ...
 

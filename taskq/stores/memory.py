@@ -9,7 +9,7 @@ from typing import Generic, TypeVar
 
 from taskq.chords import Added
 from taskq.config import Settings
-from taskq.stores.base import StoreOptions, TaskMeta, announce_ready, wait_until_ready
+from taskq.stores.base import ResultStore, StoreOptions, TaskMeta, announce_ready, wait_until_ready
 
 V = TypeVar("V")
 
@@ -68,7 +68,7 @@ class _Space:
 _SPACES: dict[str, _Space] = {}
 
 
-class MemoryStore:
+class MemoryStore(ResultStore):
     """A result store in this process's memory.
 
     Every MemoryStore built with the same URL shares one space, so a producer and

@@ -10,7 +10,7 @@ Keys and scripts are listed in `redis.lua`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import anyio
@@ -30,18 +30,26 @@ from taskq.redis_db import (
     SharedConnection,
     retrying,
 )
-from taskq.stores.base import StoreOptions, TaskMeta
+from taskq.stores.base import ResultStore, StoreOptions, TaskMeta
 from taskq.stores.redis_listener import Listener
 from taskq.tls import store_tls
 
 _SCRIPTS = Scripts("taskq.stores", "redis.lua")
 
 
+# On a cluster, task states are written in this many domains, each a fixed range of hash
+# slots: a dead master stalls the ranges that hold any of its slots, the others go on. Fixed
+# ranges rather than each slot's current master: a task's domain must not change with a
+# fail-over, or its STARTED could land after its SUCCESS.
+WRITE_DOMAINS = 16
+_HASH_SLOTS = 16384
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-class RedisStore:
+class RedisStore(ResultStore):
     """A result store on Redis or Redis Cluster; its own transport options (of
     `result_backend_transport_options`) are `prefix`, `cluster`, `reconnect_timeout`."""
 
@@ -86,6 +94,15 @@ class RedisStore:
             args += [raw, 0 if ttl is None else _ms(ttl), self.channel(task_id) if ready else b""]
         commands = [_SCRIPTS.call("states", keys, args) for keys, args in slots.values()]
         await self._run(commands, "writing task states")
+
+    @property
+    def spreads_writes(self) -> bool:
+        return self._cluster
+
+    def write_domain(self, task_id: str) -> Hashable:
+        if not self._cluster:
+            return None
+        return key_slot(self._meta_key(task_id).encode()) * WRITE_DOMAINS // _HASH_SLOTS
 
     async def get(self, task_id: str) -> TaskMeta | None:
         [raw] = await self._run([("GET", self._meta_key(task_id))], "reading a task state")

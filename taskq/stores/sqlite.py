@@ -25,7 +25,7 @@ from taskq.config import Settings
 from taskq.defaults import CHORD_RETENTION
 from taskq.sqlite_db import OPTIONS as SQLITE_OPTIONS
 from taskq.sqlite_db import Database, transaction
-from taskq.stores.base import StoreOptions, TaskMeta, announce_ready, wait_until_ready
+from taskq.stores.base import ResultStore, StoreOptions, TaskMeta, announce_ready, wait_until_ready
 from taskq.urls import sqlite_path
 
 T = TypeVar("T")
@@ -64,7 +64,7 @@ _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _DELETE = "DELETE FROM taskq_kv WHERE kind = ? AND key = ?"
 
 
-class SQLiteStore:
+class SQLiteStore(ResultStore):
     """A result store in an SQLite file (`sqlite:///rel.db`, `sqlite:////abs.db`)."""
 
     def __init__(self, url: str, conf: Settings) -> None:

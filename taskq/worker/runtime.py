@@ -13,7 +13,7 @@ import anyio
 from taskq.brokers.base import Broker, Delivery
 from taskq.chords import ChordCounter
 from taskq.errors import BadArgumentsError, MessageError, NotRegisteredError, TaskQError
-from taskq.execution.job import Job
+from taskq.execution.job import Job, Written
 from taskq.execution.pipeline import standard_pipeline
 from taskq.message import Message, decode, peek_id
 from taskq.stores.base import ResultStore, TaskMeta
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from taskq.events import EventSender
     from taskq.execution.pipeline import Stage
     from taskq.execution.processpool import ProcessPool
+    from taskq.worker.deferredacks import DeferredAcks
     from taskq.worker.metrics import WorkerMetrics
 
 logger = logging.getLogger("taskq.worker")
@@ -72,6 +73,7 @@ class WorkerRuntime:
         self._metrics = metrics
         self._events = events
         self.lend_slot: LendSlot | None = None  # the worker's: see `wait_off_slot`
+        self.deferred_acks: DeferredAcks | None = None  # the worker's: see `ack_when_written`
         self._stored_revocations = Coalescer(self.store.revoked)
         self._revocations_loaded = False
         self._exchange = app.conf.task_default_exchange
@@ -149,6 +151,10 @@ class WorkerRuntime:
     async def wait_off_slot(self, wait: Callable[[], Awaitable[object]]) -> bool:
         assert self.lend_slot is not None
         return await self.lend_slot(wait)
+
+    async def ack_when_written(self, delivery: Delivery, written: Written) -> None:
+        assert self.deferred_acks is not None
+        self.deferred_acks.add(delivery, written)
 
     async def _reject(self, delivery: Delivery, error: TaskQError, task: str | None) -> None:
         """Dead-letter a message that cannot run (`task`: its name, if it is registered)."""

@@ -4,7 +4,9 @@
 the broker consumer (at most `prefetch` unsettled), so running a task costs no task
 spawn. A loop turns its delivery into a job (`WorkerRuntime.receive`) and runs it through
 the pipeline (`taskq.execution`). A job held back by its rate limit lends its slot: a new
-loop takes its place while it waits, and one loop retires when it comes back.
+loop takes its place while it waits, and one loop retires when it comes back. An `acks_late`
+job's ack waits for its state to be stored, without its slot where the store spreads its
+writes over domains (`taskq.worker.deferredacks`).
 
 The control plane (`taskq.worker.remote`) may change the queues, which starts consuming again
 (what is held from the consumer before is settled as ever), and the number of task loops.
@@ -40,6 +42,7 @@ from taskq.execution.settlement import settle_lost
 from taskq.serializers import PICKLE_RISK
 from taskq.urls import masked_url
 from taskq.worker.autoscale import Autoscaler
+from taskq.worker.deferredacks import DeferredAcks
 from taskq.worker.ops import Operations
 from taskq.worker.recycling import Recycling
 from taskq.worker.remote import RemoteControl
@@ -114,6 +117,7 @@ class Worker:
         self._held: set[Delivery] = set()
         self._running: dict[anyio.CancelScope, Job] = {}
         self._waiting: set[anyio.CancelScope] = set()  # jobs waiting with their slot lent
+        self._acks = DeferredAcks(self._release, self._unhandled)
         self._drained = anyio.Event()
         self._consume_scope = anyio.CancelScope()
         self._restart_consumer = anyio.CancelScope()
@@ -155,7 +159,7 @@ class Worker:
     @property
     def prefetched(self) -> int:
         """Messages reserved, not started yet."""
-        return max(0, len(self._held) - len(self._running))
+        return max(0, len(self._held) - len(self._running) - len(self._acks.deliveries))
 
     def stop(self) -> None:
         """Warm shutdown: finish running tasks (within the timeout), return the rest."""
@@ -202,6 +206,7 @@ class Worker:
             events=ops.events,
         )
         runtime.lend_slot = self._lend_slot
+        runtime.deferred_acks = self._acks
         self._runtime = runtime
         async with anyio.create_task_group() as services:
             services.start_soon(self._ops.run, broker)
@@ -294,6 +299,7 @@ class Worker:
         """Consume into the task loops until `stop()`, then shut them down (see the module)."""
         async with anyio.create_task_group() as loops:
             self._loops = loops
+            loops.start_soon(self._acks.run)
             for _ in range(self.concurrency):
                 loops.start_soon(self._task_loop, runtime)
             self.ready.set()
@@ -363,8 +369,7 @@ class Worker:
                 if job is not None:
                     await self._run(scope, runtime, job)
             except Exception as exc:
-                logger.exception("Worker %s could not handle a delivery", self.hostname)
-                await runtime.unhandled(work, exc)
+                await self._unhandled(work, exc)
             finally:
                 self._release(work)
             if scope.cancel_called:  # the job ended before the cancellation reached it
@@ -426,7 +431,14 @@ class Worker:
             await delivery.nack(requeue=True)
         self._release(delivery)
 
+    async def _unhandled(self, delivery: Delivery, error: Exception) -> None:
+        assert self._runtime is not None
+        logger.error("Worker %s could not handle a delivery", self.hostname, exc_info=error)
+        await self._runtime.unhandled(delivery, error)
+
     def _release(self, delivery: Delivery) -> None:
+        if delivery in self._acks.deliveries:  # held until its ack (DeferredAcks)
+            return
         self._held.discard(delivery)
         self._check_drained()
 
@@ -447,7 +459,7 @@ class Worker:
 
     def reserved_deliveries(self) -> list[Delivery]:
         """The deliveries held here that no task loop has started."""
-        started = {job.delivery for job in self._running.values()}
+        started = {job.delivery for job in self._running.values()} | self._acks.deliveries
         return [delivery for delivery in self._held if delivery not in started]
 
     def grow(self, n: int) -> None:

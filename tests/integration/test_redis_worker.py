@@ -1,10 +1,11 @@
 """The real `taskq worker` command on Redis, beyond the worker contract
 (tests/contract/test_worker.py): chords under a kill, long tasks, idle wake-ups, malformed
-stream entries, the CLI."""
+stream entries, the CLI, `acks_late` acks waiting for a paused store."""
 
 from __future__ import annotations
 
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -13,8 +14,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import anyio
 import pytest
-from servers import RedisServer, redis_command
+from servers import RedisCluster, RedisServer, redis_command
 from support import (
     WorkerProcess,
     eventually,
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.integration
 
 StartWorker = Callable[..., WorkerProcess]
 VISIBILITY = 2.0
+STORE_PAUSE_MS = 5000
 
 
 @pytest.fixture
@@ -143,3 +146,53 @@ async def test_a_malformed_stream_entry_is_dead_lettered_and_the_worker_goes_on(
         letter.reason,
     )
     assert worker.process.poll() is None
+
+
+async def test_acks_late_tasks_go_on_while_their_states_wait_and_a_warm_shutdown_acks_them(
+    redis_server: RedisServer,
+    redis_cluster: RedisCluster,
+    broker_url: str,
+    prefix: str,
+    worker_env: dict[str, str],
+    start_worker: StartWorker,
+) -> None:
+    """The result store on a Redis Cluster (whose writes a worker spreads over domains)
+    whose masters pause writes: a worker with one slot still runs one `acks_late` task after
+    another (their acks wait for the states, not the slot), and a warm shutdown meanwhile
+    waits for the states to be written and the tasks acked: none is left unacked, every state
+    is SUCCESS, none ran twice."""
+    store_url = f"{redis_cluster.url}?cluster=true&prefix={prefix}"
+    worker_env["TASKQ_RESULT_BACKEND"] = store_url  # the env the worker below starts with
+    queue = f"q{uuid.uuid4().hex[:8]}"
+    tasks = 10
+    # One slot, and room in the prefetch for every task: a task waiting for its ack holds its
+    # place there (the prefetch is what bounds them).
+    worker = start_worker("-Q", queue, "-c", "1", "--prefetch-multiplier", str(2 * tasks))
+    async with TaskQ("producer", broker=broker_url, backend=store_url) as producer:
+        await producer.connected_store()  # its scripts loaded before the pause
+
+        async def answers() -> bool:  # then it has its revocations: no task asks the store
+            return len((await producer.control.inspect(timeout=1).ping()).answers) == 1
+
+        await eventually(answers)
+        for node in redis_cluster.nodes:
+            assert redis_command(node.port, "CLIENT", "PAUSE", str(STORE_PAUSE_MS), "WRITE") == (
+                b"+OK"
+            )
+        paused_until = time.monotonic() + STORE_PAUSE_MS / 1000
+        sent = [
+            await producer.send_task("itest.finished_at", args=[0.05], queue=queue)
+            for _ in range(tasks)
+        ]
+
+        async def all_ran() -> bool:
+            return worker.output().count("succeeded in") == tasks
+
+        await eventually(all_ran, timeout=STORE_PAUSE_MS / 1000)
+        assert time.monotonic() < paused_until  # one slot, and no state written yet
+        worker.signal(signal.SIGTERM)
+        assert await anyio.to_thread.run_sync(worker.wait) == 0
+        assert time.monotonic() >= paused_until  # it waited for the writes and the acks
+        assert [await result.status() for result in sent] == ["SUCCESS"] * tasks
+    assert redis_command(redis_server.port, "ZCARD", f"{prefix}{{{queue}}}:leases") == b":0"
+    assert all(runs(worker, result.id) == 1 for result in sent)
