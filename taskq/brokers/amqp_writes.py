@@ -4,8 +4,8 @@ aiormq's writer task takes the frames of its connection's write queue one at a t
 writes each, and on a loopback socket each write is a send() of its own: with 100 publishes
 in flight, or a worker acking the tasks it starts, the syscalls cost more than the frames.
 `coalesce_writes` gives the connection's queue a `get_nowait` that hands the writer
-everything queued, as one frame: one send() a turn of the loop, and room for the frames of
-many publishes in flight at once. Each frame's drain future
+everything queued (up to JOINED_BYTES), as one frame: one send() a turn of the loop, and room
+for the frames of many publishes in flight at once. Each frame's drain future
 (`wait=True`: "written") resolves once the joined write has drained, as it did alone; a
 frame that closes the connection ends the join, as the writer stops after it.
 """
@@ -21,6 +21,8 @@ from aiormq.abc import AbstractConnection, ChannelFrame
 # 10, has the 11th publish wait for the writer holding its channel's lock, and every
 # publish behind it wait a turn of the loop each for that lock.
 QUEUED_FRAMES = 256
+# A join stops growing past this: a few large messages are not copied into one huge write.
+JOINED_BYTES = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,12 +46,13 @@ class _CoalescingQueue(asyncio.Queue[ChannelFrame]):
 
     def get_nowait(self) -> ChannelFrame:
         first = super().get_nowait()
-        if first.should_close or self.empty():
-            return first
-        parts = [first]
-        while not self.empty() and not parts[-1].should_close:
+        parts, size = [first], len(first.payload)
+        while size < JOINED_BYTES and not parts[-1].should_close and not self.empty():
             parts.append(super().get_nowait())
+            size += len(parts[-1].payload)
             self.task_done()  # the writer marks one get done; these are the others
+        if len(parts) == 1:
+            return first
         return _Joined(
             payload=b"".join(part.payload for part in parts),
             should_close=parts[-1].should_close,

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiormq.abc import ChannelFrame
 
-from taskq.brokers.amqp_writes import QUEUED_FRAMES, coalesce_writes
+from taskq.brokers.amqp_writes import JOINED_BYTES, QUEUED_FRAMES, coalesce_writes
 
 
 class _Connection:
@@ -55,6 +55,15 @@ async def test_a_closing_frame_ends_the_write_and_later_frames_wait() -> None:
     joined = queue.get_nowait()
     assert joined.payload == b"aclose" and joined.should_close
     assert queue.get_nowait().payload == b"late"
+
+
+async def test_a_join_stops_growing_past_its_size() -> None:
+    queue = _coalescing()
+    big = b"x" * (JOINED_BYTES // 2)
+    for _ in range(3):
+        queue.put_nowait(_frame(big))
+    assert queue.get_nowait().payload == big * 2
+    assert queue.get_nowait().payload == big
 
 
 async def test_putters_blocked_on_a_full_queue_are_woken_as_it_empties() -> None:
