@@ -55,8 +55,8 @@ PEERS = [
     Library(
         "dramatiq",
         _adapter("dramatiq", "DramatiqAdapter"),
-        ("redis",),
-        ("dramatiq", "redis", "hiredis"),
+        ("redis", "amqp"),
+        ("dramatiq", "pika", "redis", "hiredis"),
     ),
 ]
 LIBRARIES = {library.name: library for library in [TASKQ, *PEERS]}

@@ -1,5 +1,7 @@
-"""Dramatiq on Redis, results in Redis (the `Results` middleware), async actors through the
-`AsyncIO` middleware, chords through `GroupCallbacks`.
+"""Dramatiq on Redis or RabbitMQ (the broker URL says which: its `RedisBroker`, or its
+`RabbitmqBroker` on pika, which publishes without publisher confirms, its default), results in
+Redis (the `Results` middleware), async actors through the `AsyncIO` middleware, chords
+through `GroupCallbacks`.
 
 The worker is `dramatiq module --processes 1`. Dramatiq runs each message in a worker
 thread; an async actor's thread waits while the coroutine runs on the middleware's event
@@ -15,6 +17,7 @@ the first message is encoded).
 from __future__ import annotations
 
 import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO, GroupCallbacks
 from dramatiq.rate_limits.backends import RedisBackend as RedisRateLimiterBackend
@@ -34,8 +37,14 @@ from benchmarks.tasks import Kind
 
 DEFAULT_THREADS = 8
 RESULT_TIMEOUT_MS = 30_000
+# Not Dramatiq's "default": on RabbitMQ, taskq's queue of that name has other arguments.
+QUEUE = "dramatiq"
 
-broker = RedisBroker(url=broker_url())
+broker: dramatiq.Broker = (
+    RabbitmqBroker(url=broker_url())
+    if broker_url().startswith(("amqp://", "amqps://"))
+    else RedisBroker(url=broker_url())
+)
 broker.add_middleware(Results(backend=RedisResultBackend(url=result_url())))
 broker.add_middleware(AsyncIO())
 broker.add_middleware(GroupCallbacks(RedisRateLimiterBackend(url=result_url())))
@@ -43,12 +52,12 @@ dramatiq.set_broker(broker)
 
 
 TASKS = {
-    kind: dramatiq.actor(body, actor_name=kind.value, store_results=True)
+    kind: dramatiq.actor(body, actor_name=kind.value, queue_name=QUEUE, store_results=True)
     for kind, body in tasks.BODIES.items()
 }
 noop = TASKS[Kind.NOOP]
-step = dramatiq.actor(tasks.step, actor_name="step", store_results=True)
-tally = dramatiq.actor(tasks.tally, actor_name="tally")
+step = dramatiq.actor(tasks.step, actor_name="step", queue_name=QUEUE, store_results=True)
+tally = dramatiq.actor(tasks.tally, actor_name="tally", queue_name=QUEUE)
 
 
 class DramatiqAdapter(Adapter):
@@ -60,6 +69,9 @@ class DramatiqAdapter(Adapter):
 
     async def publish(self, kind: Kind) -> None:
         TASKS[kind].send()
+
+    async def purge(self) -> None:
+        broker.flush_all()
 
     async def publish_batch(self, kind: Kind, count: int) -> None:
         for size in batches(count):

@@ -16,6 +16,7 @@ their order; so does removing some by id, after acking those.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import time
@@ -275,7 +276,7 @@ class AMQPBroker(Broker):
         channel = self._publisher()
         timeout = self._config.publish_timeout
         try:
-            with anyio.fail_after(timeout):
+            async with asyncio.timeout(timeout):  # asyncio's: cheaper than an anyio scope
                 await channel.ready()
                 yield
         except PublishError as exc:

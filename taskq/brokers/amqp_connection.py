@@ -28,6 +28,7 @@ from aiormq.exceptions import InvalidFrameError, ProbableAuthenticationError
 from yarl import URL
 
 from taskq.brokers.amqp_consumer import winding_down
+from taskq.brokers.amqp_writes import coalesce_writes
 from taskq.errors import BrokerUnavailable, LoginRefusedError
 from taskq.tls import tls_error
 from taskq.urls import alternatives, masked_url
@@ -76,7 +77,8 @@ class FailoverConnection(aio_pika.RobustConnection):
     """aio-pika's robust connection to one of several nodes of a cluster (`urls`): each
     attempt to connect, the first one and every reconnection, tries them in turn, from the one
     that answered last, until one does; aio-pika then restores the channels, what they
-    declared and their consumers, on that node. A refused login is not tried elsewhere.
+    declared and their consumers, on that node. A refused login is not tried elsewhere. Each
+    link writes all its queued frames at once (amqp_writes.py).
 
     Once no node has answered for `unreachable_after` seconds (`publish_timeout`, after which
     publishing fails and /readyz says the broker does not answer) the outage is logged, and so
@@ -104,6 +106,8 @@ class FailoverConnection(aio_pika.RobustConnection):
             except CONNECTION_EXCEPTIONS as exc:
                 error = exc
                 continue
+            if self.transport is not None:
+                coalesce_writes(self.transport.connection)
             self._connected_to(index)
             return
         assert error is not None

@@ -204,14 +204,24 @@ class Consumer:
             self._consumers.append((queue, tag))
 
     async def next(self) -> AMQPDelivery | None:
-        """The next delivery, or None once the broker was closed."""
-        async for delivery in self._receive:
+        """The next delivery, or None once the broker was closed. One already received is
+        taken without a checkpoint: what arrived in one read reaches the worker in one turn
+        of the loop, and their acks leave in one write."""
+        while True:
+            try:
+                delivery = self._receive.receive_nowait()
+            except anyio.WouldBlock:
+                try:
+                    delivery = await self._receive.receive()
+                except anyio.EndOfStream:
+                    return None
+            except anyio.EndOfStream:
+                return None
             if delivery.stale():
                 await delivery.give_back()
                 continue
             self._outstanding.add(delivery)
             return delivery
-        return None
 
     def end(self) -> None:
         """The broker is closing: `next()` returns None from now on."""
