@@ -7,7 +7,7 @@ and retries with backoff while Redis is unreachable.
 A first connection that fails is one line: a refused login (`LoginRefusedError`, which
 retrying cannot mend) or Redis unreachable (`BrokerUnavailable`).
 
-Imports nothing of taskq but `errors` and `urls`.
+Imports nothing of taskq but `deadlines`, `errors`, `tls` and `urls`.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
+from taskq.deadlines import Deadlines
 from taskq.errors import (
     BrokerUnavailable,
     ConfigurationError,
@@ -71,6 +72,10 @@ CONNECT_TIMEOUT = 5.0
 # A reply slower than this (a hung Redis) is a transient error. Enforced around each round
 # trip here, not as redis-py's socket_timeout, which costs ~70 µs on every read.
 COMMAND_TIMEOUT = 30.0
+# Not asyncio.timeout (a timer per command, a fifth of a lone command's CPU): see `deadlines`.
+_DEADLINES = Deadlines(COMMAND_TIMEOUT, resolution=1.0)
+# Commands whose reply redis-py hands back unchanged (no response callback): see `_execute`.
+_RAW_REPLIES = frozenset({"EVALSHA", "GET"})
 # How uvloop words a write on a transport that is closed already (see `_send`).
 _CLOSED_TRANSPORT = "the handler is closed"
 RETRY_FIRST_DELAY = 0.05
@@ -438,21 +443,19 @@ class Scripts:
 
 async def _send(client: Client, commands: Sequence[Command]) -> list[Any]:
     """The replies (or errors) of `commands`: one command as is, several in a pipeline.
-    A cancelled read makes redis-py drop its connection, so the timeout leaves none dirty."""
-    # asyncio's own timeout: an anyio cancel scope cost about a sixth of a lone publish.
-    deadline = asyncio.timeout(COMMAND_TIMEOUT)
+    A cancelled read makes redis-py drop its connection, so the deadline leaves none dirty."""
+    deadline = _DEADLINES.start()
     try:
-        async with deadline:
-            if len(commands) == 1:
-                try:
-                    return [await client.execute_command(*commands[0])]
-                except ResponseError as exc:  # as a pipeline returns it (NOSCRIPT among them)
-                    return [exc]
-            pipe = client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            return list(await pipe.execute(raise_on_error=False))
-    except TimeoutError:
+        if len(commands) == 1:
+            try:
+                return [await _execute(client, commands[0])]
+            except ResponseError as exc:  # as a pipeline returns it (NOSCRIPT among them)
+                return [exc]
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute(raise_on_error=False))
+    except asyncio.CancelledError:
         if not deadline.expired():
             raise
         raise RedisTimeoutError(f"Redis did not answer within {COMMAND_TIMEOUT} s") from None
@@ -462,6 +465,24 @@ async def _send(client: Client, commands: Sequence[Command]) -> list[Any]:
         if _CLOSED_TRANSPORT not in str(exc):
             raise
         raise RedisConnectionError(f"the connection to Redis was closed ({exc})") from exc
+    finally:
+        deadline.stop()
+
+
+async def _execute(client: Client, command: Command) -> Any:
+    """One command's reply. A script call or a GET on one server goes straight over a pooled
+    connection: redis-py's `execute_command` (its retry wrapper, its metrics at every step)
+    was a third of a lone command's client time, and neither command has a reply callback
+    to skip. The connection drops itself on an error or a cancelled read, as there."""
+    if command[0] not in _RAW_REPLIES or not isinstance(client, Redis):
+        return await client.execute_command(*command)
+    pool = client.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        await connection.send_packed_command(connection.pack_command(*command))
+        return await connection.read_response()
+    finally:
+        await pool.release(connection)
 
 
 async def close_pubsub(pubsub: PubSub) -> None:
