@@ -31,7 +31,7 @@ import anyio.lowlevel
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import (
     AuthenticationError,
@@ -96,6 +96,13 @@ logger = logging.getLogger("taskq.redis")
 
 Client = Redis | RedisCluster
 Command = tuple[Any, ...]
+
+# The idle connections of each plain client with no `broker_pool_limit`, taken out of its pool
+# for good (they stay its own: closing the client closes them). Not with a limit: a pipeline
+# would wait for the connections kept here.
+_LANES: weakref.WeakKeyDictionary[Client, tuple[ConnectionPool, list[AbstractConnection]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _flag(value: object, name: str) -> bool:
@@ -291,6 +298,8 @@ class RedisConnection:
             )
             self.client = Redis(connection_pool=pool)
             self.client.auto_close_connection_pool = True
+        elif self.node is not None:
+            _LANES[self.node] = (self.node.connection_pool, [])
         self.users = 0
         self.outage = Outage()
         self._subscribed = 0  # pub/sub connections made: which cluster node is next
@@ -470,19 +479,22 @@ async def _send(client: Client, commands: Sequence[Command]) -> list[Any]:
 
 
 async def _execute(client: Client, command: Command) -> Any:
-    """One command's reply. A script call or a GET on one server goes straight over a pooled
-    connection: redis-py's `execute_command` (its retry wrapper, its metrics at every step)
-    was a third of a lone command's client time, and neither command has a reply callback
-    to skip. The connection drops itself on an error or a cancelled read, as there."""
-    if command[0] not in _RAW_REPLIES or not isinstance(client, Redis):
+    """One command's reply. A script call or a GET over a client of `_LANES` goes straight
+    over a connection of its lane: redis-py's `execute_command` (a retry wrapper, metrics at
+    every step) and its pool (two locks and four metrics a command) cost as much as the
+    command itself, and neither command has a reply callback to skip. A connection drops
+    itself on an error or a cancelled read and connects again when next used."""
+    lane = _LANES.get(client)
+    if lane is None or command[0] not in _RAW_REPLIES:
         return await client.execute_command(*command)
-    pool = client.connection_pool
-    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    pool, idle = lane
+    connection = idle.pop() if idle else pool.get_available_connection()  # type: ignore[no-untyped-call]
     try:
+        await pool.ensure_connection(connection)
         await connection.send_packed_command(connection.pack_command(*command))
         return await connection.read_response()
     finally:
-        await pool.release(connection)
+        idle.append(connection)
 
 
 async def close_pubsub(pubsub: PubSub) -> None:
