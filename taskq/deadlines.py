@@ -41,25 +41,29 @@ class Watch:
 
 
 class _Watched:
-    """The operations running in one event loop, and the timer that looks at them."""
+    """The operations running in one event loop, and the timer that looks at them (it holds
+    no reference to the loop, which keys it weakly)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, resolution: float) -> None:
-        self.loop = loop
+    def __init__(self, resolution: float) -> None:
         self.resolution = resolution
         self.running: dict[Watch, None] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._armed = False  # not the timer's handle: that refers to the loop
 
-    def add(self, watch: Watch) -> None:
+    def add(self, watch: Watch, loop: asyncio.AbstractEventLoop) -> None:
         self.running[watch] = None
-        if self._timer is None:
-            self._timer = self.loop.call_later(self.resolution, self._look)
+        if not self._armed:
+            self._armed = True
+            loop.call_later(self.resolution, self._look)
 
     def _look(self) -> None:
-        now = self.loop.time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         for watch in [watch for watch in self.running if watch.due <= now]:
             del self.running[watch]
             watch.fire()
-        self._timer = self.loop.call_later(self.resolution, self._look) if self.running else None
+        self._armed = bool(self.running)
+        if self._armed:
+            loop.call_later(self.resolution, self._look)
 
 
 class Deadlines:
@@ -80,7 +84,7 @@ class Deadlines:
             raise RuntimeError("a deadline needs a task to cancel")
         watched = self._loops.get(loop)
         if watched is None:
-            watched = self._loops[loop] = _Watched(loop, self._resolution)
+            watched = self._loops[loop] = _Watched(self._resolution)
         watch = Watch(watched, task, loop.time() + self.timeout)
-        watched.add(watch)
+        watched.add(watch, loop)
         return watch

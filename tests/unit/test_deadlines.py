@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 
 import pytest
@@ -67,3 +68,10 @@ async def test_a_redis_that_never_answers_is_a_transient_error(
             await connection.aclose()
     finally:
         mute.close()
+
+
+def test_a_finished_event_loop_is_not_kept() -> None:
+    deadlines = Deadlines(10, resolution=0.01)
+    asyncio.run(_operation(deadlines, 0))
+    gc.collect()
+    assert not deadlines._loops
