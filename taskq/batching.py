@@ -102,7 +102,7 @@ class Batcher(Generic[T, R]):
 
     async def _run(self, batch: Batch[T, R]) -> None:
         if self._lock is None:
-            self._lock = anyio.Lock()
+            self._lock = anyio.Lock(fast_acquire=True)  # no loop turn when nobody holds it
         try:
             async with self._lock:
                 if not self._served:

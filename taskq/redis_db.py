@@ -7,7 +7,7 @@ and retries with backoff while Redis is unreachable.
 A first connection that fails is one line: a refused login (`LoginRefusedError`, which
 retrying cannot mend) or Redis unreachable (`BrokerUnavailable`).
 
-Imports nothing of taskq but `errors` and `urls`.
+Imports nothing of taskq but `deadlines`, `errors`, `tls` and `urls`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import anyio.lowlevel
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import (
     AuthenticationError,
@@ -49,6 +49,7 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
+from taskq.deadlines import Deadlines
 from taskq.errors import (
     BrokerUnavailable,
     ConfigurationError,
@@ -71,6 +72,10 @@ CONNECT_TIMEOUT = 5.0
 # A reply slower than this (a hung Redis) is a transient error. Enforced around each round
 # trip here, not as redis-py's socket_timeout, which costs ~70 µs on every read.
 COMMAND_TIMEOUT = 30.0
+# Not asyncio.timeout (a timer per command, a fifth of a lone command's CPU): see `deadlines`.
+_DEADLINES = Deadlines(COMMAND_TIMEOUT, resolution=1.0)
+# Commands whose reply redis-py hands back unchanged (no response callback): see `_execute`.
+_RAW_REPLIES = frozenset({"EVALSHA", "GET"})
 # How uvloop words a write on a transport that is closed already (see `_send`).
 _CLOSED_TRANSPORT = "the handler is closed"
 RETRY_FIRST_DELAY = 0.05
@@ -91,6 +96,13 @@ logger = logging.getLogger("taskq.redis")
 
 Client = Redis | RedisCluster
 Command = tuple[Any, ...]
+
+# The idle connections of each plain client with no `broker_pool_limit`, taken out of its pool
+# for good (they stay its own: closing the client closes them). Not with a limit: a pipeline
+# would wait for the connections kept here.
+_LANES: weakref.WeakKeyDictionary[Client, tuple[ConnectionPool, list[AbstractConnection]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _flag(value: object, name: str) -> bool:
@@ -286,6 +298,8 @@ class RedisConnection:
             )
             self.client = Redis(connection_pool=pool)
             self.client.auto_close_connection_pool = True
+        elif self.node is not None:
+            _LANES[self.node] = (self.node.connection_pool, [])
         self.users = 0
         self.outage = Outage()
         self._subscribed = 0  # pub/sub connections made: which cluster node is next
@@ -438,21 +452,19 @@ class Scripts:
 
 async def _send(client: Client, commands: Sequence[Command]) -> list[Any]:
     """The replies (or errors) of `commands`: one command as is, several in a pipeline.
-    A cancelled read makes redis-py drop its connection, so the timeout leaves none dirty."""
-    # asyncio's own timeout: an anyio cancel scope cost about a sixth of a lone publish.
-    deadline = asyncio.timeout(COMMAND_TIMEOUT)
+    A cancelled read makes redis-py drop its connection, so the deadline leaves none dirty."""
+    deadline = _DEADLINES.start()
     try:
-        async with deadline:
-            if len(commands) == 1:
-                try:
-                    return [await client.execute_command(*commands[0])]
-                except ResponseError as exc:  # as a pipeline returns it (NOSCRIPT among them)
-                    return [exc]
-            pipe = client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            return list(await pipe.execute(raise_on_error=False))
-    except TimeoutError:
+        if len(commands) == 1:
+            try:
+                return [await _execute(client, commands[0])]
+            except ResponseError as exc:  # as a pipeline returns it (NOSCRIPT among them)
+                return [exc]
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute(raise_on_error=False))
+    except asyncio.CancelledError:
         if not deadline.expired():
             raise
         raise RedisTimeoutError(f"Redis did not answer within {COMMAND_TIMEOUT} s") from None
@@ -462,6 +474,27 @@ async def _send(client: Client, commands: Sequence[Command]) -> list[Any]:
         if _CLOSED_TRANSPORT not in str(exc):
             raise
         raise RedisConnectionError(f"the connection to Redis was closed ({exc})") from exc
+    finally:
+        deadline.stop()
+
+
+async def _execute(client: Client, command: Command) -> Any:
+    """One command's reply. A script call or a GET over a client of `_LANES` goes straight
+    over a connection of its lane: redis-py's `execute_command` (a retry wrapper, metrics at
+    every step) and its pool (two locks and four metrics a command) cost as much as the
+    command itself, and neither command has a reply callback to skip. A connection drops
+    itself on an error or a cancelled read and connects again when next used."""
+    lane = _LANES.get(client)
+    if lane is None or command[0] not in _RAW_REPLIES:
+        return await client.execute_command(*command)
+    pool, idle = lane
+    connection = idle.pop() if idle else pool.get_available_connection()  # type: ignore[no-untyped-call]
+    try:
+        await pool.ensure_connection(connection)
+        await connection.send_packed_command(connection.pack_command(*command))
+        return await connection.read_response()
+    finally:
+        idle.append(connection)
 
 
 async def close_pubsub(pubsub: PubSub) -> None:

@@ -171,15 +171,17 @@ class Consumer:
 
         A queue leaves the candidates when a claim gets fewer messages than it asked for,
         which also set the queue's idle marker: from then on a publish wakes us, so sleeping
-        loses nothing.
+        loses nothing. A wake-up is claimed from at once, without a second look at pub/sub:
+        on an idle worker that look was a round of redis-py on every task's path.
         """
         await wakeups.open()
-        self._candidates |= await wakeups.wait(0)
         self._refresh_candidates()
         if self._candidates:
-            return await self._claim()
-        self._candidates |= await wakeups.wait(self._idle_timeout())
-        return []
+            self._candidates |= await wakeups.wait(0)
+        else:
+            self._candidates |= await wakeups.wait(self._idle_timeout())
+            self._refresh_candidates()
+        return await self._claim() if self._candidates else []
 
     def _refresh_candidates(self) -> None:
         now = time.monotonic()
