@@ -121,6 +121,13 @@ class Delivery(ABC):
         if not self._settled:
             await self._extend(seconds)
 
+    def hand_over(self) -> None:
+        """Free its place in the consumer's prefetch before it is settled: its task has ended
+        and only its ack is to come (an `acks_late` ack waiting for its state, off the slot;
+        the state writer's backlog bounds how many). Settling it later frees no other place.
+        A broker whose prefetch the server keeps (RabbitMQ) frees nothing."""
+        return None
+
     def settle_elsewhere(self) -> bool:
         """Mark it settled by its consumer, which settles it in a batch of its own (given back
         on stopping, or acked early on Redis); False if it was settled already."""
@@ -198,6 +205,12 @@ class Broker(ABC):
             signing=conf.signing(),
         )
         self.transport = {k: v for k, v in transport.items() if k not in COMMON_OPTIONS}
+
+    @property
+    def spreads_queues(self) -> bool:
+        """Whether its queues live on nodes that may be lost one at a time (Redis Cluster),
+        so that the settlements of one queue may stall while another's go on."""
+        return False
 
     @abstractmethod
     async def connect(self) -> None: ...

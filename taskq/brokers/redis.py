@@ -141,6 +141,10 @@ class RedisBroker(Broker):
         """One pipeline, without retries (see `Scripts.run`)."""
         return await SCRIPTS.run(self.connection.client, commands, raise_errors=raise_errors)
 
+    @property
+    def spreads_queues(self) -> bool:
+        return self.settings.cluster
+
     def failure_domain(self, queue: str) -> str | None:
         """What becomes unreachable together with `queue`: in a cluster its slot's master
         (each queue its own domain, however masters share them), else the one server."""

@@ -85,7 +85,7 @@ class _Slots:
 class RedisDelivery(Delivery):
     """A claimed stream entry, leased to its consumer until it is settled once."""
 
-    __slots__ = ("_consumer", "band", "count", "id", "written")
+    __slots__ = ("_consumer", "_freed", "band", "count", "id", "written")
     LOST = _GONE
 
     def __init__(self, consumer: Consumer, queue: str, fields: list[Any]) -> None:
@@ -94,6 +94,7 @@ class RedisDelivery(Delivery):
         self.band = int(band)
         self.count = int(count)  # times delivered to the group: with the consumer, the lease token
         self._consumer = consumer
+        self._freed = False  # its prefetch slot, by `hand_over`
         self.written: asyncio.Future[None] | None = None  # of an early ack: see `ack_before_run`
 
     async def ack_before_run(self) -> None:
@@ -117,8 +118,15 @@ class RedisDelivery(Delivery):
     async def _extend(self, seconds: float) -> None:
         await self._consumer.extend(self, seconds)
 
+    def hand_over(self) -> None:
+        if not self._freed and not self.settled:
+            self._freed = True
+            self._consumer.slots.release()
+
     async def _released(self) -> None:
-        self._consumer.slots.release()
+        if not self._freed:
+            self._freed = True
+            self._consumer.slots.release()
 
 
 class Consumer:

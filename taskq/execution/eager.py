@@ -156,8 +156,9 @@ class EagerRun:
         await wait()
         return True
 
-    async def ack_when_written(self, delivery: Delivery, written: Written) -> None:
-        await written.wait()
+    async def ack_after_run(self, delivery: Delivery, written: Written | None) -> None:
+        if written is not None:
+            await written.wait()
         await delivery.ack()
 
 

@@ -153,9 +153,11 @@ class Runtime(Protocol):
         `job.terminated`): a worker's task events send `task-revoked`."""
         ...
 
-    async def ack_when_written(self, delivery: Delivery, written: Written) -> None:
-        """Ack `delivery` once `written` is stored (an `acks_late` task's). A worker returns at
-        once: the job's slot goes on to the next job while the write is under way."""
+    async def ack_after_run(self, delivery: Delivery, written: Written | None) -> None:
+        """Ack the delivery of a job that ran, once `written` (its state, if still under way)
+        is stored. A worker may return at once, the ack still to go: where the store or the
+        broker spreads over nodes that may be lost one at a time, so the job's slot goes on
+        to the next job while a lost node holds up its write or its ack."""
         ...
 
     async def wait_off_slot(self, wait: Callable[[], Awaitable[object]]) -> bool:

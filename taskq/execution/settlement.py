@@ -5,8 +5,9 @@ loses it; on Redis the run starts once the ack is written, before its reply: a w
 in that window may see the message again, see `Delivery.ack_before_run`). After the run,
 once its outcome is recorded: a RETRY publishes the retry; then the delivery is acked,
 unless it is settled already (acked early, or dead-lettered by the retries stage). An
-`acks_late` task's ack waits for its state to be stored; where the store spreads its writes
-over domains, not on its concurrency slot: the worker acks it once the write is done
+`acks_late` task's ack waits for its state to be stored. Where the store spreads its writes
+or the broker its queues over nodes that may be lost one at a time (Redis Cluster), the ack
+does not wait on the job's concurrency slot: the worker acks it once the write is done
 (`taskq.worker.deferredacks`), and a worker killed before that leaves it to be delivered
 again.
 `settle_lost` settles a job whose run was cut short.
@@ -40,10 +41,7 @@ class Settlement:
         if outcome.retry is not None:
             await self._runtime.publish(outcome.retry, job.delivery.queue)
         if not job.delivery.settled:
-            if outcome.written is None:
-                await job.delivery.ack()
-            else:  # an acks_late task's state still being written
-                await self._runtime.ack_when_written(job.delivery, outcome.written)
+            await self._runtime.ack_after_run(job.delivery, outcome.written)
         return outcome
 
 

@@ -1,19 +1,21 @@
 """`acks_late` acks that wait for their task's state to be stored, off the task loops.
 
-Where the store spreads its writes over domains (Redis Cluster: `ResultStore.spreads_writes`),
-a task loop hands over the delivery of an `acks_late` task whose state is still being
-written and goes on to its next job, so a domain whose node is lost does not take every
-slot. On a store with one domain the loop waits for the write itself: a stalled store stalls
-every write anyway, and waiting in the loop costs less (measured: 86 against 134 µs of worker
-CPU a task on the Redis drain of `acks_late` no-op tasks). The delivery stays held by the
-worker (its lease renewed, a warm shutdown waiting for it) until it is acked, once the write
-is done: a worker killed before that leaves it to be delivered again. A write that failed
-makes it unhandled (dead-lettered with the reason), as when the task loop itself waited for
-the write.
+Where the store spreads its writes over domains (`ResultStore.spreads_writes`) or the broker
+its queues over nodes (`Broker.spreads_queues`), as on Redis Cluster, a task loop hands over
+the delivery of an `acks_late` task that ran and goes on to its next job, so a node that is
+lost (holding up that state's write, or that queue's ack) does not take every slot. The
+delivery's place in the prefetch is freed then (`Delivery.hand_over`; on Redis), so the
+consumer goes on claiming for the queues on live nodes. On one server the loop acks, after
+waiting for the write, itself: a stalled server stalls everything anyway, and acking in the
+loop costs less (measured: 86 against 134 µs of worker CPU a task on the Redis drain of
+`acks_late` no-op tasks). The delivery stays held by the worker (its lease renewed, a warm
+shutdown waiting for it) until it is acked: a worker killed before that leaves it to be
+delivered again. A write that failed makes it unhandled (dead-lettered with the reason), as
+when the task loop itself waited for the write.
 
-How many wait is bounded twice: by the prefetch (a delivery waiting for its ack is unsettled)
-and by the state writer's backlog (past `MAX_BACKLOG` states not written yet, a task loop
-waits for its task's write itself, on its slot).
+How many wait is bounded by the state writer's backlog (past `MAX_BACKLOG` states not
+written yet, a task loop waits for its task's write itself, on its slot) and, for acks
+waiting on a lost node, by what the consumer could claim from that node before it was lost.
 
 The deliveries of one batch of states wait in one task, and their acks go out together, so
 that the broker batches them as it does the task loops' own. Those are plain asyncio tasks:
@@ -55,9 +57,10 @@ class DeferredAcks:
             with anyio.CancelScope(shield=True):
                 await asyncio.gather(*self._waits, return_exceptions=True)
 
-    def add(self, delivery: Delivery, written: Written) -> None:
-        """Ack `delivery` once `written` is stored."""
+    def add(self, delivery: Delivery, written: Written | None) -> None:
+        """Ack `delivery` once `written` is stored; its place in the prefetch is free now."""
         self.deliveries.add(delivery)
+        delivery.hand_over()
         waiting = self._by_write.get(id(written))
         if waiting is None:
             waiting = self._by_write[id(written)] = []
@@ -66,10 +69,11 @@ class DeferredAcks:
             wait.add_done_callback(self._waits.discard)
         waiting.append(delivery)
 
-    async def _ack_after(self, written: Written, deliveries: list[Delivery]) -> None:
+    async def _ack_after(self, written: Written | None, deliveries: list[Delivery]) -> None:
         error: Exception | None = None
         try:
-            await written.wait()
+            if written is not None:
+                await written.wait()
         except Exception as exc:
             error = exc
         del self._by_write[id(written)]

@@ -73,7 +73,7 @@ class WorkerRuntime:
         self._metrics = metrics
         self._events = events
         self.lend_slot: LendSlot | None = None  # the worker's: see `wait_off_slot`
-        self.deferred_acks: DeferredAcks | None = None  # the worker's: see `ack_when_written`
+        self.deferred_acks: DeferredAcks | None = None  # the worker's: see `ack_after_run`
         self._stored_revocations = Coalescer(self.store.revoked)
         self._revocations_loaded = False
         self._exchange = app.conf.task_default_exchange
@@ -152,7 +152,10 @@ class WorkerRuntime:
         assert self.lend_slot is not None
         return await self.lend_slot(wait)
 
-    async def ack_when_written(self, delivery: Delivery, written: Written) -> None:
+    async def ack_after_run(self, delivery: Delivery, written: Written | None) -> None:
+        if written is None and not self.broker.spreads_queues:
+            await delivery.ack()
+            return
         assert self.deferred_acks is not None
         self.deferred_acks.add(delivery, written)
 

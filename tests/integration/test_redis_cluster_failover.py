@@ -32,11 +32,9 @@ TASKS = 400  # per queue
 TASK_SECONDS = 0.1
 # The killed master's queue resumes within the node timeout and this much more.
 RESUME_SLACK = 5.0
-# A prefetch that outlasts the fail-over: a place for each finished task whose ack waits.
-LONG_PREFETCH = ("--prefetch-multiplier", "40")
 # The healthy queue's completions in the second half of the outage (~2 s): its 8 slots run up
 # to 80 tasks/s; slots that waited for the dead master's writes would all be stuck by then.
-LATE_COMPLETIONS = 20
+LATE_COMPLETIONS = 40
 
 
 def _queues_on_two_masters(
@@ -167,7 +165,7 @@ async def test_with_the_store_on_the_cluster_the_healthy_queue_completes_through
     cluster = replicated_redis_cluster
     victim_queue, healthy_queue, victim = layout
     queues = f"{victim_queue},{healthy_queue}"
-    workers = [start_worker("-Q", queues, "-c", "4", *LONG_PREFETCH) for _ in range(2)]
+    workers = [start_worker("-Q", queues, "-c", "4") for _ in range(2)]  # the default prefetch
     tasks = 2 * TASKS  # the healthy queue is not drained before the fail-over ends
     sent = await _send(producer, (victim_queue, healthy_queue), tasks)
     async with _killed_under_way(cluster, victim, victim_queue, producer, tasks) as killed_at:
