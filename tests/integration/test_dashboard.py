@@ -305,8 +305,9 @@ async def test_actions_steer_the_worker_tasks_and_beat(
             [seen] = (await http.get("/api/workers")).json()["workers"]
             return dict(seen)
 
-        async def inspected() -> bool:
-            return (await worker())["stats"] is not None
+        async def inspected() -> bool:  # a dashboard just started may not have heard it yet
+            workers = (await http.get("/api/workers")).json()["workers"]
+            return bool(workers) and workers[0]["stats"] is not None
 
         await eventually(inspected)
         assert (await post(f"workers/{WORKER}/pool-grow", n="2"))["ok"] is True
