@@ -16,7 +16,6 @@ the defaults: an SQLite file, short leases).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,14 +23,10 @@ from typing import Any, TypeVar
 import pytest
 from cluster_servers import RabbitMQCluster, ReplicatedRedisCluster
 from servers import RabbitMQServer, RedisCluster, RedisServer, ServerNotInstalled
-from support import WorkerProcess, worker_environment
+from support import WorkerProcess, in_ci, worker_environment
 
 Server = TypeVar("Server", RedisServer, RedisCluster, RabbitMQServer)
 Startable = RedisServer | RedisCluster | RabbitMQServer | ReplicatedRedisCluster | RabbitMQCluster
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"true", "1"}
 
 
 def _start(server: Startable) -> None:
@@ -42,7 +37,7 @@ def _start(server: Startable) -> None:
     except ServerNotInstalled as exc:
         missing = str(exc)
     # Outside the except block, so the report is the one line below, not a chained traceback.
-    if _in_ci():
+    if in_ci():
         pytest.fail(f"{missing}: CI must provide it (run `make services`)", pytrace=False)
     pytest.skip(f"{missing}; install it with `make services`")
 

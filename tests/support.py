@@ -22,6 +22,11 @@ from taskq import TaskQ, chain, chord, signature
 INTEGRATION = Path(__file__).resolve().parent / "integration"
 
 
+def in_ci() -> bool:
+    """CI=true (or 1): a missing server or browser fails a test instead of skipping it."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1"}
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, interval: float = 0.02) -> None:
     """Poll `predicate` until it holds; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import in_ci
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 def _bench(results: Path, *options: str) -> str:
     """`python -m benchmarks --quick OPTIONS`, its report in `results`; its table."""
-    if shutil.which("redis-server") is None and os.environ.get("CI", "") not in {"true", "1"}:
+    if shutil.which("redis-server") is None and not in_ci():
         pytest.skip("redis-server not found; install it with `make services`")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_")}
     done = subprocess.run(

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import in_ci
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCENARIOS = ["garbage", "killstorm-redis"]
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_short_garbage_and_kill_storm_account_for_everything() -> None:
-    if shutil.which("redis-server") is None and os.environ.get("CI", "") not in {"true", "1"}:
+    if shutil.which("redis-server") is None and not in_ci():
         pytest.skip("redis-server not found; install it with `make services`")
     env = {key: value for key, value in os.environ.items() if not key.startswith("TASKQ_")}
     only = [option for scenario in SCENARIOS for option in ("--only", scenario)]

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from servers import free_ports
-from support import INTEGRATION, TaskqProcess, WorkerProcess, eventually
+from support import INTEGRATION, TaskqProcess, WorkerProcess, eventually, in_ci
 
 from taskq import TaskQ, signature, states
 
@@ -89,7 +89,7 @@ def require_chromium() -> None:
     if os.path.exists(CHROMIUM):
         return
     message = f"{CHROMIUM} is missing: install Debian's chromium (`make services`)"
-    if os.environ.get("CI", "").strip().lower() in {"true", "1"}:
+    if in_ci():
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
 

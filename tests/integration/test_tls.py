@@ -8,7 +8,6 @@ one vhost, with only the permissions a worker needs, work; wrong credentials are
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -19,7 +18,7 @@ from typing import Any, TypeVar
 import pytest
 from redis.exceptions import NoPermissionError
 from servers import LOOPBACK, ServerNotInstalled
-from support import INTEGRATION, WorkerProcess
+from support import INTEGRATION, WorkerProcess, in_ci
 from tls_servers import Certificates, TLSRabbitMQServer, TLSRedisServer, make_certificates
 
 from taskq import TaskQ
@@ -36,7 +35,7 @@ def _installed(start: Callable[[], T]) -> T:
         return start()
     except ServerNotInstalled as exc:
         missing = str(exc)
-    if os.environ.get("CI", "").strip().lower() in {"true", "1"}:
+    if in_ci():
         pytest.fail(f"{missing}: CI must provide it (run `make services`)", pytrace=False)
     pytest.skip(missing)
 
