@@ -151,7 +151,9 @@ async def test_sync_calls_reuse_their_connections(app: TaskQ, redis_server: Redi
         return before, clients()
 
     before, after = await in_thread(app, produce)
-    assert after == before
+    # A connection per call would add 100; the in-process worker's own pool may grow by one
+    # when its ack, result write and next fetch happen to overlap.
+    assert after - before <= 1, (before, after)
 
 
 @pytest.mark.parametrize("app_settings", ["redis"], indirect=True)

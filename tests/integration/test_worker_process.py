@@ -48,7 +48,9 @@ async def test_global_rate_limit_holds_across_three_workers(
     results = [await producer.send_task("itest.global_limited") for _ in range(31)]
     starts = sorted([await r.get(timeout=60) for r in results])
     rate = (len(starts) - 1) / (starts[-1] - starts[0])
-    assert 9.0 <= rate <= 11.0, rate
+    # The limit is a ceiling: a start slot no worker claims in time (all three descheduled on
+    # a busy machine) is lost, never made up, so the floor only shows the workers did share it.
+    assert 7.0 <= rate <= 11.0, rate
 
 
 async def test_a_chain_stored_by_reference_survives_a_killed_worker(
