@@ -83,6 +83,7 @@ def run_suite(options: suite.Options, argv: list[str], profiled: bool) -> record
     ):
         requests = QUICK_CEILING_REQUESTS if options.quick else servers.CEILING_REQUESTS
         run.ceiling = servers.redis_ceiling(srv.redis_port, requests)
+        run.ping_ms = servers.redis_ping_ms(srv.redis_port)
         run.outcomes = suite.run(options, logs, srv)
         hot_spots = profile.run(options, logs, srv) if profiled else None
     run.profile = hot_spots.lines() if hot_spots else []
@@ -99,6 +100,8 @@ def main(argv: list[str]) -> None:
     else:
         run = run_suite(options, argv, args.profile or (options.peers and not partial))
     print(report.full_table(run.outcomes))
+    if run.ping_ms:
+        print(record.ping_line(run.ping_ms))
     whole = args.render or (options.peers and not partial)  # RESULTS.md compares with peers
     target = args.results or (RESULTS if whole else None)
     if target is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from benchmarks.servers import CEILING_CLIENTS, ROOT
+from benchmarks.servers import CEILING_CLIENTS, PINGS, ROOT
 from benchmarks.suite import Outcome
 
 METHOD = """\
@@ -60,6 +60,7 @@ class Record:
     machine: dict[str, str]
     outcomes: list[Outcome]
     ceiling: dict[str, float] = field(default_factory=dict)
+    ping_ms: dict[str, float] = field(default_factory=dict)  # one redis-py PING: p10, p50
     profile: list[str] = field(default_factory=list)
 
     def save(self, path: Path) -> None:
@@ -119,11 +120,17 @@ def _versions(outcomes: list[Outcome]) -> str:
     return report.markdown(["library", "installed versions"], rows)
 
 
-def _ceiling(ceiling: dict[str, float]) -> str:
+def _ceiling(ceiling: dict[str, float], ping_ms: dict[str, float]) -> str:
     rows = [[f"`{name}`", f"{rate:,.0f}"] for name, rate in ceiling.items()]
-    return report.markdown(
+    table = report.markdown(
         [f"redis-benchmark -t lpush,rpop -c {CEILING_CLIENTS}", "requests/s"], rows
     )
+    return f"{table}\n\n{ping_line(ping_ms)}" if ping_ms else table
+
+
+def ping_line(ping_ms: dict[str, float]) -> str:
+    figures = ", ".join(f"{name} {ms:.3f} ms" for name, ms in ping_ms.items())
+    return f"One redis-py PING at a time (asyncio, {PINGS:,} of them): {figures}."
 
 
 def _bulk_methods(outcomes: list[Outcome]) -> str:
@@ -160,7 +167,7 @@ def document(record: Record) -> str:
         "## All figures\n\n" + report.full_table(record.outcomes),
         "## Not available\n\n" + ("\n".join(f"- {line}" for line in missing) or "- none"),
         "## How each library publishes in bulk\n\n" + _bulk_methods(record.outcomes),
-        "## Redis's own ceiling\n\n" + _ceiling(record.ceiling),
+        "## Redis's own ceiling\n\n" + _ceiling(record.ceiling, record.ping_ms),
         "## Where a taskq worker spends its time\n\n"
         + ("\n".join(record.profile) or "(not profiled in this run)"),
         METHOD,

@@ -1,4 +1,5 @@
-"""Throwaway Redis and RabbitMQ for a benchmark run, and Redis's own ceiling.
+"""Throwaway Redis and RabbitMQ for a benchmark run, Redis's own ceiling, and the latency of
+one redis-py PING (the floor of a round trip on it).
 
 The servers are the test suite's (tests/servers.py, loaded by path: `tests` is no package):
 child processes on free loopback ports with their files in a temporary directory, stopped by
@@ -7,20 +8,25 @@ pid at the end. Never a system service.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from benchmarks.measure import percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 CEILING_REQUESTS = 200_000
 CEILING_CLIENTS = 50
 PIPELINE = 16
+PINGS = 5_000
 CEILING_LINE = re.compile(r"^(\w+): ([\d.]+) requests per second", re.MULTILINE)
 
 
@@ -81,3 +87,27 @@ def redis_ceiling(port: int, requests: int = CEILING_REQUESTS) -> dict[str, floa
         for command, rate in CEILING_LINE.findall(output.stdout.replace("\r", "\n")):
             ceiling[f"{command}{label}"] = float(rate)
     return ceiling
+
+
+def redis_ping_ms(port: int, count: int = PINGS) -> dict[str, float]:
+    """p10 and p50 (ms) of `count` redis-py PINGs one after another on one asyncio connection:
+    what one command costs a client here, beside which a round trip's p50 is judged."""
+    from redis.asyncio import Redis
+
+    async def pings() -> list[float]:
+        client = Redis(host="127.0.0.1", port=port)
+        try:
+            await client.ping()  # connected before the clock starts
+            latencies = []
+            for _ in range(count):
+                started = time.perf_counter()
+                await client.ping()
+                latencies.append(time.perf_counter() - started)
+            return latencies
+        finally:
+            await client.aclose()
+
+    latencies = asyncio.run(pings())
+    return {
+        quantile: 1e3 * percentile(latencies, q) for quantile, q in (("p10", 0.1), ("p50", 0.5))
+    }
