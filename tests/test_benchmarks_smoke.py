@@ -52,8 +52,10 @@ def test_quick_memory_run_prints_a_table(tmp_path: Path) -> None:
     table = _bench(results, "--only", "memory", "--n", "drain=200", "--n", "round_trip=20")
     assert "| drain no-op tasks | memory | taskq |" in table
     assert "| round trip, delay + get | memory | taskq |" in table
+    assert "One redis-py PING at a time" in table  # the round trip's floor, in the same run
     report = results.read_text()
     assert "## Machine" in report and "redis-benchmark" in report
+    assert "One redis-py PING at a time" in report
 
 
 def test_idle_worker_rss_on_redis(tmp_path: Path) -> None:
