@@ -70,7 +70,7 @@ class Batcher(Generic[T, R]):
         batch = self.put(item)
         if opens and not self._served:
             with anyio.CancelScope(shield=True):
-                await self._run(batch)
+                await self._run(batch, join=True)
         return await batch.wait()
 
     def post(self, item: T) -> Batch[T, R]:
@@ -78,7 +78,7 @@ class Batcher(Generic[T, R]):
         opens = self._open is None
         batch = self.put(item)
         if opens and not self._served:
-            flush = asyncio.get_running_loop().create_task(self._run(batch))
+            flush = asyncio.get_running_loop().create_task(self._run(batch, join=False))
             self._posted.add(flush)
             flush.add_done_callback(self._posted.discard)
         return batch
@@ -92,7 +92,7 @@ class Batcher(Generic[T, R]):
             batch = self._open
             assert batch is not None
             with anyio.CancelScope(shield=True):  # its submitters are waiting on it
-                await self._run(batch)
+                await self._run(batch, join=False)
 
     async def drain(self) -> None:
         """Return once everything added so far is flushed (or failed to be)."""
@@ -100,13 +100,15 @@ class Batcher(Generic[T, R]):
             if batch is not None:
                 await batch.done.wait()
 
-    async def _run(self, batch: Batch[T, R]) -> None:
+    async def _run(self, batch: Batch[T, R], *, join: bool) -> None:
+        """Flush `batch`; with `join`, after a turn of the loop in which the other submitters
+        of this one join it (a posted or served flush runs in a later turn already)."""
         if self._lock is None:
             self._lock = anyio.Lock(fast_acquire=True)  # no loop turn when nobody holds it
         try:
             async with self._lock:
-                if not self._served:
-                    await anyio.lowlevel.checkpoint()  # the other submitters of this turn join
+                if join:
+                    await anyio.lowlevel.checkpoint()
                 self._open = None
                 self._running = batch
                 batch.result = await self._flush(batch.items)

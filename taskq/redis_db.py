@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 import weakref
 from collections import Counter
@@ -48,6 +49,7 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 from redis.retry import Retry
+from redis.utils import check_protocol_version
 
 from taskq.deadlines import Deadlines
 from taskq.errors import (
@@ -300,22 +302,34 @@ class RedisConnection:
             self.client.auto_close_connection_pool = True
         elif self.node is not None:
             _LANES[self.node] = (self.node.connection_pool, [])
+        # A subscribed connection answers other commands too: RESP3 (redis-py's default) on
+        # one server; on a cluster a key may live on another node than the subscription.
+        self.commands_when_subscribed = self.node is not None and check_protocol_version(
+            self.node.connection_pool.connection_kwargs.get("protocol"), 3
+        )
         self.users = 0
         self.outage = Outage()
         self._subscribed = 0  # pub/sub connections made: which cluster node is next
 
     def pubsub(self) -> PubSub:
         if self.node is not None:
-            return self.node.pubsub()
+            return self.node.pubsub(push_handler_func=_pushed)
         assert isinstance(self.client, RedisCluster)
         nodes = self.client.get_nodes()  # as of the last topology refresh
         self._subscribed += 1
-        return self.client.pubsub(node=nodes[self._subscribed % len(nodes)] if nodes else None)
+        node = nodes[self._subscribed % len(nodes)] if nodes else None
+        return self.client.pubsub(node=node, push_handler_func=_pushed)
 
     async def aclose(self) -> None:
         await self.client.aclose()
         if self.node is not None and self.node is not self.client:
             await self.node.aclose()
+
+
+async def _pushed(reply: Any) -> Any:
+    """A pub/sub message as it came (redis-py's default handler formats each one for a
+    debug log first)."""
+    return reply
 
 
 _connections: weakref.WeakKeyDictionary[
@@ -483,18 +497,42 @@ async def _execute(client: Client, command: Command) -> Any:
     over a connection of its lane: redis-py's `execute_command` (a retry wrapper, metrics at
     every step) and its pool (two locks and four metrics a command) cost as much as the
     command itself, and neither command has a reply callback to skip. A connection drops
-    itself on an error or a cancelled read and connects again when next used."""
+    itself on an error or a cancelled read and connects again when next used; one that is
+    connected and clean is used as it is (the pool's check goes through redis-py's retry
+    wrapper every time)."""
     lane = _LANES.get(client)
     if lane is None or command[0] not in _RAW_REPLIES:
         return await client.execute_command(*command)
     pool, idle = lane
     connection = idle.pop() if idle else pool.get_available_connection()  # type: ignore[no-untyped-call]
     try:
-        await pool.ensure_connection(connection)
-        await connection.send_packed_command(connection.pack_command(*command))
+        if not connection.is_connected or await connection.can_read():
+            await pool.ensure_connection(connection)  # (re)connects, or drops what was left
+        await connection.send_packed_command(connection.pack_command(*command), False)
         return await connection.read_response()
     finally:
         idle.append(connection)
+
+
+async def read_pubsub(pubsub: PubSub, timeout: float | None = None) -> Any:
+    """The next reply on a subscribed connection: a list `[kind, channel, data]` (kind
+    `b"message"`, `b"subscribe"`, ...) or the reply of another command sent on it
+    (`commands_when_subscribed`); None if nothing came within `timeout` seconds (None: no
+    limit; 0: only one read already, without a turn of the loop or a timer). Not
+    redis-py's `get_message`, whose retry wrapper, metrics and message dict cost as much
+    as the rest of a wake-up, and whose `timeout=0` takes a turn of the loop and a timer."""
+    connection = pubsub.connection
+    if connection is None:
+        raise RedisConnectionError("the pub/sub connection is closed")
+    if timeout == 0:
+        if not await connection.can_read():
+            return None
+        timeout = None  # what is there already is a whole reply, or its rest is on the way
+    return await connection.read_response(
+        timeout=math.inf if timeout is None else timeout,
+        disconnect_on_error=False,
+        push_request=True,
+    )
 
 
 async def close_pubsub(pubsub: PubSub) -> None:

@@ -34,6 +34,7 @@ from taskq.redis_db import (
     Command,
     RetryBackoff,
     close_pubsub,
+    read_pubsub,
     when_written,
 )
 
@@ -433,12 +434,11 @@ class _Wakeups:
             return set(self._channels.values())
         woken: set[str] = set()
         try:
-            message = await self._pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=timeout
-            )
-            while message is not None:
-                woken.add(self._channels[message["channel"]])
-                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+            reply = await read_pubsub(self._pubsub, timeout)
+            while reply is not None:
+                if isinstance(reply, list) and reply[0] == b"message":
+                    woken.add(self._channels[reply[1]])
+                reply = await read_pubsub(self._pubsub, 0)
         except TRANSIENT_ERRORS as exc:
             await self.close()
             self._lost("listening for wake-ups", exc)
