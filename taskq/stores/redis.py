@@ -115,7 +115,9 @@ class RedisStore(ResultStore):
 
     async def wait(self, task_id: str, timeout: float | None) -> TaskMeta:
         with anyio.move_on_after(timeout):
-            return await self._listener.wait(self.channel(task_id), lambda: self._fetch(task_id))
+            return await self._listener.wait(
+                self.channel(task_id), self._meta_key(task_id), lambda: self._fetch(task_id)
+            )
         raise TimeoutError(f"task {task_id} was not ready within {timeout} s")
 
     async def _fetch(self, task_id: str) -> TaskMeta | None:

@@ -41,6 +41,10 @@ STORE_URLS: dict[str, Callable[[pytest.FixtureRequest], str]] = {
     "memory": lambda request: f"memory://{uuid.uuid4().hex}",
     "sqlite": lambda request: sqlite_url(request.getfixturevalue("tmp_path")),
     "redis": lambda request: redis_url(request.getfixturevalue("redis_server").url),
+    # RESP2: a subscribed connection answers nothing else, so `wait()` reads apart.
+    "redis-resp2": lambda request: redis_url(
+        request.getfixturevalue("redis_server").url, "protocol=2&"
+    ),
     "redis-cluster": lambda request: redis_url(
         request.getfixturevalue("redis_cluster").url, "cluster=true&"
     ),
