@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Hashable
@@ -19,6 +20,10 @@ logger = logging.getLogger("taskq.worker")
 # slower than the tasks (or a domain whose node is lost) holds the task loops back instead
 # of growing the backlog, and with it the `acks_late` acks waiting for their states.
 MAX_BACKLOG = 1000
+# A STARTED is queued once its task has run this long (seconds): one that ends sooner goes
+# straight to its final state, and a short task's round trip is not held up behind the
+# write of a STARTED that its final state replaces at once.
+STARTED_AFTER = 0.01
 
 
 class StateWriter:
@@ -26,7 +31,8 @@ class StateWriter:
     the store (`ResultStore.write_domain`): a task's states land in order, and a domain whose
     node is lost holds back the writes of no other.
 
-    `put(meta)` queues a state without waiting (STARTED); `write(meta)` queues one and returns
+    `put(meta)` queues a STARTED once its task has run for `STARTED_AFTER`, without waiting
+    for anything (the task's next state cancels it); `write(meta)` queues one and returns
     once it is stored; `record(meta, wait=False, acked=...)` waits only while the backlog is
     too long, or for the state of an `acks_late` task on a store with one write domain; it
     returns an `acks_late` task's write still under way, for its ack to wait off the slot.
@@ -41,12 +47,14 @@ class StateWriter:
         self._ttl = ttl
         self._domains: dict[Hashable, Batcher[TaskMeta, None]] = {}
         self._backlog = 0  # states queued and not written yet, in every domain
+        self._later: dict[str, tuple[asyncio.TimerHandle, TaskMeta]] = {}  # `put`, not queued yet
         send, receive = anyio.create_memory_object_stream[Batcher[TaskMeta, None]](math.inf)
         self._new: MemoryObjectSendStream[Batcher[TaskMeta, None]] = send
         self._to_serve: MemoryObjectReceiveStream[Batcher[TaskMeta, None]] = receive
 
     def put(self, meta: TaskMeta) -> None:
-        self._queue(meta)
+        timer = asyncio.get_running_loop().call_later(STARTED_AFTER, self._queue, meta)
+        self._later[meta.task_id] = (timer, meta)
 
     async def write(self, meta: TaskMeta) -> None:
         await self._queue(meta).wait()
@@ -59,6 +67,9 @@ class StateWriter:
         return written if acked else None
 
     def _queue(self, meta: TaskMeta) -> Written:
+        later = self._later.pop(meta.task_id, None)
+        if later is not None:
+            later[0].cancel()
         domain = self._store.write_domain(meta.task_id)
         batches = self._domains.get(domain)
         if batches is None:
@@ -69,6 +80,8 @@ class StateWriter:
 
     async def flush(self) -> None:
         """Return once every state queued so far is written (or failed to be)."""
+        for _, meta in list(self._later.values()):
+            self._queue(meta)
         for batches in list(self._domains.values()):
             await batches.drain()
 

@@ -8,18 +8,21 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from redis.asyncio import Redis
 from support import eventually
 
 from taskq import TaskQ, states
 from taskq.errors import ConfigurationError
+from taskq.stores.base import TaskMeta
 from taskq.testing import running_worker
+from taskq.worker import statewriter
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +85,44 @@ async def test_track_started_off_leaves_a_running_task_pending(
             release.set()
             assert await untracked.get(timeout=15) == "quiet"
             assert await started.get(timeout=15) == "tracked"
+
+
+async def test_started_is_written_once_a_task_has_run_a_while(
+    app_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task that ends within `STARTED_AFTER` stores only its outcome; a longer one shows
+    STARTED meanwhile."""
+    monkeypatch.setattr(statewriter, "STARTED_AFTER", 1.0)  # far beyond a short task's run
+    release = anyio.Event()
+    async with TaskQ("started", **app_settings) as app:
+
+        @app.task
+        async def short() -> None:
+            await anyio.lowlevel.checkpoint()  # yields: before, its STARTED went out meanwhile
+
+        @app.task
+        async def long() -> None:
+            await release.wait()
+
+        store = await app.connected_store()
+        written: dict[str, list[str]] = {}
+        set_states = store.set_states
+
+        async def recording(metas: Sequence[TaskMeta], ttl: float | None) -> None:
+            for meta in metas:
+                written.setdefault(meta.task_id, []).append(meta.status)
+            await set_states(metas, ttl)
+
+        monkeypatch.setattr(store, "set_states", recording)
+        async with running_worker(app):
+            quick = await short.delay()
+            await quick.get(timeout=15)
+            slow = await long.delay()
+            await eventually(lambda: _has_status(slow, states.STARTED))
+            release.set()
+            await slow.get(timeout=15)
+    assert written[quick.id] == [states.SUCCESS]
+    assert written[slow.id] == [states.STARTED, states.SUCCESS]
 
 
 async def _has_status(result: Any, status: str) -> bool:
