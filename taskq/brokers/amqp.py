@@ -3,7 +3,8 @@
 Publishing goes through one channel in confirm mode: a publish returns once RabbitMQ has
 confirmed the (persistent) message, and raises when it cannot have it: unroutable, refused,
 or no connection within `publish_timeout`. `publish_many` sends every message and then
-awaits their confirms together. Exchanges and queues are declared on first use
+awaits their confirms together; amqp_publisher.py encodes the frames and tracks the confirms
+(not aiormq's `basic_publish`). Exchanges and queues are declared on first use
 (amqp_topology.py lists them all); each `consume()` has a channel of its own
 (amqp_consumer.py).
 
@@ -20,12 +21,11 @@ import asyncio
 import contextlib
 import hashlib
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
+from functools import cache, partial
 from typing import Any, TypeVar, cast
 
 import aiormq
@@ -39,7 +39,6 @@ from aio_pika.abc import (
 )
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
 from anyio.streams.memory import MemoryObjectSendStream
-from pamqp.commands import Basic
 
 from taskq.brokers.amqp_connection import open_robust_connection
 from taskq.brokers.amqp_consumer import (
@@ -51,6 +50,7 @@ from taskq.brokers.amqp_consumer import (
     winding_down,
 )
 from taskq.brokers.amqp_events import EventStream
+from taskq.brokers.amqp_publisher import Properties, Publisher
 from taskq.brokers.amqp_topology import (
     OPTIONS as AMQP_OPTIONS,
 )
@@ -99,21 +99,22 @@ class _Outgoing:
     exchange: str
     routing_key: str
     body: bytes
-    properties: Basic.Properties
+    properties: Properties
     declare: Callable[[], Awaitable[object]]
     mandatory: bool = True
 
 
-def _properties(
-    priority: int | None, headers: dict[str, Any], message_id: str | None = None
-) -> Basic.Properties:
-    return Basic.Properties(
-        content_type=JSON_CONTENT_TYPE,
-        delivery_mode=PERSISTENT,
-        priority=priority,
-        headers=headers or None,
-        message_id=message_id,
+def _properties(priority: int | None, headers: dict[str, Any]) -> Properties:
+    return (
+        Properties(JSON_CONTENT_TYPE, PERSISTENT, priority, headers)
+        if headers
+        else _plain(priority)
     )
+
+
+@cache
+def _plain(priority: int | None) -> Properties:
+    return Properties(JSON_CONTENT_TYPE, PERSISTENT, priority)
 
 
 class AMQPBroker(Broker):
@@ -134,6 +135,7 @@ class AMQPBroker(Broker):
         self._config = AMQPConfig.from_settings(self.transport, conf)
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
+        self._publishing = Publisher()
         self._queues: dict[str, AbstractQueue] = {}  # declared on the publishing channel
         self._exchanges: set[str] = set()
         self._held: Counter[str] = Counter()  # deliveries this process holds, per queue
@@ -199,7 +201,7 @@ class AMQPBroker(Broker):
 
     async def add_dead_letter(self, queue: str, body: bytes, reason: str) -> None:
         headers = {REASON_HEADER: reason, FAILED_AT_HEADER: to_milliseconds(time.time())}
-        properties = _properties(None, headers, message_id=uuid.uuid4().hex)
+        properties = _properties(None, headers)
         declare = partial(self._queue, queue)
         await self._publish(
             _Outgoing(self._config.dead_letter_exchange, queue, body, properties, declare)
@@ -209,7 +211,7 @@ class AMQPBroker(Broker):
         exchange = self._config.broadcast_exchange(channel)
         declare = partial(self._exchange, exchange, ExchangeType.FANOUT)
         # Not mandatory: a broadcast nobody listens to is simply gone, as with pub/sub.
-        await self._publish(_Outgoing(exchange, "", payload, Basic.Properties(), declare, False))
+        await self._publish(_Outgoing(exchange, "", payload, Properties(), declare, False))
 
     def _outgoing(self, message: Message, queue: str, now: float) -> _Outgoing:
         """Route a message: straight to its queue (or its delay bucket), or through an exchange."""
@@ -231,44 +233,25 @@ class AMQPBroker(Broker):
         return _Outgoing(default, queue, body, properties, partial(self._queue, queue))
 
     async def _publish(self, *outgoing: _Outgoing) -> None:
+        """Send all, then await their confirms together; raise the first failure."""
         async with self._talking():
             for item in outgoing:
                 await self._relinked(item.declare)
-            if len(outgoing) == 1:
-                await self._send(outgoing[0])
-            else:
-                await self._send_all(outgoing)
+            confirmations = [await self._relinked(partial(self._send, item)) for item in outgoing]
+            errors: list[Exception] = []
+            for confirmation in confirmations:
+                try:
+                    await confirmation
+                except Exception as exc:
+                    errors.append(exc)
+            if errors:
+                raise errors[0]
 
-    async def _send(self, item: _Outgoing) -> None:
-        async def send() -> None:
-            # aiormq's own channel: its publish can skip waiting for the frame to be written.
-            channel = cast(aiormq.Channel, await self._publisher().get_underlay_channel())
-            await channel.basic_publish(
-                item.body,
-                exchange=item.exchange,
-                routing_key=item.routing_key,
-                properties=item.properties,
-                mandatory=item.mandatory,
-                wait=False,  # the confirm comes after the frame is written anyway
-            )
-
-        await self._relinked(send)
-
-    async def _send_all(self, outgoing: Sequence[_Outgoing]) -> None:
-        """Send all, awaiting their confirms together; raise the first failure."""
-        errors: list[Exception] = []
-
-        async def send(item: _Outgoing) -> None:
-            try:
-                await self._send(item)
-            except Exception as exc:
-                errors.append(exc)
-
-        async with anyio.create_task_group() as tg:
-            for item in outgoing:
-                tg.start_soon(send, item)
-        if errors:
-            raise errors[0]
+    async def _send(self, item: _Outgoing) -> asyncio.Future[Any]:
+        channel = cast(aiormq.Channel, await self._publisher().get_underlay_channel())
+        return await self._publishing.send(
+            channel, item.exchange, item.routing_key, item.body, item.properties, item.mandatory
+        )
 
     @contextlib.asynccontextmanager
     async def _talking(self) -> AsyncIterator[None]:

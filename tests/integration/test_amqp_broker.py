@@ -3,6 +3,7 @@ routing, the eta check of the consumer, quorum delivery counts, and dropped conn
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -69,6 +70,78 @@ async def test_an_unroutable_publish_raises(open_broker: OpenBroker, queue: str)
     with pytest.raises(ConfigurationError, match="could route no message"):
         await broker.publish(lost, queue)
     assert await broker.queue_length(queue) == 0
+
+
+async def test_publishes_in_flight_together_are_confirmed_each_and_only_the_unroutable_raises(
+    open_broker: OpenBroker, queue: str
+) -> None:
+    """A basic.return is matched to its own publish among the many awaiting their confirms."""
+    producer, observer = await open_broker(), await open_broker()
+    await producer.publish(new_message(), queue)  # the queue declared before the crowd
+    lost = new_message(exchange=f"{queue}.nowhere", routing_key="no.queue.bound")
+    calls = [producer.publish(new_message(), queue) for _ in range(150)]
+    calls.insert(70, producer.publish(lost, queue))
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    failed = [n for n, outcome in enumerate(outcomes) if outcome is not None]
+    assert failed == [70] and isinstance(outcomes[70], ConfigurationError)
+    assert await observer.queue_length(queue) == 151
+
+
+async def test_publishes_in_flight_when_the_connection_drops_raise_or_are_confirmed(
+    open_broker: OpenBroker, queue: str, rabbitmq_server: RabbitMQServer
+) -> None:
+    """None waits for ever, none is lost though it returned, and once the robust connection is
+    back the publishes are confirmed again."""
+    producer, observer = await open_broker(), await open_broker()
+    await observer.queue_length(queue)
+    dropped = anyio.Event()
+    rounds: list[list[BaseException | None]] = []
+
+    async def publish_through_the_drop() -> None:
+        while not dropped.is_set() or len(rounds) < 3:
+            calls = (producer.publish(new_message(), queue) for _ in range(100))
+            rounds.append(await asyncio.gather(*calls, return_exceptions=True))
+            if not dropped.is_set():
+                rounds.clear()  # only the rounds from the drop on are counted
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(publish_through_the_drop)
+            await anyio.to_thread.run_sync(
+                rabbitmq_server.ctl, "close_all_connections", "test: a network failure"
+            )
+            dropped.set()
+    outcomes = [outcome for round_ in rounds for outcome in round_]
+    assert all(isinstance(o, ConnectionError) for o in outcomes if o is not None), outcomes
+    assert rounds[-1] == [None] * 100  # reconnected: all confirmed
+    with anyio.fail_after(30):
+        assert await observer.queue_length(queue) >= outcomes.count(None)
+
+
+async def test_a_publish_rabbitmq_refuses_raises(open_broker: OpenBroker, queue: str) -> None:
+    """A full queue that rejects publishes nacks them."""
+    full = {queue: {"x-max-length": 1, "x-overflow": "reject-publish"}}
+    broker = await open_broker(queue_arguments=full)
+    await broker.publish(new_message(), queue)
+    with pytest.raises(ConnectionError, match="refused the message"):
+        await broker.publish(new_message(), queue)
+    with pytest.raises(ConnectionError, match="refused the message"):
+        await broker.publish_many([(new_message(), queue) for _ in range(3)])
+    assert await broker.queue_length(queue) == 1
+
+
+async def test_a_message_larger_than_a_frame_arrives_whole(
+    open_broker: OpenBroker, queue: str
+) -> None:
+    broker = await open_broker()
+    message = new_message(args=["x" * 400_000])  # RabbitMQ's frames are 128 KiB
+    await broker.publish(message, queue)
+    consumer = broker.consume([queue], 10)
+    with anyio.fail_after(10):
+        delivery = await anext(consumer)
+    assert decode(delivery.body, {"json"}).args == message.args
+    await delivery.ack()
+    await consumer.aclose()
 
 
 async def test_an_early_message_is_parked_until_due(
