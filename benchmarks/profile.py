@@ -22,7 +22,7 @@ from pathlib import Path
 from benchmarks import servers, venvs
 from benchmarks.adapters import TASKQ, taskq_broker_missing
 from benchmarks.measure import PROFILE_RATE, PROFILE_TO, PY_SPY
-from benchmarks.suite import Case, Options, Outcome, run_once
+from benchmarks.suite import Case, Options, Outcome, interpreter, run_once
 from benchmarks.workloads import WORKLOADS
 
 TOP = 8
@@ -114,7 +114,7 @@ def run(options: Options, logs: Path, srv: servers.Servers) -> Profile | None:
     target = logs / "profile.txt"
     py_spy = venvs.ensure("tools").parent / "py-spy"
     extra = {PROFILE_TO: str(target), PY_SPY: str(py_spy)}
-    run_once(outcome, srv, logs, Path(sys.executable), extra)
+    run_once(outcome, srv, logs, interpreter(TASKQ), extra)
     if not target.is_file():
         print(f"[bench] profile failed: {outcome.skipped}", file=sys.stderr)
         return None

@@ -24,12 +24,13 @@ METHOD = """\
 ## How it is measured
 
 - Every library runs in its own virtualenv under `benchmarks/.peers/` (pinned in
-  `benchmarks/requirements/`), taskq in the project's; all are made from the same CPython.
+  `benchmarks/requirements/`), taskq's too (this checkout with its redis and amqp extras, not
+  the development install); all are made from the same CPython.
   Each worker is the library's own CLI, one process (Celery `--pool solo` for no-op tasks,
   `threads` where tasks block), started by the timer, on the same throwaway Redis (and
   RabbitMQ) started for the run and flushed before each run. No library logs a line per task.
   Every worker runs on asyncio's own event loop (taskq with `--loop asyncio`: its `auto`
-  would take uvloop, which the project's development install has).
+  would take uvloop where it is installed).
 - Every task ends with one Redis `INCR` (the same few lines of RESP in every library); the
   timer polls the counter to see when a workload is done. Every library stores results.
 - Worker figures (drain, mixed, sync, canvas) come from a warmed-up worker (it has run one

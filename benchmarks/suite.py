@@ -2,8 +2,8 @@
 
 Every case runs once per round, the rounds one after the other, so that a slow spell on a
 shared machine touches every library alike. A run is `python -m benchmarks.runner` in the
-library's virtualenv (taskq's own for taskq) against the same throwaway servers; Redis is
-flushed before each run.
+library's virtualenv (`benchmarks.venvs`, taskq's as every peer's) against the same throwaway
+servers; Redis is flushed before each run.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ SETTING_PREFIX = "BENCH_SETTING_"
 
 
 def interpreter(library: Library) -> Path:
-    return venvs.ensure(library.name) if library.peer else Path(sys.executable)
+    return venvs.ensure(library.name)
 
 
 def _environment(case: Case, srv: servers.Servers, scratch: Path) -> dict[str, str]:

@@ -10,12 +10,11 @@ import logging
 import os
 import signal
 import sys
-import sysconfig
 import time
 import traceback
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio
 import orjson
@@ -34,7 +33,6 @@ from taskq.errors import (
     TaskError,
     TaskQError,
 )
-from taskq.exporter import Exporter
 from taskq.message import peek_id
 from taskq.options import parse_rate
 from taskq.routing import known_queues
@@ -42,9 +40,9 @@ from taskq.startup import connect_at_startup
 from taskq.stores.base import TaskMeta
 from taskq.suggest import did_you_mean
 from taskq.urls import masked_url
-from taskq.worker.autoscale import parse_autoscale
-from taskq.worker.supervisor import RECYCLED, Supervisor, follow_supervisor
-from taskq.worker.worker import Worker, default_hostname
+
+if TYPE_CHECKING:
+    from taskq.worker.worker import Worker
 
 cli = typer.Typer(
     name="taskq",
@@ -165,6 +163,8 @@ def _describe(exc: Exception) -> str:
 def _raised_in_user_code(exc: BaseException) -> str | None:
     """The innermost frame of `exc`'s traceback outside the standard library, installed
     packages, importlib and taskq: where in the user's code it happened."""
+    import sysconfig  # only for an app that failed to load
+
     others = {sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
     others.add(os.path.dirname(os.path.abspath(__file__)))
     user_frames = [
@@ -301,15 +301,25 @@ async def worker(
     loop: LoopOption = "auto",  # taken by run_command, which starts the event loop
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (warm shutdown; a second signal is cold)."""
+    # Imported here, each where it is needed: the other commands load no worker code, and a
+    # worker no supervisor (the HTTP and URL clients of its merged /metrics) unless it has one.
+    from taskq.worker.worker import Worker, default_hostname
+
     configure_logging(loglevel)
     taskq_app = load_app(app)
     if log_format is not None:
         if log_format not in ("text", "json"):
             raise CommandError(f"--log-format must be text or json, not {log_format!r}")
         taskq_app.conf.worker_log_format = log_format
-    scaling = parse_autoscale(autoscale) if autoscale else None  # checked before any start
+    scaling = None
+    if autoscale:  # checked before any start
+        from taskq.worker.autoscale import parse_autoscale
+
+        scaling = parse_autoscale(autoscale)
     count = taskq_app.conf.worker_processes if processes is None else processes
     if count != 1 and not supervised:
+        from taskq.worker.supervisor import Supervisor
+
         taskq_app.conf.validate()
         configure_logging(loglevel, taskq_app.conf.worker_log_format, hostname)
         supervisor = Supervisor(
@@ -320,6 +330,8 @@ async def worker(
         )
         raise typer.Exit(await supervisor.run())
     if supervised:
+        from taskq.worker.supervisor import follow_supervisor
+
         follow_supervisor()
     try:
         runner = Worker(
@@ -354,7 +366,9 @@ async def worker(
             tg.start_soon(Beat(taskq_app).run)
         await runner.run()
         tg.cancel_scope.cancel()
-    if runner.recycling is not None and runner.recycling.recycled:
+    if runner.recycling is not None and runner.recycling.recycled:  # only a supervised one
+        from taskq.worker.supervisor import RECYCLED
+
         raise typer.Exit(RECYCLED)
 
 
@@ -743,6 +757,8 @@ async def exporter(
     """Serve the whole cluster's metrics on /metrics, under the worker's names: task counts,
     runtimes and queue waits from the task events (workers run with -E), the queues' depths,
     and the workers online and their active tasks from their heartbeats."""
+    from taskq.exporter import Exporter  # http.server: only for this command
+
     configure_logging(loglevel)
     taskq_app = load_app(app)
     names = split_queues(taskq_app, queues) if queues else known_queues(taskq_app)

@@ -21,15 +21,18 @@ import dataclasses
 import datetime as dt
 import re
 import reprlib
+import sys
 from collections.abc import Callable
-from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 import orjson
 
 from taskq.errors import MessageError
 from taskq.tagging import TYPE, VALUE
+
+if TYPE_CHECKING:
+    from decimal import Decimal
 
 T = TypeVar("T")
 
@@ -49,15 +52,16 @@ def _timedelta(value: dt.timedelta) -> dict[str, int]:
     return {"days": value.days, "seconds": value.seconds, "microseconds": value.microseconds}
 
 
-# Tag and writer of each type; `datetime` before `date`, which it subclasses.
+# Tag and writer of each type; `datetime` before `date`, which it subclasses. `Decimal` is
+# added by the first one written (`_decimal_writer`): decimal is imported only when used.
 _WRITERS: dict[type, tuple[str, Callable[[Any], Any]]] = {
     dt.datetime: ("datetime", dt.datetime.isoformat),
     dt.date: ("date", dt.date.isoformat),
     dt.time: ("time", dt.time.isoformat),
     dt.timedelta: ("timedelta", _timedelta),
-    Decimal: ("decimal", str),
     UUID: ("uuid", _uuid),
 }
+_DECIMAL_TAG = "decimal"
 
 
 def _text(parse: Callable[[str], T]) -> Callable[[Any], T]:
@@ -77,12 +81,18 @@ def _read_timedelta(value: Any) -> dt.timedelta:
     return dt.timedelta(**value)
 
 
+def _read_decimal(text: str) -> Decimal:
+    from decimal import Decimal
+
+    return Decimal(text)
+
+
 _READERS: dict[str, Callable[[Any], Any]] = {
     "datetime": _text(dt.datetime.fromisoformat),
     "date": _text(dt.date.fromisoformat),
     "time": _text(dt.time.fromisoformat),
     "timedelta": _read_timedelta,
-    "decimal": _text(Decimal),
+    _DECIMAL_TAG: _text(_read_decimal),
     "uuid": _read_uuid,
 }
 
@@ -122,13 +132,23 @@ def check_depth(value: Any, max_depth: int) -> None:
 def _write_tagged(value: Any) -> dict[str, Any]:
     """orjson's `default`: the tagged form of a value of one of the types, or of a subclass
     (freezegun's `FakeDatetime`, pendulum's `DateTime`)."""
-    written = _WRITERS.get(type(value))
+    written = _WRITERS.get(type(value)) or _decimal_writer(value)
     if written is None:
         written = next((w for kind, w in _WRITERS.items() if isinstance(value, kind)), None)
         if written is None:
             return _self_tagged(value)
     tag, write = written
     return {TYPE: tag, VALUE: write(value)}
+
+
+def _decimal_writer(value: Any) -> tuple[str, Callable[[Any], Any]] | None:
+    """The writer of a `Decimal` (or subclass), which `_WRITERS` then holds; None for any
+    other value. There is no Decimal before its module is imported."""
+    decimal = sys.modules.get("decimal")
+    if decimal is None or not isinstance(value, decimal.Decimal):
+        return None
+    written = _WRITERS[decimal.Decimal] = (_DECIMAL_TAG, str)
+    return written
 
 
 def _self_tagged(value: Any) -> dict[str, Any]:

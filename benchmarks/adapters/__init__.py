@@ -18,7 +18,7 @@ class Library:
     adapter: str  # "module:Class"
     brokers: tuple[str, ...]
     packages: tuple[str, ...]  # whose installed versions the results record
-    peer: bool = True  # False: taskq, which runs from the project's own virtualenv
+    peer: bool = True  # False: taskq, which every run has (--peers adds the others)
 
     def load(self) -> Any:
         module, _, attribute = self.adapter.partition(":")

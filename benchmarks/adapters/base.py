@@ -1,7 +1,9 @@
 """What every library adapter provides, and the worker process they all run the same way.
 
 An adapter module defines the library's app and tasks at import time (its worker CLI imports
-the same module) and one `Adapter` subclass that the workloads drive. Standard library only.
+the same module) and one `Adapter` subclass that the workloads drive. Standard library only,
+and light: every library's worker process imports it too (the measuring code, whose
+`statistics` pulls in `decimal` and `fractions`, is imported where the timer uses it).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from benchmarks import measure
 from benchmarks.tasks import Kind
 
 # Set by the suite for the runner and inherited by the worker it starts.
@@ -117,6 +118,8 @@ class WorkerProcess(WorkerHandle):
             )
 
     def pids(self) -> list[int]:
+        from benchmarks import measure
+
         return measure.descendants(self._process.pid)
 
     def alive(self) -> bool:

@@ -13,12 +13,12 @@ import anyio
 from taskq.events import EventSender, TaskEvents
 from taskq.execution.logcontext import LogContext
 from taskq.worker.loopwatch import LoopWatch
-from taskq.worker.metrics import WorkerMetrics, prometheus_registry, scrape
 
 if TYPE_CHECKING:
     from taskq.brokers.base import Broker
     from taskq.execution.pipeline import Stage
     from taskq.worker.http import HttpServer, Response
+    from taskq.worker.metrics import WorkerMetrics
     from taskq.worker.worker import Worker
 
 LIVENESS_BOUND = 1.0  # seconds the event loop may be overdue before /healthz fails
@@ -38,7 +38,9 @@ class Operations:
         self._worker = worker
         self._server: HttpServer | None = None
         if port is not None:
-            from taskq.worker.http import HttpServer  # http.server: a MB of RSS, for the port
+            # Only for the port: http.server is a MB of RSS.
+            from taskq.worker.http import HttpServer
+            from taskq.worker.metrics import WorkerMetrics, prometheus_registry
 
             self.metrics = WorkerMetrics(
                 prometheus_registry(),
@@ -81,6 +83,8 @@ class Operations:
                     await anyio.to_thread.run_sync(self._server.stop)
 
     def _scrape(self) -> Response:
+        from taskq.worker.metrics import scrape
+
         assert self.metrics is not None
         return scrape(self.metrics.registry)
 

@@ -23,12 +23,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
 
 from taskq.daemon import reopen_logfile
-from taskq.worker.scrape import MergedScrape, free_port
+
+if TYPE_CHECKING:
+    from taskq.worker.scrape import MergedScrape
 
 logger = logging.getLogger("taskq.supervisor")
 
@@ -50,6 +53,10 @@ class Supervisor:
         self._scrape: MergedScrape | None = None
         self._child_ports: dict[str, int] = {}
         if metrics_port is not None:
+            # The HTTP server and client of the merged /metrics: a supervisor without a port,
+            # and every worker process it starts, loads neither.
+            from taskq.worker.scrape import MergedScrape, free_port
+
             self._child_ports = {name: free_port() for name in self.names}
             self._scrape = MergedScrape(metrics_port, self._child_ports)
         self.exit_status = 0

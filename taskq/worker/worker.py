@@ -37,25 +37,29 @@ from taskq import daemon
 from taskq.brokers.base import Broker, Delivery
 from taskq.errors import ConfigurationError
 from taskq.execution.job import Job
-from taskq.execution.processpool import POOLS, PoolSettings, ProcessPool
 from taskq.execution.settlement import settle_lost
 from taskq.serializers import PICKLE_RISK
 from taskq.urls import masked_url
 from taskq.worker.autoscale import Autoscaler
 from taskq.worker.deferredacks import DeferredAcks
 from taskq.worker.ops import Operations
-from taskq.worker.recycling import Recycling
 from taskq.worker.remote import RemoteControl
 from taskq.worker.runtime import WorkerRuntime, event_loop_name
 
 if TYPE_CHECKING:
     from taskq.app import TaskQ
+    from taskq.execution.processpool import ProcessPool
+    from taskq.worker.recycling import Recycling
 
 logger = logging.getLogger("taskq.worker")
 
 # Leases are renewed this many times per visibility timeout, so one late renewal is harmless.
 RENEWALS_PER_TIMEOUT = 4
 FINAL_STATES_TIMEOUT = 10.0  # seconds a stopping worker gives its last task states to be written
+# Where a plain function runs (`worker_pool`, a task's `pool`); the process pool's module, which
+# imports multiprocessing and pickle, is loaded only for a worker with a task that runs there.
+PROCESS = "process"
+POOLS = ("thread", PROCESS)
 
 
 def default_hostname() -> str:
@@ -230,6 +234,10 @@ class Worker:
 
     def _process_pool(self) -> ProcessPool | None:
         """The process pool, if a task's function runs in one."""
+        if self.pool != PROCESS and all(task.pool != PROCESS for task in self.app.tasks.values()):
+            return None  # no task can run in one: multiprocessing and pickle stay unimported
+        from taskq.execution.processpool import PoolSettings, ProcessPool
+
         settings = PoolSettings(
             self.app_spec or "",
             self.hostname,
@@ -265,7 +273,11 @@ class Worker:
                 " process) or a supervisor's worker processes (--processes N): this worker has"
                 " neither"
             )
-        return Recycling(self, *limits) if self.supervised else None
+        if not self.supervised:
+            return None
+        from taskq.worker.recycling import Recycling
+
+        return Recycling(self, *limits)
 
     def _log_ready(self) -> None:
         """The ready line: what the worker consumes and how, where, and its tasks (Celery's

@@ -6,6 +6,7 @@ The broker comes from TASKQ_BROKER_URL, so the same module serves every broker.
 import json
 import logging
 import os
+import sys
 import threading
 import time
 
@@ -203,6 +204,12 @@ async def retry_once(self) -> int:  # type: ignore[no-untyped-def]
     if self.request.retries == 0:
         raise self.retry(countdown=0)
     return int(self.request.retries)
+
+
+@app.task(name="itest.loaded_modules")
+async def loaded_modules() -> list[str]:
+    """The modules the worker process has imported by now."""
+    return sorted(sys.modules)
 
 
 @app.task(name="itest.block_loop")

@@ -130,6 +130,34 @@ async def test_cold_shutdown_returns_acks_late_task_unless_told_not_to(
             await result.get(timeout=5)
 
 
+# Modules a worker imports only for a feature that is on, each where it is first used: the
+# process pool, the metrics port (http.server), a supervisor (--processes: its merged
+# /metrics' HTTP client), beat, the exporter, a Decimal value, an app that fails to load.
+FEATURE_MODULES = (
+    "multiprocessing", "pickle", "taskq.execution.processpool", "http.server", "urllib.request",
+    "taskq.worker.metrics", "taskq.worker.supervisor", "taskq.beat", "taskq.exporter",
+    "decimal", "sysconfig",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("options", "loaded"),
+    [
+        ((), ()),
+        (
+            ("--pool", "process", "--pool-processes", "1"),
+            ("multiprocessing", "pickle", "taskq.execution.processpool"),
+        ),
+    ],
+)
+async def test_a_worker_loads_the_modules_of_the_features_it_has_on_only(
+    producer: TaskQ, start_worker: StartWorker, options: tuple[str, ...], loaded: tuple[str, ...]
+) -> None:
+    start_worker(*options)
+    modules = await (await producer.send_task("itest.loaded_modules")).get(timeout=20)
+    assert [name for name in FEATURE_MODULES if name in modules] == list(loaded)
+
+
 def test_cli_call_result_status_purge_and_dlq(
     worker_env: dict[str, str], start_worker: StartWorker
 ) -> None:

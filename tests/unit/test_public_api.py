@@ -15,7 +15,7 @@ from taskq.testing import memory_app, running_worker
 
 PRODUCER = """
 import asyncio, sys, taskq
-app = taskq.TaskQ("producer", broker="sqlite:///" + sys.argv[1])
+app = taskq.TaskQ("producer", broker=sys.argv[1])
 
 @app.task
 async def add(x: int, y: int) -> int:
@@ -30,17 +30,30 @@ asyncio.run(main())
 print(" ".join(sorted(sys.modules)))
 """
 
+# What a producer does not need: the worker, beat, the CLI, the other brokers, and the
+# standard library's modules that only they (or a value of theirs) import.
+NOT_IN_A_PRODUCER = (
+    "taskq.worker", "taskq.execution", "taskq.beat", "taskq.cli", "taskq.exporter",
+    "taskq.daemon", "typer", "aio_pika", "aiormq", "pickle", "multiprocessing", "http.server",
+    "urllib.request", "decimal",
+)  # fmt: skip
 
-def test_a_producer_publishing_loads_no_worker_beat_amqp_or_pickle(tmp_path: Path) -> None:
+
+@pytest.mark.parametrize("broker", ["sqlite", "redis"])
+def test_a_producer_publishing_loads_no_worker_beat_cli_amqp_or_pickle(
+    broker: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        request.getfixturevalue("redis_server").url
+        if broker == "redis"
+        else f"sqlite:///{tmp_path / 'broker.db'}"
+    )
     loaded = subprocess.run(
-        [sys.executable, "-c", PRODUCER, str(tmp_path / "broker.db")],
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-c", PRODUCER, url], capture_output=True, text=True, check=True
     ).stdout.split()
-    assert "taskq.brokers.sqlite" in loaded  # it did publish
-    unwanted = ("taskq.worker", "taskq.execution", "taskq.beat", "aio_pika", "aiormq", "pickle")
-    assert [name for name in loaded if name.startswith(unwanted)] == []
+    assert f"taskq.brokers.{broker}" in loaded  # it did publish
+    unwanted = [name for name in loaded if name.startswith(NOT_IN_A_PRODUCER)]
+    assert unwanted == []
 
 
 def test_what_users_write_and_catch_is_exported() -> None:
