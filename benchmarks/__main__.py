@@ -1,9 +1,9 @@
 """`python -m benchmarks [--peers] [--quick] [--runs N] [--only NAME] [--skip NAME] [--n W=N]`
 
 Without --peers: taskq's own suite. With --peers: the same workloads against Celery, arq,
-SAQ, taskiq, streaq and Dramatiq too. Each library, taskq included, runs in its own
-virtualenv under benchmarks/.peers/, made on first use. NAME is a workload, library or
-broker; --only and --skip repeat.
+SAQ, taskiq, streaq and Dramatiq too, each library, taskq included, in its own virtualenv
+under benchmarks/.peers/, made on first use (without --peers taskq runs from this
+interpreter). NAME is a workload, library or broker; --only and --skip repeat.
 
 A full --peers run (no --quick, --only or --skip) also profiles a taskq worker with py-spy
 and rewrites benchmarks/RESULTS.md; --results PATH writes the report of any run there. Every

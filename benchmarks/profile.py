@@ -114,7 +114,7 @@ def run(options: Options, logs: Path, srv: servers.Servers) -> Profile | None:
     target = logs / "profile.txt"
     py_spy = venvs.ensure("tools").parent / "py-spy"
     extra = {PROFILE_TO: str(target), PY_SPY: str(py_spy)}
-    run_once(outcome, srv, logs, interpreter(TASKQ), extra)
+    run_once(outcome, srv, logs, interpreter(TASKQ, options), extra)
     if not target.is_file():
         print(f"[bench] profile failed: {outcome.skipped}", file=sys.stderr)
         return None

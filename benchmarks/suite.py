@@ -2,8 +2,8 @@
 
 Every case runs once per round, the rounds one after the other, so that a slow spell on a
 shared machine touches every library alike. A run is `python -m benchmarks.runner` in the
-library's virtualenv (`benchmarks.venvs`, taskq's as every peer's) against the same throwaway
-servers; Redis is flushed before each run.
+library's virtualenv (`benchmarks.venvs`; taskq's own beside the peers, else this one)
+against the same throwaway servers; Redis is flushed before each run.
 """
 
 from __future__ import annotations
@@ -125,8 +125,12 @@ def plan(options: Options) -> list[Case]:
 SETTING_PREFIX = "BENCH_SETTING_"
 
 
-def interpreter(library: Library) -> Path:
-    return venvs.ensure(library.name)
+def interpreter(library: Library, options: Options) -> Path:
+    """A peer's virtualenv; taskq's own beside the peers (each library alone in its venv),
+    else this interpreter (taskq's own suite, `make bench` and the tests)."""
+    if library.peer or options.peers:
+        return venvs.ensure(library.name)
+    return Path(sys.executable)
 
 
 def _environment(case: Case, srv: servers.Servers, scratch: Path) -> dict[str, str]:
@@ -221,7 +225,7 @@ def run(options: Options, logs: Path, srv: servers.Servers) -> list[Outcome]:
     for round_number in range(1, options.runs + 1):
         for outcome in outcomes:
             if outcome.skipped is None:
-                run_once(outcome, srv, logs, interpreter(outcome.case.library))
+                run_once(outcome, srv, logs, interpreter(outcome.case.library, options))
                 print(_progress(outcome, round_number), file=sys.stderr, flush=True)
     return outcomes
 
