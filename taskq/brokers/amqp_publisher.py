@@ -57,6 +57,10 @@ class Properties:
     headers: dict[str, Any] | None = None
 
 
+# exchange, routing key, mandatory, properties: what a publish's method and header frames hold
+_Destination = tuple[str, str, bool, Properties]
+
+
 class Frames:
     """A publish's method and header frames to one destination with one set of properties,
     encoded once; `encode` fills in a message."""
@@ -113,7 +117,7 @@ class Publisher:
         self._prefix = os.urandom(_ID_PREFIX_BYTES).hex()
         self._count = itertools.count()
         self._channel: aiormq.Channel | None = None
-        self._frames: dict[tuple[str, str, bool, Properties], Frames] = {}
+        self._frames: dict[_Destination, Frames] = {}
 
     async def send(
         self,
@@ -130,9 +134,8 @@ class Publisher:
         if channel.is_closed:
             raise ChannelInvalidStateError(f"{channel!r} closed")
         message_id = f"{self._prefix}{next(self._count):016x}"
-        payload = self._frames_of(channel, exchange, routing_key, mandatory, properties).encode(
-            body, message_id.encode()
-        )
+        destination = (exchange, routing_key, mandatory, properties)
+        payload = self._frames_of(channel, destination).encode(body, message_id.encode())
         frame = ChannelFrame(payload=payload, should_close=False)
         queue = channel.write_queue
         if queue.full():
@@ -149,37 +152,20 @@ class Publisher:
         confirmation.add_done_callback(partial(_forget, channel, message_id, tag))
         return confirmation
 
-    def _frames_of(
-        self,
-        channel: aiormq.Channel,
-        exchange: str,
-        routing_key: str,
-        mandatory: bool,
-        properties: Properties,
-    ) -> Frames:
-        if properties.headers is not None:  # their values vary from message to message: not kept
-            return self._encoded(channel, exchange, routing_key, mandatory, properties)
+    def _frames_of(self, channel: aiormq.Channel, destination: _Destination) -> Frames:
+        if destination[3].headers is not None:  # their values vary by message: not kept
+            return _encoded(channel, destination)
         if channel is not self._channel or len(self._frames) >= CACHED_FRAMES:
             self._channel = channel
             self._frames.clear()
-        key = (exchange, routing_key, mandatory, properties)
-        frames = self._frames.get(key)
+        frames = self._frames.get(destination)
         if frames is None:
-            frames = self._encoded(channel, exchange, routing_key, mandatory, properties)
-            self._frames[key] = frames
+            frames = self._frames[destination] = _encoded(channel, destination)
         return frames
 
-    @staticmethod
-    def _encoded(
-        channel: aiormq.Channel,
-        exchange: str,
-        routing_key: str,
-        mandatory: bool,
-        properties: Properties,
-    ) -> Frames:
-        return Frames(
-            channel.number, channel.max_content_size, exchange, routing_key, mandatory, properties
-        )
+
+def _encoded(channel: aiormq.Channel, destination: _Destination) -> Frames:
+    return Frames(channel.number, channel.max_content_size, *destination)
 
 
 def _forget(channel: aiormq.Channel, message_id: str, tag: int, _: asyncio.Future[Any]) -> None:
