@@ -1,7 +1,7 @@
 -- The Lua scripts of the Redis broker (taskq/brokers/redis.py), one "--@ name" section each;
 -- the "common" section is prepended to every script.
 --
--- Every script is called with the same 14 KEYS: the keys of one queue Q. They all carry the
+-- Every script is called with the same 15 KEYS: the keys of one queue Q. They all carry the
 -- hash tag {Q}, so a script touches a single Redis Cluster slot. P is the key prefix.
 --
 --   KEYS[1..10]  P{Q}:s0 .. P{Q}:s9  stream  messages of priority 0..9 (KEYS[b + 1] is band b).
@@ -17,8 +17,11 @@
 --                                            as it came, t = failed at (epoch s).
 --   KEYS[14]     P{Q}:idle            string  set while some consumer sleeps on this queue:
 --                                            only then do producers PUBLISH a wake-up.
+--   KEYS[15]     P{Q}:offers          zset    consumers ready to be handed the next message
+--                                            (see "publish"). Member: "<lease ms>:<group>:
+--                                            <consumer>"; score: the offer's end (Redis TIME, ms).
 --
--- The "chord" script also takes, after those 14, three keys per chord whose callback goes to
+-- The "chord" script also takes, after those 15, three keys per chord whose callback goes to
 -- Q ("chord_add_member" the last one):
 --   P{Q}:chord:<group id>:results  hash    member index -> 's' .. result JSON, or
 --                                            'f' .. failure JSON; expires CHORD_RETENTION
@@ -38,7 +41,7 @@
 -- reason, so that one bad entry cannot stop every consumer of the queue.
 
 --@ common
-local DELAYED, LEASES, DEAD, IDLE = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+local DELAYED, LEASES, DEAD, IDLE, OFFERS = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15]
 
 local function stream(band)
   return KEYS[tonumber(band) + 1]
@@ -133,6 +136,19 @@ local function enqueue(band, due, token, body)
   end
 end
 
+-- Up to `count` entries of `band` never delivered to `group`, now delivered to `consumer`.
+local function read_new(band, group, consumer, count)
+  local key = stream(band)
+  local found = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', key, '>')
+  if type(found) == 'table' and found.err then
+    if not string.find(found.err, 'NOGROUP', 1, true) then error(found.err) end
+    -- A new stream, or a Redis that lost its groups: everything in the stream is new.
+    redis.call('XGROUP', 'CREATE', key, group, '0')
+    found = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', key, '>')
+  end
+  return found and found[1][2] or {}
+end
+
 local function wake(channel)
   if redis.call('EXISTS', IDLE) == 1 then
     redis.call('DEL', IDLE)
@@ -147,16 +163,27 @@ end
 -- of live event loop), so a consumer whose loop was blocked does not redeliver the tasks it
 -- is running to itself before it had the chance to renew their leases. Malformed entries met
 -- on the way are dead-lettered; they count against `limit` like the entries taken.
--- ARGV: group, consumer, limit, lease ms, now (epoch ms), idle marker ms, confirmed leases...
--- Returns {next due time or false, own expired leases not confirmed, entries, buried} with
--- entries flat: band, id, envelope, deliveries in all, times delivered to the group; buried:
--- how many malformed entries the reads met.
+--
+-- The consumer's offer to be handed the next message (see "publish") holds a place of its
+-- prefetch. A caller that made one counts that place in `limit` (expected = 1): the offer is
+-- withdrawn here and its place used, unless a publisher has taken it up already, in which case
+-- the message handed over is on its way and `limit` is one less. Drained (fewer than `limit`,
+-- or a hand-over on its way), the queue gets the idle marker and, if the caller asks (offer
+-- ms > 0) and none is on its way, a new offer, which keeps a place of what was not taken.
+-- ARGV: group, consumer, limit, lease ms, now (epoch ms), idle marker ms, offer ms, offer
+-- member, expected, confirmed leases...
+-- Returns {next due time or false, own expired leases not confirmed, entries, buried, offer}
+-- with entries flat: band, id, envelope, deliveries in all, times delivered to the group;
+-- buried: how many malformed entries the reads met; offer: 0 none, 1 made, 2 a hand-over on
+-- its way.
 local group, consumer, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = server_ms()
 local deadline = now + tonumber(ARGV[4])
 local entries, suspects, confirmed, buried = {}, {}, {}, 0
 local leases = {} -- deadline, member, ...: one ZADD at the end
-for i = 7, #ARGV do confirmed[ARGV[i]] = true end
+for i = 10, #ARGV do confirmed[ARGV[i]] = true end
+local handed = redis.call('ZREM', OFFERS, ARGV[8]) == 0 and ARGV[9] == '1'
+if handed then limit = limit - 1 end
 
 local function take(band, id, fields, count)
   local body, earlier = field(fields, 'b'), field(fields, 'd') or '0'
@@ -218,16 +245,8 @@ local function reclaim()
 end
 
 local function read(band, count)
-  local key = stream(band)
-  local found = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', key, '>')
-  if type(found) == 'table' and found.err then
-    if not string.find(found.err, 'NOGROUP', 1, true) then error(found.err) end
-    -- A new stream, or a Redis that lost its groups: everything in the stream is new.
-    redis.call('XGROUP', 'CREATE', key, group, '0')
-    found = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', key, '>')
-  end
-  if found then
-    for _, entry in ipairs(found[1][2]) do take(tostring(band), entry[1], entry[2], 1) end
+  for _, entry in ipairs(read_new(band, group, consumer, count)) do
+    take(tostring(band), entry[1], entry[2], 1)
   end
 end
 
@@ -241,16 +260,73 @@ end
 in_chunks(leases, function(...) redis.call('ZADD', LEASES, ...) end)
 settle_gathered(group)
 -- Fewer than asked: the queue is drained, so the caller may sleep on it.
-if #entries / 5 + buried < limit then redis.call('SET', IDLE, '1', 'PX', ARGV[6]) end
+local offered = handed and 2 or 0
+if handed or #entries / 5 + buried < limit then
+  redis.call('SET', IDLE, '1', 'PX', ARGV[6])
+  if not handed and tonumber(ARGV[7]) > 0 then
+    redis.call('ZADD', OFFERS, now + tonumber(ARGV[7]), ARGV[8])
+    offered = 1
+  end
+end
 local next_due = redis.call('ZRANGE', DELAYED, 0, 0, 'WITHSCORES')[2]
-return {next_due or false, suspects, entries, buried}
+return {next_due or false, suspects, entries, buried, offered}
 
 --@ publish
 -- Enqueues messages, ready ones at the tail of their band's stream, the others into the
--- delayed set, then wakes sleeping consumers. ARGV: the wake-up channel, then band, due time
--- (epoch ms; 0: ready now), unique token (for a delayed one) and envelope of each message.
-for i = 2, #ARGV, 4 do enqueue(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
-wake(ARGV[1])
+-- delayed set. Then each consumer that offered to take the next message (and is still
+-- subscribed to its hand-over channel, "<wake-up channel>:<consumer>") is handed one, as a
+-- claim of one would give it: leased, and published whole on that channel, so it need not
+-- claim. If any message is left, or delayed, sleeping consumers are woken. ARGV: the wake-up
+-- channel, then band, due time (epoch ms; 0: ready now), unique token (for a delayed one)
+-- and envelope of each message.
+local channel, ready, delayed = ARGV[1], 0, false
+for i = 2, #ARGV, 4 do
+  enqueue(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  if tonumber(ARGV[i + 1]) > 0 then delayed = true else ready = ready + 1 end
+end
+
+-- The oldest entry of the highest band that `consumer` may be handed, leased to it.
+local function hand_to(group, consumer, lease, now)
+  for band = 9, 0, -1 do
+    if redis.call('XLEN', stream(band)) > 0 then
+      local found = read_new(band, group, consumer, 1)[1]
+      if found then
+        local id, fields = found[1], found[2]
+        local body, earlier = field(fields, 'b'), field(fields, 'd') or '0'
+        if body and string.match(earlier, '^%d+$') then
+          redis.call('ZADD', LEASES, now + lease, band .. id)
+          return band .. ':' .. id .. ':' .. (tonumber(earlier) + 1) .. ':1:' .. body
+        end
+        local what = body == nil and 'without its envelope (field b)' or 'with a bad field d'
+        bury_malformed('stream entry ' .. id .. ' ' .. what, body or cjson.encode(fields))
+        redis.call('XACK', stream(band), group, id)
+        redis.call('XDEL', stream(band), id)
+        return hand_to(group, consumer, lease, now)
+      end
+    end
+  end
+  return nil
+end
+
+local handed = 0
+if ready > 0 and redis.call('EXISTS', OFFERS) == 1 then
+  local now = server_ms()
+  redis.call('ZREMRANGEBYSCORE', OFFERS, '-inf', now)
+  while handed < ready do
+    local member = redis.call('ZRANGE', OFFERS, 0, 0)[1]
+    if not member then break end
+    redis.call('ZREM', OFFERS, member)
+    local lease, group, consumer = string.match(member, '^(%d+):([^:]+):(.+)$')
+    local hand = lease and channel .. ':' .. consumer
+    if hand and redis.call('PUBSUB', 'NUMSUB', hand)[2] > 0 then
+      local delivery = hand_to(group, consumer, tonumber(lease), now)
+      if not delivery then break end
+      redis.call('PUBLISH', hand, delivery)
+      handed = handed + 1
+    end
+  end
+end
+if delayed or handed < ready then wake(channel) end
 return 0
 
 --@ chord
@@ -293,7 +369,7 @@ end
 local at, chord = 3, 0
 while at <= #ARGV do
   chord = chord + 1
-  local results, done, added = KEYS[12 + 3 * chord], KEYS[13 + 3 * chord], KEYS[14 + 3 * chord]
+  local results, done, added = KEYS[13 + 3 * chord], KEYS[14 + 3 * chord], KEYS[15 + 3 * chord]
   local members = tonumber(ARGV[at + 9])
   published[chord] = 0
   if redis.call('EXISTS', done) == 0 then
@@ -318,9 +394,9 @@ return published
 
 --@ chord_add_member
 -- Adds a member to a chord whose callback goes to Q, once per token; returns
--- "<position>:<task id>", the first one recorded for the token. KEYS: after the 14, the
+-- "<position>:<task id>", the first one recorded for the token. KEYS: after the 15, the
 -- chord's added members. ARGV: token, task id, retention ms.
-local added = KEYS[15]
+local added = KEYS[16]
 local found = redis.call('HGET', added, ARGV[1])
 if not found then
   found = redis.call('HLEN', added) .. ':' .. ARGV[2]
@@ -330,11 +406,14 @@ redis.call('PEXPIRE', added, ARGV[3])
 return found
 
 --@ ack
--- ARGV: group, consumer, then band, id, times delivered of each delivery.
-for i = 3, #ARGV, 3 do
+-- ARGV: group, consumer, offer ms (> 0: the consumer, holding nothing after these, offers to be
+-- handed the next message, see "publish"), offer member, then band, id, times delivered of
+-- each delivery.
+for i = 5, #ARGV, 3 do
   if held(ARGV[i], ARGV[1], ARGV[2], ARGV[i + 1], ARGV[i + 2]) then settle(ARGV[i], ARGV[i + 1]) end
 end
 settle_gathered(ARGV[1])
+if tonumber(ARGV[3]) > 0 then redis.call('ZADD', OFFERS, server_ms() + tonumber(ARGV[3]), ARGV[4]) end
 return 0
 
 --@ requeue
@@ -440,4 +519,11 @@ for band = 0, 9 do
     end
   end
 end
+return 0
+
+--@ withdraw
+-- A consumer stops: its offer ends, and a last message on its hand-over channel tells it that
+-- nothing more is handed to it after what came before. ARGV: offer member, hand-over channel.
+redis.call('ZREM', OFFERS, ARGV[1])
+redis.call('PUBLISH', ARGV[2], '')
 return 0

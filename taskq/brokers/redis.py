@@ -78,8 +78,19 @@ class QueueKeys:
     def __init__(self, prefix: str, queue: str) -> None:
         self.base = base = f"{prefix}{{{queue}}}:"
         streams = [f"{base}s{band}" for band in range(BANDS)]
-        self.keys = (*streams, f"{base}delayed", f"{base}leases", f"{base}dead", f"{base}idle")
+        self.keys = (
+            *streams,
+            f"{base}delayed",
+            f"{base}leases",
+            f"{base}dead",
+            f"{base}idle",
+            f"{base}offers",
+        )
         self.channel = f"{prefix}wake:{queue}"
+
+    def hand_over_channel(self, consumer: str) -> str:
+        """Where the "publish" script hands `consumer` a message it offered to take."""
+        return f"{self.channel}:{consumer}"
 
     def stream(self, band: int) -> str:
         return self.keys[band]

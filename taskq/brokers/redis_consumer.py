@@ -46,6 +46,14 @@ CLAIM_FRACTION = 4  # a consumer claims once this fraction of its prefetch is fr
 MAX_MAINTENANCE_INTERVAL = 1.0  # seconds between looks at expired leases and due messages
 MIN_MAINTENANCE_INTERVAL = 0.02
 IDLE_MARKER_MS = 60_000
+OFFER_MADE, OFFER_TAKEN_UP = 1, 2  # what "claim" did of the consumer's offer
+# How long an offer to be handed the next message lasts (see "publish" in redis.lua). An idle
+# consumer renews it with every claim (at least once a maintenance interval); one that has
+# vanished without its connection closing is handed at most one message in that time.
+OFFER_MS = 5_000
+# A hand-over that a claim reports taken up is on the connection already: one that has not
+# come within this many seconds was lost with it (its lease runs out).
+HAND_OVER_TIMEOUT = 1.0
 # Without a wake-up subscription (pub/sub lost), how often every queue is looked at.
 DEAF_POLL_INTERVAL = 0.25
 WAKEUPS_SUBSCRIBE_TIMEOUT = 2.0  # a subscription slower than this: poll meanwhile
@@ -119,6 +127,10 @@ class RedisDelivery(Delivery):
     async def _extend(self, seconds: float) -> None:
         await self._consumer.extend(self, seconds)
 
+    @property
+    def holds_slot(self) -> bool:
+        return not self._freed
+
     def hand_over(self) -> None:
         if not self._freed and not self.settled:
             self._freed = True
@@ -128,6 +140,55 @@ class RedisDelivery(Delivery):
         if not self._freed:
             self._freed = True
             self._consumer.slots.release()
+
+
+class _Offers:
+    """A consumer's offers to be handed the next message of a queue (see "publish" in
+    redis.lua). Each keeps a place of the prefetch until its message comes or the offer is
+    withdrawn: `standing` ones as far as the consumer knows, `coming` ones that a claim found
+    taken up by a publisher (the message on its way)."""
+
+    def __init__(self) -> None:
+        self._standing: set[str] = set()
+        self._coming: dict[str, list[float]] = {}  # queue -> when each was found taken up
+
+    def __len__(self) -> int:
+        return len(self._standing) + sum(map(len, self._coming.values()))
+
+    def standing(self, queue: str) -> bool:
+        return queue in self._standing
+
+    def made(self, queue: str) -> None:
+        self._standing.add(queue)
+
+    def withdrawn(self, queue: str) -> None:
+        self._standing.discard(queue)
+
+    def taken_up(self, queue: str) -> None:
+        self._standing.discard(queue)
+        self._coming.setdefault(queue, []).append(time.monotonic())
+
+    def arrived(self, queue: str) -> str | None:
+        """A message handed over from `queue` came: which offer it was ("coming" or
+        "standing"), or None for one that no place was kept for."""
+        coming = self._coming.get(queue)
+        if coming:
+            coming.pop(0)
+            return "coming"
+        if queue in self._standing:
+            self._standing.discard(queue)
+            return "standing"
+        return None
+
+    def give_up_late(self) -> None:
+        limit = time.monotonic() - HAND_OVER_TIMEOUT
+        for coming in self._coming.values():
+            coming[:] = [found for found in coming if found > limit]
+
+    def clear(self) -> None:
+        """The hand-over subscription is gone: so is what was on its way."""
+        self._standing.clear()
+        self._coming.clear()
 
 
 class Consumer:
@@ -151,10 +212,25 @@ class Consumer:
         self._maintained_at = time.monotonic()
         self._rotation = 0
         self._refusals: dict[str, str] = {}  # each queue's last claim error, logged once
+        self._offer_member = f"{self.lease_ms}:{GROUP}:{self.name}"
+        self._offers = _Offers()
+        self._wakeups: _Wakeups | None = None
+
+    @property
+    def _offer_ms(self) -> int:
+        """How long an offer to be handed messages lasts; 0 (no offer) without the hand-over
+        subscription, or on a cluster, where a script cannot tell whether it is listened to."""
+        wakeups = self._wakeups
+        return OFFER_MS if wakeups is not None and wakeups.hands_over else 0
 
     async def deliveries(self) -> AsyncGenerator[Delivery, None]:
         channels = {self.broker.keys(q).channel.encode(): q for q in self.queues}
-        wakeups = _Wakeups(self.broker, channels)
+        hand_overs = {}
+        if not self.broker.settings.cluster:
+            hand_overs = {
+                self.broker.keys(q).hand_over_channel(self.name).encode(): q for q in self.queues
+            }
+        wakeups = self._wakeups = _Wakeups(self.broker, channels, hand_overs)
         pending: deque[RedisDelivery] = deque()
         backoff = RetryBackoff()
         try:
@@ -184,13 +260,47 @@ class Consumer:
         on an idle worker that look was a round of redis-py on every task's path.
         """
         await wakeups.open()
+        if not wakeups.hands_over:
+            self._offers.clear()
         self._refresh_candidates()
         if self._candidates:
             self._candidates |= await wakeups.wait(0)
         else:
             self._candidates |= await wakeups.wait(self._idle_timeout())
             self._refresh_candidates()
-        return await self._claim() if self._candidates else []
+        handed = await self._take_handed(wakeups.handed())
+        return handed + await self._claim() if self._candidates else handed
+
+    async def _take_handed(self, handed: list[tuple[str, bytes]]) -> list[RedisDelivery]:
+        """The messages handed over by publishers (see `_offer_ms`) in the places their offers
+        kept. One that came without (an offer whose ack seemed to fail) is kept if there is
+        room, else given back. One whose offer a claim found taken up makes its queue a
+        candidate again: that claim took one message less."""
+        taken, extra = [], []
+        for delivery in self._deliveries_of(handed):
+            offer = self._offers.arrived(delivery.queue)
+            if offer == "coming":
+                self._candidates.add(delivery.queue)
+            if offer is None and self.slots.free <= 0:
+                extra.append(delivery)
+            else:
+                taken.append(delivery)
+                self.slots.used += 1
+        if extra:
+            await self.requeue(extra, None, delivered=False)
+        return taken
+
+    def _deliveries_of(self, handed: list[tuple[str, bytes]]) -> list[RedisDelivery]:
+        """The deliveries of hand-over payloads: "<band>:<id>:<deliveries>:<count>:<envelope>"."""
+        deliveries = []
+        for queue, payload in handed:
+            parts = payload.split(b":", 4)
+            if len(parts) != 5:
+                logger.error("Ignored a hand-over on queue %r that is not one: %r", queue, payload)
+                continue
+            band, entry_id, delivered, count, body = parts
+            deliveries.append(RedisDelivery(self, queue, [band, entry_id, body, delivered, count]))
+        return deliveries
 
     def _refresh_candidates(self) -> None:
         now = time.monotonic()
@@ -199,6 +309,7 @@ class Consumer:
             self._candidates.update(self.queues)
         wall = time.time()
         self._candidates.update(queue for queue, due in self._due.items() if due <= wall)
+        self._offers.give_up_late()
 
     def _idle_timeout(self) -> float:
         timeout = self.interval - (time.monotonic() - self._maintained_at)
@@ -207,7 +318,17 @@ class Consumer:
         return max(timeout, 0.0)
 
     async def _claim(self) -> list[RedisDelivery]:
-        shares = self._shares([q for q in self.queues if q in self._candidates], self.slots.free)
+        """Claim each candidate queue's share of the prefetch that no offer keeps; a queue
+        with a standing offer also the place that offer keeps (see "claim" in redis.lua)."""
+        candidates = [q for q in self.queues if q in self._candidates]
+        shares = dict(self._shares(candidates, self.slots.free - len(self._offers)))
+        limits = [
+            (queue, shares.get(queue, 0) + self._offers.standing(queue))
+            for queue in candidates
+            if queue in shares or self._offers.standing(queue)
+        ]
+        if not limits:
+            return []
         now_ms = ms(time.time())
         commands = [
             self.broker.script(
@@ -216,45 +337,48 @@ class Consumer:
                 [
                     GROUP,
                     self.name,
-                    share,
+                    limit,
                     self.lease_ms,
                     now_ms,
                     IDLE_MARKER_MS,
+                    self._offer_ms,
+                    self._offer_member,
+                    int(self._offers.standing(queue)),
                     *self._confirmed(queue),
                 ],
             )
-            for queue, share in shares
+            for queue, limit in limits
         ]
         # Shielded: a claim whose result we dropped would sit leased for the whole timeout.
         with anyio.CancelScope(shield=True):
-            results = await self.broker.send_apart([q for q, _ in shares], commands)
+            results = await self.broker.send_apart([q for q, _ in limits], commands)
         unreachable = [result for result in results if isinstance(result, TRANSIENT_ERRORS)]
         if len(unreachable) == len(results):
             raise unreachable[0]
         batch: list[RedisDelivery] = []
-        for (queue, share), result in zip(shares, results, strict=True):
+        for (queue, limit), result in zip(limits, results, strict=True):
             if isinstance(result, TRANSIENT_ERRORS):  # claimed again at the next maintenance
                 self._candidates.discard(queue)
                 self.broker.connection.outage.failed(f"consuming from {queue!r}", result)
             elif isinstance(result, Exception):
                 self._unclaimable(queue, result)
             else:
-                batch += self._claimed(queue, share, result)
+                batch += self._claimed(queue, limit, result)
         batch.sort(key=lambda delivery: -delivery.band)
         self.slots.used += len(batch)
         return batch
 
     def _shares(self, queues: list[str], free: int) -> list[tuple[str, int]]:
         """Split the free prefetch among `queues`; the remainder rotates between rounds."""
-        base, extra = divmod(free, len(queues))
+        base, extra = divmod(max(free, 0), len(queues))
         start = self._rotation % len(queues)
         self._rotation += 1
         favoured = set((queues[start:] + queues[:start])[:extra])
         shares = [(queue, base + (queue in favoured)) for queue in queues]
         return [(queue, share) for queue, share in shares if share > 0]
 
-    def _claimed(self, queue: str, share: int, result: list[Any]) -> list[RedisDelivery]:
-        next_due, suspects, flat, buried = result
+    def _claimed(self, queue: str, limit: int, result: list[Any]) -> list[RedisDelivery]:
+        next_due, suspects, flat, buried, offer = result
         self._refusals.pop(queue, None)
         if buried:
             logger.error("Dead-lettered %d malformed entries of queue %r", buried, queue)
@@ -265,8 +389,13 @@ class Consumer:
         seen = self._suspects.get(queue, {})
         now = time.monotonic()
         self._suspects[queue] = {member: seen.get(member, now) for member in suspects}
-        if len(flat) // 5 + buried < share:
+        if offer == OFFER_TAKEN_UP:
+            self._offers.taken_up(queue)
             self._candidates.discard(queue)
+        else:
+            (self._offers.made if offer == OFFER_MADE else self._offers.withdrawn)(queue)
+            if len(flat) // 5 + buried < limit:
+                self._candidates.discard(queue)
         return [RedisDelivery(self, queue, flat[i : i + 5]) for i in range(0, len(flat), 5)]
 
     def _unclaimable(self, queue: str, error: Exception) -> None:
@@ -305,8 +434,9 @@ class Consumer:
         an error is raised to one still waiting, logged for the others (the message comes
         back when its lease runs out), and each frees its prefetch slot."""
         try:
+            offers = self._ack_offers(deliveries)
             with when_written(partial(_tell_written, deliveries)):
-                await self.broker.run(self._per_queue("ack", deliveries), "acknowledging")
+                await self.broker.run(self._per_queue("ack", deliveries, offers), "acknowledging")
         except Exception as exc:
             for delivery in deliveries:
                 written = delivery.written
@@ -324,6 +454,21 @@ class Consumer:
             for delivery in deliveries:
                 if delivery.written is not None:
                     self.slots.release()
+
+    def _ack_offers(self, acks: list[RedisDelivery]) -> Callable[[str], list[Any]]:
+        """The "ack" script's offer arguments for each queue. Acks that leave the consumer
+        holding nothing offer to be handed the next message of their queues, as a claim that
+        finds a queue empty does: a worker taking one task at a time need not claim each."""
+        holding = sum(delivery.holds_slot for delivery in acks)
+        offering = self._offer_ms if self.slots.used == holding else 0
+
+        def offer(queue: str) -> list[Any]:
+            if not offering or self._offers.standing(queue) or len(self._offers) >= self.slots.size:
+                return [0, self._offer_member]
+            self._offers.made(queue)
+            return [offering, self._offer_member]
+
+        return offer
 
     async def requeue(
         self, deliveries: list[RedisDelivery], delay: float | None, *, delivered: bool
@@ -353,7 +498,7 @@ class Consumer:
         self,
         name: str,
         deliveries: list[RedisDelivery],
-        extra: Sequence[Any] = (),
+        extra: Sequence[Any] | Callable[[str], Sequence[Any]] = (),
         item: Callable[[RedisDelivery], list[Any]] = lambda delivery: delivery.token,
         *,
         wake: bool = False,
@@ -365,13 +510,15 @@ class Consumer:
         commands = []
         for queue, items in by_queue.items():
             channel = [self.broker.keys(queue).channel] if wake else []
-            args = [GROUP, self.name, *channel, *extra, *items]
+            before = extra(queue) if callable(extra) else extra
+            args = [GROUP, self.name, *channel, *before, *items]
             commands.append(self.broker.script(name, queue, args))
         return commands
 
     async def _stop(self, unyielded: list[RedisDelivery], wakeups: _Wakeups) -> None:
         """Give back what was claimed but never yielded, and leave the groups where we hold
         nothing, in one round trip: no retries, a stopping worker does not wait for Redis."""
+        unyielded += self._deliveries_of(await wakeups.withdraw(self._offer_member))
         await wakeups.close()
         unyielded = [delivery for delivery in unyielded if delivery.settle_elsewhere()]
         commands = self._requeue(unyielded, None, delivered=False)
@@ -390,14 +537,18 @@ def _tell_written(deliveries: list[RedisDelivery]) -> None:
 
 
 class _Wakeups:
-    """The consumer's subscription to its queues' wake-up channels. Without one (it cannot
-    be made, or was lost) the consumer polls: every queue may have news every
-    `DEAF_POLL_INTERVAL`, and subscribing is tried again with backoff, so claiming never
-    waits for pub/sub."""
+    """The consumer's subscription to its queues' wake-up channels and its own hand-over
+    channels (see `Consumer._offer_ms`). Without one (it cannot be made, or was lost) the
+    consumer polls: every queue may have news every `DEAF_POLL_INTERVAL`, and subscribing is
+    tried again with backoff, so claiming never waits for pub/sub."""
 
-    def __init__(self, broker: RedisBroker, channels: dict[bytes, str]) -> None:
+    def __init__(
+        self, broker: RedisBroker, channels: dict[bytes, str], hand_overs: dict[bytes, str]
+    ) -> None:
         self._broker = broker
         self._channels = channels
+        self._hand_overs = hand_overs
+        self._handed: list[tuple[str, bytes]] = []
         self._pubsub: PubSub | None = None
         self._backoff = RetryBackoff()
         self._retry_at = 0.0
@@ -409,9 +560,9 @@ class _Wakeups:
         pubsub = self._broker.connection.pubsub()
         try:
             with anyio.fail_after(WAKEUPS_SUBSCRIBE_TIMEOUT):
-                await pubsub.subscribe(*self._channels)
+                await pubsub.subscribe(*self._channels, *self._hand_overs)
                 confirmed = 0
-                while confirmed < len(self._channels):
+                while confirmed < len(self._channels) + len(self._hand_overs):
                     message = await pubsub.get_message(timeout=WAKEUPS_SUBSCRIBE_TIMEOUT)
                     confirmed += message is not None and message["type"] == "subscribe"
         except _NOT_SUBSCRIBED as exc:
@@ -437,13 +588,55 @@ class _Wakeups:
             reply = await read_pubsub(self._pubsub, timeout)
             while reply is not None:
                 if isinstance(reply, list) and reply[0] == b"message":
-                    woken.add(self._channels[reply[1]])
+                    self._received(reply[1], reply[2], woken)
                 reply = await read_pubsub(self._pubsub, 0)
         except TRANSIENT_ERRORS as exc:
             await self.close()
             self._lost("listening for wake-ups", exc)
             return set(self._channels.values())
         return woken
+
+    def _received(self, channel: bytes, payload: bytes, woken: set[str]) -> None:
+        queue = self._hand_overs.get(channel)
+        if queue is None:
+            woken.add(self._channels[channel])
+        elif payload:  # empty: the end of hand-overs, see `withdraw`
+            self._handed.append((queue, payload))
+
+    @property
+    def hands_over(self) -> bool:
+        """Whether publishers may hand this consumer messages: it listens on its channels."""
+        return self._pubsub is not None and bool(self._hand_overs)
+
+    def handed(self) -> list[tuple[str, bytes]]:
+        """The messages handed over since the last call: (queue, payload)."""
+        handed, self._handed = self._handed, []
+        return handed
+
+    async def withdraw(self, offer_member: str) -> list[tuple[str, bytes]]:
+        """End the consumer's offers, and return the messages handed over before that
+        ended: each channel's last message is the "withdraw" script's empty one. A
+        connection lost meanwhile loses what was still to be read: its leases run out."""
+        if not self.hands_over:
+            return self.handed()
+        commands = [
+            self._broker.script("withdraw", queue, [offer_member, channel])
+            for channel, queue in self._hand_overs.items()
+        ]
+        ending = set(self._hand_overs)
+        with anyio.move_on_after(WAKEUPS_SUBSCRIBE_TIMEOUT):
+            try:
+                await self._broker.send(commands)
+                while ending and self._pubsub is not None:
+                    reply = await read_pubsub(self._pubsub, None)
+                    if isinstance(reply, list) and reply[0] == b"message":
+                        if reply[1] in ending and not reply[2]:
+                            ending.discard(reply[1])
+                        else:
+                            self._received(reply[1], reply[2], set())
+            except TRANSIENT_ERRORS as exc:
+                logger.warning("Stopped listening for hand-overs without Redis (%s)", exc)
+        return self.handed()
 
     def _lost(self, what: str, error: Exception) -> None:
         self._broker.connection.outage.failed(what, error)
