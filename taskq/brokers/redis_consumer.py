@@ -219,17 +219,18 @@ class Consumer:
     @property
     def _offer_ms(self) -> int:
         """How long an offer to be handed messages lasts; 0 (no offer) without the hand-over
-        subscription, or on a cluster, where a script cannot tell whether it is listened to."""
+        subscription: for a consumer of several queues (an offer keeps a place of the prefetch
+        that only a claim of its own queue can take back), or on a cluster (where a script
+        cannot tell whether anybody listens)."""
         wakeups = self._wakeups
         return OFFER_MS if wakeups is not None and wakeups.hands_over else 0
 
     async def deliveries(self) -> AsyncGenerator[Delivery, None]:
         channels = {self.broker.keys(q).channel.encode(): q for q in self.queues}
         hand_overs = {}
-        if not self.broker.settings.cluster:
-            hand_overs = {
-                self.broker.keys(q).hand_over_channel(self.name).encode(): q for q in self.queues
-            }
+        if len(self.queues) == 1 and not self.broker.settings.cluster:
+            [queue] = self.queues
+            hand_overs = {self.broker.keys(queue).hand_over_channel(self.name).encode(): queue}
         wakeups = self._wakeups = _Wakeups(self.broker, channels, hand_overs)
         pending: deque[RedisDelivery] = deque()
         backoff = RetryBackoff()
@@ -263,13 +264,17 @@ class Consumer:
         if not wakeups.hands_over:
             self._offers.clear()
         self._refresh_candidates()
-        if self._candidates:
+        if not self._claimable():
+            self._candidates |= await wakeups.wait(self.interval)
+        elif self._candidates:
             self._candidates |= await wakeups.wait(0)
         else:
             self._candidates |= await wakeups.wait(self._idle_timeout())
             self._refresh_candidates()
         handed = await self._take_handed(wakeups.handed())
-        return handed + await self._claim() if self._candidates else handed
+        if self._candidates and self._claimable():
+            return handed + await self._claim()
+        return handed
 
     async def _take_handed(self, handed: list[tuple[str, bytes]]) -> list[RedisDelivery]:
         """The messages handed over by publishers (see `_offer_ms`) in the places their offers
@@ -301,6 +306,12 @@ class Consumer:
             band, entry_id, delivered, count, body = parts
             deliveries.append(RedisDelivery(self, queue, [band, entry_id, body, delivered, count]))
         return deliveries
+
+    def _claimable(self) -> bool:
+        """Whether a claim may take anything: a place of the prefetch that no offer keeps, or
+        one an offer of its queue keeps (the claim takes it back). Else the places are kept
+        for messages handed over on their way: the consumer waits for them."""
+        return self.slots.free > len(self._offers) or self._offers.standing(self.queues[0])
 
     def _refresh_candidates(self) -> None:
         now = time.monotonic()
