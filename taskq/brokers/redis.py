@@ -9,7 +9,10 @@ forward; a settle checks that the entry is still this delivery's (same consumer 
 delivery count in the group's pending list), so a stale holder cannot touch a new lease.
 
 A consumer that finds its queues empty sets an idle marker and sleeps on pub/sub; a
-publisher that sees the marker publishes a wake-up. Busy consumers get no wake-ups.
+publisher that sees the marker publishes a wake-up. Busy consumers get no wake-ups. A
+consumer of one queue also offers to be handed the next message: the publish script leases
+it to that consumer and publishes it on the consumer's own channel, so it need not claim
+(see "publish" in `redis.lua` and docs/architecture.md, "Hand-overs on Redis").
 
 When the result store is this same Redis, the broker counts chords itself (see
 `redis_chords.py`).

@@ -7,7 +7,9 @@ over, and new entries are read highest band first, as many as the queue's share 
 free prefetch. Its own expired leases it takes back only when they are still expired a
 whole maintenance interval later (see `claim` in `redis.lua`). Acks of one event-loop turn
 share a round trip; an early ack (`ack_before_run`) costs no task of its own: the batch's
-flush frees its prefetch slot once Redis has answered.
+flush frees its prefetch slot once Redis has answered. A consumer of one queue that finds it
+drained, or holds nothing after its acks, offers to be handed the next message; a publish
+then leases it one and publishes it on the consumer's hand-over channel (`_Offers`).
 """
 
 from __future__ import annotations
