@@ -122,6 +122,16 @@ local function bury_malformed(what, raw)
   redis.call('XADD', DEAD, '*', 'r', reason, 'b', raw, 't', tostring(server_ms() / 1000))
 end
 
+-- The envelope and the deliveries before it of a stream entry; nil, and the entry kept as a
+-- dead letter, for one that is not well-formed.
+local function entry_parts(id, fields)
+  local body, earlier = field(fields, 'b'), field(fields, 'd') or '0'
+  if body ~= nil and string.match(earlier, '^%d+$') then return body, tonumber(earlier) end
+  local what = body == nil and 'without its envelope (field b)' or 'with a bad field d'
+  bury_malformed('stream entry ' .. id .. ' ' .. what, body or cjson.encode(fields))
+  return nil
+end
+
 -- A lease member "<band><stream id>", split; nil for anything else.
 local function lease_parts(member)
   return string.match(member, '^(%d)(%d+%-%d+)$')
@@ -186,10 +196,8 @@ local handed = redis.call('ZREM', OFFERS, ARGV[8]) == 0 and ARGV[9] == '1'
 if handed then limit = limit - 1 end
 
 local function take(band, id, fields, count)
-  local body, earlier = field(fields, 'b'), field(fields, 'd') or '0'
-  if body == nil or not string.match(earlier, '^%d+$') then
-    local what = body == nil and 'without its envelope (field b)' or 'with a bad field d'
-    bury_malformed('stream entry ' .. id .. ' ' .. what, body or cjson.encode(fields))
+  local body, earlier = entry_parts(id, fields)
+  if body == nil then
     settle(band, id)
     buried = buried + 1
     return
@@ -198,7 +206,7 @@ local function take(band, id, fields, count)
   leases[#leases + 1] = band .. id
   local at = #entries
   entries[at + 1], entries[at + 2], entries[at + 3] = band, id, body
-  entries[at + 4], entries[at + 5] = tonumber(earlier) + count, count
+  entries[at + 4], entries[at + 5] = earlier + count, count
 end
 
 local function promote()
@@ -291,14 +299,12 @@ local function hand_to(group, consumer, lease, now)
     if redis.call('XLEN', stream(band)) > 0 then
       local found = read_new(band, group, consumer, 1)[1]
       if found then
-        local id, fields = found[1], found[2]
-        local body, earlier = field(fields, 'b'), field(fields, 'd') or '0'
-        if body and string.match(earlier, '^%d+$') then
+        local id = found[1]
+        local body, earlier = entry_parts(id, found[2])
+        if body then
           redis.call('ZADD', LEASES, now + lease, band .. id)
-          return band .. ':' .. id .. ':' .. (tonumber(earlier) + 1) .. ':1:' .. body
+          return band .. ':' .. id .. ':' .. (earlier + 1) .. ':1:' .. body
         end
-        local what = body == nil and 'without its envelope (field b)' or 'with a bad field d'
-        bury_malformed('stream entry ' .. id .. ' ' .. what, body or cjson.encode(fields))
         redis.call('XACK', stream(band), group, id)
         redis.call('XDEL', stream(band), id)
         return hand_to(group, consumer, lease, now)

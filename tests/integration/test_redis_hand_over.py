@@ -209,3 +209,19 @@ async def test_nothing_is_handed_to_a_killed_worker(broker: Any, url: str, tmp_p
             delivery = await anext(consumer)
         assert task_id(delivery) == sent.id
         await delivery.ack()
+
+
+async def test_a_malformed_entry_met_by_a_hand_over_becomes_a_dead_letter(broker: Any) -> None:
+    async with aclosing(broker.consume(["q"], 10)) as consumer:
+        await broker.publish(message(), "q")
+        await (await anext(consumer)).ack()
+        await offering(broker, "q")
+        await broker.connection.client.xadd(broker.keys("q").stream(0), {"x": "y"})
+        sent = message()
+        await broker.publish(sent, "q")
+        delivery = await anext(consumer)
+        assert task_id(delivery) == sent.id
+        await delivery.ack()
+    [letter] = await broker.dead_letters("q")
+    assert letter.reason.startswith("malformed broker entry: stream entry ")
+    assert await broker.queue_length("q") == 0
