@@ -127,7 +127,7 @@ class Settings:
     result_expires: float | None = defaults.RESULT_EXPIRES
     worker_concurrency: int = 100
     worker_processes: int = 1  # worker processes under a supervisor; 0: one per core
-    worker_pool: str = "thread"  # where plain functions run: "thread" or "process"
+    worker_pool: str = defaults.THREAD_POOL  # where plain functions run: defaults.POOLS
     worker_pool_processes: int | None = None  # the process pool's size; None: one per core
     worker_max_tasks_per_child: int | None = None  # a pool (or worker) process is recycled
     worker_max_memory_per_child: int | None = None  # KB of resident memory: recycled past it
@@ -216,7 +216,7 @@ class Settings:
                 "worker_processes must be an integer >= 0 (0: one per core),"
                 f" not {self.worker_processes!r}"
             )
-        if self.worker_pool not in ("thread", "process"):
+        if self.worker_pool not in defaults.POOLS:
             hint = " (Celery's prefork is 'process')" if self.worker_pool == "prefork" else ""
             raise ConfigurationError(
                 f"worker_pool must be 'thread' or 'process', not {self.worker_pool!r}{hint}"

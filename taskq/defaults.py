@@ -18,6 +18,10 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # decoded message (tags, elements, a state write) can fail on its depth.
 MAX_NESTING = 100
 VISIBILITY_TIMEOUT = 3600.0
+# Where a plain (not async) function runs: worker_pool, --pool and a task's `pool`.
+THREAD_POOL = "thread"
+PROCESS_POOL = "process"
+POOLS = (THREAD_POOL, PROCESS_POOL)
 POLLING_INTERVAL = 0.2
 
 MAX_RETRIES = 3

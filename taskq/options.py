@@ -78,7 +78,7 @@ def _priority(value: object) -> None:
 
 
 def _pool(value: object) -> None:
-    if value not in (None, "thread", "process"):
+    if value is not None and value not in defaults.POOLS:
         raise ValueError(f"pool must be 'thread' or 'process', not {value!r}")
 
 

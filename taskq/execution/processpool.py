@@ -39,6 +39,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from taskq.defaults import PROCESS_POOL, THREAD_POOL
 from taskq.errors import SoftTimeLimitExceeded, WorkerLostError, task_error_type
 from taskq.message import decode
 from taskq.serializers import get_serializer
@@ -50,9 +51,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("taskq.worker")
 
-PROCESS = "process"
-THREAD = "thread"
-POOLS = (THREAD, PROCESS)
 STOP_TIMEOUT = 5.0  # seconds a pool process is given to exit before it is killed
 
 
@@ -107,7 +105,7 @@ class ProcessPool:
         self,
         settings: PoolSettings,
         size: int,
-        default: str = THREAD,
+        default: str = THREAD_POOL,
         *,
         max_tasks: int | None = None,
         max_memory_kb: int | None = None,
@@ -127,7 +125,7 @@ class ProcessPool:
 
     def takes(self, task: Task[Any, Any]) -> bool:
         """Whether the task's function runs here (its `pool` option, else the default)."""
-        return not task.is_coroutine and (task.pool or self.default) == PROCESS
+        return not task.is_coroutine and (task.pool or self.default) == PROCESS_POOL
 
     @property
     def pids(self) -> list[int]:

@@ -35,6 +35,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from taskq import daemon
 from taskq.brokers.base import Broker, Delivery
+from taskq.defaults import POOLS, PROCESS_POOL
 from taskq.errors import ConfigurationError
 from taskq.execution.job import Job
 from taskq.execution.settlement import settle_lost
@@ -58,8 +59,6 @@ RENEWALS_PER_TIMEOUT = 4
 FINAL_STATES_TIMEOUT = 10.0  # seconds a stopping worker gives its last task states to be written
 # Where a plain function runs (`worker_pool`, a task's `pool`); the process pool's module, which
 # imports multiprocessing and pickle, is loaded only for a worker with a task that runs there.
-PROCESS = "process"
-POOLS = ("thread", PROCESS)
 
 
 def default_hostname() -> str:
@@ -234,7 +233,9 @@ class Worker:
 
     def _process_pool(self) -> ProcessPool | None:
         """The process pool, if a task's function runs in one."""
-        if self.pool != PROCESS and all(task.pool != PROCESS for task in self.app.tasks.values()):
+        if self.pool != PROCESS_POOL and all(
+            task.pool != PROCESS_POOL for task in self.app.tasks.values()
+        ):
             return None  # no task can run in one: multiprocessing and pickle stay unimported
         from taskq.execution.processpool import PoolSettings, ProcessPool
 
