@@ -41,7 +41,7 @@ LEASE_BROKERS = {"sqlite", "redis", "redis-cluster"}
 # Each broker's round trip runs on one event loop, so both loops run a real worker.
 LOOPS = {"sqlite": "asyncio", "redis": "uvloop", "redis-cluster": "asyncio", "amqp": "uvloop"}
 VISIBILITY = 2.0
-COUNTDOWN = 2.0
+COUNTDOWN = 4.0  # room for two worker starts and a warm stop on a loaded machine
 RAW_GARBAGE = b"\x00\x01 not json at all"
 
 
