@@ -319,14 +319,18 @@ if ready > 0 and redis.call('EXISTS', OFFERS) == 1 then
   local now = server_ms()
   redis.call('ZREMRANGEBYSCORE', OFFERS, '-inf', now)
   while handed < ready do
-    local member = redis.call('ZRANGE', OFFERS, 0, 0)[1]
+    local oldest = redis.call('ZRANGE', OFFERS, 0, 0, 'WITHSCORES')
+    local member = oldest[1]
     if not member then break end
     redis.call('ZREM', OFFERS, member)
     local lease, group, consumer = string.match(member, '^(%d+):([^:]+):(.+)$')
     local hand = lease and channel .. ':' .. consumer
     if hand and redis.call('PUBSUB', 'NUMSUB', hand)[2] > 0 then
       local delivery = hand_to(group, consumer, tonumber(lease), now)
-      if not delivery then break end
+      if not delivery then  -- nothing left to hand over: the offer stands
+        redis.call('ZADD', OFFERS, oldest[2], member)
+        break
+      end
       redis.call('PUBLISH', hand, delivery)
       handed = handed + 1
     end
