@@ -303,6 +303,7 @@ async def worker(
     """Run a worker until SIGTERM/SIGINT (warm shutdown; a second signal is cold)."""
     # Imported here, each where it is needed: the other commands load no worker code, and a
     # worker no supervisor (the HTTP and URL clients of its merged /metrics) unless it has one.
+    from taskq.worker.collector import tune_collector
     from taskq.worker.worker import Worker, default_hostname
 
     configure_logging(loglevel)
@@ -357,6 +358,7 @@ async def worker(
             raise StartupError(str(exc)) from None
         raise
     configure_logging(loglevel, taskq_app.conf.worker_log_format, runner.hostname)
+    tune_collector(taskq_app.conf.worker_gc_threshold)
     await connect_at_startup(taskq_app)
     async with taskq_app, anyio.create_task_group() as tg:
         await tg.start(_shutdown_on_signals, runner, supervised)

@@ -131,6 +131,7 @@ class Settings:
     worker_pool_processes: int | None = None  # the process pool's size; None: one per core
     worker_max_tasks_per_child: int | None = None  # a pool (or worker) process is recycled
     worker_max_memory_per_child: int | None = None  # KB of resident memory: recycled past it
+    worker_gc_threshold: int | None = defaults.GC_THRESHOLD  # None: Python's own
     worker_threads: int = 10
     worker_prefetch_multiplier: int = 4
     worker_shutdown_timeout: float = 30.0
@@ -225,6 +226,7 @@ class Settings:
             "worker_pool_processes",
             "worker_max_tasks_per_child",
             "worker_max_memory_per_child",
+            "worker_gc_threshold",
         ):
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value < 1):

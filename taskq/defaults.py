@@ -22,6 +22,7 @@ VISIBILITY_TIMEOUT = 3600.0
 THREAD_POOL = "thread"
 PROCESS_POOL = "process"
 POOLS = (THREAD_POOL, PROCESS_POOL)
+GC_THRESHOLD = 10_000  # worker_gc_threshold: allocations between young-object collections
 POLLING_INTERVAL = 0.2
 
 MAX_RETRIES = 3
