@@ -3,6 +3,7 @@
 The broker comes from TASKQ_BROKER_URL, so the same module serves every broker.
 """
 
+import gc
 import json
 import logging
 import os
@@ -210,6 +211,11 @@ async def retry_once(self) -> int:  # type: ignore[no-untyped-def]
 async def loaded_modules() -> list[str]:
     """The modules the worker process has imported by now."""
     return sorted(sys.modules)
+
+
+@app.task(name="itest.gc_threshold")
+async def gc_threshold() -> list[int]:
+    return list(gc.get_threshold())
 
 
 @app.task(name="itest.block_loop")

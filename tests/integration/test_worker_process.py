@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import anyio
 import orjson
 import pytest
 from support import (
@@ -63,6 +64,24 @@ async def test_chord_survives_a_killed_worker_and_calls_back_once(
     producer: TaskQ, start_worker: StartWorker, tmp_path: Path
 ) -> None:
     await kill_a_worker_during_a_chord(producer, start_worker, tmp_path / "callback-calls")
+
+
+@pytest.mark.parametrize("setting", [None, "", "50000"])
+async def test_a_worker_process_sets_its_garbage_collectors_threshold(
+    producer: TaskQ, start_worker: StartWorker, worker_env: dict[str, str], setting: str | None
+) -> None:
+    """`worker_gc_threshold`: 10,000 by default, Python's own when set to nothing (an empty
+    TASKQ_WORKER_GC_THRESHOLD); the older generations keep Python's."""
+    python = await anyio.run_process(
+        [sys.executable, "-c", "import gc; print(list(gc.get_threshold()))"]
+    )
+    first, *older = orjson.loads(python.stdout)
+    if setting is not None:
+        worker_env["TASKQ_WORKER_GC_THRESHOLD"] = setting
+    start_worker()
+    result = await producer.send_task("itest.gc_threshold")
+    wanted = {None: 10_000, "": first, "50000": 50_000}[setting]
+    assert await result.get(timeout=20) == [wanted, *older]
 
 
 async def test_queue_selection(producer: TaskQ, start_worker: StartWorker) -> None:

@@ -191,6 +191,8 @@ def test_store_follows_the_broker() -> None:
         ({"broker_publish_timeout": "5"}, "broker_publish_timeout"),
         ({"worker_blocking_warning": 0}, "worker_blocking_warning"),
         ({"worker_metrics_port": 70000}, "worker_metrics_port"),
+        ({"worker_gc_threshold": 0}, "worker_gc_threshold must be an integer >= 1 or None"),
+        ({"worker_gc_threshold": "10000"}, "worker_gc_threshold must be an integer >= 1 or None"),
         ({"worker_metrics_port": "9808"}, "worker_metrics_port"),
         ({"worker_log_format": "yaml"}, "worker_log_format must be 'text', 'json' or a logging"),
     ],
