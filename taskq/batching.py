@@ -54,6 +54,11 @@ class Batcher(Generic[T, R]):
         self._opened: anyio.Event | None = None
         self._posted: set[asyncio.Task[None]] = set()  # flushes run by `post`
 
+    @property
+    def idle(self) -> bool:
+        """No batch open, none flushing."""
+        return self._open is None and self._running is None
+
     def put(self, item: T) -> Batch[T, R]:
         """Add `item` to the open batch (opening one); its flush is the caller's, or the
         service's, to run."""

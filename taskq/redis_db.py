@@ -102,9 +102,8 @@ Command = tuple[Any, ...]
 # The idle connections of each plain client with no `broker_pool_limit`, taken out of its pool
 # for good (they stay its own: closing the client closes them). Not with a limit: a pipeline
 # would wait for the connections kept here.
-_LANES: weakref.WeakKeyDictionary[Client, tuple[ConnectionPool, list[AbstractConnection]]] = (
-    weakref.WeakKeyDictionary()
-)
+_Lane = tuple[ConnectionPool, list[AbstractConnection]]
+_LANES: weakref.WeakKeyDictionary[Client, _Lane] = weakref.WeakKeyDictionary()
 
 
 def _flag(value: object, name: str) -> bool:
@@ -465,19 +464,16 @@ class Scripts:
 
 
 async def _send(client: Client, commands: Sequence[Command]) -> list[Any]:
-    """The replies (or errors) of `commands`: one command as is, several in a pipeline.
-    A cancelled read makes redis-py drop its connection, so the deadline leaves none dirty."""
+    """The replies (or errors) of `commands`: one command as is, several in a pipeline."""
+    return await _in_time(_replies(client, commands))
+
+
+async def _in_time(replies: Awaitable[T]) -> T:
+    """`replies`, within COMMAND_TIMEOUT. A cancelled read makes redis-py drop its
+    connection, so the deadline leaves none dirty."""
     deadline = _DEADLINES.start()
     try:
-        if len(commands) == 1:
-            try:
-                return [await _execute(client, commands[0])]
-            except ResponseError as exc:  # as a pipeline returns it (NOSCRIPT among them)
-                return [exc]
-        pipe = client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return list(await pipe.execute(raise_on_error=False))
+        return await replies
     except asyncio.CancelledError:
         if not deadline.expired():
             raise
@@ -492,6 +488,18 @@ async def _send(client: Client, commands: Sequence[Command]) -> list[Any]:
         deadline.stop()
 
 
+async def _replies(client: Client, commands: Sequence[Command]) -> list[Any]:
+    if len(commands) == 1:
+        try:
+            return [await _execute(client, commands[0])]
+        except ResponseError as exc:  # as a pipeline returns it (NOSCRIPT among them)
+            return [exc]
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(await pipe.execute(raise_on_error=False))
+
+
 async def _execute(client: Client, command: Command) -> Any:
     """One command's reply. A script call or a GET over a client of `_LANES` goes straight
     over a connection of its lane: redis-py's `execute_command` (a retry wrapper, metrics at
@@ -503,15 +511,41 @@ async def _execute(client: Client, command: Command) -> Any:
     lane = _LANES.get(client)
     if lane is None or command[0] not in _RAW_REPLIES:
         return await client.execute_command(*command)
+    return await _read(lane, await _write(lane, command))
+
+
+def writes_at_once(client: Client) -> bool:
+    """Whether `write_at_once` can send a script call over `client`."""
+    return client in _LANES
+
+
+async def write_at_once(client: Client, command: Command) -> Awaitable[Any]:
+    """Write a script call (or GET) over a lane connection of `client` (see
+    `writes_at_once`) in the caller's task, and return its reply to come, to be awaited,
+    once, by another task (within COMMAND_TIMEOUT, raising what `_execute` would). The
+    write raises a connection's errors; written, the command is on the socket."""
+    lane = _LANES[client]
+    return _in_time(_read(lane, await _write(lane, command)))
+
+
+async def _write(lane: _Lane, command: Command) -> AbstractConnection:
     pool, idle = lane
     connection = idle.pop() if idle else pool.get_available_connection()  # type: ignore[no-untyped-call]
     try:
         if not connection.is_connected or await connection.can_read():
             await pool.ensure_connection(connection)  # (re)connects, or drops what was left
         await connection.send_packed_command(connection.pack_command(*command), False)
+    except BaseException:
+        idle.append(connection)
+        raise
+    return connection
+
+
+async def _read(lane: _Lane, connection: AbstractConnection) -> Any:
+    try:
         return await connection.read_response()
     finally:
-        idle.append(connection)
+        lane[1].append(connection)
 
 
 async def read_pubsub(pubsub: PubSub, timeout: float | None = None) -> Any:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from typing import Any
 
 import anyio
@@ -48,6 +48,8 @@ from taskq.redis_db import (
     SharedConnection,
     close_pubsub,
     retrying,
+    write_at_once,
+    writes_at_once,
 )
 from taskq.tls import TLSOptions
 from taskq.urls import masked_url
@@ -154,6 +156,16 @@ class RedisBroker(Broker):
     async def send(self, commands: Sequence[Command], *, raise_errors: bool = True) -> list[Any]:
         """One pipeline, without retries (see `Scripts.run`)."""
         return await SCRIPTS.run(self.connection.client, commands, raise_errors=raise_errors)
+
+    @property
+    def writes_at_once(self) -> bool:
+        """Whether `write_at_once` may be used (one server, connections of taskq's lanes)."""
+        return writes_at_once(self.connection.client)
+
+    async def write_at_once(self, command: Command) -> Awaitable[Any]:
+        """Write a script call now, in the caller's task; its reply to come, to be awaited
+        by another task (see `redis_db.write_at_once`)."""
+        return await write_at_once(self.connection.client, command)
 
     @property
     def spreads_queues(self) -> bool:

@@ -7,7 +7,8 @@ over, and new entries are read highest band first, as many as the queue's share 
 free prefetch. Its own expired leases it takes back only when they are still expired a
 whole maintenance interval later (see `claim` in `redis.lua`). Acks of one event-loop turn
 share a round trip; an early ack (`ack_before_run`) costs no task of its own: the batch's
-flush frees its prefetch slot once Redis has answered. A consumer of one queue that finds it
+flush frees its prefetch slot once Redis has answered. An early ack alone is written at once,
+in its task, its reply awaited behind (`ack_early`). A consumer of one queue that finds it
 drained, or holds nothing after its acks, offers to be handed the next message; a publish
 then leases it one and publishes it on the consumer's hand-over channel (`_Offers`).
 """
@@ -21,12 +22,13 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from redis.asyncio.client import PubSub
+from redis.exceptions import NoScriptError
 
 from taskq.batching import Batcher
 from taskq.brokers.base import Delivery
@@ -62,6 +64,7 @@ WAKEUPS_SUBSCRIBE_TIMEOUT = 2.0  # a subscription slower than this: poll meanwhi
 # What a consumer that stops may meet: Redis unreachable, or the broker closed before it.
 _GONE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, NotConnectedError)
 _NOT_SUBSCRIBED: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, TimeoutError)
+_SENT_AGAIN: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, NoScriptError)  # an ack's reply
 
 logger = logging.getLogger("taskq.redis")
 
@@ -205,6 +208,7 @@ class Consumer:
         # Acks of one loop turn share a round trip per failure domain (see `failure_domain`):
         # acks waiting for a dead cluster master do not hold back those of other queues.
         self._acks: dict[str | None, Batcher[RedisDelivery, None]] = {}
+        self._answers: set[asyncio.Task[None]] = set()  # of the acks written at once
         visibility = broker.options.visibility_timeout
         self.lease_ms = ms(visibility)
         self.interval = min(max(visibility / 4, MIN_MAINTENANCE_INTERVAL), MAX_MAINTENANCE_INTERVAL)
@@ -428,12 +432,44 @@ class Consumer:
         await self._ack_batcher(delivery.queue).submit(delivery)
 
     async def ack_early(self, delivery: RedisDelivery) -> None:
-        """Ack `delivery` (marked settled) with the acks of this loop turn, flushed by a task
-        if it opens the batch; return once the ack is written (or is over, which is also how
-        a connection that tells no writes, or an error, ends the wait)."""
+        """Ack `delivery` (marked settled); return once the ack is written. Alone (no batch
+        of acks open or flushing, no other written this way awaiting its reply) it is written
+        here and now, and its reply awaited by a task of its own: a loop turn each way less
+        on the round trip of an idle worker. Else it joins the acks of this loop turn, flushed
+        by a task if it opens the batch, and the wait ends once they are written (or over,
+        which is also how a connection that tells no writes, or an error, ends it)."""
+        acks = self._ack_batcher(delivery.queue)
+        if acks.idle and not self._answers and self.broker.writes_at_once:
+            offered = self._offers.standing(delivery.queue)
+            commands = self._per_queue("ack", [delivery], self._ack_offers([delivery]))
+            try:
+                reply = await self.broker.write_at_once(commands[0])
+            except TRANSIENT_ERRORS:  # not written: the batch below retries, offer included
+                if not offered:
+                    self._offers.withdrawn(delivery.queue)
+            else:
+                answer = asyncio.get_running_loop().create_task(
+                    self._answered(commands, reply, delivery.queue)
+                )
+                self._answers.add(answer)
+                answer.add_done_callback(self._answers.discard)
+                return
         delivery.written = asyncio.get_running_loop().create_future()
-        self._ack_batcher(delivery.queue).post(delivery)
+        acks.post(delivery)
         await delivery.written
+
+    async def _answered(self, commands: list[Command], reply: Awaitable[Any], queue: str) -> None:
+        """The reply of an ack written at once; sent again, with retries, if it did not come
+        or the script was not loaded. Then the ack's prefetch slot is free."""
+        try:
+            try:
+                await reply
+            except _SENT_AGAIN:
+                await self.broker.run(commands, "acknowledging")
+        except Exception as exc:
+            logger.warning("Lost the settlement of a message from %r (%r)", queue, exc)
+        finally:
+            self.slots.release()
 
     def _ack_batcher(self, queue: str) -> Batcher[RedisDelivery, None]:
         domain = self.broker.failure_domain(queue)

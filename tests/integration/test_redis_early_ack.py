@@ -82,5 +82,30 @@ async def test_early_acks_written_together_free_their_prefetch_once_redis_answer
                     early.start_soon(delivery.ack_before_run)
         await other.execute_command("CLIENT", "UNPAUSE")
         with anyio.fail_after(PAUSE_MS / 1000):
-            await anext(consumer)  # a slot came back with the acks' reply
-        assert await broker.queue_length("q") == 1
+            await anext(consumer)  # a slot came back with an ack's reply
+
+        async def both_acked() -> bool:  # the third message, claimed, is all that is left
+            return await broker.queue_length("q") == 1
+
+        await eventually(both_acked)
+
+
+async def test_an_early_ack_written_at_once_lands_after_redis_lost_its_scripts(
+    paused: tuple[RedisBroker, Redis],
+) -> None:
+    """An idle consumer's early ack goes out at once, as a script call; Redis having lost
+    its scripts (a restart, SCRIPT FLUSH) answers NOSCRIPT, and the ack is sent again with
+    the scripts loaded: it lands, and its prefetch slot comes back."""
+    broker, other = paused
+    await broker.publish(Message(id=uuid.uuid4().hex, task="tests.work"), "q")
+    async with aclosing(broker.consume(["q"], 1)) as consumer:
+        delivery = await anext(consumer)  # the whole prefetch
+        await other.script_flush()
+        await delivery.ack_before_run()
+        with anyio.fail_after(5):
+            await anext(consumer)  # the second message: the slot came back
+
+        async def acked() -> bool:  # the second message, claimed, is all that is left
+            return await broker.queue_length("q") == 1
+
+        await eventually(acked)
