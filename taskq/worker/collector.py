@@ -3,7 +3,7 @@
 CPython collects its youngest generation every 700 allocations net of frees. A worker
 allocates a few hundred objects a task, and its tasks in flight, their frames and futures,
 are young and alive at every collection, so each pass walks them again without freeing them:
-measured on a drain of no-op tasks, that was 10-25 % of the worker's CPU per task. A higher
+measured on a drain of no-op tasks, that was 10-20 % of the worker's CPU per task. A higher
 threshold makes the passes rarer; garbage without cycles is freed at once as ever, and cyclic
 garbage waits a little longer. Only a worker process's own: `Worker` embedded in an
 application leaves that application's collector alone.
