@@ -571,7 +571,7 @@ async def read_pubsub(pubsub: PubSub, timeout: float | None = None) -> Any:
 
 async def close_pubsub(pubsub: PubSub) -> None:
     """Give a pub/sub connection back (closed, so its subscriptions end with it)."""
-    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis-py 8.2
 
 
 class RetryBackoff:

@@ -74,8 +74,9 @@ async def test_a_worker_dead_letters_every_hostile_message_and_carries_on(
     prefix: str,
     queue: str,
 ) -> None:
-    worker = start_worker("-c", "200")  # on RabbitMQ it declares the queue the bytes go to
+    worker = start_worker("-c", "200")
     broker = await producer.connected_broker()
+    await broker.queue_length(queue)  # on RabbitMQ it declares the queue, as a publish would
     bodies = hostile_bodies(COUNT)
     for start in range(0, COUNT, BATCH):
         await publish_raw(kind, broker, broker_url, prefix, queue, bodies[start : start + BATCH])
