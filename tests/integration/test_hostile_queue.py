@@ -85,7 +85,10 @@ async def test_a_worker_dead_letters_every_hostile_message_and_carries_on(
         return await broker.dead_letter_length(queue) >= COUNT
 
     await eventually(all_dead_lettered, timeout=120)
-    assert await broker.dead_letter_length(queue) == COUNT
+    # On RabbitMQ a dead letter is a confirmed copy, then the original's ack: a copy whose
+    # confirm came too late (each logged) sent the original back, to be dead-lettered again.
+    late = worker.output().count("Lost the settlement") if kind == "amqp" else 0
+    assert COUNT <= await broker.dead_letter_length(queue) <= COUNT + late
     # RabbitMQ lists dead letters one basic.get at a time: there, the first 500 are read.
     listed = 500 if kind == "amqp" else COUNT
     letters = await broker.dead_letters(queue, limit=listed)
