@@ -12,9 +12,11 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from pathlib import Path
 
 import anyio
+import orjson
 import pytest
 from servers import RedisCluster, RedisServer, redis_command
 from support import (
@@ -27,6 +29,8 @@ from support import (
 
 from taskq import TaskQ
 from taskq.brokers.redis import RedisBroker
+from taskq.control import CONTROL_CHANNEL
+from taskq.worker.presence import HEARTBEAT, ONLINE
 
 pytestmark = pytest.mark.integration
 
@@ -148,6 +152,17 @@ async def test_a_malformed_stream_entry_is_dead_lettered_and_the_worker_goes_on(
     assert worker.process.poll() is None
 
 
+async def heartbeat_of_a_worker(producer: TaskQ) -> None:
+    """Return on a worker's first presence event on the control channel (every 2 s): a worker
+    sends them once it has loaded the stored revocations (a ping may be answered before)."""
+    broker = await producer.connected_broker()
+    with anyio.fail_after(20):
+        async with aclosing(broker.subscribe(CONTROL_CHANNEL)) as payloads:
+            async for payload in payloads:
+                if orjson.loads(payload).get("op") in (ONLINE, HEARTBEAT):
+                    return
+
+
 async def test_acks_late_tasks_go_on_while_their_states_wait_and_a_warm_shutdown_acks_them(
     redis_server: RedisServer,
     redis_cluster: RedisCluster,
@@ -170,11 +185,7 @@ async def test_acks_late_tasks_go_on_while_their_states_wait_and_a_warm_shutdown
     worker = start_worker("-Q", queue, "-c", "1", "--prefetch-multiplier", str(2 * tasks))
     async with TaskQ("producer", broker=broker_url, backend=store_url) as producer:
         await producer.connected_store()  # its scripts loaded before the pause
-
-        async def answers() -> bool:  # then it has its revocations: no task asks the store
-            return len((await producer.control.inspect(timeout=1).ping()).answers) == 1
-
-        await eventually(answers)
+        await heartbeat_of_a_worker(producer)  # then it has its revocations: no task asks the store
         for node in redis_cluster.nodes:
             assert redis_command(node.port, "CLIENT", "PAUSE", str(STORE_PAUSE_MS), "WRITE") == (
                 b"+OK"
