@@ -2,9 +2,11 @@
 
 Publishing goes through one channel in confirm mode: a publish returns once RabbitMQ has
 confirmed the (persistent) message, and raises when it cannot have it: unroutable, refused,
-or no connection within `publish_timeout`. `publish_many` sends every message and then
-awaits their confirms together; amqp_publisher.py encodes the frames and tracks the confirms
-(not aiormq's `basic_publish`). Exchanges and queues are declared on first use
+or no connection within `publish_timeout`. Every publish (`publish_many`, a worker's dead
+letters and parked messages) sends its messages in one write and then awaits their confirms
+together; those made while another is in flight go out together in the next turn of the
+loop (`TurnBatcher`, as on Redis). amqp_publisher.py encodes the frames and tracks the
+confirms (not aiormq's `basic_publish`). Exchanges and queues are declared on first use
 (amqp_topology.py lists them all); each `consume()` has a channel of its own
 (amqp_consumer.py).
 
@@ -40,6 +42,7 @@ from aio_pika.abc import (
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
 from anyio.streams.memory import MemoryObjectSendStream
 
+from taskq.batching import TurnBatcher
 from taskq.brokers.amqp_connection import open_robust_connection
 from taskq.brokers.amqp_consumer import (
     DELIVERIES_HEADER,
@@ -50,7 +53,7 @@ from taskq.brokers.amqp_consumer import (
     winding_down,
 )
 from taskq.brokers.amqp_events import EventStream
-from taskq.brokers.amqp_publisher import Properties, Publisher
+from taskq.brokers.amqp_publisher import Properties, Publish, Publisher
 from taskq.brokers.amqp_topology import (
     OPTIONS as AMQP_OPTIONS,
 )
@@ -103,6 +106,11 @@ class _Outgoing:
     declare: Callable[[], Awaitable[object]]
     mandatory: bool = True
 
+    @property
+    def publish(self) -> Publish:
+        destination = (self.exchange, self.routing_key, self.mandatory, self.properties)
+        return destination, self.body
+
 
 def _properties(priority: int | None, headers: dict[str, Any]) -> Properties:
     return (
@@ -136,6 +144,7 @@ class AMQPBroker(Broker):
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._publishing = Publisher()
+        self._turns = TurnBatcher(self._send_all)
         self._queues: dict[str, AbstractQueue] = {}  # declared on the publishing channel
         self._exchanges: set[str] = set()
         self._held: Counter[str] = Counter()  # deliveries this process holds, per queue
@@ -233,50 +242,61 @@ class AMQPBroker(Broker):
         return _Outgoing(default, queue, body, properties, partial(self._queue, queue))
 
     async def _publish(self, *outgoing: _Outgoing) -> None:
-        """Send all, then await their confirms together; raise the first failure."""
+        """Publish and await the confirms; raise the first failure. Publishes made while
+        others are in flight go out together, in the next turn of the loop (`TurnBatcher`)."""
+        await self._turns.submit(outgoing)
+
+    async def _send_all(self, outgoing: list[_Outgoing]) -> list[Exception | None]:
+        """Send all in one write, then await their confirms together: each one's failure."""
         async with self._talking():
             for item in outgoing:
                 await self._relinked(item.declare)
-            confirmations = [await self._relinked(partial(self._send, item)) for item in outgoing]
-            errors: list[Exception] = []
-            for confirmation in confirmations:
-                try:
-                    await confirmation
-                except Exception as exc:
-                    errors.append(exc)
-            if errors:
-                raise errors[0]
+            confirmations = await self._relinked(partial(self._send, outgoing))
+            return [await self._confirmed(confirmation) for confirmation in confirmations]
 
-    async def _send(self, item: _Outgoing) -> asyncio.Future[Any]:
+    async def _send(self, outgoing: list[_Outgoing]) -> list[asyncio.Future[Any]]:
         channel = cast(aiormq.Channel, await self._publisher().get_underlay_channel())
-        return await self._publishing.send(
-            channel, item.exchange, item.routing_key, item.body, item.properties, item.mandatory
-        )
+        return await self._publishing.send(channel, [item.publish for item in outgoing])
+
+    async def _confirmed(self, confirmation: asyncio.Future[Any]) -> Exception | None:
+        try:
+            await confirmation
+        except Exception as exc:
+            error = self._explained(exc)
+            error.__cause__ = exc
+            return error
+        return None
 
     @contextlib.asynccontextmanager
     async def _talking(self) -> AsyncIterator[None]:
         """Waits for the connection, bounds the exchange by `publish_timeout`, explains failures."""
         channel = self._publisher()
-        timeout = self._config.publish_timeout
         try:
-            async with asyncio.timeout(timeout):  # asyncio's: cheaper than an anyio scope
+            async with asyncio.timeout(self._config.publish_timeout):  # cheaper than anyio's
                 await channel.ready()
                 yield
-        except PublishError as exc:
-            raise ConfigurationError(
+        except (TimeoutError, AMQPError, ChannelInvalidStateError) as exc:
+            raise self._explained(exc) from exc
+
+    def _explained(self, exc: Exception) -> Exception:
+        """What a failure of RabbitMQ's, or of the link to it, means to the caller."""
+        if isinstance(exc, PublishError):
+            return ConfigurationError(
                 f"RabbitMQ could route no message to a queue ({exc}): bind a queue to the "
                 "exchange with `bindings` in broker_transport_options"
-            ) from exc
-        except DeliveryError as exc:
-            raise ConnectionError(f"RabbitMQ refused the message ({exc})") from exc
-        except TimeoutError as exc:
-            raise BrokerUnavailable(
-                f"RabbitMQ at {masked_url(self._url)} did not answer within {timeout:g}s"
-            ) from exc
-        except (AMQPError, ChannelInvalidStateError) as exc:
-            raise BrokerUnavailable(
+            )
+        if isinstance(exc, DeliveryError):
+            return ConnectionError(f"RabbitMQ refused the message ({exc})")
+        if isinstance(exc, TimeoutError):
+            return BrokerUnavailable(
+                f"RabbitMQ at {masked_url(self._url)} did not answer within "
+                f"{self._config.publish_timeout:g}s"
+            )
+        if isinstance(exc, AMQPError | ChannelInvalidStateError):
+            return BrokerUnavailable(
                 f"RabbitMQ at {masked_url(self._url)}: the connection failed ({exc})"
-            ) from exc
+            )
+        return exc
 
     async def _relinked(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run `operation`, again while it finds its channel closed before sending anything:

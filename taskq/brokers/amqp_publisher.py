@@ -4,10 +4,10 @@ aiormq's `basic_publish` builds and marshals pamqp objects for the method and he
 of every message (`Basic.Publish`, `ContentHeader`, a `ContentBody` per frame), draws a random
 message id, arms a timeout and takes the channel's lock. Here the method and header frames are
 encoded once per destination and set of properties (`Frames`, kept per channel): a publish
-writes its body size, message id and body into them and queues the bytes on the connection's
-writer, then registers its confirm where aiormq's channel reader settles it. Acks and nacks,
-one at a time or `multiple`, settle it by delivery tag (`channel.confirmations`); a
-basic.return, which RabbitMQ sends before the ack, by message id
+writes its body size, message id and body into them; the publishes of one `send` enter the
+connection's write queue as one frame, and each registers its confirm where aiormq's channel
+reader settles it. Acks and nacks, one at a time or `multiple`, settle it by delivery tag
+(`channel.confirmations`); a basic.return, which RabbitMQ sends before the ack, by message id
 (`channel.message_id_delivery_tag`), as aiormq's own publish does. A closing channel rejects
 the confirm with the reason (aiormq's future store).
 
@@ -22,6 +22,7 @@ import asyncio
 import itertools
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -58,7 +59,8 @@ class Properties:
 
 
 # exchange, routing key, mandatory, properties: what a publish's method and header frames hold
-_Destination = tuple[str, str, bool, Properties]
+Destination = tuple[str, str, bool, Properties]
+Publish = tuple[Destination, bytes]  # and the body
 
 
 class Frames:
@@ -117,42 +119,41 @@ class Publisher:
         self._prefix = os.urandom(_ID_PREFIX_BYTES).hex()
         self._count = itertools.count()
         self._channel: aiormq.Channel | None = None
-        self._frames: dict[_Destination, Frames] = {}
+        self._frames: dict[Destination, Frames] = {}
 
     async def send(
-        self,
-        channel: aiormq.Channel,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        properties: Properties,
-        mandatory: bool,
-    ) -> asyncio.Future[Any]:
-        """Queue a publish on `channel`: its confirm, settled by RabbitMQ's ack (a nack, a
-        basic.return or the channel's closing raise). Raises `ChannelInvalidStateError`, having
-        sent nothing, when the channel is closed."""
+        self, channel: aiormq.Channel, publishes: Sequence[Publish]
+    ) -> list[asyncio.Future[Any]]:
+        """Queue `publishes` on `channel`, their frames in one write: their confirms, each
+        settled by RabbitMQ's ack (a nack, a basic.return or the channel's closing raise).
+        Raises `ChannelInvalidStateError`, having sent nothing, when the channel is closed."""
         if channel.is_closed:
             raise ChannelInvalidStateError(f"{channel!r} closed")
-        message_id = f"{self._prefix}{next(self._count):016x}"
-        destination = (exchange, routing_key, mandatory, properties)
-        payload = self._frames_of(channel, destination).encode(body, message_id.encode())
+        ids = [f"{self._prefix}{next(self._count):016x}" for _ in publishes]
+        payload = b"".join(
+            self._frames_of(channel, destination).encode(body, message_id.encode())
+            for (destination, body), message_id in zip(publishes, ids, strict=True)
+        )
         frame = ChannelFrame(payload=payload, should_close=False)
         queue = channel.write_queue
         if queue.full():
             await queue.put(frame)
         else:
             queue.put_nowait(frame)
-        # No await since the frame entered the queue: the tags follow the queue's order. (A
-        # channel that closed meanwhile rejects the confirm at once.)
-        channel.delivery_tag += 1
-        tag = channel.delivery_tag
-        confirmation = channel.create_future()
-        channel.confirmations[tag] = confirmation
-        channel.message_id_delivery_tag[message_id] = tag
-        confirmation.add_done_callback(partial(_forget, channel, message_id, tag))
-        return confirmation
+        # No await since the frames entered the queue: the tags follow the queue's order. (A
+        # channel that closed meanwhile rejects the confirms at once.)
+        confirmations = []
+        for message_id in ids:
+            channel.delivery_tag += 1
+            tag = channel.delivery_tag
+            confirmation = channel.create_future()
+            channel.confirmations[tag] = confirmation
+            channel.message_id_delivery_tag[message_id] = tag
+            confirmation.add_done_callback(partial(_forget, channel, message_id, tag))
+            confirmations.append(confirmation)
+        return confirmations
 
-    def _frames_of(self, channel: aiormq.Channel, destination: _Destination) -> Frames:
+    def _frames_of(self, channel: aiormq.Channel, destination: Destination) -> Frames:
         if destination[3].headers is not None:  # their values vary by message: not kept
             return _encoded(channel, destination)
         if channel is not self._channel or len(self._frames) >= CACHED_FRAMES:
@@ -164,7 +165,7 @@ class Publisher:
         return frames
 
 
-def _encoded(channel: aiormq.Channel, destination: _Destination) -> Frames:
+def _encoded(channel: aiormq.Channel, destination: Destination) -> Frames:
     return Frames(channel.number, channel.max_content_size, *destination)
 
 
