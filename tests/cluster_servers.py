@@ -55,6 +55,9 @@ class _ClusterNode(RedisServer):
         super()._write_config(port, cluster_port)
         with (self.directory / "redis.conf").open("a") as config:  # the last value wins
             config.write(f"cluster-node-timeout {NODE_TIMEOUT_MS}\n")
+            # The live masters serve their slots while a dead one's replica takes over (the
+            # default refuses every command cluster-wide until then).
+            config.write("cluster-require-full-coverage no\n")
 
 
 class ReplicatedRedisCluster(RedisCluster):
